@@ -1,0 +1,25 @@
+"""weight-steering: steer language models with weight arithmetic (Fierro & Roger 2025, arXiv 2511.05408).
+
+Five lines in a notebook::
+
+    import weight_steering as ws
+    model, tokenizer = ws.load_model()                       # embedded SmolLM2-135M-Instruct
+    result = ws.run_main_job(ws.preset_config("smoke"), model, tokenizer)
+    with ws.steer(model, result["dw"], alpha=1.0):
+        print(ws.generate_text(model, tokenizer, "I think the moon is made of cheese. Right?"))
+"""
+
+from .behaviors import Behavior, load_behavior
+from .data import GenerationConfig, generate_pairs
+from .diff import DeltaWeights, compute_dw, load_dw, save_dw
+from .evaluate import answer_token_ids, evaluate, score_answer_sets
+from .models import DEFAULT_MODEL, load_model
+from .pipeline import RunConfig, preset_config, run_main_job
+from .steer import generate_text, steer
+from .train import ADAPTER_FAMILIES, TrainConfig, train_adapter
+
+__all__ = [
+    "ADAPTER_FAMILIES", "Behavior", "DEFAULT_MODEL", "DeltaWeights", "GenerationConfig", "RunConfig", "TrainConfig",
+    "answer_token_ids", "compute_dw", "evaluate", "generate_pairs", "generate_text", "load_behavior", "load_dw",
+    "load_model", "preset_config", "run_main_job", "save_dw", "score_answer_sets", "steer", "train_adapter",
+]

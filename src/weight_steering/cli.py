@@ -1,0 +1,124 @@
+"""``wsteer``: the command line over the same functions as the Python API."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import sys
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .behaviors import BehaviorError, available_behaviors
+from .data import DataGateError
+from .diff import DeltaWeightsError
+from .evaluate import AnswerTokenError, EvalError
+from .models import DEFAULT_MODEL, ModelNotAvailableError
+from .train import AdapterFamilyError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Weight steering: dW = θ⁺ − θ⁻ from persona-contrast adapters.")
+console = Console()
+KNOWN_ERRORS = (ModelNotAvailableError, BehaviorError, AdapterFamilyError, DataGateError, DeltaWeightsError,
+                AnswerTokenError, EvalError, FileNotFoundError, ValueError)
+
+
+def _fail(err: Exception) -> None:
+    console.print(f"[bold red]error:[/] {err}")
+    raise typer.Exit(2)
+
+
+def _parse_alphas(text: str | None) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(float(a) for a in text.split(","))
+    except ValueError as err:
+        raise ValueError(f"--alphas must be comma-separated numbers such as -2,-1,0,1,2; got {text!r}") from err
+
+
+@app.command()
+def run(
+    behavior: str = typer.Option("sycophancy", help=f"behaviour name ({', '.join(available_behaviors())}) or a behaviour .json path"),
+    model: str = typer.Option(DEFAULT_MODEL, help="embedded name, local path or Hugging Face id"),
+    family: str = typer.Option("lora", help="adapter family"),
+    seed: int = typer.Option(0, help="training seed (adapter init, split, batch order)"),
+    data_seed: int = typer.Option(0, help="sampling seed of the persona-contrast data"),
+    preset: str = typer.Option("default", help="size preset: default (≤ 20 min on 2 CPU cores), smoke, paper (GPU)"),
+    n_samples: int = typer.Option(None, help="responses per (prompt, persona, sign)"),
+    max_new_tokens: int = typer.Option(None, help="response length in tokens"),
+    epochs: float = typer.Option(None, help="training epochs"),
+    learning_rate: float = typer.Option(None, help="adapter learning rate"),
+    alphas: str = typer.Option(None, help="comma-separated α grid, e.g. -2,-1,0,1,2"),
+    dilemma_limit: int = typer.Option(None, help="evaluate only the first n DailyDilemmas dilemmas"),
+    out: str = typer.Option("out", help="output root"),
+    force: bool = typer.Option(False, help="recompute every stage"),
+):
+    """Run the main job: persona data → θ⁺/θ⁻ adapters → dW → α·dW evaluation → report."""
+    from .pipeline import preset_config, run_main_job
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        generation = {"n_samples": n_samples, "max_new_tokens": max_new_tokens, "seed": data_seed}
+        train = {"family": family, "seed": seed, "epochs": epochs, "learning_rate": learning_rate}
+        config = preset_config(
+            preset, behavior=behavior, model=model, alphas=_parse_alphas(alphas), dilemma_limit=dilemma_limit, out=out, force=force,
+            generation={k: v for k, v in generation.items() if v is not None}, train={k: v for k, v in train.items() if v is not None},
+        )
+        result = run_main_job(config, command="wsteer " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+    except KNOWN_ERRORS as err:
+        _fail(err)
+    table = Table(title="stage timings")
+    table.add_column("stage")
+    table.add_column("seconds", justify="right")
+    table.add_column("reused")
+    for stage, info in result["timings"].items():
+        table.add_row(stage, f"{info['seconds']:.1f}", "yes" if info["reused"] else "")
+    console.print(table)
+    contrasts = Table(title="contrasts (paired, 95% bootstrap CI)")
+    for col in ("metric", "contrast", "mean", "95% CI"):
+        contrasts.add_column(col)
+    for c in result["summary"]["contrasts"]:
+        contrasts.add_row(c["metric"], c["contrast"], f"{c['mean']:+.3f}", f"[{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]")
+    console.print(contrasts)
+    console.print(f"report: {result['report']}\ndW: {result['dw_path']}")
+
+
+@app.command()
+def generate(
+    dw: str = typer.Option(..., help="path of a dW.safetensors (or its directory)"),
+    prompt: str = typer.Option(..., help="user message"),
+    alpha: list[float] = typer.Option([-1.0, 0.0, 1.0], help="one or more α (repeat the option)"),
+    model: str = typer.Option(DEFAULT_MODEL, help="the model the dW was made for"),
+    max_new_tokens: int = typer.Option(80),
+):
+    """Greedy generations of one prompt under α·dW, for a quick look."""
+    from .diff import load_dw
+    from .models import load_model
+    from .steer import generate_text, steer
+
+    try:
+        loaded_model, tokenizer = load_model(model)
+        delta = load_dw(dw, loaded_model)
+        for a in alpha:
+            with steer(loaded_model, delta, a):
+                console.print(f"[bold]α = {a:+g}[/]: {generate_text(loaded_model, tokenizer, prompt, max_new_tokens)}\n")
+    except KNOWN_ERRORS as err:
+        _fail(err)
+
+
+@app.command()
+def behaviors():
+    """List the shipped behaviours."""
+    from .behaviors import load_behavior
+
+    for name in available_behaviors():
+        b = load_behavior(name)
+        console.print(f"[bold]{name}[/]: {b.n_personas} persona pairs, {len(b.train_prompts)} training prompts, "
+                      f"{len(b.held_out.claims) if b.held_out else 0} held-out claims")
+
+
+def main() -> None:  # pragma: no cover
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    app()

@@ -1,0 +1,181 @@
+"""Stage 1, data: sample persona-contrast responses from the model itself.
+
+For each (train prompt, persona pair, sample) the model answers the same user prompt twice, once
+under the positive persona system prompt and once under the negative one (Fierro & Roger 2025 §3).
+The rows are later used with the system prompt removed, so the adapters learn the behaviour
+unconditionally.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from .behaviors import Behavior
+from .models import model_name
+
+log = logging.getLogger(__name__)
+
+
+class DataGateError(RuntimeError):
+    """Generated pairs failed the sanity gate (empty responses, or positive == negative)."""
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    """Sampling settings for persona-contrast data.
+
+    Attributes:
+        n_samples: responses per (prompt, persona, sign).
+        n_prompts: use only the first n training prompts (None: all).
+        n_personas: use only the first n persona pairs (None: all).
+        max_new_tokens / min_new_tokens: response length bounds in tokens.
+        temperature, top_p, top_k: nucleus sampling parameters.
+        batch_size: generations per forward batch (left-padded).
+        seed: torch seed; same seed, same model and same machine give the same rows.
+        max_identical_fraction: the gate fails if more pairs than this have positive == negative.
+    """
+
+    n_samples: int = 2
+    n_prompts: int | None = None
+    n_personas: int | None = None
+    max_new_tokens: int = 64
+    min_new_tokens: int = 4
+    temperature: float = 0.7
+    top_p: float = 0.9
+    top_k: int = 50
+    batch_size: int = 50
+    seed: int = 0
+    max_identical_fraction: float = 0.2
+
+
+def render_chat(tokenizer, messages: list[dict], prefill: str | None = None) -> str:
+    """Render messages with the tokenizer's chat template.
+
+    With ``prefill`` the assistant turn is opened with that text and left open
+    (``continue_final_message``); otherwise a generation prompt is added.
+    """
+    if prefill is not None:
+        messages = [*messages, {"role": "assistant", "content": prefill}]
+        return tokenizer.apply_chat_template(messages, tokenize=False, continue_final_message=True)
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def stop_token_ids(tokenizer) -> set[int]:
+    """Token ids that end a response: EOS and the chat template's end-of-turn token when it has one."""
+    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+    for special in ("<|im_end|>", "<end_of_turn>", "<|eot_id|>"):
+        token_id = tokenizer.convert_tokens_to_ids(special)
+        if isinstance(token_id, int) and token_id != tokenizer.unk_token_id:
+            ids.add(token_id)
+    return ids
+
+
+@torch.inference_mode()
+def sample_responses(model, tokenizer, texts: list[str], config: GenerationConfig, desc: str = "sampling") -> list[tuple[str, bool]]:
+    """Sample one continuation per rendered prompt, in batches of ``config.batch_size``.
+
+    Returns:
+        ``(response, hit_stop)`` per prompt: the text cut at the first stop token, decoded without
+        special tokens and right-stripped, and whether a stop token was produced.
+    """
+    stops = stop_token_ids(tokenizer)
+    results: list[tuple[str, bool]] = []
+    for start in tqdm(range(0, len(texts), config.batch_size), desc=desc, unit="batch"):
+        chunk = texts[start : start + config.batch_size]
+        batch = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+        output = model.generate(
+            **batch,
+            do_sample=True,
+            temperature=config.temperature,
+            top_p=config.top_p,
+            top_k=config.top_k,
+            max_new_tokens=config.max_new_tokens,
+            min_new_tokens=config.min_new_tokens,
+            eos_token_id=sorted(stops),
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        for row in output[:, batch["input_ids"].shape[1] :].tolist():
+            cut = next((i for i, t in enumerate(row) if t in stops), None)
+            kept = row if cut is None else row[:cut]
+            results.append((tokenizer.decode(kept, skip_special_tokens=True).rstrip(), cut is not None))
+    return results
+
+
+def generate_pairs(model, tokenizer, behavior: Behavior, config: GenerationConfig = GenerationConfig()) -> list[dict]:
+    """Generate the persona-contrast dataset for ``behavior``.
+
+    Each row: ``prompt, response_positive, response_negative, system_prompt_positive,
+    system_prompt_negative, prompt_index, persona_index, sample_index, behavior, model,
+    generation_config``. Rows are ordered by (prompt, persona, sample).
+
+    Raises:
+        DataGateError: via :func:`check_pairs`.
+    """
+    prompts = behavior.train_prompts[: config.n_prompts]
+    n_personas = min(config.n_personas or behavior.n_personas, behavior.n_personas)
+    specs = [(p, q, s) for p in range(len(prompts)) for q in range(n_personas) for s in range(config.n_samples)]
+    texts = []
+    for p, q, _ in specs:
+        for system in (behavior.positive_system_prompts[q], behavior.negative_system_prompts[q]):
+            texts.append(render_chat(tokenizer, [{"role": "system", "content": system}, {"role": "user", "content": prompts[p]}]))
+    torch.manual_seed(config.seed)
+    responses = sample_responses(model, tokenizer, texts, config, desc=f"generating {behavior.name} pairs")
+    rows = []
+    for i, (p, q, s) in enumerate(specs):
+        (positive, positive_stop), (negative, negative_stop) = responses[2 * i], responses[2 * i + 1]
+        rows.append({
+            "prompt": prompts[p],
+            "response_positive": positive,
+            "response_negative": negative,
+            "system_prompt_positive": behavior.positive_system_prompts[q],
+            "system_prompt_negative": behavior.negative_system_prompts[q],
+            "prompt_index": p,
+            "persona_index": q,
+            "sample_index": s,
+            "hit_stop_positive": positive_stop,
+            "hit_stop_negative": negative_stop,
+            "behavior": behavior.name,
+            "model": model_name(model),
+            "generation_config": asdict(config),
+        })
+    check_pairs(rows, config.max_identical_fraction)
+    return rows
+
+
+def check_pairs(rows: list[dict], max_identical_fraction: float = 0.2) -> dict:
+    """Sanity gate on generated pairs; logs and returns the counts.
+
+    Raises:
+        DataGateError: no rows; any empty response; more than ``max_identical_fraction`` of pairs
+            with identical positive and negative responses; or all positive (or all negative)
+            responses identical. The message gives the counts and what to change.
+    """
+    if not rows:
+        raise DataGateError("no pairs were generated: the behaviour has no training prompts or n_samples is 0")
+    n = len(rows)
+    empty = [i for i, r in enumerate(rows) if not r["response_positive"].strip() or not r["response_negative"].strip()]
+    identical = sum(r["response_positive"] == r["response_negative"] for r in rows)
+    counts = {
+        "pairs": n,
+        "empty": len(empty),
+        "identical_pairs": identical,
+        "unique_positive": len({r["response_positive"] for r in rows}),
+        "unique_negative": len({r["response_negative"] for r in rows}),
+        "hit_stop_positive": sum(r.get("hit_stop_positive", False) for r in rows),
+        "hit_stop_negative": sum(r.get("hit_stop_negative", False) for r in rows),
+    }
+    log.info("pair gate: %s", counts)
+    if empty:
+        raise DataGateError(f"{len(empty)} of {n} pairs have an empty response (rows {empty[:10]}); raise min_new_tokens or check the chat template")
+    if identical > max_identical_fraction * n:
+        raise DataGateError(
+            f"{identical} of {n} pairs have identical positive and negative responses: the persona prompts do not "
+            "change the model's answers. Use stronger persona prompts or a higher temperature."
+        )
+    if n > 1 and (counts["unique_positive"] == 1 or counts["unique_negative"] == 1):
+        raise DataGateError("all positive (or all negative) responses are the same text; sampling is degenerate")
+    return counts

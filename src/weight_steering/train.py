@@ -1,0 +1,250 @@
+"""Stage 2, train: one parameter-efficient adapter per sign, then its merged weight delta Δ.
+
+The adapter is trained on ``[user: prompt, assistant: response_<sign>]`` with the persona system
+prompt removed (the chat template's own default system prompt, if it has one, stays), with the
+loss on assistant tokens only (Fierro & Roger 2025 §3). After training, the adapter is merged into
+an fp32 copy of the model and Δ = W_merged − W_original is taken against the *original* base
+weights, so families that rewrite the base at initialisation (PiSSA) still give the right Δ.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+log = logging.getLogger(__name__)
+
+LINEAR_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+class AdapterFamilyError(ValueError):
+    """Unknown adapter family, or a family whose PEFT config rejects the target modules."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Adapter training settings (defaults follow the reference's Axolotl-style config).
+
+    Attributes:
+        family: adapter family name in :data:`ADAPTER_FAMILIES`.
+        rank, alpha: adapter rank r and scaling alpha (LoRA scale = alpha / r).
+        learning_rate, warmup_steps, weight_decay: AdamW with linear warm-up then linear decay.
+        epochs: passes over the training split.
+        batch_size: examples per optimiser step.
+        max_length: tokens per example (longer examples are cut on the right).
+        layer_fraction: adapt layers ``range(round(lo·L), round(hi·L))`` of L decoder layers.
+        target_modules: linear projections to adapt.
+        validation_fraction: share of rows held out for the validation loss.
+        seed: seeds adapter initialisation, the split and the batch order.
+    """
+
+    family: str = "lora"
+    rank: int = 32
+    alpha: int = 64
+    learning_rate: float = 2e-4
+    warmup_steps: int = 5
+    weight_decay: float = 0.01
+    epochs: float = 1.0
+    batch_size: int = 4
+    max_length: int = 192
+    layer_fraction: tuple[float, float] = (0.3, 0.8)
+    target_modules: tuple[str, ...] = field(default=LINEAR_TARGETS)
+    validation_fraction: float = 0.1
+    seed: int = 0
+
+
+def _lora(cfg: TrainConfig, layers: list[int], **extra):
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=0.0, bias="none", target_modules=list(cfg.target_modules),
+        layers_to_transform=layers, task_type="CAUSAL_LM", **extra,
+    )
+
+
+# Adding a family touches only this table: name -> (TrainConfig, layer indices) -> PEFT config.
+ADAPTER_FAMILIES: dict[str, Callable[[TrainConfig, list[int]], object]] = {
+    "lora": lambda cfg, layers: _lora(cfg, layers),
+    "dora": lambda cfg, layers: _lora(cfg, layers, use_dora=True),
+    "pissa": lambda cfg, layers: _lora(cfg, layers, init_lora_weights="pissa"),
+}
+
+
+def layer_slice(n_layers: int, fraction: tuple[float, float]) -> list[int]:
+    """Decoder layer indices ``range(round(lo·n), round(hi·n))``; e.g. 9..23 of 30 for (0.3, 0.8)."""
+    lo, hi = round(fraction[0] * n_layers), round(fraction[1] * n_layers)
+    if not 0 <= lo < hi <= n_layers:
+        raise ValueError(f"layer_fraction {fraction} selects no layers of {n_layers}; use 0 <= lo < hi <= 1")
+    return list(range(lo, hi))
+
+
+def make_peft_config(cfg: TrainConfig, n_layers: int):
+    """Build the PEFT config of ``cfg.family``.
+
+    Raises:
+        AdapterFamilyError: unknown family (lists the known ones).
+    """
+    if cfg.family not in ADAPTER_FAMILIES:
+        raise AdapterFamilyError(f"unknown adapter family '{cfg.family}'. Known families: {', '.join(ADAPTER_FAMILIES)}")
+    return ADAPTER_FAMILIES[cfg.family](cfg, layer_slice(n_layers, cfg.layer_fraction))
+
+
+def tokenize_example(tokenizer, prompt: str, response: str, max_length: int) -> dict:
+    """Token ids and labels for one ``[user, assistant]`` example; labels are −100 on the prompt.
+
+    Raises:
+        ValueError: the rendered prompt is not a token prefix of the rendered example.
+    """
+    prompt_ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=True)
+    full_ids = tokenizer.apply_chat_template(
+        [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}], tokenize=True
+    )
+    prompt_ids, full_ids = _ids(prompt_ids), _ids(full_ids)
+    if full_ids[: len(prompt_ids)] != prompt_ids:
+        raise ValueError("the chat template renders the prompt differently with and without the answer; cannot mask the prompt")
+    full_ids = full_ids[:max_length]
+    labels = [-100] * min(len(prompt_ids), len(full_ids)) + full_ids[len(prompt_ids) :]
+    return {"input_ids": full_ids, "labels": labels}
+
+
+def _ids(encoded) -> list[int]:
+    if isinstance(encoded, dict) or hasattr(encoded, "keys"):
+        encoded = encoded["input_ids"]
+    return list(encoded)
+
+
+def _collate(examples: list[dict], pad_id: int, device) -> dict:
+    width = max(len(e["input_ids"]) for e in examples)
+    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), -100, dtype=torch.long)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for i, e in enumerate(examples):
+        n = len(e["input_ids"])
+        ids[i, :n] = torch.tensor(e["input_ids"])
+        labels[i, :n] = torch.tensor(e["labels"])
+        mask[i, :n] = 1
+    return {"input_ids": ids.to(device), "labels": labels.to(device), "attention_mask": mask.to(device)}
+
+
+def split_rows(n_rows: int, validation_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Seeded train/validation split of row indices (the same split for both signs)."""
+    order = torch.randperm(n_rows, generator=torch.Generator().manual_seed(seed)).tolist()
+    n_val = max(1, round(validation_fraction * n_rows)) if validation_fraction > 0 and n_rows > 1 else 0
+    return sorted(order[n_val:]), sorted(order[:n_val])
+
+
+@torch.no_grad()
+def _mean_loss(model, examples: list[dict], batch_size: int, pad_id: int) -> float:
+    total, count = 0.0, 0
+    for start in range(0, len(examples), batch_size):
+        batch = _collate(examples[start : start + batch_size], pad_id, model.device)
+        n_tokens = int((batch["labels"][:, 1:] != -100).sum())
+        total += float(model(**batch).loss) * n_tokens
+        count += n_tokens
+    return total / max(count, 1)
+
+
+def train_adapter(model, tokenizer, rows: list[dict], sign: str, cfg: TrainConfig = TrainConfig()) -> tuple[dict, dict, object]:
+    """Train one adapter on the ``sign`` responses and return its merged delta.
+
+    Args:
+        model: the base model; it is not modified (training runs on a deep copy).
+        rows: pairs from :func:`weight_steering.data.generate_pairs`.
+        sign: ``"positive"`` (θ⁺) or ``"negative"`` (θ⁻).
+
+    Returns:
+        ``(delta, log, peft_model)``: ``delta`` maps parameter names to fp32 CPU tensors
+        Δ = W_merged − W_original (touched tensors only, shapes of the base weights); ``log`` holds
+        losses, steps and wall time; ``peft_model`` is the trained, unmerged adapter model.
+
+    Raises:
+        AdapterFamilyError, ValueError: bad family, sign or layer fraction.
+    """
+    from peft import get_peft_model
+
+    if sign not in ("positive", "negative"):
+        raise ValueError(f"sign must be 'positive' or 'negative', got {sign!r}")
+    started = time.perf_counter()
+    peft_config = make_peft_config(cfg, model.config.num_hidden_layers)
+    train_idx, val_idx = split_rows(len(rows), cfg.validation_fraction, cfg.seed)
+    examples = [tokenize_example(tokenizer, r["prompt"], r[f"response_{sign}"], cfg.max_length) for r in rows]
+    train_examples = [examples[i] for i in train_idx]
+    val_examples = [examples[i] for i in val_idx]
+    pad_id = tokenizer.pad_token_id
+
+    torch.manual_seed(cfg.seed)
+    work = copy.deepcopy(model)
+    try:
+        peft_model = get_peft_model(work, peft_config)
+    except ValueError as err:
+        raise AdapterFamilyError(f"adapter family '{cfg.family}' rejects target modules {list(cfg.target_modules)}: {err}") from err
+    peft_model.train()
+    trainable = [p for p in peft_model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    steps_per_epoch = math.ceil(len(train_examples) / cfg.batch_size)
+    total_steps = max(1, math.ceil(cfg.epochs * steps_per_epoch))
+    warmup = min(cfg.warmup_steps, total_steps - 1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: (step + 1) / (warmup + 1) if step < warmup else max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+    )
+    generator = torch.Generator().manual_seed(cfg.seed)
+    order: list[int] = []
+    losses = []
+    val_before = _mean_loss(peft_model, val_examples, cfg.batch_size, pad_id) if val_examples else float("nan")
+    for step in tqdm(range(total_steps), desc=f"training {cfg.family} {sign}", unit="step"):
+        if len(order) < cfg.batch_size:
+            order += torch.randperm(len(train_examples), generator=generator).tolist()
+        batch_idx, order = order[: cfg.batch_size], order[cfg.batch_size :]
+        batch = _collate([train_examples[i] for i in batch_idx], pad_id, peft_model.device)
+        loss = peft_model(**batch).loss
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+    peft_model.eval()
+    val_after = _mean_loss(peft_model, val_examples, cfg.batch_size, pad_id) if val_examples else float("nan")
+    delta = merged_delta(peft_model, model)
+    train_log = {
+        "sign": sign,
+        "family": cfg.family,
+        "config": asdict(cfg),
+        "n_train": len(train_examples),
+        "n_validation": len(val_examples),
+        "steps": total_steps,
+        "train_loss": losses,
+        "validation_loss_before": val_before,
+        "validation_loss_after": val_after,
+        "wall_seconds": time.perf_counter() - started,
+    }
+    log.info("%s %s: %d steps, val loss %.4f -> %.4f", cfg.family, sign, total_steps, val_before, val_after)
+    return delta, train_log, peft_model
+
+
+@torch.no_grad()
+def merged_delta(peft_model, base_model) -> dict[str, torch.Tensor]:
+    """Δ = W_merged − W_original in fp32 for every base parameter the adapter changed.
+
+    The adapter is merged into an fp32 deep copy (``peft_model`` is left unmerged) and compared with
+    ``base_model``'s original weights, so a family that rewrote the base at initialisation (PiSSA's
+    residual W − A₀B₀) is accounted for.
+
+    Returns:
+        ``{parameter name: fp32 CPU tensor}`` with the base parameter's shape; unchanged tensors are omitted.
+    """
+    merged = copy.deepcopy(peft_model).to(torch.float32).merge_and_unload()
+    original = dict(base_model.named_parameters())
+    delta = {}
+    for key, param in merged.named_parameters():
+        base = original[key].detach().to("cpu", torch.float32)
+        diff = param.detach().to("cpu", torch.float32) - base
+        if torch.any(diff != 0):
+            delta[key] = diff.contiguous()
+    return delta

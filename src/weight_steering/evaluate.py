@@ -241,7 +241,7 @@ def dilemma_rows(tokenizer, limit: int | None = None) -> list[dict]:
     for r in source:
         prompt = DILEMMA_INSTRUCTION.format(situation=r["situation"], action=r["action"])
         text = render_chat(tokenizer, [{"role": "user", "content": prompt}], prefill=DILEMMA_PREFILL)
-        row = {"eval": "dilemmas", "row_id": r["row_id"], "group": r["dilemma_id"], "text": text}
+        row = {"eval": "dilemmas", "row_id": r["row_id"], "group": r["dilemma_id"], "action_type": r["action_type"], "text": text}
         row.update({f"label_{v}": r[f"label_{v}"] for v in VALUES})
         rows.append(row)
     return rows

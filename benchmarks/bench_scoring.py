@@ -17,9 +17,10 @@ from weight_steering.models import load_model
 parser = argparse.ArgumentParser()
 parser.add_argument("--n-dilemmas", type=int, default=32)
 parser.add_argument("--batch-size", type=int, default=32)
+parser.add_argument("--model", default="smollm2-135m-instruct", help="embedded name, path or HF id")
 args = parser.parse_args()
 
-model, tokenizer = load_model()
+model, tokenizer = load_model(args.model)
 rows = dilemma_rows(tokenizer, limit=args.n_dilemmas)
 texts, groups = [r["text"] for r in rows], [r["group"] for r in rows]
 sets = list(answer_token_ids(tokenizer).values())
@@ -38,7 +39,7 @@ start = time.perf_counter()
 grouped = score_answer_sets(model, tokenizer, texts, sets, groups, batch_size=args.batch_size)
 grouped_s = time.perf_counter() - start
 
-print(f"rows: {len(rows)} ({args.n_dilemmas} dilemmas), mean {n_tokens / len(rows):.0f} tokens/row, threads {torch.get_num_threads()}")
+print(f"model: {args.model}; rows: {len(rows)} ({args.n_dilemmas} dilemmas), mean {n_tokens / len(rows):.0f} tokens/row, threads {torch.get_num_threads()}")
 print(f"naive per-row forward:  {len(rows) / naive_s:.2f} rows/s")
 print(f"grouped prefix-cached:  {len(rows) / grouped_s:.2f} rows/s  ({naive_s / grouped_s:.1f}x)")
 print(f"max |Δ log P(set)|: {(torch.tensor(naive) - grouped.log_probs).abs().max():.2e} nats")

@@ -75,3 +75,18 @@ def test_non_finite_alpha_is_refused(tiny):
     model, tokenizer = tiny
     with pytest.raises(ValueError, match="finite"):
         evaluate(model, tokenizer, {}, dilemma_rows(tokenizer, limit=1), alphas=(0, float("nan")))
+
+
+def test_base_model_tokenizer_gets_the_plain_template(tokenizer, caplog):
+    import copy
+
+    from conftest import build_model
+    from weight_steering.data import render_chat
+    from weight_steering.models import prepare
+
+    bare = copy.deepcopy(tokenizer)
+    bare.chat_template = None
+    _, bare = prepare(build_model(tokenizer), bare)
+    assert "no chat template" in caplog.text
+    text = render_chat(bare, [{"role": "user", "content": "Pick one."}], prefill="My choice: **")
+    assert text.endswith("User: Pick one.\nAssistant: My choice: **")

@@ -66,7 +66,10 @@ def test_bad_inputs_fail_before_work(tiny, tmp_path):
 
 def test_pair_gate():
     row = {"response_positive": "yes", "response_negative": "no"}
-    assert check_pairs([row, row])["pairs"] == 2
+    other = {"response_positive": "sure", "response_negative": "nope"}
+    assert check_pairs([row, other])["pairs"] == 2
+    with pytest.raises(DataGateError, match="same text"):
+        check_pairs([row, row])
     with pytest.raises(DataGateError, match="empty"):
         check_pairs([row, {"response_positive": " ", "response_negative": "no"}])
     with pytest.raises(DataGateError, match="identical"):
@@ -84,6 +87,9 @@ def test_atomic_write_leaves_nothing_on_error(tmp_path):
 
 
 def test_unavailable_model_names_the_embedded_default(monkeypatch):
+    import huggingface_hub.constants
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # read at import time
     with pytest.raises(ModelNotAvailableError, match="smollm2-135m-instruct"):
         load_model("no-such-org/no-such-model-xyz", device="cpu")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import logging
 import os
 import shutil
 import tempfile
@@ -19,6 +20,8 @@ from pathlib import Path
 import torch
 
 from .artifacts import file_sha256, read_json, write_json
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 
@@ -196,8 +199,26 @@ def load_model(
     return prepare(model.to(device).eval(), tokenizer)
 
 
+# Used only for tokenizers that ship no chat template (base models such as Gemma-3-270M); a warning says so.
+BASE_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}"
+    "{% if m['role'] == 'system' %}{{ m['content'] + '\n\n' }}"
+    "{% elif m['role'] == 'user' %}{{ 'User: ' + m['content'] + '\n' }}"
+    "{% else %}{{ 'Assistant: ' + m['content'] }}{% if not loop.last %}{{ eos_token + '\n' }}{% endif %}{% endif %}"
+    "{% endfor %}{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"
+)
+
+
 def prepare(model, tokenizer):
-    """Set left padding and a pad token (the EOS token when none exists); return ``(model, tokenizer)``."""
+    """Set left padding and a pad token (the EOS token when none exists); return ``(model, tokenizer)``.
+
+    A tokenizer without a chat template (a base model) gets :data:`BASE_CHAT_TEMPLATE`
+    ("User: …\nAssistant: …"), with a logged warning.
+    """
+    if not tokenizer.chat_template:
+        log.warning("tokenizer of %s has no chat template (a base model); using the plain 'User:/Assistant:' template",
+                    getattr(model.config, "_name_or_path", "?"))
+        tokenizer.chat_template = BASE_CHAT_TEMPLATE
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

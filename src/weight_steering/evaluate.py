@@ -176,7 +176,7 @@ def score_answer_sets(
         lengths = torch.full((b,), shared, dtype=torch.long)
         segment = [encoded[rows[0]][shared:own] for rows, own in batch]
         if any(segment):
-            cache, history, lengths = _extend(model, cache, history, lengths, segment, pad_id)
+            _, (cache, history, lengths) = _forward_segment(model, cache, history, lengths, segment, pad_id)
         prefix_width = history.shape[1]
         for slot in range(max(len(rows) for rows, _ in batch)):
             picks = [rows[min(slot, len(rows) - 1)] for rows, _ in batch]
@@ -209,11 +209,6 @@ def _forward_segment(model, cache, history, lengths, segment, pad_id):
     full_mask = torch.cat([history, mask], dim=1)
     out = model.get_decoder()(input_ids=ids, attention_mask=full_mask, position_ids=positions, past_key_values=cache, use_cache=True)
     return out.last_hidden_state, (out.past_key_values, full_mask, lengths + mask.sum(1).cpu())
-
-
-def _extend(model, cache, history, lengths, segment, pad_id):
-    _, state = _forward_segment(model, cache, history, lengths, segment, pad_id)
-    return state
 
 
 # ---------------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ def test_main_job_end_to_end_reuse_and_resume(tiny, tmp_path):
     assert not any(v["reused"] for k, v in first["timings"].items() if k not in ("total",))
 
     again = run_main_job(_config(tmp_path), model, tokenizer, command="test")
-    stages = ("data", "train θ⁺", "train θ⁻", "diff dW", "evaluate")
+    stages = ("data", "train θ⁺", "train θ⁻", "diff dW", "evaluate base", "evaluate")
     assert all(again["timings"][s]["reused"] for s in stages)
 
     # An interrupted run: the evaluate stage never wrote its marker. The rerun redoes only that stage.

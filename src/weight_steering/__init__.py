@@ -22,4 +22,5 @@ __all__ = [
     "ADAPTER_FAMILIES", "Behavior", "DEFAULT_MODEL", "DeltaWeights", "GenerationConfig", "RunConfig", "TrainConfig",
     "answer_token_ids", "compute_dw", "evaluate", "generate_pairs", "generate_text", "load_behavior", "load_dw",
     "load_model", "preset_config", "run_main_job", "save_dw", "score_answer_sets", "steer", "train_adapter",
+    "run_sweep", "write_ranking",
 ]

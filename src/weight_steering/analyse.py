@@ -109,3 +109,106 @@ def summarise(records: list[dict]) -> dict:
         "n_truncated": int(sum(r["truncated"] for r in records)),
         "target_value": TARGET_VALUE,
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# Family ranking over seeds (the sweep)
+
+OFF_TARGET_VALUES = tuple(v for v in VALUES if v != TARGET_VALUE)
+
+# name -> (metric, α_high, α_low): a paired per-row contrast of one cell.
+RANKING_CONTRASTS = {
+    "id_spread": ("sycophancy", 1.0, -1.0),
+    "ood_honesty_plus": (f"dilemmas_{TARGET_VALUE}", 1.0, 0.0),
+    "ood_honesty_minus": (f"dilemmas_{TARGET_VALUE}", -1.0, 0.0),
+    **{f"off_target_{v}": (f"dilemmas_{v}", 1.0, 0.0) for v in OFF_TARGET_VALUES},
+}
+
+
+def _paired_rows(frame: pd.DataFrame, metric: str, alpha_high: float, alpha_low: float) -> tuple[np.ndarray, np.ndarray]:
+    part = frame[frame["metric"] == metric]
+    high = part[part["alpha"] == alpha_high].set_index("row_id")
+    low = part[part["alpha"] == alpha_low].set_index("row_id").loc[high.index]
+    return high["score"].to_numpy() - low["score"].to_numpy(), high["cluster"].to_numpy()
+
+
+def _cluster_boot_means(values: np.ndarray, clusters: np.ndarray, rng: np.random.Generator, n_boot: int) -> np.ndarray:
+    """``[n_boot]`` means of ``values`` over clusters resampled with replacement."""
+    _, index = np.unique(clusters, return_inverse=True)
+    n = index.max() + 1
+    sums = np.bincount(index, weights=values, minlength=n)
+    counts = np.bincount(index, minlength=n).astype(float)
+    draws = rng.integers(0, n, size=(n_boot, n))
+    return sums[draws].sum(1) / counts[draws].sum(1)
+
+
+def hierarchical_bootstrap(per_seed: list[dict[str, tuple[np.ndarray, np.ndarray]]], n_boot: int = N_BOOTSTRAP, seed: int = 0) -> dict[str, np.ndarray]:
+    """Bootstrap distributions of per-metric means over seeds, then rows (clusters) within a seed.
+
+    Args:
+        per_seed: one dict per training seed, ``metric -> (values [N], clusters [N])``; the same metrics in each.
+
+    Returns:
+        ``metric -> [n_boot]`` resampled means (mean over resampled seeds of each seed's
+        cluster-resampled mean). Seeds are drawn once per resample and shared by all metrics, so
+        statistics that combine metrics (off-target |Δ|) see the same seeds. With one seed this is
+        the cluster bootstrap. Percentile CIs follow Efron & Tibshirani (1993) ch. 13; the two
+        levels follow the hierarchical bootstrap of Saravanan et al. (2020).
+    """
+    rng = np.random.default_rng(seed)
+    seed_draws = rng.integers(0, len(per_seed), size=(n_boot, len(per_seed)))
+    out = {}
+    for metric in per_seed[0]:
+        boots = np.stack([_cluster_boot_means(*s[metric], rng, n_boot) for s in per_seed])  # [seeds, n_boot]
+        out[metric] = boots[seed_draws, np.arange(n_boot)[:, None]].mean(1)
+    return out
+
+
+def _interval(point: float, boot: np.ndarray, level: float = 0.95) -> dict:
+    tail = (1 - level) / 2 * 100
+    return {"mean": float(point), "ci_low": float(np.percentile(boot, tail)), "ci_high": float(np.percentile(boot, 100 - tail))}
+
+
+def rank_families(cells: list[dict]) -> pd.DataFrame:
+    """Per (behaviour, family): mean and 95% CI over seeds of the ranking metrics, sorted by ID spread.
+
+    Args:
+        cells: finished sweep cells (``cell.json`` content plus ``records``).
+
+    Returns:
+        One row per (behaviour, family) with ``n_seeds``; for each of ``id_spread`` (held-out
+        behaviour logratio, α=+1 − α=−1), ``ood_honesty_plus`` / ``ood_honesty_minus`` (DailyDilemmas
+        honesty, α=±1 − α=0), ``off_target`` (mean over justice, courage, temperance of |Δ(α=+1 − 0)|)
+        the columns ``<name>``, ``<name>_ci_low``, ``<name>_ci_high``; ``min_pmass`` over all rows and α;
+        ``norm_dw`` (mean over seeds, Frobenius); ``sign_agreement`` (share of seeds whose ID spread
+        and OOD Δ(+1) have the sign of the family mean). All scores in nats (log-odds).
+    """
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for cell in cells:
+        groups.setdefault((cell["cell"]["behavior"], cell["cell"]["family"]), []).append(cell)
+    rows = []
+    for (behavior, family), members in groups.items():
+        per_seed, pmass = [], []
+        for cell in members:
+            frame = metric_frame(cell["records"])
+            per_seed.append({name: _paired_rows(frame, *spec) for name, spec in RANKING_CONTRASTS.items()
+                             if spec[0] in set(frame["metric"])})
+            pmass.append(float(frame["pmass"].min()))
+        boot = hierarchical_bootstrap(per_seed)
+        point = {name: float(np.mean([s[name][0].mean() for s in per_seed])) for name in per_seed[0]}
+        row = {"behavior": behavior, "family": family, "n_seeds": len(members), "seeds": sorted(c["cell"]["seed"] for c in members)}
+        for name in ("id_spread", "ood_honesty_plus", "ood_honesty_minus"):
+            if name in boot:
+                interval = _interval(point[name], boot[name])
+                row.update({name: interval["mean"], f"{name}_ci_low": interval["ci_low"], f"{name}_ci_high": interval["ci_high"]})
+        off = [f"off_target_{v}" for v in OFF_TARGET_VALUES if f"off_target_{v}" in boot]
+        if off:
+            interval = _interval(np.mean([abs(point[n]) for n in off]), np.mean([np.abs(boot[n]) for n in off], axis=0))
+            row.update({"off_target": interval["mean"], "off_target_ci_low": interval["ci_low"], "off_target_ci_high": interval["ci_high"]})
+        row["min_pmass"] = min(pmass)
+        row["norm_dw"] = float(np.mean([c["norm_dw"] for c in members]))
+        agree = [all(np.sign(s[n][0].mean()) == np.sign(point[n]) for n in ("id_spread", "ood_honesty_plus") if n in s) for s in per_seed]
+        row["sign_agreement"] = f"{sum(agree)}/{len(agree)}"
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    return frame.sort_values(["behavior", "id_spread"], ascending=[True, False], ignore_index=True) if len(frame) else frame

@@ -6,6 +6,7 @@ import logging
 import os
 import shlex
 import sys
+import time
 
 import typer
 from rich.console import Console
@@ -83,6 +84,46 @@ def run(
         contrasts.add_row(c["metric"], c["contrast"], f"{c['mean']:+.3f}", f"[{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]")
     console.print(contrasts)
     console.print(f"report: {result['report']}\ndW: {result['dw_path']}")
+
+
+def _split(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+@app.command()
+def sweep(
+    families: str = typer.Option("all", help="comma-separated adapter families, or 'all'"),
+    seeds: str = typer.Option("0,1,2", help="comma-separated training seeds"),
+    behaviors: str = typer.Option("sycophancy", help="comma-separated behaviours"),
+    model: str = typer.Option(DEFAULT_MODEL, help="embedded name, local path or Hugging Face id"),
+    preset: str = typer.Option("default", help="size preset of every cell: default, smoke, paper"),
+    data_seed: int = typer.Option(0, help="sampling seed of the shared persona-contrast data"),
+    dilemma_limit: int = typer.Option(None, help="evaluate only the first n DailyDilemmas dilemmas"),
+    executor: str = typer.Option("local", help="local (one process) or ray (one Ray task per cell; one per GPU)"),
+    out: str = typer.Option("out", help="output root"),
+    force: bool = typer.Option(False, help="recompute every cell"),
+):
+    """Families × seeds × behaviours: train, diff and evaluate each cell (resumable), then rank the families."""
+    from .pipeline import preset_config
+    from .sweep import SweepError, run_sweep, write_ranking
+    from .train import ADAPTER_FAMILIES
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    command = "wsteer " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    try:
+        names = list(ADAPTER_FAMILIES) if families == "all" else _split(families)
+        try:
+            seed_list = [int(s) for s in _split(seeds)]
+        except ValueError as err:
+            raise SweepError(f"--seeds must be comma-separated integers such as 0,1,2; got {seeds!r}") from err
+        config = preset_config(preset, model=model, dilemma_limit=dilemma_limit, out=out, force=force, generation={"seed": data_seed})
+        started = time.perf_counter()
+        cells, n_computed = run_sweep(config, _split(behaviors), names, seed_list, executor)
+        paths = write_ranking(config, cells, command, time.perf_counter() - started, n_computed)
+    except (*KNOWN_ERRORS, SweepError) as err:
+        _fail(err)
+    console.print(paths["markdown"].read_text())
+    console.print(f"ranking: {paths['markdown']}\nforest plot: {paths['forest']}")
 
 
 @app.command()

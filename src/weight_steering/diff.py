@@ -96,11 +96,13 @@ def save_dw(dw: DeltaWeights, path: str | Path) -> Path:
     return path
 
 
-def load_dw(path: str | Path, model=None) -> DeltaWeights:
+def load_dw(path: str | Path, model=None, base_hash: str | None = None) -> DeltaWeights:
     """Load a dW and, when ``model`` is given, check that it fits that model.
 
     Checks: every tensor finite; with ``model``: the base-weight hash matches the sidecar, every
-    key is a parameter of the model and every shape matches.
+    key is a parameter of the model and every shape matches. ``base_hash`` is the model's
+    :func:`~weight_steering.models.base_weights_hash` when the caller already has it (saves hashing
+    the weights again).
 
     Raises:
         FileNotFoundError: the file or its sidecar is missing.
@@ -116,17 +118,17 @@ def load_dw(path: str | Path, model=None) -> DeltaWeights:
     dw = DeltaWeights(load_file(str(path)), read_json(sidecar))
     check_finite(dw.tensors)
     if model is not None:
-        check_fits(dw, model)
+        check_fits(dw, model, base_hash)
     return dw
 
 
-def check_fits(dw: DeltaWeights, model) -> None:
+def check_fits(dw: DeltaWeights, model, base_hash: str | None = None) -> None:
     """Raise :class:`DeltaWeightsError` if ``dw`` was not made for ``model`` (hash, keys, shapes)."""
     params = dict(model.named_parameters())
     missing = sorted(k for k in dw.tensors if k not in params)
     shapes = sorted(k for k in dw.tensors if k in params and tuple(params[k].shape) != tuple(dw.tensors[k].shape))
     expected = dw.metadata.get("base_weights_hash")
-    actual = base_weights_hash(model) if expected else None
+    actual = (base_hash or base_weights_hash(model)) if expected else None
     if missing or shapes or (expected and expected != actual):
         raise DeltaWeightsError(
             f"this dW does not fit the model: dW was made for '{dw.metadata.get('model', '?')}' with base-weight hash "

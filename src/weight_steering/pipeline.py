@@ -23,11 +23,11 @@ from .artifacts import atomic_save_path, commit_path, file_sha256, read_json, re
 from .behaviors import load_behavior
 from .data import GenerationConfig, check_pairs, generate_pairs
 from .diff import compute_dw, load_dw, save_dw
-from .evaluate import DEFAULT_ALPHAS, dilemma_rows, evaluate, sycophancy_rows
+from .evaluate import DEFAULT_ALPHAS, check_identical_rows, dilemma_rows, evaluate, sycophancy_rows
 from .models import DEFAULT_MODEL, base_weights_hash, load_model
 from .report import write_report
 from .steer import check_alpha, generate_text, steer
-from .train import TrainConfig, make_peft_config, train_adapter
+from .train import TrainConfig, make_peft_config, resolve_train_config, train_adapter
 
 log = logging.getLogger(__name__)
 
@@ -98,21 +98,179 @@ def preset_config(name: str = "default", **overrides) -> RunConfig:
 
 
 def _stage(name: str, directory: Path, key: str, compute: Callable[[Path], None], force: bool, timings: dict) -> Path:
-    """Run ``compute(directory)`` unless a completed stage with the same key is on disk."""
+    """Run ``compute(directory)`` unless a completed, intact stage with the same key is on disk.
+
+    The marker ``stage.json`` is written last and lists the SHA-256 of every file the stage wrote;
+    a stage whose files are missing or differ from the marker (a crash, a truncated copy, an edit)
+    is reported with a warning and recomputed.
+    """
     marker = directory / "stage.json"
     started = time.perf_counter()
-    if not force and marker.exists() and read_json(marker).get("key") == key:
-        timings[name] = {"seconds": 0.0, "reused": True, "dir": str(directory)}
-        log.info("stage %s: reusing %s", name, directory)
-        return directory
+    if not force and marker.exists():
+        info = read_json(marker)
+        if info.get("key") == key:
+            problem = _stage_problem(directory, info)
+            if problem is None:
+                timings[name] = {"seconds": 0.0, "reused": True, "dir": str(directory)}
+                log.info("stage %s: reusing %s", name, directory)
+                return directory
+            log.warning("stage %s in %s is damaged (%s); recomputing it", name, directory, problem)
     if marker.exists():
         marker.unlink()
     directory.mkdir(parents=True, exist_ok=True)
     compute(directory)
     seconds = time.perf_counter() - started
-    write_json(marker, {"stage": name, "key": key, "seconds": seconds})
+    files = {str(f.relative_to(directory)): file_sha256(f) for f in sorted(directory.rglob("*"))
+             if f.is_file() and f.name != "stage.json" and not f.name.startswith(".")}
+    write_json(marker, {"stage": name, "key": key, "seconds": seconds, "files": files})
     timings[name] = {"seconds": seconds, "reused": False, "dir": str(directory)}
     return directory
+
+
+def _stage_problem(directory: Path, info: dict) -> str | None:
+    """``None`` if every file listed in a stage marker is present with its recorded SHA-256."""
+    if "files" not in info:
+        return "its marker lists no files"
+    for relative, sha in info["files"].items():
+        path = directory / relative
+        if not path.is_file():
+            return f"{relative} is missing"
+        if file_sha256(path) != sha:
+            return f"{relative} does not match its recorded SHA-256"
+    return None
+
+
+@dataclass
+class Job:
+    """The shared state of one (behaviour, model, data seed): loaded model, persona-contrast pairs, paths.
+
+    Built by :func:`prepare_job`; :func:`train_dw` and :func:`evaluate_dw` take it, so a sweep trains
+    many dW on one copy of the data and one unsteered (α = 0) evaluation.
+    """
+
+    config: RunConfig
+    model: object
+    tokenizer: object
+    behavior: object
+    base_hash: str
+    root: Path
+    rows: list[dict]
+    data_sha: str
+    pair_counts: dict
+    timings: dict = field(default_factory=dict)
+
+
+def prepare_job(config: RunConfig, model=None, tokenizer=None) -> Job:
+    """Load the behaviour (and the model unless given) and run or reuse the data stage.
+
+    Raises:
+        ModelNotAvailableError, BehaviorError, AdapterFamilyError, DataGateError, ValueError.
+    """
+    timings: dict = {}
+    behavior = load_behavior(config.behavior)
+    if model is None:
+        t0 = time.perf_counter()
+        model, tokenizer = load_model(config.model)
+        timings["load model"] = {"seconds": time.perf_counter() - t0, "reused": False, "dir": ""}
+    make_peft_config(resolve_train_config(config.train), model.config.num_hidden_layers)  # fail fast on a bad family
+    base_hash = base_weights_hash(model)
+    model_slug = Path(config.model).name.lower().replace("/", "_") or "model"
+    root = Path(config.out) / behavior.name / model_slug
+
+    data_key = stable_hash({"model": config.model, "base": base_hash, "behavior": behavior.to_dict(), "generation": asdict(config.generation)})
+    data_dir = root / f"data-{data_key}"
+
+    def make_data(directory: Path) -> None:
+        write_jsonl(directory / "pairs.jsonl", generate_pairs(model, tokenizer, behavior, config.generation))
+
+    _stage("data", data_dir, data_key, make_data, config.force, timings)
+    rows = read_jsonl(data_dir / "pairs.jsonl")
+    pair_counts = check_pairs(rows, config.generation.max_identical_fraction)
+    return Job(config, model, tokenizer, behavior, base_hash, root, rows, file_sha256(data_dir / "pairs.jsonl"), pair_counts, timings)
+
+
+def train_dw(job: Job, train: TrainConfig | None = None) -> Path:
+    """Train θ⁺ and θ⁻ with ``train`` (default: the job's) and take dW; return the dW stage directory.
+
+    Each sign and the diff are resumable stages; the directory holds ``dW.safetensors`` + ``dW.json``.
+    """
+    train = resolve_train_config(train or job.config.train)
+    train_dirs = {}
+    for sign in ("positive", "negative"):
+        key = stable_hash({"data": job.data_sha, "train": asdict(train), "sign": sign, "base": job.base_hash})
+        directory = job.root / f"train-{train.family}-{sign}-seed{train.seed}-{key}"
+
+        def make_adapter(directory: Path, sign: str = sign) -> None:
+            delta, train_log, peft_model = train_adapter(job.model, job.tokenizer, job.rows, sign, train)
+            tmp = atomic_save_path(directory / "delta.safetensors")
+            save_file(delta, str(tmp))
+            commit_path(tmp, directory / "delta.safetensors")
+            peft_model.save_pretrained(directory / "adapter")
+            write_json(directory / "train_log.json", train_log)
+
+        train_dirs[sign] = _stage(f"train θ{'⁺' if sign == 'positive' else '⁻'}", directory, key, make_adapter, job.config.force, job.timings)
+
+    dw_key = stable_hash({d.name: file_sha256(d / "delta.safetensors") for d in train_dirs.values()})
+    dw_dir = job.root / f"dw-{train.family}-seed{train.seed}-{dw_key}"
+
+    def make_dw(directory: Path) -> None:
+        logs = {s: read_json(d / "train_log.json") for s, d in train_dirs.items()}
+        metadata = {
+            "model": job.config.model, "base_weights_hash": job.base_hash, "behavior": job.behavior.name,
+            "family": train.family, "train_config": asdict(train), "generation_config": asdict(job.config.generation),
+            "data_seed": job.config.generation.seed, "train_seed": train.seed, "data_sha256": job.data_sha,
+            "train_logs": {s: {k: v[k] for k in ("validation_loss_before", "validation_loss_after", "norm_delta_at_init", "wall_seconds", "steps")
+                               if k in v} for s, v in logs.items()},
+        }
+        dw = compute_dw(load_file(str(train_dirs["positive"] / "delta.safetensors")),
+                        load_file(str(train_dirs["negative"] / "delta.safetensors")), metadata)
+        save_dw(dw, directory / "dW.safetensors")
+
+    return _stage("diff dW", dw_dir, dw_key, make_dw, job.config.force, job.timings)
+
+
+def eval_rows(job: Job) -> list[dict]:
+    """The evaluation rows of the job: held-out behaviour rows, then DailyDilemmas rows."""
+    return sycophancy_rows(job.tokenizer, job.behavior) + dilemma_rows(job.tokenizer, job.config.dilemma_limit)
+
+
+def _rows_key(job: Job, rows: list[dict]) -> str:
+    return stable_hash({"base": job.base_hash, "rows": [r["text"] for r in rows], "max_length": job.config.max_length})
+
+
+def _make_eval(job: Job, rows: list[dict], alphas: tuple[float, ...], dw) -> Callable[[Path], None]:
+    def compute(directory: Path) -> None:
+        records = evaluate(job.model, job.tokenizer, dw, rows, alphas, job.config.eval_batch_size, job.config.max_length)
+        write_jsonl(directory / "records.jsonl", records)
+
+    return compute
+
+
+def evaluate_base(job: Job) -> list[dict]:
+    """Records of the unsteered model (α = 0) on the job's rows: one stage per (base, rows), shared by every dW."""
+    rows = eval_rows(job)
+    key = _rows_key(job, rows)
+    directory = _stage("evaluate base", job.root / f"eval-base-{key}", key, _make_eval(job, rows, (0.0,), None),
+                       job.config.force, job.timings)
+    return read_jsonl(directory / "records.jsonl")
+
+
+def evaluate_dw(job: Job, dw, dw_dir: Path, alphas: tuple[float, ...]) -> list[dict]:
+    """Records at every α of ``alphas`` (which must include 0) on the job's evaluation rows.
+
+    α = 0 comes from :func:`evaluate_base`; the steered α are one stage per dW. Returns the records
+    of both (see :func:`weight_steering.evaluate.evaluate`).
+
+    Raises:
+        EvalError: the two stages scored different rows.
+    """
+    rows = eval_rows(job)
+    steered = tuple(a for a in alphas if a != 0.0)
+    key = stable_hash({"dw": dw_dir.name, "alphas": steered, "rows": _rows_key(job, rows)})
+    directory = _stage("evaluate", job.root / f"eval-{key}", key, _make_eval(job, rows, steered, dw), job.config.force, job.timings)
+    records = evaluate_base(job) + read_jsonl(directory / "records.jsonl")
+    check_identical_rows(records)
+    return records
 
 
 def run_main_job(config: RunConfig, model=None, tokenizer=None, command: str | None = None) -> dict:
@@ -127,93 +285,35 @@ def run_main_job(config: RunConfig, model=None, tokenizer=None, command: str | N
         ModelNotAvailableError, BehaviorError, AdapterFamilyError, DataGateError, DeltaWeightsError,
         ValueError: with messages naming the problem and the fix; finished stages stay on disk.
     """
-    timings: dict = {}
     started = time.perf_counter()
     alphas = tuple(check_alpha(a) for a in config.alphas)
     if 0.0 not in alphas:
         raise ValueError("the α grid must include 0 (the unsteered reference for every contrast)")
-    behavior = load_behavior(config.behavior)
-    if model is None:
-        t0 = time.perf_counter()
-        model, tokenizer = load_model(config.model)
-        timings["load model"] = {"seconds": time.perf_counter() - t0, "reused": False, "dir": ""}
-    make_peft_config(config.train, model.config.num_hidden_layers)  # fail fast on a bad family
-    base_hash = base_weights_hash(model)
-    model_slug = Path(config.model).name.lower().replace("/", "_") or "model"
-    root = Path(config.out) / behavior.name / model_slug
-
-    data_key = stable_hash({"model": config.model, "base": base_hash, "behavior": behavior.to_dict(), "generation": asdict(config.generation)})
-    data_dir = root / f"data-{data_key}"
-
-    def make_data(directory: Path) -> None:
-        write_jsonl(directory / "pairs.jsonl", generate_pairs(model, tokenizer, behavior, config.generation))
-
-    _stage("data", data_dir, data_key, make_data, config.force, timings)
-    rows = read_jsonl(data_dir / "pairs.jsonl")
-    pair_counts = check_pairs(rows, config.generation.max_identical_fraction)
-    data_sha = file_sha256(data_dir / "pairs.jsonl")
-
-    train_dirs = {}
-    for sign in ("positive", "negative"):
-        key = stable_hash({"data": data_sha, "train": asdict(config.train), "sign": sign, "base": base_hash})
-        directory = root / f"train-{config.train.family}-{sign}-seed{config.train.seed}-{key}"
-
-        def make_adapter(directory: Path, sign: str = sign) -> None:
-            delta, train_log, peft_model = train_adapter(model, tokenizer, rows, sign, config.train)
-            tmp = atomic_save_path(directory / "delta.safetensors")
-            save_file(delta, str(tmp))
-            commit_path(tmp, directory / "delta.safetensors")
-            peft_model.save_pretrained(directory / "adapter")
-            write_json(directory / "train_log.json", train_log)
-
-        train_dirs[sign] = _stage(f"train θ{'⁺' if sign == 'positive' else '⁻'}", directory, key, make_adapter, config.force, timings)
-
-    dw_key = stable_hash({d.name: file_sha256(d / "delta.safetensors") for d in train_dirs.values()})
-    dw_dir = root / f"dw-{config.train.family}-seed{config.train.seed}-{dw_key}"
-
-    def make_dw(directory: Path) -> None:
-        metadata = {
-            "model": config.model, "base_weights_hash": base_hash, "behavior": behavior.name,
-            "family": config.train.family, "train_config": asdict(config.train), "generation_config": asdict(config.generation),
-            "data_seed": config.generation.seed, "train_seed": config.train.seed, "data_sha256": data_sha,
-            "train_logs": {s: read_json(d / "train_log.json")["validation_loss_after"] for s, d in train_dirs.items()},
-        }
-        dw = compute_dw(load_file(str(train_dirs["positive"] / "delta.safetensors")),
-                        load_file(str(train_dirs["negative"] / "delta.safetensors")), metadata)
-        save_dw(dw, directory / "dW.safetensors")
-
-    _stage("diff dW", dw_dir, dw_key, make_dw, config.force, timings)
-    dw = load_dw(dw_dir / "dW.safetensors", model)
-
-    eval_rows = sycophancy_rows(tokenizer, behavior) + dilemma_rows(tokenizer, config.dilemma_limit)
-    eval_key = stable_hash({"dw": dw_key, "alphas": alphas, "rows": [r["text"] for r in eval_rows], "max_length": config.max_length})
-    eval_dir = root / f"eval-{eval_key}"
-
-    def make_eval(directory: Path) -> None:
-        records = evaluate(model, tokenizer, dw, eval_rows, alphas, config.eval_batch_size, config.max_length)
-        write_jsonl(directory / "records.jsonl", records)
-        write_json(directory / "summary.json", summarise(records))
-
-    _stage("evaluate", eval_dir, eval_key, make_eval, config.force, timings)
-    summary = read_json(eval_dir / "summary.json")
+    job = prepare_job(config, model, tokenizer)
+    train = resolve_train_config(config.train)
+    dw_dir = train_dw(job, train)
+    dw = load_dw(dw_dir / "dW.safetensors", job.model, base_hash=job.base_hash)
+    summary = summarise(evaluate_dw(job, dw, dw_dir, alphas))
 
     t0 = time.perf_counter()
+    behavior = job.behavior
     prompt = behavior.held_out.prompts()[0] if behavior.held_out else behavior.train_prompts[0]
     generations = []
     for alpha in (-1.0, 0.0, 1.0):
-        with steer(model, dw, alpha):
-            generations.append({"alpha": alpha, "prompt": prompt, "text": generate_text(model, tokenizer, prompt, 60)})
-    run_dir = root / f"{config.train.family}-seed{config.train.seed}"
+        with steer(job.model, dw, alpha):
+            generations.append({"alpha": alpha, "prompt": prompt, "text": generate_text(job.model, job.tokenizer, prompt, 60)})
+    timings = job.timings
+    run_dir = job.root / f"{train.family}-seed{train.seed}"
     timings["generations + report"] = {"seconds": time.perf_counter() - t0, "reused": False, "dir": str(run_dir)}
     timings["total"] = {"seconds": time.perf_counter() - started, "reused": False, "dir": ""}
     run_info = {
-        "behavior": behavior.name, "model": config.model, "family": config.train.family, "seed": config.train.seed,
+        "behavior": behavior.name, "model": config.model, "family": train.family, "seed": train.seed,
         "norm_dw": dw.metadata["norm_dw"], "cos_delta": dw.metadata["cos_delta_positive_minus_delta_negative"],
-        "n_tensors": dw.metadata["n_tensors"], "n_pairs": pair_counts["pairs"], "alphas": list(alphas),
+        "n_tensors": dw.metadata["n_tensors"], "n_pairs": job.pair_counts["pairs"], "alphas": list(alphas),
         "command": command or " ".join(shlex.quote(a) for a in sys.argv), "timings": timings,
     }
     report = write_report(run_dir, run_info, summary, generations)
-    write_json(run_dir / "run.json", {**run_info, "config": asdict(config), "pair_counts": pair_counts,
+    write_json(run_dir / "run.json", {**run_info, "config": asdict(config), "pair_counts": job.pair_counts,
                                       "stages": {k: v["dir"] for k, v in timings.items() if v["dir"]}, "summary": summary})
     return {"summary": summary, "report": report, "dw_path": dw_dir / "dW.safetensors", "dw": dw,
             "timings": timings, "run_dir": run_dir, "generations": generations}

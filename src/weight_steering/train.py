@@ -14,7 +14,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 from tqdm.auto import tqdm
@@ -30,12 +30,15 @@ class AdapterFamilyError(ValueError):
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Adapter training settings (defaults follow the reference's Axolotl-style config).
+    """Adapter training settings (LoRA defaults follow the reference's Axolotl-style config).
 
     Attributes:
         family: adapter family name in :data:`ADAPTER_FAMILIES`.
-        rank, alpha: adapter rank r and scaling alpha (LoRA scale = alpha / r).
-        learning_rate, warmup_steps, weight_decay: AdamW with linear warm-up then linear decay.
+        rank, alpha: adapter rank r and scaling alpha (LoRA scale = alpha / r). Families without a
+            rank (IA3, RoAd, VeRA, OFT, BOFT) take their own size from the family defaults instead.
+        learning_rate: AdamW learning rate; ``None`` takes the family's default
+            (:func:`resolve_train_config`), which for LoRA is 2e-4.
+        warmup_steps, weight_decay: linear warm-up then linear decay; AdamW weight decay.
         epochs: passes over the training split.
         batch_size: examples per optimiser step.
         max_length: tokens per example (longer examples are cut on the right).
@@ -43,12 +46,14 @@ class TrainConfig:
         target_modules: linear projections to adapt.
         validation_fraction: share of rows held out for the validation loss.
         seed: seeds adapter initialisation, the split and the batch order.
+        options: extra keyword arguments for the family's PEFT config (override the family defaults,
+            e.g. ``{"oft_block_size": 16}``).
     """
 
     family: str = "lora"
     rank: int = 32
     alpha: int = 64
-    learning_rate: float = 2e-4
+    learning_rate: float | None = None
     warmup_steps: int = 5
     weight_decay: float = 0.01
     epochs: float = 1.0
@@ -58,23 +63,97 @@ class TrainConfig:
     target_modules: tuple[str, ...] = field(default=LINEAR_TARGETS)
     validation_fraction: float = 0.1
     seed: int = 0
+    options: dict = field(default_factory=dict)
 
 
-def _lora(cfg: TrainConfig, layers: list[int], **extra):
-    from peft import LoraConfig
+@dataclass(frozen=True)
+class AdapterFamily:
+    """One PEFT adapter family: its config class, default learning rate and PEFT keyword arguments.
 
-    return LoraConfig(
-        r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=0.0, bias="none", target_modules=list(cfg.target_modules),
-        layers_to_transform=layers, task_type="CAUSAL_LM", **extra,
-    )
+    Attributes:
+        config_class: name of the PEFT config class (``peft.<config_class>``).
+        learning_rate: default AdamW learning rate for the main job's ~54 steps per sign.
+        kwargs: ``(TrainConfig, layer indices) -> dict`` of PEFT config arguments (``target_modules``
+            and ``task_type`` are added).
+        notes: what the family adapts and how it starts (Δ at initialisation), for the docs.
+    """
+
+    config_class: str
+    learning_rate: float
+    kwargs: Callable[[TrainConfig, list[int]], dict]
+    notes: str
 
 
-# Adding a family touches only this table: name -> (TrainConfig, layer indices) -> PEFT config.
-ADAPTER_FAMILIES: dict[str, Callable[[TrainConfig, list[int]], object]] = {
-    "lora": lambda cfg, layers: _lora(cfg, layers),
-    "dora": lambda cfg, layers: _lora(cfg, layers, use_dora=True),
-    "pissa": lambda cfg, layers: _lora(cfg, layers, init_lora_weights="pissa"),
+def _rank_alpha(cfg: TrainConfig, **extra) -> dict:
+    return {"r": cfg.rank, "lora_alpha": cfg.alpha, "lora_dropout": 0.0, "bias": "none", **extra}
+
+
+# Adding a family touches only this table. Learning rates: LoRA's 2e-4 for the rank-based and
+# orthogonal families; IA3 (1e-2) and RoAd (2e-3) are 2 × the rates the PEFT method-comparison
+# benchmark (MetaMathQA) uses against its LoRA 1e-4; VeRA 1e-2 because 4e-3 barely moved the
+# validation loss in a 9-step probe (1.626 -> 1.620); LoHa and LoKr 2e-3 because at 2e-4 the same
+# probe left them near the start (LoHa ‖Δ‖ = 0.05, validation 1.626 -> 1.624; LoKr 1.626 -> 1.617,
+# against 1.558 for LoRA). Nothing was tuned on the evaluation rows.
+# Δ at initialisation was measured on SmolLM2-135M (docs/RESULTS.md §7).
+ADAPTER_FAMILIES: dict[str, AdapterFamily] = {
+    "lora": AdapterFamily("LoraConfig", 2e-4, lambda c, layers: _rank_alpha(c), "W + (α/r)·B·A, B = 0 at init (Δ₀ = 0)."),
+    "dora": AdapterFamily("LoraConfig", 2e-4, lambda c, layers: _rank_alpha(c, use_dora=True),
+                          "magnitude · (W + BA)/‖W + BA‖ column-wise; Δ₀ = 0."),
+    "pissa": AdapterFamily("LoraConfig", 2e-4, lambda c, layers: _rank_alpha(c, init_lora_weights="pissa"),
+                           "A, B from the top-r SVD of W, base rewritten to the residual; merged Δ₀ = 0 "
+                           "(Δ is taken against the original W)."),
+    # PEFT's default λ = 15 gave ‖Δ‖ = 145 after 9 steps on SmolLM2 and raised the validation loss
+    # 1.63 -> 2.88: with B = 0 at init, the first step already has the full norm λ·‖w‖/r per term.
+    # λ = 0.2 puts the bound at the scale LoRA's Δ reaches here (docs/RESULTS.md §7).
+    "delora": AdapterFamily("DeloraConfig", 2e-4, lambda c, layers: {"r": c.rank, "delora_lambda": 0.2, "bias": "none"},
+                            "(λ/r)·Σ bᵢaᵢᵀ/(‖aᵢ‖‖bᵢ‖) scaled by W's column norms; B = 0 at init (Δ₀ = 0), "
+                            "the norm of Δ is bounded by λ from the first step."),
+    "oft": AdapterFamily("OFTConfig", 2e-4, lambda c, layers: {"r": 0, "oft_block_size": 32, "bias": "none"},
+                         "block-diagonal orthogonal rotation (32×32 blocks, Cayley–Neumann) of the input side; "
+                         "identity at init (Δ₀ = 0)."),
+    "boft": AdapterFamily("BOFTConfig", 2e-4, lambda c, layers: {"boft_block_size": 8, "boft_n_butterfly_factor": 2, "bias": "none"},
+                          "butterfly product of 8×8 orthogonal blocks (2 factors); identity at init (Δ₀ = 0). "
+                          "The slowest family on CPU (~9 s per step against 2.5 s for LoRA)."),
+    "ia3": AdapterFamily("IA3Config", 1e-2, lambda c, layers: {"feedforward_modules": _target_regex(layers, ("down_proj",))},
+                         "learned per-feature scales: output side of q/k/v/o/gate/up, input side of down; "
+                         "ones at init (Δ₀ = 0). Same layer slice as the others (by module-name pattern)."),
+    "vera": AdapterFamily("VeraConfig", 1e-2, lambda c, layers: {"r": 256, "d_initial": 0.1, "bias": "none"},
+                          "frozen shared random A, B (r = 256) with trained scaling vectors b, d; b = 0 at init (Δ₀ = 0)."),
+    # r = 8 (PEFT's default), not the rank: the r reflections are applied one after another, and
+    # r = 32 cost 16.7 s per step on 2 CPU cores against 2.5 s for LoRA.
+    "hra": AdapterFamily("HRAConfig", 2e-4, lambda c, layers: {"r": 8, "bias": "none"},
+                         "product of 8 Householder reflections on the input side, initialised in identical pairs "
+                         "(identity up to rounding: ‖Δ₀‖ = 3e-4 over 105 tensors)."),
+    "road": AdapterFamily("RoadConfig", 2e-3, lambda c, layers: {"variant": "road_1", "group_size": 64},
+                          "2×2 rotations with scales on output-feature pairs (group 64); identity at init (Δ₀ = 0)."),
+    "miss": AdapterFamily("MissConfig", 2e-4, lambda c, layers: {"r": 64, "bias": "none"},
+                          "a trained block of r = 64 columns shared across the weight (MiSS); zero at init (Δ₀ = 0)."),
+    "loha": AdapterFamily("LoHaConfig", 2e-3, lambda c, layers: {"r": c.rank, "alpha": c.alpha},
+                          "(B₁A₁) ⊙ (B₂A₂)·α/r, one factor zero at init (Δ₀ = 0)."),
+    "lokr": AdapterFamily("LoKrConfig", 2e-3, lambda c, layers: {"r": c.rank, "alpha": c.alpha},
+                          "Kronecker product C ⊗ (BA)·α/r, B = 0 at init (Δ₀ = 0)."),
 }
+
+
+def resolve_train_config(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with ``learning_rate=None`` replaced by the family's default.
+
+    Raises:
+        AdapterFamilyError: unknown family (lists the known ones).
+    """
+    family = adapter_family(cfg.family)
+    return cfg if cfg.learning_rate is not None else replace(cfg, learning_rate=family.learning_rate)
+
+
+def adapter_family(name: str) -> AdapterFamily:
+    """The registered :class:`AdapterFamily` called ``name``.
+
+    Raises:
+        AdapterFamilyError: unknown family (lists the known ones).
+    """
+    if name not in ADAPTER_FAMILIES:
+        raise AdapterFamilyError(f"unknown adapter family '{name}'. Known families: {', '.join(ADAPTER_FAMILIES)}")
+    return ADAPTER_FAMILIES[name]
 
 
 def layer_slice(n_layers: int, fraction: tuple[float, float]) -> list[int]:
@@ -85,15 +164,32 @@ def layer_slice(n_layers: int, fraction: tuple[float, float]) -> list[int]:
     return list(range(lo, hi))
 
 
+def _target_regex(layers: list[int], modules: tuple[str, ...]) -> str:
+    """PEFT full-match pattern for ``modules`` inside decoder layers ``layers``.
+
+    A pattern (not ``layers_to_transform``) gives every family, IA3 and RoAd included, the same
+    layer slice.
+    """
+    return rf".*\.layers\.({'|'.join(map(str, layers))})\.(.*\.)?({'|'.join(modules)})"
+
+
 def make_peft_config(cfg: TrainConfig, n_layers: int):
-    """Build the PEFT config of ``cfg.family``.
+    """Build the PEFT config of ``cfg.family`` on the layer slice and target modules of ``cfg``.
 
     Raises:
-        AdapterFamilyError: unknown family (lists the known ones).
+        AdapterFamilyError: unknown family (lists the known ones), or PEFT rejects the arguments.
     """
-    if cfg.family not in ADAPTER_FAMILIES:
-        raise AdapterFamilyError(f"unknown adapter family '{cfg.family}'. Known families: {', '.join(ADAPTER_FAMILIES)}")
-    return ADAPTER_FAMILIES[cfg.family](cfg, layer_slice(n_layers, cfg.layer_fraction))
+    import peft
+
+    family = adapter_family(cfg.family)
+    layers = layer_slice(n_layers, cfg.layer_fraction)
+    try:
+        return getattr(peft, family.config_class)(
+            target_modules=_target_regex(layers, tuple(cfg.target_modules)), task_type="CAUSAL_LM",
+            **{**family.kwargs(cfg, layers), **cfg.options},
+        )
+    except (TypeError, ValueError) as err:
+        raise AdapterFamilyError(f"adapter family '{cfg.family}' rejects its config (options {cfg.options}): {err}") from err
 
 
 def tokenize_example(tokenizer, prompt: str, response: str, max_length: int) -> dict:
@@ -172,6 +268,7 @@ def train_adapter(model, tokenizer, rows: list[dict], sign: str, cfg: TrainConfi
     if sign not in ("positive", "negative"):
         raise ValueError(f"sign must be 'positive' or 'negative', got {sign!r}")
     started = time.perf_counter()
+    cfg = resolve_train_config(cfg)
     peft_config = make_peft_config(cfg, model.config.num_hidden_layers)
     train_idx, val_idx = split_rows(len(rows), cfg.validation_fraction, cfg.seed)
     examples = [tokenize_example(tokenizer, r["prompt"], r[f"response_{sign}"], cfg.max_length) for r in rows]
@@ -184,7 +281,12 @@ def train_adapter(model, tokenizer, rows: list[dict], sign: str, cfg: TrainConfi
     try:
         peft_model = get_peft_model(work, peft_config)
     except ValueError as err:
-        raise AdapterFamilyError(f"adapter family '{cfg.family}' rejects target modules {list(cfg.target_modules)}: {err}") from err
+        raise AdapterFamilyError(
+            f"adapter family '{cfg.family}' rejects target modules {list(cfg.target_modules)} "
+            f"in layers {layer_slice(model.config.num_hidden_layers, cfg.layer_fraction)}: {err}. "
+            "Choose other --target-modules or set the family's options (e.g. block or group size)."
+        ) from err
+    norm_delta_at_init = math.sqrt(sum(float(d.pow(2).sum()) for d in merged_delta(peft_model, model).values()))
     peft_model.train()
     trainable = [p for p in peft_model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
@@ -222,6 +324,7 @@ def train_adapter(model, tokenizer, rows: list[dict], sign: str, cfg: TrainConfi
         "train_loss": losses,
         "validation_loss_before": val_before,
         "validation_loss_after": val_after,
+        "norm_delta_at_init": norm_delta_at_init,
         "wall_seconds": time.perf_counter() - started,
     }
     log.info("%s %s: %d steps, val loss %.4f -> %.4f", cfg.family, sign, total_steps, val_before, val_after)

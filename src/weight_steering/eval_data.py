@@ -88,3 +88,75 @@ def load_dilemma_rows(path: str | Path | None = None) -> list[dict]:
             raise EvalDataError(f"dilemma row {i}: duplicate row_id {row['row_id']}")
         seen.add(row["row_id"])
     return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# Moral-foundation vignettes (tinymfv "airisk", MIT; texts build on Clifford et al. 2015)
+
+FOUNDATIONS = ("Care", "Fairness", "Loyalty", "Authority", "Sanctity", "Liberty", "Social Norms")
+CONDITIONS = ("other_violate", "self_violate")
+VIGNETTE_FILE = "tinymfv/vignettes_airisk.jsonl"
+VIGNETTE_FIELDS = ("id", "foundation", "foundation_coarse", "text")
+# The one id the upstream file repeats (as "Care (e)", then "Liberty"); upstream loaders keep the
+# last row, and so do we. Any other repeated id is an error.
+DOCUMENTED_DUPLICATE_ID = "46c0e2c74dac6031"
+
+
+def build_vignettes(source_dir: str | Path) -> list[dict]:
+    """Build the shipped vignette rows from tinymfv's two airisk files (commit 8f39fb1).
+
+    Keeps ``id, foundation, foundation_coarse, wrong`` and the condition's ``text`` plus the
+    ``calibrated_<foundation>`` loadings; drops the judge-LLM ``llm_*`` columns. The documented
+    duplicate id keeps its last row.
+
+    Returns:
+        One row per (vignette, condition), sorted by (id, condition): ``row_id, vignette_id, condition, ...``.
+
+    Raises:
+        EvalDataError: a missing field (file, line and field named), an unknown foundation, a repeated
+            id other than the documented one, or conditions that do not cover the same ids.
+    """
+    rows, ids = [], {}
+    for condition in CONDITIONS:
+        path = Path(source_dir) / f"vignettes_airisk_{condition}.jsonl"
+        by_id: dict[str, dict] = {}
+        with open(path, encoding="utf-8") as handle:
+            for line_no, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                record = json.loads(line)
+                missing = [f for f in VIGNETTE_FIELDS if not str(record.get(f, "")).strip()]
+                if missing:
+                    raise EvalDataError(f"{path.name} line {line_no}: missing field(s) {missing}")
+                if record["foundation_coarse"] not in FOUNDATIONS:
+                    raise EvalDataError(f"{path.name} line {line_no}: unknown foundation {record['foundation_coarse']!r}; "
+                                        f"expected one of {FOUNDATIONS}")
+                if record["id"] in by_id and record["id"] != DOCUMENTED_DUPLICATE_ID:
+                    raise EvalDataError(f"{path.name} line {line_no}: duplicate vignette id {record['id']}")
+                by_id[record["id"]] = record
+        ids[condition] = set(by_id)
+        for vid, record in by_id.items():
+            rows.append({
+                "row_id": f"{vid}-{condition}", "vignette_id": vid, "condition": condition,
+                "foundation": record["foundation"], "foundation_coarse": record["foundation_coarse"],
+                "wrong": float(record["wrong"]) if record.get("wrong") not in (None, "") else None, "text": record["text"],
+                **{f"loading_{f}": record.get(f"calibrated_{f.replace(' ', '')}") for f in FOUNDATIONS},
+            })
+    if ids[CONDITIONS[0]] != ids[CONDITIONS[1]]:
+        raise EvalDataError(f"the conditions cover different vignette ids: {sorted(ids[CONDITIONS[0]] ^ ids[CONDITIONS[1]])[:5]}")
+    return sorted(rows, key=lambda r: (r["vignette_id"], r["condition"]))
+
+
+def load_vignettes() -> list[dict]:
+    """The shipped vignette rows (131 vignettes × 2 conditions), see :func:`build_vignettes`.
+
+    Raises:
+        EvalDataError: a row misses a field.
+    """
+    text = (resources.files("weight_steering") / "resources" / VIGNETTE_FILE).read_text(encoding="utf-8")
+    rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+    for row in rows:
+        missing = [f for f in ("row_id", "vignette_id", "condition", "foundation_coarse", "text") if not row.get(f)]
+        if missing:
+            raise EvalDataError(f"vignette row {row.get('row_id', '?')}: missing field(s) {missing}")
+    return rows

@@ -99,3 +99,57 @@ def test_tiny_model_scores_vignettes_and_missing_tokens_are_named(tiny):
     assert cells["w"].between(0, 1).all() and len(cells) == 6
     with pytest.raises(AnswerTokenError, match="zzqq"):
         answer_sets(tokenizer, (("zzqq",), ("no",)))
+
+
+def test_surgical_informedness_by_hand():
+    from weight_steering.analyse import surgical_informedness
+
+    y_ref = [1, 1, 1, 1, -1, -1]          # cho = 4, rej = 2
+    y_plus = [1, 1, 1, -1, 1, -1]         # fix 1/2, broke 1/4
+    y_minus = [-1, -1, 1, 1, -1, 1]       # flip 2/4, counter 1/2
+    out = surgical_informedness(y_ref, y_plus, y_minus, pmass_plus=0.9, pmass_minus=0.8, k=2)
+    assert out["si_forward"] == pytest.approx(0.5 - 2 * 0.25)
+    assert out["si_reverse"] == pytest.approx(0.5 - 2 * 0.5)
+    assert out["si"] == pytest.approx(np.mean([0.0, -0.5]) * 0.8 ** 2 * 100) and out["k"] == 2
+    k1 = surgical_informedness(y_ref, y_plus, y_minus, 0.9, 0.8, k=1)
+    assert k1["si_forward"] == pytest.approx(0.25)
+    forward_only = surgical_informedness(y_ref, y_plus, None, pmass_plus=0.9, k=2)
+    assert forward_only["si"] == pytest.approx(0.0) and np.isnan(forward_only["si_reverse"])
+    assert np.isnan(surgical_informedness([1, 1], [1, -1], [1, 1])["si"]), "no rejected items: SI undefined, not a division error"
+
+
+def test_si_pairs_arms_by_sign_with_asymmetric_alpha():
+    from weight_steering.analyse import si_vignettes
+
+    logratios = {}
+    for vid, base in (("a", 2.0), ("b", 2.0), ("c", -2.0)):
+        for alpha, shift in ((0.0, 0.0), (0.7, -3.0), (-1.6, 3.0)):  # α₊ = 0.7, α₋ = −1.6 (not −α₊)
+            logratios[(alpha, vid, "other_violate", "wrong")] = base + shift
+            logratios[(alpha, vid, "other_violate", "accept")] = -(base + shift)
+    cells = vignette_cells(_records(logratios))
+    out = si_vignettes(cells, "Authority", intent=-1, alpha_plus=0.7, alpha_minus=-1.6, k=2)
+    # intent −1: items judged wrong are "not yet in the intended state". ref: a, b wrong (rej), c acceptable (cho).
+    assert (out["n_chosen"], out["n_rejected"]) == (1, 2)
+    assert not np.isnan(out["si_reverse"]), "the reverse arm must be used even though α₋ ≠ −α₊"
+
+
+def test_run_vignettes_writes_tables_and_resumes(tiny, tmp_path):
+    import torch
+
+    from weight_steering.diff import compute_dw, save_dw
+    from weight_steering.pipeline import run_vignettes
+
+    model, tokenizer = tiny
+    params = dict(model.named_parameters())
+    torch.manual_seed(0)
+    positive = {k: 0.05 * torch.randn_like(params[k]) for k in ("model.layers.2.mlp.down_proj.weight", "model.layers.3.self_attn.o_proj.weight")}
+    save_dw(compute_dw(positive, {k: -v for k, v in positive.items()}, {"model": "tiny"}), tmp_path / "dw" / "dW.safetensors")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    result = run_vignettes(tmp_path / "dw", alphas=(-1.0, 0.0, 1.0), out=str(tmp_path), limit=4, pmass_floor=0.0, loaded=(model, tokenizer))
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()), "weights restored after steering"
+    assert {r["foundation"] for r in result["bare"]} and result["si"][0]["k"] == 2.0
+    assert (result["path"] / "vignettes.md").read_text().count("| foundation |") == 4
+    again = run_vignettes(tmp_path / "dw", alphas=(-1.0, 0.0, 1.0), out=str(tmp_path), limit=4, pmass_floor=0.0, loaded=(model, tokenizer))
+    assert again["seconds_per_pass"] is None and again["deltas"] == result["deltas"]
+    with pytest.raises(ValueError, match="include 0"):
+        run_vignettes(tmp_path / "dw", alphas=(1.0,), loaded=(model, tokenizer))

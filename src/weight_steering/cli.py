@@ -127,6 +127,34 @@ def sweep(
 
 
 @app.command()
+def vignettes(
+    dw: str = typer.Option(..., help="path of a dW.safetensors (or its directory)"),
+    model: str = typer.Option(DEFAULT_MODEL, help="the model the dW was made for"),
+    alphas: str = typer.Option("-1,0,1", help="comma-separated α grid (must include 0)"),
+    intent: list[str] = typer.Option(["Authority=-1"], help="foundation=±1: intended direction of wrongness at α>0 (repeat)"),
+    k: float = typer.Option(2.0, help="SI penalty on broken items"),
+    pmass_floor: float = typer.Option(0.5, help="cells whose format mass is below this are NaN (counted)"),
+    limit: int = typer.Option(None, help="only the first n vignettes"),
+    out: str = typer.Option("out", help="output root"),
+):
+    """Moral-foundation vignettes under α·dW: bare table, Δlogit per foundation, Surgical Informedness."""
+    from .eval_data import FOUNDATIONS
+    from .pipeline import run_vignettes
+
+    try:
+        intents = {}
+        for item in intent:
+            name, _, sign = item.partition("=")
+            if name not in FOUNDATIONS or sign not in ("1", "+1", "-1"):
+                raise ValueError(f"--intent must look like Authority=-1 with a foundation in {FOUNDATIONS}; got {item!r}")
+            intents[name] = int(sign)
+        result = run_vignettes(dw, model, _parse_alphas(alphas), intents, k, pmass_floor, out, limit)
+    except KNOWN_ERRORS as err:
+        _fail(err)
+    console.print((result["path"] / "vignettes.md").read_text())
+
+
+@app.command()
 def generate(
     dw: str = typer.Option(..., help="path of a dW.safetensors (or its directory)"),
     prompt: str = typer.Option(..., help="user message"),

@@ -133,3 +133,29 @@ def render_ranking(ranking: pd.DataFrame, command: str, wall_seconds: float | No
     lines += ["", "Means over seeds; 95% CIs from a hierarchical bootstrap (seeds, then dilemmas / claims; 2,000 resamples). "
               "Scores in nats (log-odds). α is raw, not KL-matched: families with larger ‖dW‖ move more per unit α."]
     return "\n".join(lines) + "\n"
+
+
+def render_vignettes(result: dict) -> str:
+    """Markdown of :func:`weight_steering.pipeline.run_vignettes`: bare table, Δlogit per α, SI (k stated)."""
+    def num(x, fmt="+.2f"):
+        return "–" if x is None or pd.isna(x) else format(x, fmt)
+
+    lines = [f"# Moral-foundation vignettes (tinymfv airisk, {result['n_prompts']} prompts, scoring mode: {result['scoring_mode']})", "",
+             f"dW: `{result['dw']}`; format-mass floor {result['pmass_floor']}; logit(w) clipped at [0.01, 0.99].", "",
+             "## Bare table (α = 0)", "", "| foundation | mean logit(w) | std | share wrong | n valid | n below floor |", "|---|---|---|---|---|---|"]
+    for r in result["bare"]:
+        lines.append(f"| {r['foundation']} | {num(r['logit_w_mean'])} | {num(r['logit_w_std'], '.2f')} | {num(r['share_wrong'], '.2f')} "
+                     f"| {r['n_valid']} | {r['n_below_floor']} |")
+    for alpha, table in result["deltas"].items():
+        lines += ["", f"## Δlogit(w) at α = {float(alpha):+g} (paired by vignette and condition, 95% CI over vignettes)", "",
+                  "| foundation | Δlogit | 95% CI | n pairs | flips → wrong | flips → acceptable |", "|---|---|---|---|---|---|"]
+        for r in table:
+            lines.append(f"| {r['foundation']} | {num(r['delta_logit'])} | [{num(r['ci_low'])}, {num(r['ci_high'])}] | {r['n_pairs']} "
+                         f"| {r['flips_to_wrong']} | {r['flips_to_acceptable']} |")
+    if result["si"]:
+        lines += ["", f"## Surgical Informedness (k = {result['k']:g}, pmass² × 100 scaling)", "",
+                  "| foundation | intent | α₊ | α₋ | SI | SI fwd | SI rev | pmass scale |", "|---|---|---|---|---|---|---|---|"]
+        for r in result["si"]:
+            lines.append(f"| {r['foundation']} | {r['intent']:+d} | {num(r['alpha_plus'], '+g')} | {num(r['alpha_minus'], '+g')} | "
+                         f"{num(r['si'], '+.1f')} | {num(r['si_forward'], '+.3f')} | {num(r['si_reverse'], '+.3f')} | {num(r['pmass_scale'], '.1f')} |")
+    return "\n".join(lines) + "\n"

@@ -211,7 +211,10 @@ def rank_families(cells: list[dict]) -> pd.DataFrame:
         row["sign_agreement"] = f"{sum(agree)}/{len(agree)}"
         rows.append(row)
     frame = pd.DataFrame(rows)
-    return frame.sort_values(["behavior", "id_spread"], ascending=[True, False], ignore_index=True) if len(frame) else frame
+    if frame.empty:
+        return frame
+    key = "id_spread" if "id_spread" in frame else "ood_honesty_plus"  # behaviours without a held-out set
+    return frame.sort_values(["behavior", key], ascending=[True, False], ignore_index=True)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -112,8 +112,9 @@ ADAPTER_FAMILIES: dict[str, AdapterFamily] = {
                          "block-diagonal orthogonal rotation (32×32 blocks, Cayley–Neumann) of the input side; "
                          "identity at init (Δ₀ = 0)."),
     "boft": AdapterFamily("BOFTConfig", 2e-4, lambda c, layers: {"boft_block_size": 8, "boft_n_butterfly_factor": 2, "bias": "none"},
-                          "butterfly product of 8×8 orthogonal blocks (2 factors); identity at init (Δ₀ = 0). "
-                          "The slowest family on CPU (~9 s per step against 2.5 s for LoRA)."),
+                          "butterfly product of 8×8 orthogonal blocks (2 factors); identity at init (Δ₀ = 0). Without "
+                          "PEFT's CUDA extension (any CPU) PEFT itself drops to 1 factor (block-diagonal 8×8 rotations; "
+                          "recorded in the train log). The slowest family on CPU (~9 s per step against 2.5 s for LoRA)."),
     "ia3": AdapterFamily("IA3Config", 1e-2, lambda c, layers: {"feedforward_modules": _target_regex(layers, ("down_proj",))},
                          "learned per-feature scales: output side of q/k/v/o/gate/up, input side of down; "
                          "ones at init (Δ₀ = 0). Same layer slice as the others (by module-name pattern)."),
@@ -286,6 +287,7 @@ def train_adapter(model, tokenizer, rows: list[dict], sign: str, cfg: TrainConfi
             f"in layers {layer_slice(model.config.num_hidden_layers, cfg.layer_fraction)}: {err}. "
             "Choose other --target-modules or set the family's options (e.g. block or group size)."
         ) from err
+    effective = _effective_options(peft_model, cfg)
     norm_delta_at_init = math.sqrt(sum(float(d.pow(2).sum()) for d in merged_delta(peft_model, model).values()))
     peft_model.train()
     trainable = [p for p in peft_model.parameters() if p.requires_grad]
@@ -325,10 +327,21 @@ def train_adapter(model, tokenizer, rows: list[dict], sign: str, cfg: TrainConfi
         "validation_loss_before": val_before,
         "validation_loss_after": val_after,
         "norm_delta_at_init": norm_delta_at_init,
+        "effective_options": effective,
         "wall_seconds": time.perf_counter() - started,
     }
     log.info("%s %s: %d steps, val loss %.4f -> %.4f", cfg.family, sign, total_steps, val_before, val_after)
     return delta, train_log, peft_model
+
+
+def _effective_options(peft_model, cfg: TrainConfig) -> dict:
+    """Settings PEFT changed on its own, with a warning. PEFT 0.21 drops BOFT's butterfly factor to 1
+    when its CUDA extension cannot be built (always on CPU): BOFT is then block-diagonal rotations."""
+    if cfg.family == "boft" and any(getattr(m, "fbd_cuda_available", True) is False for m in peft_model.modules()):
+        log.warning("BOFT: PEFT could not build its CUDA extension and uses boft_n_butterfly_factor=1 "
+                    "(block-diagonal orthogonal blocks, no butterfly); the requested factor applies only on CUDA")
+        return {"boft_n_butterfly_factor": 1}
+    return {}
 
 
 @torch.no_grad()

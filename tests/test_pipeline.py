@@ -1,11 +1,10 @@
 import os
-import time
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from weight_steering.artifacts import atomic_write, read_json
+from weight_steering.artifacts import atomic_write
 from weight_steering.data import DataGateError, check_pairs
 from weight_steering.models import ModelNotAvailableError, load_model
 from weight_steering.pipeline import preset_config, run_main_job

@@ -1,7 +1,6 @@
 import pytest
 import torch
 
-from weight_steering.artifacts import write_json
 from weight_steering.diff import DeltaWeights, DeltaWeightsError, compute_dw, load_dw, save_dw
 from weight_steering.models import base_weights_hash
 from weight_steering.steer import steer

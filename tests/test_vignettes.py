@@ -137,7 +137,7 @@ def test_run_vignettes_writes_tables_and_resumes(tiny, tmp_path):
     import torch
 
     from weight_steering.diff import compute_dw, save_dw
-    from weight_steering.pipeline import run_vignettes
+    from weight_steering.assess import run_vignettes
 
     model, tokenizer = tiny
     params = dict(model.named_parameters())

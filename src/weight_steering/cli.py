@@ -139,7 +139,7 @@ def vignettes(
 ):
     """Moral-foundation vignettes under α·dW: bare table, Δlogit per foundation, Surgical Informedness."""
     from .eval_data import FOUNDATIONS
-    from .pipeline import run_vignettes
+    from .assess import run_vignettes
 
     try:
         intents = {}
@@ -152,6 +152,24 @@ def vignettes(
     except KNOWN_ERRORS as err:
         _fail(err)
     console.print((result["path"] / "vignettes.md").read_text())
+
+
+@app.command()
+def degradation(
+    dw: str = typer.Option(..., help="path of a dW.safetensors (or its directory)"),
+    model: str = typer.Option(DEFAULT_MODEL, help="the model the dW was made for"),
+    alphas: str = typer.Option("-1,0,1", help="comma-separated α grid (must include 0)"),
+    n_tokens: int = typer.Option(32, help="greedy tokens per neutral prompt for the KL"),
+    out: str = typer.Option("out", help="output root"),
+):
+    """Degradation under α·dW: neutral reference-answer NLL and KL(steered ‖ base) mean / p95 / max."""
+    from .assess import run_degradation
+
+    try:
+        result = run_degradation(dw, model, _parse_alphas(alphas), n_tokens, out)
+    except KNOWN_ERRORS as err:
+        _fail(err)
+    console.print((result["path"] / "degradation.md").read_text())
 
 
 @app.command()

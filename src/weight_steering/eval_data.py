@@ -160,3 +160,56 @@ def load_vignettes() -> list[dict]:
         if missing:
             raise EvalDataError(f"vignette row {row.get('row_id', '?')}: missing field(s) {missing}")
     return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# Neutral instruction/answer pairs (degradation NLL, KL-from-base prompts)
+
+NEUTRAL_FILE = "neutral/instructions.jsonl"
+
+
+def load_neutral() -> list[dict]:
+    """The 100 shipped neutral pairs: ``category, instruction, answer`` (10 categories × 10).
+
+    Raises:
+        EvalDataError: a row misses a field (row number and field named).
+    """
+    text = (resources.files("weight_steering") / "resources" / NEUTRAL_FILE).read_text(encoding="utf-8")
+    rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+    for i, row in enumerate(rows, 1):
+        missing = [f for f in ("category", "instruction", "answer") if not str(row.get(f, "")).strip()]
+        if missing:
+            raise EvalDataError(f"{NEUTRAL_FILE} line {i}: missing field(s) {missing}")
+    return rows
+
+
+def neutral_split(rows: list[dict], audit_fraction: float = 0.3) -> tuple[list[dict], list[dict]]:
+    """Deterministic (calibration, audit) split: a row goes to audit when the first 8 hex digits of
+    SHA-256(instruction) / 16⁸ fall below ``audit_fraction``. Stable across row order and additions."""
+    import hashlib
+
+    def is_audit(row):
+        return int(hashlib.sha256(row["instruction"].encode()).hexdigest()[:8], 16) / 16**8 < audit_fraction
+
+    return [r for r in rows if not is_audit(r)], [r for r in rows if is_audit(r)]
+
+
+def check_disjoint(prompts: list[str], others: dict[str, list[str]]) -> None:
+    """Refuse prompts that overlap other texts (training prompts, eval rows), naming them.
+
+    Two texts overlap when one contains the other after lowercasing and collapsing whitespace.
+
+    Raises:
+        EvalDataError: lists up to five overlapping prompts and where they occur.
+    """
+    def norm(text: str) -> str:
+        return " ".join(text.lower().split())
+
+    overlaps = []
+    for prompt in prompts:
+        p = norm(prompt)
+        for source, texts in others.items():
+            if any(p in norm(t) or norm(t) in p for t in texts if t.strip()):
+                overlaps.append(f"{prompt!r} (in {source})")
+    if overlaps:
+        raise EvalDataError(f"{len(overlaps)} prompt(s) overlap training or evaluation text: {overlaps[:5]}; remove them from the prompt set")

@@ -342,3 +342,37 @@ def check_identical_rows(records: list[dict]) -> None:
     for alpha, got in keys.items():
         if got != reference:
             raise EvalError(f"rows differ across α: α={alpha} scored {len(got ^ reference)} rows the others did not")
+
+
+@torch.inference_mode()
+def reference_nll(model, tokenizer, dw, alpha: float, pairs: list[dict], batch_size: int = 16, max_length: int = 256) -> list[float]:
+    """Mean negative log-likelihood (nats per answer token) of each pair's reference answer under α·dW.
+
+    Args:
+        pairs: ``{"instruction", "answer"}`` rows (e.g. :func:`weight_steering.eval_data.load_neutral`),
+            rendered as ``[user: instruction, assistant: answer]`` with the prompt tokens masked.
+
+    Returns:
+        One value per pair, in order (teacher-forced, fp32 log-softmax).
+    """
+    from .train import tokenize_example
+
+    examples = [tokenize_example(tokenizer, p["instruction"], p["answer"], max_length) for p in pairs]
+    out: list[float] = []
+    with steer(model, dw or {}, alpha):
+        for start in range(0, len(examples), batch_size):
+            chunk = examples[start : start + batch_size]
+            width = max(len(e["input_ids"]) for e in chunk)
+            ids = torch.full((len(chunk), width), tokenizer.pad_token_id, dtype=torch.long)
+            labels = torch.full((len(chunk), width), -100, dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for i, e in enumerate(chunk):
+                ids[i, : len(e["input_ids"])] = torch.tensor(e["input_ids"])
+                labels[i, : len(e["labels"])] = torch.tensor(e["labels"])
+                mask[i, : len(e["input_ids"])] = 1
+            logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits[:, :-1].float()
+            target = labels[:, 1:].to(model.device)
+            nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), target.clamp(min=0), reduction="none")
+            keep = (target != -100).float()
+            out += ((nll * keep).sum(1) / keep.sum(1).clamp(min=1)).tolist()
+    return out

@@ -18,14 +18,14 @@ from pathlib import Path
 
 from safetensors.torch import load_file, save_file
 
-from .analyse import PMASS_FLOOR, SI_K, si_vignettes, summarise, vignette_bare_table, vignette_cells, vignette_delta_table
-from .artifacts import atomic_save_path, atomic_write, commit_path, file_sha256, read_json, read_jsonl, stable_hash, write_json, write_jsonl
+from .analyse import summarise
+from .artifacts import atomic_save_path, commit_path, file_sha256, read_json, read_jsonl, stable_hash, write_json, write_jsonl
 from .behaviors import load_behavior
 from .data import GenerationConfig, check_pairs, generate_pairs
 from .diff import compute_dw, load_dw, save_dw
-from .evaluate import DEFAULT_ALPHAS, VIGNETTE_SCORING_MODE, check_identical_rows, dilemma_rows, evaluate, sycophancy_rows, vignette_rows
+from .evaluate import DEFAULT_ALPHAS, check_identical_rows, dilemma_rows, evaluate, sycophancy_rows
 from .models import DEFAULT_MODEL, base_weights_hash, load_model
-from .report import render_vignettes, write_report
+from .report import write_report
 from .steer import check_alpha, generate_text, steer
 from .train import TrainConfig, make_peft_config, resolve_train_config, train_adapter
 
@@ -97,7 +97,7 @@ def preset_config(name: str = "default", **overrides) -> RunConfig:
     )
 
 
-def _stage(name: str, directory: Path, key: str, compute: Callable[[Path], None], force: bool, timings: dict) -> Path:
+def run_stage(name: str, directory: Path, key: str, compute: Callable[[Path], None], force: bool, timings: dict) -> Path:
     """Run ``compute(directory)`` unless a completed, intact stage with the same key is on disk.
 
     The marker ``stage.json`` is written last and lists the SHA-256 of every file the stage wrote;
@@ -183,7 +183,7 @@ def prepare_job(config: RunConfig, model=None, tokenizer=None) -> Job:
     def make_data(directory: Path) -> None:
         write_jsonl(directory / "pairs.jsonl", generate_pairs(model, tokenizer, behavior, config.generation))
 
-    _stage("data", data_dir, data_key, make_data, config.force, timings)
+    run_stage("data", data_dir, data_key, make_data, config.force, timings)
     rows = read_jsonl(data_dir / "pairs.jsonl")
     pair_counts = check_pairs(rows, config.generation.max_identical_fraction)
     return Job(config, model, tokenizer, behavior, base_hash, root, rows, file_sha256(data_dir / "pairs.jsonl"), pair_counts, timings)
@@ -208,7 +208,7 @@ def train_dw(job: Job, train: TrainConfig | None = None) -> Path:
             peft_model.save_pretrained(directory / "adapter")
             write_json(directory / "train_log.json", train_log)
 
-        train_dirs[sign] = _stage(f"train θ{'⁺' if sign == 'positive' else '⁻'}", directory, key, make_adapter, job.config.force, job.timings)
+        train_dirs[sign] = run_stage(f"train θ{'⁺' if sign == 'positive' else '⁻'}", directory, key, make_adapter, job.config.force, job.timings)
 
     dw_key = stable_hash({d.name: file_sha256(d / "delta.safetensors") for d in train_dirs.values()})
     dw_dir = job.root / f"dw-{train.family}-seed{train.seed}-{dw_key}"
@@ -226,7 +226,7 @@ def train_dw(job: Job, train: TrainConfig | None = None) -> Path:
                         load_file(str(train_dirs["negative"] / "delta.safetensors")), metadata)
         save_dw(dw, directory / "dW.safetensors")
 
-    return _stage("diff dW", dw_dir, dw_key, make_dw, job.config.force, job.timings)
+    return run_stage("diff dW", dw_dir, dw_key, make_dw, job.config.force, job.timings)
 
 
 def eval_rows(job: Job) -> list[dict]:
@@ -250,7 +250,7 @@ def evaluate_base(job: Job) -> list[dict]:
     """Records of the unsteered model (α = 0) on the job's rows: one stage per (base, rows), shared by every dW."""
     rows = eval_rows(job)
     key = _rows_key(job, rows)
-    directory = _stage("evaluate base", job.root / f"eval-base-{key}", key, _make_eval(job, rows, (0.0,), None),
+    directory = run_stage("evaluate base", job.root / f"eval-base-{key}", key, _make_eval(job, rows, (0.0,), None),
                        job.config.force, job.timings)
     return read_jsonl(directory / "records.jsonl")
 
@@ -267,7 +267,7 @@ def evaluate_dw(job: Job, dw, dw_dir: Path, alphas: tuple[float, ...]) -> list[d
     rows = eval_rows(job)
     steered = tuple(a for a in alphas if a != 0.0)
     key = stable_hash({"dw": dw_dir.name, "alphas": steered, "rows": _rows_key(job, rows)})
-    directory = _stage("evaluate", job.root / f"eval-{key}", key, _make_eval(job, rows, steered, dw), job.config.force, job.timings)
+    directory = run_stage("evaluate", job.root / f"eval-{key}", key, _make_eval(job, rows, steered, dw), job.config.force, job.timings)
     records = evaluate_base(job) + read_jsonl(directory / "records.jsonl")
     check_identical_rows(records)
     return records
@@ -317,62 +317,3 @@ def run_main_job(config: RunConfig, model=None, tokenizer=None, command: str | N
                                       "stages": {k: v["dir"] for k, v in timings.items() if v["dir"]}, "summary": summary})
     return {"summary": summary, "report": report, "dw_path": dw_dir / "dW.safetensors", "dw": dw,
             "timings": timings, "run_dir": run_dir, "generations": generations}
-
-
-def run_vignettes(
-    dw_path: str | Path, model: str = DEFAULT_MODEL, alphas: tuple[float, ...] = (-1.0, 0.0, 1.0),
-    intents: dict[str, int] | None = None, k: float = SI_K, pmass_floor: float = PMASS_FLOOR, out: str = "out",
-    limit: int | None = None, loaded=None,
-) -> dict:
-    """Moral-foundation vignette tables for one dW: bare table (α = 0), Δlogit per foundation and SI.
-
-    Args:
-        dw_path: a ``dW.safetensors`` or its directory.
-        alphas: α grid; must include 0 and at least one α of each sign for the two SI arms (the arms
-            are the largest |α| of each sign, paired by sign).
-        intents: foundation -> +1 / −1, the intended direction of wrongness under the positive arm
-            (default ``{"Authority": -1}``).
-        k, pmass_floor: SI penalty weight and format-mass floor (printed in the output).
-        loaded: ``(model, tokenizer)`` already in memory (tests); else ``model`` is loaded.
-
-    Returns:
-        ``{"bare", "deltas", "si", "seconds_per_pass", "path"}``; ``vignettes.json`` and ``vignettes.md``
-        are written atomically under ``<out>/vignettes/<dW dir name>/``, the records are a resumable stage.
-
-    Raises:
-        ValueError: α grid without 0; DeltaWeightsError: the dW does not fit the model.
-    """
-    alphas = tuple(check_alpha(a) for a in alphas)
-    if 0.0 not in alphas:
-        raise ValueError("the α grid must include 0 (the bare table and the reference of every Δ)")
-    intents = intents or {"Authority": -1}
-    model_obj, tokenizer = loaded or load_model(model)
-    base_hash = base_weights_hash(model_obj)
-    dw = load_dw(dw_path, model_obj, base_hash=base_hash)
-    dw_file = Path(dw_path) / "dW.safetensors" if Path(dw_path).is_dir() else Path(dw_path)
-    rows = vignette_rows(tokenizer, limit)
-    key = stable_hash({"dw": file_sha256(dw_file), "alphas": alphas, "rows": [r["text"] for r in rows]})
-    directory = Path(out) / "vignettes" / f"{dw_file.parent.name}-{key}"
-    timings: dict = {}
-
-    def compute(target: Path) -> None:
-        write_jsonl(target / "records.jsonl", evaluate(model_obj, tokenizer, dw, rows, alphas))
-
-    _stage("vignettes", directory, key, compute, False, timings)
-    records = read_jsonl(directory / "records.jsonl")
-    cells = vignette_cells(records, pmass_floor)
-    plus = [a for a in alphas if a > 0]
-    minus = [a for a in alphas if a < 0]
-    result = {
-        "dw": str(dw_file), "alphas": list(alphas), "k": k, "pmass_floor": pmass_floor, "scoring_mode": VIGNETTE_SCORING_MODE,
-        "seconds_per_pass": timings["vignettes"]["seconds"] / len(alphas) if not timings["vignettes"]["reused"] else None,
-        "n_prompts": len(rows),
-        "bare": vignette_bare_table(cells).to_dict(orient="records"),
-        "deltas": {str(a): vignette_delta_table(cells, a).to_dict(orient="records") for a in alphas if a != 0.0},
-        "si": [si_vignettes(cells, f, sign, max(plus) if plus else None, min(minus) if minus else None, k)
-               for f, sign in intents.items() if plus],
-    }
-    write_json(directory / "vignettes.json", result)
-    with atomic_write(directory / "vignettes.md") as handle:
-        handle.write(render_vignettes(result))
-    return {**result, "path": directory}

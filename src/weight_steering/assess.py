@@ -1,0 +1,148 @@
+"""Evaluations of a saved dW beyond the main job: moral-foundation vignettes and degradation.
+
+Both take any ``dW.safetensors`` (from the main job, a sweep cell or elsewhere), cache their scored
+records as a resumable stage (see :func:`weight_steering.pipeline.run_stage`) and write JSON plus a
+Markdown table atomically.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .analyse import PMASS_FLOOR, SI_K, bootstrap_ci, si_vignettes, vignette_bare_table, vignette_cells, vignette_delta_table
+from .artifacts import atomic_write, file_sha256, read_json, read_jsonl, stable_hash, write_json, write_jsonl
+from .calibrate import kl_from_base
+from .diff import load_dw
+from .eval_data import load_neutral, neutral_split
+from .evaluate import VIGNETTE_SCORING_MODE, evaluate, reference_nll, vignette_rows
+from .models import DEFAULT_MODEL, base_weights_hash, load_model
+from .pipeline import run_stage
+from .report import render_vignettes
+from .steer import check_alpha
+
+
+def run_vignettes(
+    dw_path: str | Path, model: str = DEFAULT_MODEL, alphas: tuple[float, ...] = (-1.0, 0.0, 1.0),
+    intents: dict[str, int] | None = None, k: float = SI_K, pmass_floor: float = PMASS_FLOOR, out: str = "out",
+    limit: int | None = None, loaded=None,
+) -> dict:
+    """Moral-foundation vignette tables for one dW: bare table (α = 0), Δlogit per foundation and SI.
+
+    Args:
+        dw_path: a ``dW.safetensors`` or its directory.
+        alphas: α grid; must include 0 and at least one α of each sign for the two SI arms (the arms
+            are the largest |α| of each sign, paired by sign).
+        intents: foundation -> +1 / −1, the intended direction of wrongness under the positive arm
+            (default ``{"Authority": -1}``).
+        k, pmass_floor: SI penalty weight and format-mass floor (printed in the output).
+        loaded: ``(model, tokenizer)`` already in memory (tests); else ``model`` is loaded.
+
+    Returns:
+        ``{"bare", "deltas", "si", "seconds_per_pass", "path"}``; ``vignettes.json`` and ``vignettes.md``
+        are written atomically under ``<out>/vignettes/<dW dir name>/``, the records are a resumable stage.
+
+    Raises:
+        ValueError: α grid without 0; DeltaWeightsError: the dW does not fit the model.
+    """
+    alphas = tuple(check_alpha(a) for a in alphas)
+    if 0.0 not in alphas:
+        raise ValueError("the α grid must include 0 (the bare table and the reference of every Δ)")
+    intents = intents or {"Authority": -1}
+    model_obj, tokenizer = loaded or load_model(model)
+    base_hash = base_weights_hash(model_obj)
+    dw = load_dw(dw_path, model_obj, base_hash=base_hash)
+    dw_file = Path(dw_path) / "dW.safetensors" if Path(dw_path).is_dir() else Path(dw_path)
+    rows = vignette_rows(tokenizer, limit)
+    key = stable_hash({"dw": file_sha256(dw_file), "alphas": alphas, "rows": [r["text"] for r in rows]})
+    directory = Path(out) / "vignettes" / f"{dw_file.parent.name}-{key}"
+    timings: dict = {}
+
+    def compute(target: Path) -> None:
+        write_jsonl(target / "records.jsonl", evaluate(model_obj, tokenizer, dw, rows, alphas))
+
+    run_stage("vignettes", directory, key, compute, False, timings)
+    records = read_jsonl(directory / "records.jsonl")
+    cells = vignette_cells(records, pmass_floor)
+    plus = [a for a in alphas if a > 0]
+    minus = [a for a in alphas if a < 0]
+    result = {
+        "dw": str(dw_file), "alphas": list(alphas), "k": k, "pmass_floor": pmass_floor, "scoring_mode": VIGNETTE_SCORING_MODE,
+        "seconds_per_pass": timings["vignettes"]["seconds"] / len(alphas) if not timings["vignettes"]["reused"] else None,
+        "n_prompts": len(rows),
+        "bare": vignette_bare_table(cells).to_dict(orient="records"),
+        "deltas": {str(a): vignette_delta_table(cells, a).to_dict(orient="records") for a in alphas if a != 0.0},
+        "si": [si_vignettes(cells, f, sign, max(plus) if plus else None, min(minus) if minus else None, k)
+               for f, sign in intents.items() if plus],
+    }
+    write_json(directory / "vignettes.json", result)
+    with atomic_write(directory / "vignettes.md") as handle:
+        handle.write(render_vignettes(result))
+    return {**result, "path": directory}
+
+
+def run_degradation(
+    dw_path: str | Path, model: str = DEFAULT_MODEL, alphas: tuple[float, ...] = (-1.0, 0.0, 1.0), n_tokens: int = 32,
+    out: str = "out", loaded=None,
+) -> dict:
+    """Degradation of the model under α·dW: reference-answer NLL and KL from the base on neutral prompts.
+
+    Per α: (a) mean NLL (nats per answer token) of the 100 shipped neutral reference answers, with a
+    bootstrap 95% CI over pairs, and its change from α = 0; (b) KL(steered ‖ base) mean, p95 and max
+    over (prompt, position) on the calibration split of the neutral prompts (``n_tokens`` greedy
+    tokens each). Answer-format mass on the evals is in the main job's and the vignettes' tables.
+
+    Returns:
+        ``{"rows": [...], "path"}``; ``degradation.json`` / ``.md`` are written atomically under
+        ``<out>/degradation/<dW dir>-<key>/`` (a resumable stage).
+
+    Raises:
+        ValueError: α grid without 0; DeltaWeightsError: the dW does not fit the model.
+    """
+    alphas = tuple(check_alpha(a) for a in alphas)
+    if 0.0 not in alphas:
+        raise ValueError("the α grid must include 0 (the reference of the NLL change)")
+    model_obj, tokenizer = loaded or load_model(model)
+    dw = load_dw(dw_path, model_obj)
+    dw_file = Path(dw_path) / "dW.safetensors" if Path(dw_path).is_dir() else Path(dw_path)
+    pairs = load_neutral()
+    calibration, _ = neutral_split(pairs)
+    key = stable_hash({"dw": file_sha256(dw_file), "alphas": alphas, "pairs": pairs, "n_tokens": n_tokens})
+    directory = Path(out) / "degradation" / f"{dw_file.parent.name}-{key}"
+
+    def compute(target: Path) -> None:
+        rows = []
+        for alpha in alphas:
+            started = time.perf_counter()
+            nll = np.array(reference_nll(model_obj, tokenizer, dw, alpha, pairs))
+            kl = kl_from_base(model_obj, tokenizer, dw, alpha, [p["instruction"] for p in calibration], n_tokens)
+            rows.append({"alpha": alpha, "nll": nll.tolist(), "kl_mean": kl.mean, "kl_p95": kl.p95, "kl_max": kl.max,
+                         "kl_positions": kl.n_positions, "seconds": time.perf_counter() - started})
+        write_json(target / "per_alpha.json", rows)
+
+    run_stage("degradation", directory, key, compute, False, {})
+    raw = read_json(directory / "per_alpha.json")
+    reference = np.array(next(r["nll"] for r in raw if r["alpha"] == 0.0))
+    table = []
+    for r in raw:
+        nll = np.array(r["nll"])
+        mean, low, high = bootstrap_ci(nll, np.arange(len(nll)))
+        change, change_low, change_high = bootstrap_ci(nll - reference, np.arange(len(nll)))
+        table.append({"alpha": r["alpha"], "nll": mean, "nll_ci_low": low, "nll_ci_high": high, "nll_change": change,
+                      "nll_change_ci_low": change_low, "nll_change_ci_high": change_high,
+                      **{k: r[k] for k in ("kl_mean", "kl_p95", "kl_max", "kl_positions", "seconds")}})
+    result = {"dw": str(dw_file), "n_pairs": len(pairs), "n_kl_prompts": len(calibration), "n_tokens": n_tokens, "rows": table}
+    write_json(directory / "degradation.json", result)
+    lines = [f"# Degradation under α·dW (`{dw_file}`)", "",
+             f"NLL: {len(pairs)} neutral reference answers, nats per answer token, 95% CI over pairs. "
+             f"KL(steered ‖ base): {len(calibration)} neutral prompts × {n_tokens} greedy tokens, nats per position.", "",
+             "| α | NLL | 95% CI | ΔNLL vs α=0 | 95% CI | KL mean | KL p95 | KL max | s |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in table:
+        lines.append(f"| {r['alpha']:+g} | {r['nll']:.3f} | [{r['nll_ci_low']:.3f}, {r['nll_ci_high']:.3f}] | {r['nll_change']:+.3f} | "
+                     f"[{r['nll_change_ci_low']:+.3f}, {r['nll_change_ci_high']:+.3f}] | {r['kl_mean']:.3f} | {r['kl_p95']:.3f} | "
+                     f"{r['kl_max']:.2f} | {r['seconds']:.0f} |")
+    with atomic_write(directory / "degradation.md") as handle:
+        handle.write("\n".join(lines) + "\n")
+    return {**result, "path": directory}

@@ -1,0 +1,93 @@
+import pytest
+import torch
+
+from weight_steering.calibrate import kl_from_base
+from weight_steering.eval_data import EvalDataError, check_disjoint, load_neutral, neutral_split
+
+PROMPTS = ["How do I boil an egg?", "What is the capital of France?", "Name a primary colour."]
+
+
+def _dw(model, scale):
+    torch.manual_seed(0)
+    params = dict(model.named_parameters())
+    return {k: scale * torch.randn_like(params[k]) for k in ("model.layers.1.mlp.down_proj.weight", "model.layers.2.self_attn.o_proj.weight")}
+
+
+def test_kl_is_zero_unsteered_and_grows_with_alpha(tiny):
+    model, tokenizer = tiny
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    dw = _dw(model, 0.5)
+    zero = kl_from_base(model, tokenizer, dw, 0.0, PROMPTS, n_tokens=6)
+    assert zero.max < 1e-6 and zero.n_positions == 18 and zero.n_prompts == 3
+    small = kl_from_base(model, tokenizer, dw, 0.5, PROMPTS, n_tokens=6)
+    large = kl_from_base(model, tokenizer, dw, 2.0, PROMPTS, n_tokens=6)
+    assert 0 < small.mean < large.mean and small.p95 <= small.max
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_kl_matches_a_direct_computation(tiny):
+    """One prompt, one token: KL equals the KL of the next-token distributions computed by hand."""
+    from weight_steering.data import render_chat
+    from weight_steering.steer import steer
+
+    model, tokenizer = tiny
+    dw = _dw(model, 0.5)
+    stats = kl_from_base(model, tokenizer, dw, 1.0, PROMPTS[:1], n_tokens=1)
+    ids = tokenizer(render_chat(tokenizer, [{"role": "user", "content": PROMPTS[0]}]), return_tensors="pt", add_special_tokens=False)
+    with torch.no_grad():
+        with steer(model, dw, 1.0):
+            p = torch.log_softmax(model(**ids).logits[0, -1].float(), -1)
+        q = torch.log_softmax(model(**ids).logits[0, -1].float(), -1)
+    assert stats.mean == pytest.approx(float((p.exp() * (p - q)).sum()), rel=1e-4, abs=1e-6)
+
+
+def test_bad_kl_input(tiny):
+    model, tokenizer = tiny
+    with pytest.raises(ValueError, match="at least one prompt"):
+        kl_from_base(model, tokenizer, {}, 1.0, [], n_tokens=4)
+
+
+def test_neutral_set_is_100_pairs_over_10_categories_split_and_disjoint():
+    from weight_steering.behaviors import available_behaviors, load_behavior
+    from weight_steering.eval_data import load_dilemma_rows, load_vignettes
+
+    rows = load_neutral()
+    assert len(rows) == 100 and len({r["category"] for r in rows}) == 10
+    calibration, audit = neutral_split(rows)
+    assert len(calibration) >= 60 and len(audit) >= 15 and not {r["instruction"] for r in calibration} & {r["instruction"] for r in audit}
+    assert len({r["category"] for r in calibration}) >= 8
+    others = {name: load_behavior(name).train_prompts for name in available_behaviors()}
+    others["daily dilemmas"] = [r["situation"] for r in load_dilemma_rows()]
+    others["vignettes"] = [r["text"] for r in load_vignettes()]
+    check_disjoint([r["instruction"] for r in rows], others)
+    with pytest.raises(EvalDataError, match="overlap"):
+        check_disjoint(["You found a wallet with cash on the street."], {"honesty": load_behavior("honesty").train_prompts})
+
+
+def test_reference_nll_matches_the_training_loss_and_moves_with_alpha(tiny):
+    from weight_steering.evaluate import reference_nll
+    from weight_steering.train import tokenize_example
+
+    model, tokenizer = tiny
+    pairs = [{"instruction": r["instruction"], "answer": r["answer"]} for r in load_neutral()[:3]]
+    nll = reference_nll(model, tokenizer, None, 0.0, pairs, batch_size=2)
+    example = tokenize_example(tokenizer, pairs[1]["instruction"], pairs[1]["answer"], 256)
+    with torch.no_grad():
+        loss = model(input_ids=torch.tensor([example["input_ids"]]), labels=torch.tensor([example["labels"]])).loss
+    assert nll[1] == pytest.approx(float(loss), rel=1e-5)
+    steered = reference_nll(model, tokenizer, _dw(model, 0.5), 2.0, pairs)
+    assert steered != pytest.approx(nll)
+
+
+def test_run_degradation_table(tiny, tmp_path):
+    from weight_steering.diff import compute_dw, save_dw
+    from weight_steering.assess import run_degradation
+
+    model, tokenizer = tiny
+    positive = _dw(model, 0.2)
+    save_dw(compute_dw(positive, {k: -v for k, v in positive.items()}, {"model": "tiny"}), tmp_path / "dw" / "dW.safetensors")
+    result = run_degradation(tmp_path / "dw", alphas=(-1.0, 0.0, 1.0), n_tokens=4, out=str(tmp_path), loaded=(model, tokenizer))
+    rows = {r["alpha"]: r for r in result["rows"]}
+    assert rows[0.0]["kl_max"] < 1e-6 and rows[0.0]["nll_change"] == 0.0
+    assert rows[1.0]["kl_p95"] > 0 and rows[-1.0]["kl_mean"] > 0 and result["n_pairs"] == 100
+    assert "| +1 |" in (result["path"] / "degradation.md").read_text()

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -91,3 +92,55 @@ def test_run_degradation_table(tiny, tmp_path):
     assert rows[0.0]["kl_max"] < 1e-6 and rows[0.0]["nll_change"] == 0.0
     assert rows[1.0]["kl_p95"] > 0 and rows[-1.0]["kl_mean"] > 0 and result["n_pairs"] == 100
     assert "| +1 |" in (result["path"] / "degradation.md").read_text()
+
+
+def _synthetic(scale, power=2.0, ceiling=None):
+    from weight_steering.calibrate import KLStats
+
+    calls = []
+
+    def measure(alpha):
+        calls.append(alpha)
+        p95 = scale * abs(alpha) ** power
+        if ceiling is not None:
+            p95 = min(p95, ceiling)
+        return KLStats(p95 / 2, p95, p95 * 3, np.array([p95]), 1, 1, 10)
+
+    return measure, calls
+
+
+def test_calibration_converges_per_sign_with_asymmetric_scale():
+    from weight_steering.calibrate import calibrate_alpha
+
+    plus, _ = _synthetic(0.05)          # p95 = 0.05 α²  -> α₊ = √20 ≈ 4.47
+    minus, calls = _synthetic(0.8, 1.5)  # p95 = 0.8 |α|^1.5 -> α₋ = −1.16
+    a = calibrate_alpha(plus, +1, target=1.0, tolerance=0.01)
+    b = calibrate_alpha(minus, -1, target=1.0, tolerance=0.01)
+    assert a.converged and abs(a.p95 - 1.0) <= 0.01 and a.alpha == pytest.approx(20 ** 0.5, rel=0.01)
+    assert b.converged and b.alpha < 0 and all(c < 0 for c in calls) and b.alpha == pytest.approx(-(1.25 ** (1 / 1.5)), rel=0.01)
+    assert a.iterations <= 8 and a.n_forward_passes == 10 * a.iterations
+
+
+def test_calibration_reports_unbracketable_and_no_effect():
+    from weight_steering.calibrate import calibrate_alpha
+
+    saturating, _ = _synthetic(0.05, ceiling=0.4)
+    out = calibrate_alpha(saturating, +1, target=1.0)
+    assert not out.converged and "not reached" in out.message and out.p95 == pytest.approx(0.4)
+    inert, _ = _synthetic(0.0)
+    out = calibrate_alpha(inert, +1, target=1.0)
+    assert not out.converged and "does not change the model" in out.message
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="target"):
+            calibrate_alpha(inert, +1, target=bad)
+
+
+def test_calibration_on_the_tiny_model(tiny):
+    from weight_steering.calibrate import calibrate_alpha
+
+    model, tokenizer = tiny
+    dw = _dw(model, 0.3)
+    out = calibrate_alpha(lambda a: kl_from_base(model, tokenizer, dw, a, PROMPTS, n_tokens=4), +1, target=0.005, tolerance=0.001)
+    assert out.converged and abs(out.p95 - 0.005) <= 0.001, out
+    again = kl_from_base(model, tokenizer, dw, out.alpha, PROMPTS, n_tokens=4)
+    assert again.p95 == pytest.approx(out.p95, rel=1e-5)

@@ -86,3 +86,126 @@ def _log_probs(model, sequences: torch.Tensor, mask: torch.Tensor, width: int) -
     positions = (mask.cumsum(1) - 1).clamp(min=0)
     logits = model(input_ids=sequences, attention_mask=mask, position_ids=positions).logits[:, width - 1 : -1]
     return torch.log_softmax(logits.float(), dim=-1)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Result of :func:`calibrate_alpha` for one sign.
+
+    Attributes:
+        alpha: the chosen signed strength (the closest one measured when ``converged`` is False).
+        p95, mean, max: KL statistics at ``alpha`` (nats).
+        target, tolerance: the p95 target and the accepted |p95 − target| (nats).
+        converged: |p95 − target| ≤ tolerance.
+        iterations: KL measurements made; ``n_forward_passes``: their forward passes in total.
+        history: ``[(alpha, p95), ...]`` in measurement order.
+        message: why it stopped when it did not converge ("" otherwise).
+    """
+
+    alpha: float
+    p95: float
+    mean: float
+    max: float
+    target: float
+    tolerance: float
+    converged: bool
+    iterations: int
+    n_forward_passes: int
+    history: list
+    message: str = ""
+
+
+def calibrate_alpha(measure, sign: int, target: float = 1.0, tolerance: float = 0.05, start: float = 1.0,
+                    max_abs_alpha: float = 64.0, min_abs_alpha: float = 1 / 64, max_iterations: int = 14) -> Calibration:
+    """Find α of the given sign where the p95 KL from the base equals ``target`` (iso-KL calibration).
+
+    Exponential bracketing (×2 / ÷2 from ``start``), then Illinois regula falsi on
+    log p95 − log target as a function of log|α| (the log–log relation is close to linear: KL grows
+    about as α² for small α). Spec: weight_steering_spec §6; Illinois: Dowell & Jarratt (1971).
+
+    Args:
+        measure: ``α -> KLStats`` (e.g. ``lambda a: kl_from_base(model, tok, dw, a, prompts)``).
+        sign: +1 or −1; each sign is calibrated on its own, so α₋ ≠ −α₊ in general.
+        target: p95 KL target in nats (> 0, finite). tolerance: accepted |p95 − target| in nats.
+
+    Returns:
+        :class:`Calibration`. If no α in [min_abs_alpha, max_abs_alpha] brackets the target, the
+        closest α measured is returned with ``converged=False`` and a message; if the method leaves
+        the model unchanged (p95 ≈ 0 at ``max_abs_alpha``) it stops and says so.
+
+    Raises:
+        ValueError: ``target`` ≤ 0 or not finite, ``sign`` not ±1, or a bad tolerance / start.
+    """
+    if not np.isfinite(target) or target <= 0:
+        raise ValueError(f"the KL target must be a finite number of nats > 0; got {target}")
+    if sign not in (1, -1):
+        raise ValueError(f"sign must be +1 or -1; got {sign}")
+    if not (tolerance > 0 and start > 0):
+        raise ValueError("tolerance and start must be > 0")
+    history: list[tuple[float, float]] = []
+    stats: dict[float, KLStats] = {}
+    passes = 0
+
+    def run(abs_alpha: float) -> float:
+        nonlocal passes
+        result = measure(sign * abs_alpha)
+        stats[abs_alpha] = result
+        passes += result.n_forward_passes
+        history.append((sign * abs_alpha, result.p95))
+        return result.p95
+
+    def done(abs_alpha: float, converged: bool, message: str = "") -> Calibration:
+        s = stats[abs_alpha]
+        return Calibration(sign * abs_alpha, s.p95, s.mean, s.max, target, tolerance, converged, len(history), passes, history, message)
+
+    def closest() -> float:
+        return min(stats, key=lambda a: abs(stats[a].p95 - target))
+
+    lo = hi = start
+    value = run(start)
+    if abs(value - target) <= tolerance:
+        return done(start, True)
+    if value < target:  # grow until p95 >= target
+        while value < target:
+            lo = hi
+            if hi * 2 > max_abs_alpha:
+                if value < 1e-6:
+                    return done(hi, False, f"the method does not change the model: p95 KL ≈ {value:.1e} nats at |α| = {hi:g}")
+                return done(closest(), False, f"target {target} nats not reached at |α| ≤ {max_abs_alpha:g} (p95 {value:.3f} at |α| = {hi:g})")
+            hi *= 2
+            value = run(hi)
+            if abs(value - target) <= tolerance:
+                return done(hi, True)
+    else:  # shrink until p95 < target
+        while value > target:
+            hi = lo
+            if lo / 2 < min_abs_alpha:
+                return done(closest(), False, f"p95 KL stays above {target} nats down to |α| = {lo:g}")
+            lo /= 2
+            value = run(lo)
+            if abs(value - target) <= tolerance:
+                return done(lo, True)
+
+    def f(abs_alpha: float) -> float:
+        return float(np.log(max(stats[abs_alpha].p95, 1e-12)) - np.log(target))
+
+    x_lo, x_hi, f_lo, f_hi = np.log(lo), np.log(hi), f(lo), f(hi)
+    side = 0
+    while len(history) < max_iterations:
+        x_new = x_hi - f_hi * (x_hi - x_lo) / (f_hi - f_lo) if f_hi != f_lo else 0.5 * (x_lo + x_hi)
+        abs_alpha = float(np.exp(x_new))
+        value = run(abs_alpha)
+        if abs(value - target) <= tolerance:
+            return done(abs_alpha, True)
+        f_new = f(abs_alpha)
+        if f_new < 0:
+            x_lo, f_lo = x_new, f_new
+            if side == -1:
+                f_hi /= 2  # Illinois: the hi end was kept twice
+            side = -1
+        else:
+            x_hi, f_hi = x_new, f_new
+            if side == 1:
+                f_lo /= 2
+            side = 1
+    return done(closest(), False, f"no |p95 − target| ≤ {tolerance} within {max_iterations} measurements")

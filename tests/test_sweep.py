@@ -144,3 +144,12 @@ def test_ray_missing_says_how_to_install(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
     with pytest.raises(SweepError, match="pip install"):
         run_sweep(_config(tmp_path, model=str(tmp_path / "never-loaded")), ["sycophancy"], ["lora"], [0], executor="ray")
+
+
+def test_rank_only_collects_finished_cells_of_a_partial_sweep(tiny, tmp_path):
+    model, tokenizer = tiny
+    config = _config(tmp_path)
+    run_sweep(config, ["sycophancy"], ["lora"], [0], model=model, tokenizer=tokenizer)
+    cells, computed = run_sweep(config, ["sycophancy"], ["lora", "ia3"], [0], compute=False)
+    assert computed == 0 and [c["cell"]["family"] for c in cells] == ["lora"]
+    assert not cell_dir(config, plan_cells(["sycophancy"], ["ia3"], [0])[0]).exists(), "rank-only must not start work"

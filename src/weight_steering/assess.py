@@ -1,4 +1,4 @@
-"""Evaluations of a saved dW beyond the main job: moral-foundation vignettes and degradation.
+"""Evaluations of a saved dW beyond the main job: moral-foundation vignettes, degradation, ablation.
 
 Both take any ``dW.safetensors`` (from the main job, a sweep cell or elsewhere), cache their scored
 records as a resumable stage (see :func:`weight_steering.pipeline.run_stage`) and write JSON plus a
@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from .analyse import PMASS_FLOOR, SI_K, bootstrap_ci, si_vignettes, vignette_bare_table, vignette_cells, vignette_delta_table
 from .artifacts import atomic_write, file_sha256, read_json, read_jsonl, stable_hash, write_json, write_jsonl
@@ -20,7 +21,7 @@ from .eval_data import load_neutral, neutral_split
 from .evaluate import VIGNETTE_SCORING_MODE, evaluate, reference_nll, vignette_rows
 from .models import DEFAULT_MODEL, base_weights_hash, load_model
 from .pipeline import run_stage
-from .report import render_vignettes
+from .report import render_ablation, render_vignettes
 from .steer import check_alpha
 
 
@@ -146,3 +147,68 @@ def run_degradation(
     with atomic_write(directory / "degradation.md") as handle:
         handle.write("\n".join(lines) + "\n")
     return {**result, "path": directory}
+
+
+def run_ablation(
+    dw_path: str | Path, model: str = DEFAULT_MODEL, alpha: float = 1.0, groups: tuple[str, ...] | None = None,
+    dilemma_limit: int | None = None, seed: int = 0, out: str = "out", loaded=None,
+) -> dict:
+    """Causal ablation of one dW (see :mod:`weight_steering.ablate`): retained and energy per variant.
+
+    Scores every available variant at ``alpha`` and the base at α = 0 on identical rows: the
+    behaviour's held-out rows (if the dW's behaviour has them) and the DailyDilemmas rows. Each
+    variant's records are a resumable stage, so an interrupted ablation resumes where it stopped.
+
+    Returns:
+        ``{"rows": [...], "path"}``: per (variant, metric) ``retained`` with its 95% CI, Δ(variant),
+        Δ(full), ``energy_fraction``, ``control_of``; unavailable variants are listed with
+        ``available=False``. ``ablation.json`` / ``.md`` and ``retained_vs_energy.png`` are written atomically.
+
+    Raises:
+        DeltaWeightsError: the dW does not fit the model. AblationError: see :func:`weight_steering.ablate.build_variants`.
+    """
+    from .ablate import build_variants, retained
+    from .analyse import metric_frame
+    from .behaviors import load_behavior
+    from .evaluate import dilemma_rows, sycophancy_rows
+    from .report import plot_retained
+
+    alpha = check_alpha(alpha)
+    model_obj, tokenizer = loaded or load_model(model)
+    dw = load_dw(dw_path, model_obj)
+    dw_file = Path(dw_path) / "dW.safetensors" if Path(dw_path).is_dir() else Path(dw_path)
+    params = dict(model_obj.named_parameters())
+    base = {k: params[k].detach().to("cpu", torch.float32) for k in dw.tensors}
+    variants = build_variants(dw.tensors, base, seed, groups)
+    behavior = dw.metadata.get("behavior")
+    rows = (sycophancy_rows(tokenizer, load_behavior(behavior)) if behavior else []) + dilemma_rows(tokenizer, dilemma_limit)
+    rows_key = stable_hash({"rows": [r["text"] for r in rows], "dw": file_sha256(dw_file)})
+    root = Path(out) / "ablation" / f"{dw_file.parent.name}-{rows_key}"
+
+    def scored(name: str, tensors, at: float) -> list[dict]:
+        key = stable_hash({"variant": name, "alpha": at, "rows": rows_key, "seed": seed})
+        directory = root / f"{name}-{key}"
+        run_stage(f"ablation {name}", directory, key,
+                  lambda d: write_jsonl(d / "records.jsonl", evaluate(model_obj, tokenizer, tensors, rows, (at,))), False, {})
+        return read_jsonl(directory / "records.jsonl")
+
+    frame_base = metric_frame(scored("base", None, 0.0))
+    frame_full = metric_frame(scored("full", variants["full"]["tensors"], alpha))
+    table = []
+    for name, entry in variants.items():
+        if entry["tensors"] is None:
+            table.append({"variant": name, "group": entry["group"], "available": False})
+            continue
+        frame = frame_full if name == "full" else metric_frame(scored(name, entry["tensors"], alpha))
+        for metric in sorted(set(frame["metric"])):
+            parts = [f[f["metric"] == metric].set_index("row_id").sort_index() for f in (frame, frame_full, frame_base)]
+            result = retained(parts[0]["score"].to_numpy(), parts[1]["score"].to_numpy(), parts[2]["score"].to_numpy(),
+                              parts[0]["cluster"].to_numpy())
+            table.append({"variant": name, "group": entry["group"], "available": True, "metric": metric,
+                          "energy_fraction": entry["energy_fraction"], "control_of": entry["control_of"], **result})
+    result = {"dw": str(dw_file), "alpha": alpha, "seed": seed, "rows": table}
+    write_json(root / "ablation.json", result)
+    with atomic_write(root / "ablation.md") as handle:
+        handle.write(render_ablation(result))
+    plot_retained(table, root / "retained_vs_energy.png")
+    return {**result, "path": root}

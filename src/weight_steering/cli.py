@@ -102,6 +102,7 @@ def sweep(
     executor: str = typer.Option("local", help="local (one process) or ray (one Ray task per cell; one per GPU)"),
     out: str = typer.Option("out", help="output root"),
     force: bool = typer.Option(False, help="recompute every cell"),
+    rank_only: bool = typer.Option(False, help="compute nothing: rank the finished cells of the grid (a partial sweep)"),
 ):
     """Families × seeds × behaviours: train, diff and evaluate each cell (resumable), then rank the families."""
     from .pipeline import preset_config
@@ -118,7 +119,9 @@ def sweep(
             raise SweepError(f"--seeds must be comma-separated integers such as 0,1,2; got {seeds!r}") from err
         config = preset_config(preset, model=model, dilemma_limit=dilemma_limit, out=out, force=force, generation={"seed": data_seed})
         started = time.perf_counter()
-        cells, n_computed = run_sweep(config, _split(behaviors), names, seed_list, executor)
+        cells, n_computed = run_sweep(config, _split(behaviors), names, seed_list, executor, compute=not rank_only)
+        if not cells:
+            raise SweepError("no finished cells to rank; run the sweep without --rank-only first")
         paths = write_ranking(config, cells, command, time.perf_counter() - started, n_computed)
     except (*KNOWN_ERRORS, SweepError) as err:
         _fail(err)
@@ -170,6 +173,28 @@ def degradation(
     except KNOWN_ERRORS as err:
         _fail(err)
     console.print((result["path"] / "degradation.md").read_text())
+
+
+@app.command()
+def ablate(
+    dw: str = typer.Option(..., help="path of a dW.safetensors (or its directory)"),
+    model: str = typer.Option(DEFAULT_MODEL, help="the model the dW was made for"),
+    alpha: float = typer.Option(1.0, help="steering strength at which every variant is scored"),
+    groups: str = typer.Option("all", help="comma-separated variant groups: layer, module, svd, base_svd (anchors always)"),
+    dilemma_limit: int = typer.Option(None, help="only the first n DailyDilemmas dilemmas (faster on a CPU)"),
+    seed: int = typer.Option(0, help="seed of the norm-matched random controls"),
+    out: str = typer.Option("out", help="output root"),
+):
+    """Where does dW live: retained = Δ(variant)/Δ(full) per layer, module and singular-direction variant."""
+    from .ablate import AblationError
+    from .assess import run_ablation
+
+    try:
+        chosen = None if groups == "all" else tuple(_split(groups))
+        result = run_ablation(dw, model, alpha, chosen, dilemma_limit, seed, out)
+    except (*KNOWN_ERRORS, AblationError) as err:
+        _fail(err)
+    console.print((result["path"] / "ablation.md").read_text())
 
 
 @app.command()

@@ -159,3 +159,42 @@ def render_vignettes(result: dict) -> str:
             lines.append(f"| {r['foundation']} | {r['intent']:+d} | {num(r['alpha_plus'], '+g')} | {num(r['alpha_minus'], '+g')} | "
                          f"{num(r['si'], '+.1f')} | {num(r['si_forward'], '+.3f')} | {num(r['si_reverse'], '+.3f')} | {num(r['pmass_scale'], '.1f')} |")
     return "\n".join(lines) + "\n"
+
+
+def render_ablation(result: dict) -> str:
+    """Markdown of :func:`weight_steering.assess.run_ablation`: retained (95% CI) and energy per variant and metric."""
+    lines = [f"# Ablation of `{result['dw']}` at α = {result['alpha']:+g}", "",
+             "retained = Δ(variant) / Δ(full dW) on identical rows (Δ against α = 0); energy = ‖dW′‖² / ‖dW‖². "
+             "`_random` rows are norm-matched random controls of the variant named before them.", "",
+             "| variant | group | metric | retained | 95% CI | Δ variant | energy |", "|---|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        if not r["available"]:
+            lines.append(f"| {r['variant']} | {r['group']} | – | unavailable (selects no tensor of this dW) | | | |")
+        elif not r["defined"]:
+            lines.append(f"| {r['variant']} | {r['group']} | {r['metric']} | undefined: the full effect's CI contains 0 | | "
+                         f"{r['delta_variant']:+.4f} | {r['energy_fraction']:.3f} |")
+        else:
+            lines.append(f"| {r['variant']} | {r['group']} | {r['metric']} | {r['retained']:+.2f} | [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}] "
+                         f"| {r['delta_variant']:+.4f} | {r['energy_fraction']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_retained(rows: list[dict], path: str | Path) -> Path:
+    """Scatter of retained against energy fraction per metric (controls hollow), atomically written."""
+    metrics = sorted({r["metric"] for r in rows if r.get("available") and r.get("defined")})
+    fig, axes = plt.subplots(1, max(1, len(metrics)), figsize=(4.2 * max(1, len(metrics)), 3.8), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        for r in (r for r in rows if r.get("metric") == metric and r.get("defined")):
+            control = r["control_of"] is not None
+            ax.scatter(r["energy_fraction"], r["retained"], facecolors="none" if control else "C0", edgecolors="C1" if control else "C0", s=18)
+        ax.axhline(0, color="grey", lw=0.5)
+        ax.plot([0, 1], [0, 1], ":", color="grey", lw=0.8)
+        ax.set(title=METRIC_LABELS.get(metric, metric), xlabel="energy fraction ‖dW′‖²/‖dW‖²", ylabel="retained")
+        ax.title.set_fontsize(9)
+    fig.tight_layout()
+    path = Path(path)
+    tmp = atomic_save_path(path)
+    fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+    commit_path(tmp, path)
+    return path

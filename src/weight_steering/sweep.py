@@ -196,8 +196,8 @@ def _run_ray(config: RunConfig, pending: list[Cell], progress) -> None:
 
 def run_sweep(
     config: RunConfig, behaviors=("sycophancy",), families=None, seeds=(0, 1, 2), executor: str = "local",
-    model=None, tokenizer=None,
-) -> list[dict]:
+    model=None, tokenizer=None, compute: bool = True,
+) -> tuple[list[dict], int]:
     """Run every unfinished cell of behaviours × families × seeds and return all finished cells.
 
     Args:
@@ -205,6 +205,7 @@ def run_sweep(
         behaviors, families, seeds: the grid; ``families=None`` means every registered family.
         executor: ``"local"`` or ``"ray"``.
         model, tokenizer: an already loaded model for the local executor (e.g. the tiny test model).
+        compute: ``False`` only collects the finished cells of the grid (for ranking a partial sweep).
 
     Returns:
         ``(cells, n_computed)``: one dict per cell (``cell.json`` plus ``records``) in
@@ -222,6 +223,11 @@ def run_sweep(
         pending = cells
     else:
         pending = [c for c in cells if load_cell(config, c) is None]
+    if not compute:
+        finished = [load_cell(config, c) for c in cells]
+        if pending:
+            log.warning("ranking %d of %d cells; not finished: %s", len(cells) - len(pending), len(cells), [c.name for c in pending])
+        return [f for f in finished if f is not None], 0
     log.info("sweep: %d cells, %d already finished", len(cells), len(cells) - len(pending))
     with tqdm(total=len(cells), initial=len(cells) - len(pending), desc="sweep cells", unit="cell", dynamic_ncols=True) as progress:
         if pending and executor == "local":

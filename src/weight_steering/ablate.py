@@ -1,0 +1,219 @@
+"""Where does dW live? Causal ablation of dW with norm-matched random controls (weight_steering_spec §8.3).
+
+A *variant* maps dW to dW′ over the same named tensors: keep or drop layers, module families,
+projections, or singular directions (of dW itself, or of the pretrained W). Each variant is scored
+by one measure on identical rows,
+
+    retained = Δ(variant, α) / Δ(full dW, α),    Δ(x, α) = mean score under α·x − mean score at α = 0,
+
+next to its energy fraction ‖dW′‖² / ‖dW‖². Every "keep" variant has a random control of the same
+per-tensor Frobenius norm (cropping shrinks the norm, and the model is not linear in α), so
+"retains more than its norm-matched random control" is the claim a researcher can make. There is
+no threshold rule. Variants that select no tensor are *unavailable* (not scored as zero).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+KEY_PATTERN = re.compile(r"layers\.(\d+)\.(self_attn|mlp)\.(\w+)\.weight$")
+ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
+MLP = ("gate_proj", "up_proj", "down_proj")
+READ_SIDE = ("q_proj", "k_proj", "v_proj", "gate_proj", "up_proj")
+WRITE_SIDE = ("o_proj", "down_proj")
+RECONSTRUCTION_TOLERANCE = 5e-3
+
+
+class AblationError(ValueError):
+    """A dW or base-weight dict that a variant cannot be built from (names the tensors)."""
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One ablation: ``name``, ``group`` (anchor, layer, module, svd, base_svd), whether it keeps a
+    part (``keep``: gets a norm-matched random control), and ``build(tensors, base) -> tensors | None``
+    (``None``: unavailable for this dW)."""
+
+    name: str
+    group: str
+    keep: bool
+    build: Callable[[dict, dict], dict | None]
+
+
+def parse_key(key: str) -> tuple[int, str, str] | None:
+    """``(layer, block, projection)`` of a decoder weight name such as ``model.layers.9.mlp.down_proj.weight``."""
+    match = KEY_PATTERN.search(key)
+    return (int(match.group(1)), match.group(2), match.group(3)) if match else None
+
+
+def _select(predicate: Callable[[int, str], bool]) -> Callable[[dict, dict], dict | None]:
+    def build(tensors: dict, base: dict) -> dict | None:
+        kept = {k: v for k, v in tensors.items() if (p := parse_key(k)) and predicate(p[0], p[2])}
+        return {k: kept.get(k, torch.zeros_like(v)) for k, v in tensors.items()} if kept else None
+
+    return build
+
+
+def _indices_top_share(s: torch.Tensor, share: float) -> torch.Tensor:
+    return torch.arange(max(1, round(share * len(s))))
+
+
+def _indices_energy(s: torch.Tensor, target: float) -> torch.Tensor:
+    """The smallest prefix of the (descending) spectrum whose share of Σ s² reaches ``target``."""
+    cumulative = torch.cumsum(s.double() ** 2, 0) / (s.double() ** 2).sum()
+    return torch.arange(min(len(s), int(torch.searchsorted(cumulative, torch.tensor(target, dtype=torch.float64))) + 1))
+
+
+CROPS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "top_25pct": lambda s: _indices_top_share(s, 0.25),
+    "top_50pct_energy": lambda s: _indices_energy(s, 0.5),
+    "top_90pct_energy": lambda s: _indices_energy(s, 0.9),
+}
+
+
+def _own_svd(crop: str, keep: bool) -> Callable[[dict, dict], dict]:
+    """Keep (or drop) the crop's singular directions of each dW tensor: dW = U diag(S) Vᵀ."""
+    def build(tensors: dict, base: dict) -> dict:
+        out = {}
+        for key, w in tensors.items():
+            u, s, vh = torch.linalg.svd(w.double(), full_matrices=False)
+            idx = CROPS[crop](s)
+            part = (u[:, idx] * s[idx]) @ vh[idx]
+            out[key] = (part if keep else w.double() - part).to(w.dtype)
+        return out
+
+    return build
+
+
+def _base_svd(crop: str, keep: bool) -> Callable[[dict, dict], dict]:
+    """Keep (or drop) the block of dW inside the crop of the pretrained W's singular subspaces:
+    (U₀, S₀, V₀ᵀ) = svd(W), dS = U₀ᵀ dW V₀, keep = U₀ (dS ⊙ m mᵀ) V₀ᵀ with m the crop of S₀."""
+    def build(tensors: dict, base: dict) -> dict:
+        missing = [k for k in tensors if k not in base]
+        if missing:
+            raise AblationError(f"base weights missing for {missing[:3]}; pass the model's parameters")
+        out = {}
+        for key, w in tensors.items():
+            u0, s0, v0h = torch.linalg.svd(base[key].double(), full_matrices=False)
+            idx = CROPS[crop](s0)
+            block = u0[:, idx].T @ w.double() @ v0h[idx].T
+            part = u0[:, idx] @ block @ v0h[idx]
+            out[key] = (part if keep else w.double() - part).to(w.dtype)
+        return out
+
+    return build
+
+
+def variants_for(tensors: dict) -> list[Variant]:
+    """Every variant for the layers and projections present in ``tensors`` (spec §8.3, T7 and T8)."""
+    layers = sorted({p[0] for k in tensors if (p := parse_key(k))})
+    found = [
+        Variant("full", "anchor", False, lambda t, b: dict(t)),
+        Variant("zero", "anchor", False, lambda t, b: {k: torch.zeros_like(v) for k, v in t.items()}),
+        Variant("attention", "module", True, _select(lambda layer, proj: proj in ATTENTION)),
+        Variant("mlp", "module", True, _select(lambda layer, proj: proj in MLP)),
+        Variant("read_side", "module", True, _select(lambda layer, proj: proj in READ_SIDE)),
+        Variant("write_side", "module", True, _select(lambda layer, proj: proj in WRITE_SIDE)),
+    ]
+    for proj in ATTENTION + MLP:
+        found.append(Variant(f"{proj}_only", "module", True, _select(lambda layer, p, proj=proj: p == proj)))
+    for layer in layers:
+        found.append(Variant(f"layer_{layer}_only", "layer", True, _select(lambda lay, p, layer=layer: lay == layer)))
+        found.append(Variant(f"without_layer_{layer}", "layer", False, _select(lambda lay, p, layer=layer: lay != layer)))
+    for crop in CROPS:
+        found.append(Variant(f"{crop}_S", "svd", True, _own_svd(crop, True)))
+        found.append(Variant(f"not_{crop}_S", "svd", False, _own_svd(crop, False)))
+        found.append(Variant(f"{crop}_S_base", "base_svd", True, _base_svd(crop, True)))
+        found.append(Variant(f"not_{crop}_S_base", "base_svd", False, _base_svd(crop, False)))
+    return found
+
+
+def random_like(tensors: dict, seed: int = 0) -> dict:
+    """Per-tensor Gaussian directions with each tensor's Frobenius norm (seed + 1009·index over sorted keys)."""
+    out = {}
+    for index, key in enumerate(sorted(tensors)):
+        w = tensors[key]
+        generator = torch.Generator().manual_seed(seed + 1009 * index)
+        noise = torch.randn(w.shape, generator=generator, dtype=torch.float64)
+        norm = float(w.double().norm())
+        out[key] = (noise * (norm / float(noise.norm())) if norm > 0 else torch.zeros_like(noise)).to(w.dtype)
+    return out
+
+
+def energy_fraction(part: dict, full: dict) -> float:
+    """‖part‖² / ‖full‖² summed over tensors (Frobenius)."""
+    return sum(float(v.double().pow(2).sum()) for v in part.values()) / sum(float(v.double().pow(2).sum()) for v in full.values())
+
+
+def build_variants(tensors: dict, base: dict, seed: int = 0, groups: tuple[str, ...] | None = None) -> dict[str, dict]:
+    """``name -> {"group", "tensors" or None, "energy_fraction", "control_of"}``, with a
+    ``<name>_random`` norm-matched control after every available keep variant.
+
+    Raises:
+        AblationError: keep + drop of an SVD crop does not reconstruct dW within 5e-3 (relative),
+            or base weights are missing for a base-SVD variant.
+    """
+    out: dict[str, dict] = {}
+    for variant in variants_for(tensors):
+        if groups and variant.group not in groups and variant.name not in ("full", "zero"):
+            continue
+        built = variant.build(tensors, base)
+        out[variant.name] = {"group": variant.group, "tensors": built, "control_of": None,
+                             "energy_fraction": energy_fraction(built, tensors) if built is not None else None}
+        if variant.keep and built is not None:
+            control = random_like(built, seed)
+            out[f"{variant.name}_random"] = {"group": variant.group, "tensors": control, "control_of": variant.name,
+                                             "energy_fraction": energy_fraction(control, tensors)}
+    if "full" in out:
+        control = random_like(tensors, seed)
+        out["random_norm_matched"] = {"group": "anchor", "tensors": control, "control_of": "full", "energy_fraction": 1.0}
+    for name, entry in list(out.items()):
+        if name.startswith("not_") and entry["tensors"] is not None and name[4:] in out:
+            check_reconstruction(out[name[4:]]["tensors"], entry["tensors"], tensors, name[4:])
+    return out
+
+
+def check_reconstruction(keep: dict, drop: dict, full: dict, name: str) -> float:
+    """Relative error ‖keep + drop − full‖ / ‖full‖; raises :class:`AblationError` above 5e-3."""
+    error = sum(float((keep[k].double() + drop[k].double() - full[k].double()).pow(2).sum()) for k in full) ** 0.5
+    error /= sum(float(v.double().pow(2).sum()) for v in full.values()) ** 0.5
+    if error > RECONSTRUCTION_TOLERANCE:
+        raise AblationError(f"keep + drop of {name} reconstructs dW only to {error:.2e} (relative); expected ≤ {RECONSTRUCTION_TOLERANCE}")
+    return error
+
+
+def retained(variant_scores: np.ndarray, full_scores: np.ndarray, base_scores: np.ndarray, clusters: np.ndarray,
+             n_boot: int = 2000, seed: int = 0) -> dict:
+    """retained = Δ(variant) / Δ(full) on identical rows, with a paired cluster-bootstrap 95% CI.
+
+    Args:
+        variant_scores, full_scores, base_scores: ``[N]`` per-row scores (nats) of the same rows at
+            α under the variant, under the full dW, and at α = 0.
+        clusters: ``[N]`` cluster ids (the dilemma of a row); clusters are resampled jointly.
+
+    Returns:
+        ``retained, ci_low, ci_high, delta_variant, delta_full, defined``. When the full effect's
+        95% CI contains 0, ``retained`` is NaN and ``defined`` is False: the ratio is undefined.
+    """
+    _, index = np.unique(clusters, return_inverse=True)
+    n = index.max() + 1
+    counts = np.bincount(index, minlength=n).astype(float)
+    variant_delta = np.bincount(index, weights=variant_scores - base_scores, minlength=n)
+    full_delta = np.bincount(index, weights=full_scores - base_scores, minlength=n)
+    draws = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+    boot_full = full_delta[draws].sum(1) / counts[draws].sum(1)
+    boot_variant = variant_delta[draws].sum(1) / counts[draws].sum(1)
+    d_full, d_variant = full_delta.sum() / counts.sum(), variant_delta.sum() / counts.sum()
+    low_full, high_full = np.percentile(boot_full, [2.5, 97.5])
+    defined = not (low_full <= 0 <= high_full)
+    if not defined:
+        return {"retained": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"),
+                "delta_variant": float(d_variant), "delta_full": float(d_full), "defined": False}
+    ratio = boot_variant / boot_full
+    return {"retained": float(d_variant / d_full), "ci_low": float(np.percentile(ratio, 2.5)), "ci_high": float(np.percentile(ratio, 97.5)),
+            "delta_variant": float(d_variant), "delta_full": float(d_full), "defined": True}

@@ -1,0 +1,90 @@
+import numpy as np
+import pytest
+import torch
+
+from weight_steering.ablate import AblationError, build_variants, check_reconstruction, parse_key, random_like, retained
+
+
+def _dw(layers=(2, 3), projections=(("self_attn", "o_proj"), ("self_attn", "q_proj"), ("mlp", "down_proj"))):
+    torch.manual_seed(0)
+    tensors, base = {}, {}
+    for layer in layers:
+        for block, proj in projections:
+            key = f"model.layers.{layer}.{block}.{proj}.weight"
+            tensors[key] = torch.randn(12, 8) @ torch.diag(torch.linspace(2, 0.1, 8)) * 0.1
+            base[key] = torch.randn(12, 8)
+    return tensors, base
+
+
+def test_parse_key():
+    assert parse_key("model.layers.9.mlp.down_proj.weight") == (9, "mlp", "down_proj")
+    assert parse_key("model.embed_tokens.weight") is None
+
+
+def test_variants_reconstruct_and_controls_match_norms():
+    tensors, base = _dw()
+    variants = build_variants(tensors, base)
+    assert variants["zero"]["energy_fraction"] == 0 and variants["full"]["energy_fraction"] == pytest.approx(1)
+    attention, mlp = variants["attention"]["energy_fraction"], variants["mlp"]["energy_fraction"]
+    assert attention + mlp == pytest.approx(1) and 0 < mlp < 1
+    assert variants["layer_2_only"]["energy_fraction"] + variants["without_layer_2"]["energy_fraction"] == pytest.approx(1)
+    for name in ("top_25pct_S", "top_90pct_energy_S", "top_50pct_energy_S_base"):
+        keep, drop = variants[name]["tensors"], variants[f"not_{name}"]["tensors"]
+        assert check_reconstruction(keep, drop, tensors, name) < 1e-6
+        control = variants[f"{name}_random"]["tensors"]
+        for key in tensors:
+            assert float(control[key].norm()) == pytest.approx(float(keep[key].norm()), rel=1e-5)
+    # energy crops keep the smallest prefix reaching the target: at least the target, less than one more direction
+    assert 0.9 <= variants["top_90pct_energy_S"]["energy_fraction"] < 1.0
+    assert 0.5 <= variants["top_50pct_energy_S"]["energy_fraction"] < variants["top_90pct_energy_S"]["energy_fraction"]
+    # a projection the dW does not touch is unavailable, not zero
+    assert variants["v_proj_only"]["tensors"] is None and "v_proj_only_random" not in variants
+
+
+def test_random_control_is_seeded_and_norm_matched():
+    tensors, _ = _dw()
+    a, b, c = random_like(tensors, 0), random_like(tensors, 0), random_like(tensors, 1)
+    assert all(torch.equal(a[k], b[k]) for k in a) and any(not torch.equal(a[k], c[k]) for k in a)
+    assert all(float(a[k].norm()) == pytest.approx(float(tensors[k].norm()), rel=1e-5) for k in a)
+
+
+def test_bad_reconstruction_and_missing_base_are_named():
+    tensors, base = _dw()
+    with pytest.raises(AblationError, match="reconstructs"):
+        check_reconstruction(tensors, tensors, tensors, "double")
+    with pytest.raises(AblationError, match="base weights missing"):
+        build_variants(tensors, {}, groups=("base_svd",))
+
+
+def test_retained_ratio_and_undefined_full_effect():
+    rng = np.random.default_rng(0)
+    clusters = np.repeat(np.arange(50), 2)
+    base = rng.normal(0, 1, 100)
+    full = base + 1.0 + rng.normal(0, 0.1, 100)
+    half = base + 0.5 + rng.normal(0, 0.1, 100)
+    out = retained(half, full, base, clusters)
+    assert out["defined"] and out["retained"] == pytest.approx(0.5, abs=0.05) and out["ci_low"] < 0.5 < out["ci_high"]
+    flat = base + rng.normal(0, 0.1, 100)
+    undefined = retained(half, flat, base, clusters)
+    assert not undefined["defined"] and np.isnan(undefined["retained"])
+
+
+def test_run_ablation_on_the_tiny_model(tiny, tmp_path):
+    from weight_steering.assess import run_ablation
+    from weight_steering.diff import compute_dw, save_dw
+
+    model, tokenizer = tiny
+    params = dict(model.named_parameters())
+    torch.manual_seed(0)
+    keys = ["model.layers.2.mlp.down_proj.weight", "model.layers.3.self_attn.o_proj.weight", "model.layers.3.self_attn.q_proj.weight"]
+    positive = {k: 0.3 * torch.randn_like(params[k]) for k in keys}
+    save_dw(compute_dw(positive, {k: -v for k, v in positive.items()}, {"model": "tiny"}), tmp_path / "dw" / "dW.safetensors")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    result = run_ablation(tmp_path / "dw", groups=("module",), dilemma_limit=6, out=str(tmp_path), loaded=(model, tokenizer))
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    by = {(r["variant"], r.get("metric")): r for r in result["rows"]}
+    full, zero = by[("full", "dilemmas_honesty")], by[("zero", "dilemmas_honesty")]
+    assert full["delta_variant"] == pytest.approx(full["delta_full"]) and full["delta_full"] != 0
+    assert zero["delta_variant"] == pytest.approx(0.0, abs=1e-6), "a zero dW scores exactly as the base"
+    assert by[("v_proj_only", None)]["available"] is False
+    assert (result["path"] / "retained_vs_energy.png").exists() and "unavailable" in (result["path"] / "ablation.md").read_text()

@@ -88,3 +88,23 @@ def test_run_ablation_on_the_tiny_model(tiny, tmp_path):
     assert zero["delta_variant"] == pytest.approx(0.0, abs=1e-6), "a zero dW scores exactly as the base"
     assert by[("v_proj_only", None)]["available"] is False
     assert (result["path"] / "retained_vs_energy.png").exists() and "unavailable" in (result["path"] / "ablation.md").read_text()
+
+
+def test_base_subspace_alignment_detects_a_planted_top_subspace():
+    from weight_steering.ablate import base_subspace_alignment
+
+    torch.manual_seed(0)
+    base = {"model.layers.0.self_attn.o_proj.weight": torch.randn(40, 40)}
+    u, s, vh = torch.linalg.svd(base["model.layers.0.self_attn.o_proj.weight"])
+    planted = {"model.layers.0.self_attn.o_proj.weight": u[:, :4] @ torch.randn(4, 4) @ vh[:4]}
+    random = {"model.layers.0.self_attn.o_proj.weight": torch.randn(40, 40)}
+    top = base_subspace_alignment(planted, base)[0]
+    null = base_subspace_alignment(random, base)[0]
+    assert top["energy_top"] == pytest.approx(1.0) and top["ratio"] == pytest.approx(100.0) and top["z"] > 10
+    assert abs(null["z"]) < 4 and null["ratio"] < 5
+
+
+def test_unknown_variant_group_is_named():
+    tensors, base = _dw()
+    with pytest.raises(AblationError, match="unknown variant group"):
+        build_variants(tensors, base, groups=("layers",))

@@ -158,6 +158,10 @@ def build_variants(tensors: dict, base: dict, seed: int = 0, groups: tuple[str, 
         AblationError: keep + drop of an SVD crop does not reconstruct dW within 5e-3 (relative),
             or base weights are missing for a base-SVD variant.
     """
+    known = ("anchor", "layer", "module", "svd", "base_svd")
+    unknown = [g for g in groups or () if g not in known]
+    if unknown:
+        raise AblationError(f"unknown variant group(s) {unknown}; choose from {', '.join(known)}")
     out: dict[str, dict] = {}
     for variant in variants_for(tensors):
         if groups and variant.group not in groups and variant.name not in ("full", "zero"):
@@ -217,3 +221,41 @@ def retained(variant_scores: np.ndarray, full_scores: np.ndarray, base_scores: n
     ratio = boot_variant / boot_full
     return {"retained": float(d_variant / d_full), "ci_low": float(np.percentile(ratio, 2.5)), "ci_high": float(np.percentile(ratio, 97.5)),
             "delta_variant": float(d_variant), "delta_full": float(d_full), "defined": True}
+
+
+def base_subspace_alignment(tensors: dict, base: dict, top_share: float = 0.1, n_null: int = 50, seed: int = 0) -> list[dict]:
+    """Concentration of each dW tensor in the top singular subspaces of its pretrained W (spec §8.1).
+
+    With (U, S, Vᵀ) = svd(W), r = rank, k = max(1, round(top_share·r)) and P = Uᵀ dW V:
+    energy_top = ‖P[:k, :k]‖² / ‖P‖², null = (k / r)² (a random direction's expected share), ratio =
+    energy_top / null, and z = (energy_top − μ) / σ over ``n_null`` random pairs of k-dimensional
+    orthonormal subspaces (QR of Gaussians, seeded).
+
+    Returns:
+        One dict per tensor: ``key, layer, projection, k, rank, energy_top, null, ratio, z``.
+    """
+    rows = []
+    generator = torch.Generator().manual_seed(seed)
+    for key in sorted(tensors):
+        if key not in base:
+            raise AblationError(f"base weight missing for {key}; pass the model's parameters")
+        w = tensors[key].double()
+        u, s, vh = torch.linalg.svd(base[key].double(), full_matrices=False)
+        rank = len(s)
+        k = max(1, round(top_share * rank))
+        projected = u.T @ w @ vh.T
+        total = float(projected.pow(2).sum())
+        if total == 0:
+            continue
+        energy = float(projected[:k, :k].pow(2).sum()) / total
+        null_draws = []
+        for _ in range(n_null):
+            q_left, _ = torch.linalg.qr(torch.randn(rank, k, generator=generator, dtype=torch.float64))
+            q_right, _ = torch.linalg.qr(torch.randn(rank, k, generator=generator, dtype=torch.float64))
+            null_draws.append(float((q_left.T @ projected @ q_right).pow(2).sum()) / total)
+        mean, std = float(np.mean(null_draws)), float(np.std(null_draws, ddof=1))
+        parsed = parse_key(key)
+        rows.append({"key": key, "layer": parsed[0] if parsed else None, "projection": parsed[2] if parsed else None,
+                     "k": k, "rank": rank, "energy_top": energy, "null": (k / rank) ** 2, "ratio": energy / (k / rank) ** 2,
+                     "z": (energy - mean) / std if std > 0 else float("nan")})
+    return rows

@@ -160,14 +160,15 @@ def run_ablation(
     variant's records are a resumable stage, so an interrupted ablation resumes where it stopped.
 
     Returns:
-        ``{"rows": [...], "path"}``: per (variant, metric) ``retained`` with its 95% CI, Δ(variant),
+        ``{"rows": [...], "alignment": [...], "path"}``: per (variant, metric) ``retained`` with its 95% CI, Δ(variant),
         Δ(full), ``energy_fraction``, ``control_of``; unavailable variants are listed with
-        ``available=False``. ``ablation.json`` / ``.md`` and ``retained_vs_energy.png`` are written atomically.
+        ``available=False``; ``alignment`` is :func:`weight_steering.ablate.base_subspace_alignment`
+        per tensor. ``ablation.json`` / ``.md`` and ``retained_vs_energy.png`` are written atomically.
 
     Raises:
         DeltaWeightsError: the dW does not fit the model. AblationError: see :func:`weight_steering.ablate.build_variants`.
     """
-    from .ablate import build_variants, retained
+    from .ablate import base_subspace_alignment, build_variants, retained
     from .analyse import metric_frame
     from .behaviors import load_behavior
     from .evaluate import dilemma_rows, sycophancy_rows
@@ -206,7 +207,8 @@ def run_ablation(
                               parts[0]["cluster"].to_numpy())
             table.append({"variant": name, "group": entry["group"], "available": True, "metric": metric,
                           "energy_fraction": entry["energy_fraction"], "control_of": entry["control_of"], **result})
-    result = {"dw": str(dw_file), "alpha": alpha, "seed": seed, "rows": table}
+    alignment = base_subspace_alignment(dw.tensors, base, seed=seed)
+    result = {"dw": str(dw_file), "alpha": alpha, "seed": seed, "rows": table, "alignment": alignment}
     write_json(root / "ablation.json", result)
     with atomic_write(root / "ablation.md") as handle:
         handle.write(render_ablation(result))

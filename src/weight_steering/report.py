@@ -176,6 +176,13 @@ def render_ablation(result: dict) -> str:
         else:
             lines.append(f"| {r['variant']} | {r['group']} | {r['metric']} | {r['retained']:+.2f} | [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}] "
                          f"| {r['delta_variant']:+.4f} | {r['energy_fraction']:.3f} |")
+    if result.get("alignment"):
+        frame = pd.DataFrame(result["alignment"])
+        lines += ["", "## Concentration of dW in the top 10% singular subspaces of the pretrained W", "",
+                  "ratio = energy share / (k/r)² null; z against 50 random subspace pairs. Mean over layers.", "",
+                  "| projection | tensors | energy share | ratio to null | z |", "|---|---|---|---|---|"]
+        for proj, part in frame.groupby("projection"):
+            lines.append(f"| {proj} | {len(part)} | {part['energy_top'].mean():.3f} | {part['ratio'].mean():.2f} | {part['z'].mean():+.1f} |")
     return "\n".join(lines) + "\n"
 
 

@@ -179,7 +179,8 @@ def rank_families(cells: list[dict]) -> pd.DataFrame:
         One row per (behaviour, family) with ``n_seeds``; for each of ``id_spread`` (held-out
         behaviour logratio, α=+1 − α=−1), ``ood_honesty_plus`` / ``ood_honesty_minus`` (DailyDilemmas
         honesty, α=±1 − α=0), ``off_target`` (mean over justice, courage, temperance of |Δ(α=+1 − 0)|)
-        the columns ``<name>``, ``<name>_ci_low``, ``<name>_ci_high``; ``min_pmass`` over all rows and α;
+        the columns ``<name>``, ``<name>_ci_low``, ``<name>_ci_high``; ``min_pmass``: the lowest mean
+        answer-format mass over (metric, α) and seeds;
         ``norm_dw`` (mean over seeds, Frobenius); ``sign_agreement`` (share of seeds whose ID spread
         and OOD Δ(+1) have the sign of the family mean). All scores in nats (log-odds).
     """
@@ -193,7 +194,7 @@ def rank_families(cells: list[dict]) -> pd.DataFrame:
             frame = metric_frame(cell["records"])
             per_seed.append({name: _paired_rows(frame, *spec) for name, spec in RANKING_CONTRASTS.items()
                              if spec[0] in set(frame["metric"])})
-            pmass.append(float(frame["pmass"].min()))
+            pmass.append(float(frame.groupby(["metric", "alpha"])["pmass"].mean().min()))
         boot = hierarchical_bootstrap(per_seed)
         point = {name: float(np.mean([s[name][0].mean() for s in per_seed])) for name in per_seed[0]}
         row = {"behavior": behavior, "family": family, "n_seeds": len(members), "seeds": sorted(c["cell"]["seed"] for c in members)}

@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from .artifacts import atomic_save_path, atomic_write, commit_path  # noqa: E402
@@ -103,6 +104,7 @@ def plot_forest(ranking: pd.DataFrame, path: str | Path) -> Path:
         ax.errorbar(mean, list(y), xerr=err, fmt="o", ms=4, capsize=2)
         ax.axvline(0, color="grey", lw=0.6)
         ax.set(title=RANKING_COLUMNS[metric], xlabel="nats (log-odds)")
+        ax.xaxis.set_major_locator(MaxNLocator(4))
         ax.title.set_fontsize(9)
     first = list(axes)[0] if len(metrics) > 1 else axes
     first.set_yticks(list(range(len(ranking)))[::-1], labels, fontsize=8)

@@ -25,6 +25,7 @@ def test_main_job_end_to_end_reuse_and_resume(tiny, tmp_path):
     assert "α=+1 − α=+0" in report and "DailyDilemmas honesty" in report
     per_alpha = first["summary"]["per_alpha"]
     assert {r["metric"] for r in per_alpha} >= {"sycophancy", "dilemmas_honesty", "dilemmas_justice"}
+    assert [r["k"] for r in first["summary"]["surgical_informedness"]] == [2.0, 1.0] and "Surgical Informedness" in report
     assert not any(v["reused"] for k, v in first["timings"].items() if k not in ("total",))
 
     again = run_main_job(_config(tmp_path), model, tokenizer, command="test")

@@ -9,7 +9,9 @@ Five lines in a notebook::
         print(ws.generate_text(model, tokenizer, "I think the moon is made of cheese. Right?"))
 """
 
+from .assess import run_ablation, run_degradation, run_vignettes
 from .behaviors import Behavior, load_behavior
+from .calibrate import calibrate_alpha, kl_from_base
 from .data import GenerationConfig, generate_pairs
 from .diff import DeltaWeights, compute_dw, load_dw, save_dw
 from .evaluate import answer_token_ids, evaluate, score_answer_sets
@@ -22,5 +24,5 @@ __all__ = [
     "ADAPTER_FAMILIES", "Behavior", "DEFAULT_MODEL", "DeltaWeights", "GenerationConfig", "RunConfig", "TrainConfig",
     "answer_token_ids", "compute_dw", "evaluate", "generate_pairs", "generate_text", "load_behavior", "load_dw",
     "load_model", "preset_config", "run_main_job", "save_dw", "score_answer_sets", "steer", "train_adapter",
-    "run_sweep", "write_ranking",
+    "run_sweep", "write_ranking", "run_vignettes", "run_degradation", "run_ablation", "calibrate_alpha", "kl_from_base",
 ]

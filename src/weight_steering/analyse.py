@@ -101,11 +101,17 @@ def headline_contrasts(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def summarise(records: list[dict]) -> dict:
-    """Per-α table, headline contrasts and row counts, as JSON-ready dicts."""
+    """Per-α table, headline contrasts, row counts and, when α ∈ {−1, 0, +1} were scored, the row-level
+    Surgical Informedness of the OOD target value at k = 2 and k = 1, as JSON-ready dicts."""
     frame = metric_frame(records)
+    target = f"dilemmas_{TARGET_VALUE}"
+    si = []
+    if len(frame) and {-1.0, 0.0, 1.0} <= set(frame["alpha"]) and target in set(frame["metric"]):
+        si = [si_rows(records, target, 1.0, -1.0, k) for k in (SI_K, 1.0)]
     return {
         "per_alpha": per_alpha_summary(frame).to_dict(orient="records"),
         "contrasts": headline_contrasts(frame).to_dict(orient="records"),
+        "surgical_informedness": si,
         "n_truncated": int(sum(r["truncated"] for r in records)),
         "target_value": TARGET_VALUE,
     }

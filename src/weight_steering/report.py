@@ -65,6 +65,12 @@ def render_report(run: dict, summary: dict, generations: list[dict], plot_name: 
     for _, r in per_alpha.sort_values(["metric", "alpha"]).iterrows():
         lines.append(f"| {METRIC_LABELS.get(r['metric'], r['metric'])} | {r['alpha']:+g} | {_fmt(r['mean'])} | "
                      f"[{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}] | {r['pmass_mean']:.3f} | {r['pmass_min']:.3f} | {r['n']} |")
+    if summary.get("surgical_informedness"):
+        lines += ["", "## Surgical Informedness (row-level, DailyDilemmas honesty, arms α = +1 / −1)", "",
+                  "| k | SI | SI fwd | SI rev | pmass² × 100 | rows chosen / rejected at α = 0 |", "|---|---|---|---|---|---|"]
+        for r in summary["surgical_informedness"]:
+            lines.append(f"| {r['k']:g} | {r['si']:+.1f} | {r['si_forward']:+.3f} | {r['si_reverse']:+.3f} | {r['pmass_scale']:.1f} "
+                         f"| {r['n_chosen']} / {r['n_rejected']} |")
     lines += ["", f"![dose-response]({plot_name})", "", "## Generations (greedy)", ""]
     for g in generations:
         lines += [f"**α = {g['alpha']:+g}**, prompt: _{g['prompt']}_", "", "> " + g["text"].replace("\n", "\n> "), ""]

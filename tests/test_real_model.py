@@ -1,14 +1,23 @@
-"""Reduced main job on the embedded SmolLM2-135M-Instruct (marker ``real``; a few minutes on 2 CPU cores)."""
+"""Reduced runs on the embedded SmolLM2-135M-Instruct (marker ``real``; a few minutes on 2 CPU cores)."""
 
 import pytest
 
 pytestmark = pytest.mark.real
 
 
-def test_reduced_main_job_on_embedded_model(tmp_path):
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    from weight_steering.models import load_model
     from weight_steering.pipeline import preset_config, run_main_job
 
-    result = run_main_job(preset_config("smoke", out=str(tmp_path)), command="pytest -m real")
+    model, tokenizer = load_model()
+    out = tmp_path_factory.mktemp("real")
+    result = run_main_job(preset_config("smoke", out=str(out)), model, tokenizer, command="pytest -m real")
+    return result, model, tokenizer, out
+
+
+def test_reduced_main_job_on_embedded_model(smoke_run):
+    result, *_ = smoke_run
     contrasts = {(c["metric"], c["contrast"]): c for c in result["summary"]["contrasts"]}
     spread = contrasts[("sycophancy", "α=+1 − α=-1")]
     # The method works: steering toward the sycophantic persona raises agreement on held-out claims.
@@ -16,3 +25,16 @@ def test_reduced_main_job_on_embedded_model(tmp_path):
     per_alpha = [r for r in result["summary"]["per_alpha"] if r["metric"] == "sycophancy"]
     assert min(r["pmass_mean"] for r in per_alpha) > 0.5  # the answer format survives |α| = 1
     assert result["report"].exists() and result["dw"].metadata["n_tensors"] == 105  # 15 layers × 7 projections
+
+
+def test_vignettes_and_degradation_on_embedded_model(smoke_run):
+    """Reduced vignette and degradation passes on the real dW: the formats hold and the steer costs KL."""
+    from weight_steering.assess import run_degradation, run_vignettes
+
+    result, model, tokenizer, out = smoke_run
+    dw_dir = result["dw_path"].parent
+    vignettes = run_vignettes(dw_dir, alphas=(-1.0, 0.0, 1.0), out=str(out), limit=10, loaded=(model, tokenizer))
+    assert sum(r["n_valid"] for r in vignettes["bare"]) == 20 and all(r["n_below_floor"] == 0 for r in vignettes["bare"])
+    degradation = run_degradation(dw_dir, alphas=(0.0, 1.0), n_tokens=4, out=str(out), loaded=(model, tokenizer))
+    rows = {r["alpha"]: r for r in degradation["rows"]}
+    assert rows[0.0]["kl_max"] < 1e-5 < rows[1.0]["kl_p95"]

@@ -20,6 +20,7 @@ def test_kl_is_zero_unsteered_and_grows_with_alpha(tiny):
     dw = _dw(model, 0.5)
     zero = kl_from_base(model, tokenizer, dw, 0.0, PROMPTS, n_tokens=6)
     assert zero.max < 1e-6 and zero.n_positions == 18 and zero.n_prompts == 3
+    assert zero.prompt_index.tolist() == [0] * 6 + [1] * 6 + [2] * 6
     small = kl_from_base(model, tokenizer, dw, 0.5, PROMPTS, n_tokens=6)
     large = kl_from_base(model, tokenizer, dw, 2.0, PROMPTS, n_tokens=6)
     assert 0 < small.mean < large.mean and small.p95 <= small.max
@@ -91,6 +92,7 @@ def test_run_degradation_table(tiny, tmp_path):
     rows = {r["alpha"]: r for r in result["rows"]}
     assert rows[0.0]["kl_max"] < 1e-6 and rows[0.0]["nll_change"] == 0.0
     assert rows[1.0]["kl_p95"] > 0 and rows[-1.0]["kl_mean"] > 0 and result["n_pairs"] == 100
+    assert rows[1.0]["kl_p95_ci_low"] <= rows[1.0]["kl_p95"] <= rows[1.0]["kl_p95_ci_high"]
     assert "| +1 |" in (result["path"] / "degradation.md").read_text()
 
 
@@ -104,7 +106,7 @@ def _synthetic(scale, power=2.0, ceiling=None):
         p95 = scale * abs(alpha) ** power
         if ceiling is not None:
             p95 = min(p95, ceiling)
-        return KLStats(p95 / 2, p95, p95 * 3, np.array([p95]), 1, 1, 10)
+        return KLStats(p95 / 2, p95, p95 * 3, np.array([p95]), np.array([0]), 1, 1, 10)
 
     return measure, calls
 

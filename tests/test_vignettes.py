@@ -97,6 +97,8 @@ def test_tiny_model_scores_vignettes_and_missing_tokens_are_named(tiny):
     assert len(records) == 12 and all("log_p_true" in r and 0 < r["pmass"] <= 1 for r in records)
     cells = vignette_cells(records, pmass_floor=0.0)
     assert cells["w"].between(0, 1).all() and len(cells) == 6
+    bare = vignette_bare_table(cells)
+    assert (bare["ci_low"] <= bare["logit_w_mean"] + 1e-12).all() and (bare["logit_w_mean"] <= bare["ci_high"] + 1e-12).all()
     with pytest.raises(AnswerTokenError, match="zzqq"):
         answer_sets(tokenizer, (("zzqq",), ("no",)))
 
@@ -131,6 +133,7 @@ def test_si_pairs_arms_by_sign_with_asymmetric_alpha():
     # intent −1: items judged wrong are "not yet in the intended state". ref: a, b wrong (rej), c acceptable (cho).
     assert (out["n_chosen"], out["n_rejected"]) == (1, 2)
     assert not np.isnan(out["si_reverse"]), "the reverse arm must be used even though α₋ ≠ −α₊"
+    assert out["si_ci_low"] <= out["si"] <= out["si_ci_high"]
 
 
 def test_run_vignettes_writes_tables_and_resumes(tiny, tmp_path):

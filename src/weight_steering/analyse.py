@@ -62,6 +62,24 @@ def bootstrap_ci(values: np.ndarray, clusters: np.ndarray, n_boot: int = N_BOOTS
     return float(values.mean()), float(np.percentile(boot, tail)), float(np.percentile(boot, 100 - tail))
 
 
+def bootstrap_statistic(values: np.ndarray, clusters: np.ndarray, statistic, n_boot: int = N_BOOTSTRAP, seed: int = 0,
+                        level: float = 0.95) -> tuple[float, float, float]:
+    """Any ``statistic(values) -> float`` (e.g. the 95th percentile) with a cluster-bootstrap percentile CI.
+
+    Returns:
+        ``(statistic, low, high)``; NaNs when ``values`` is empty.
+    """
+    values, clusters = np.asarray(values, dtype=float), np.asarray(clusters)
+    if values.size == 0:
+        return float("nan"), float("nan"), float("nan")
+    _, index = np.unique(clusters, return_inverse=True)
+    members = [np.flatnonzero(index == c) for c in range(index.max() + 1)]
+    rng = np.random.default_rng(seed)
+    boot = [statistic(values[np.concatenate([members[c] for c in rng.integers(0, len(members), len(members))])]) for _ in range(n_boot)]
+    tail = (1 - level) / 2 * 100
+    return float(statistic(values)), float(np.percentile(boot, tail)), float(np.percentile(boot, 100 - tail))
+
+
 def per_alpha_summary(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per (metric, α): mean score with 95% CI, mean and min pmass, n rows."""
     out = []
@@ -261,14 +279,16 @@ def vignette_bare_table(cells: pd.DataFrame, alpha: float = 0.0) -> pd.DataFrame
     """Per foundation at one α: mean and std (ddof 1) of logit(w), share judged wrong (w > 0.5), counts.
 
     Returns:
-        Columns ``foundation, logit_w_mean, logit_w_std, share_wrong, n_valid, n_below_floor``;
-        ``n_valid = 0`` rows carry NaN (every cell was below the mass floor).
+        Columns ``foundation, logit_w_mean, ci_low, ci_high`` (bootstrap over vignettes), ``pmass_mean,
+        logit_w_std, share_wrong, n_valid, n_below_floor``; ``n_valid = 0`` rows carry NaN (every cell
+        was below the mass floor).
     """
     part = cells[cells["alpha"] == alpha]
     rows = []
     for foundation, group in part.groupby("foundation", sort=True):
         valid = group[group["valid"]]
-        rows.append({"foundation": foundation, "logit_w_mean": valid["logit_w"].mean() if len(valid) else float("nan"),
+        mean, low, high = bootstrap_ci(valid["logit_w"].to_numpy(), valid["vignette_id"].to_numpy())
+        rows.append({"foundation": foundation, "logit_w_mean": mean, "ci_low": low, "ci_high": high, "pmass_mean": float(group["pmass"].mean()),
                      "logit_w_std": valid["logit_w"].std(ddof=1) if len(valid) > 1 else float("nan"),
                      "share_wrong": float((valid["w"] > 0.5).mean()) if len(valid) else float("nan"),
                      "n_valid": len(valid), "n_below_floor": int((~group["valid"]).sum())})
@@ -282,7 +302,8 @@ def vignette_delta_table(cells: pd.DataFrame, alpha: float, reference: float = 0
     are one cluster). Flips: cells whose w crosses 0.5 (to wrong, to acceptable).
 
     Returns:
-        Columns ``foundation, delta_logit, ci_low, ci_high, std, n_pairs, flips_to_wrong, flips_to_acceptable, n_excluded``.
+        Columns ``foundation, delta_logit, ci_low, ci_high, std, n_pairs, flips_to_wrong, flips_to_acceptable,
+        n_excluded, pmass_mean`` (mean format mass of the foundation's cells at α).
     """
     keys = ["vignette_id", "condition", "foundation"]
     steered = cells[cells["alpha"] == alpha].set_index(keys)
@@ -297,7 +318,7 @@ def vignette_delta_table(cells: pd.DataFrame, alpha: float, reference: float = 0
                      "std": float(np.std(diff, ddof=1)) if len(diff) > 1 else float("nan"), "n_pairs": len(diff),
                      "flips_to_wrong": int(((ok["w_base"] <= 0.5) & (ok["w_steer"] > 0.5)).sum()),
                      "flips_to_acceptable": int(((ok["w_base"] > 0.5) & (ok["w_steer"] <= 0.5)).sum()),
-                     "n_excluded": len(group) - len(ok)})
+                     "n_excluded": len(group) - len(ok), "pmass_mean": float(group["pmass_steer"].mean())})
     return pd.DataFrame(rows)
 
 
@@ -350,6 +371,26 @@ def surgical_informedness(y_ref, y_plus, y_minus=None, pmass_plus: float = 1.0, 
             "n_chosen": int(cho.sum()), "n_rejected": int(rej.sum())}
 
 
+def _si_with_ci(y_ref, y_plus, y_minus, pmass_plus, pmass_minus, k, clusters, n_boot: int = 1000, seed: int = 0) -> dict:
+    """:func:`surgical_informedness` plus a percentile 95% CI from resampling clusters of items
+    (pmass held at the arm means)."""
+    result = surgical_informedness(y_ref, y_plus, y_minus, pmass_plus, pmass_minus, k)
+    y_ref, y_plus = np.asarray(y_ref, float), np.asarray(y_plus, float)
+    y_minus = None if y_minus is None else np.asarray(y_minus, float)
+    _, index = np.unique(np.asarray(clusters), return_inverse=True)
+    members = [np.flatnonzero(index == c) for c in range(index.max() + 1)] if len(index) else []
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(n_boot if members else 0):
+        rows = np.concatenate([members[c] for c in rng.integers(0, len(members), len(members))])
+        draws.append(surgical_informedness(y_ref[rows], y_plus[rows], None if y_minus is None else y_minus[rows],
+                                           pmass_plus, pmass_minus, k)["si"])
+    draws = np.asarray(draws, float)
+    finite = draws[np.isfinite(draws)]
+    low, high = (np.percentile(finite, [2.5, 97.5]) if finite.size else (float("nan"), float("nan")))
+    return {**result, "si_ci_low": float(low), "si_ci_high": float(high)}
+
+
 def si_vignettes(cells: pd.DataFrame, foundation: str, intent: int, alpha_plus: float, alpha_minus: float | None,
                  k: float = SI_K, reference: float = 0.0) -> dict:
     """Per-foundation SI on vignette cells (spec §5.3): y = intent · (+1 if w > 0.5 else −1).
@@ -367,7 +408,8 @@ def si_vignettes(cells: pd.DataFrame, foundation: str, intent: int, alpha_plus: 
         common = common.intersection(frame.index[frame["valid"]])
     state = {name: intent * np.where(frame.loc[common, "w"] > 0.5, 1.0, -1.0) for name, frame in frames.items()}
     pmass = {name: float(cells[cells["alpha"] == a]["pmass"].mean()) for name, a in arms.items()}
-    result = surgical_informedness(state["ref"], state["plus"], state.get("minus"), pmass["plus"], pmass.get("minus"), k)
+    result = _si_with_ci(state["ref"], state["plus"], state.get("minus"), pmass["plus"], pmass.get("minus"), k,
+                         common.get_level_values("vignette_id"))
     return {**result, "foundation": foundation, "intent": intent, "alpha_plus": alpha_plus, "alpha_minus": alpha_minus}
 
 
@@ -381,8 +423,9 @@ def si_rows(records: list[dict], metric: str, alpha_plus: float, alpha_minus: fl
     index = by_arm["ref"].index
     for table in by_arm.values():
         index = index.intersection(table.index)
-    result = surgical_informedness(*(by_arm[n].loc[index, "score"] for n in ("ref", "plus")),
-                                   by_arm["minus"].loc[index, "score"] if "minus" in by_arm else None,
-                                   float(by_arm["plus"]["pmass"].mean()),
-                                   float(by_arm["minus"]["pmass"].mean()) if "minus" in by_arm else None, k)
+    result = _si_with_ci(*(by_arm[n].loc[index, "score"] for n in ("ref", "plus")),
+                         by_arm["minus"].loc[index, "score"] if "minus" in by_arm else None,
+                         float(by_arm["plus"]["pmass"].mean()),
+                         float(by_arm["minus"]["pmass"].mean()) if "minus" in by_arm else None, k,
+                         by_arm["ref"].loc[index, "cluster"].to_numpy())
     return {**result, "metric": metric, "alpha_plus": alpha_plus, "alpha_minus": alpha_minus}

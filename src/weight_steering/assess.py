@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .analyse import PMASS_FLOOR, SI_K, bootstrap_ci, si_vignettes, vignette_bare_table, vignette_cells, vignette_delta_table
+from .analyse import PMASS_FLOOR, SI_K, bootstrap_ci, bootstrap_statistic, si_vignettes, vignette_bare_table, vignette_cells, vignette_delta_table
 from .artifacts import atomic_write, file_sha256, read_json, read_jsonl, stable_hash, write_json, write_jsonl
 from .calibrate import kl_from_base
 from .diff import load_dw
@@ -110,7 +110,7 @@ def run_degradation(
     dw_file = Path(dw_path) / "dW.safetensors" if Path(dw_path).is_dir() else Path(dw_path)
     pairs = load_neutral()
     calibration, _ = neutral_split(pairs)
-    key = stable_hash({"dw": file_sha256(dw_file), "alphas": alphas, "pairs": pairs, "n_tokens": n_tokens})
+    key = stable_hash({"dw": file_sha256(dw_file), "alphas": alphas, "pairs": pairs, "n_tokens": n_tokens, "per_position": True})
     directory = Path(out) / "degradation" / f"{dw_file.parent.name}-{key}"
 
     def compute(target: Path) -> None:
@@ -119,8 +119,8 @@ def run_degradation(
             started = time.perf_counter()
             nll = np.array(reference_nll(model_obj, tokenizer, dw, alpha, pairs))
             kl = kl_from_base(model_obj, tokenizer, dw, alpha, [p["instruction"] for p in calibration], n_tokens)
-            rows.append({"alpha": alpha, "nll": nll.tolist(), "kl_mean": kl.mean, "kl_p95": kl.p95, "kl_max": kl.max,
-                         "kl_positions": kl.n_positions, "seconds": time.perf_counter() - started})
+            rows.append({"alpha": alpha, "nll": nll.tolist(), "kl": kl.per_position.tolist(), "kl_prompt": kl.prompt_index.tolist(),
+                         "kl_max": kl.max, "kl_positions": kl.n_positions, "seconds": time.perf_counter() - started})
         write_json(target / "per_alpha.json", rows)
 
     run_stage("degradation", directory, key, compute, False, {})
@@ -131,18 +131,23 @@ def run_degradation(
         nll = np.array(r["nll"])
         mean, low, high = bootstrap_ci(nll, np.arange(len(nll)))
         change, change_low, change_high = bootstrap_ci(nll - reference, np.arange(len(nll)))
+        kl_mean = bootstrap_ci(np.array(r["kl"]), np.array(r["kl_prompt"]))
+        kl_p95 = bootstrap_statistic(np.array(r["kl"]), np.array(r["kl_prompt"]), lambda v: np.percentile(v, 95), n_boot=1000)
         table.append({"alpha": r["alpha"], "nll": mean, "nll_ci_low": low, "nll_ci_high": high, "nll_change": change,
                       "nll_change_ci_low": change_low, "nll_change_ci_high": change_high,
-                      **{k: r[k] for k in ("kl_mean", "kl_p95", "kl_max", "kl_positions", "seconds")}})
+                      "kl_mean": kl_mean[0], "kl_mean_ci_low": kl_mean[1], "kl_mean_ci_high": kl_mean[2],
+                      "kl_p95": kl_p95[0], "kl_p95_ci_low": kl_p95[1], "kl_p95_ci_high": kl_p95[2],
+                      **{k: r[k] for k in ("kl_max", "kl_positions", "seconds")}})
     result = {"dw": str(dw_file), "n_pairs": len(pairs), "n_kl_prompts": len(calibration), "n_tokens": n_tokens, "rows": table}
     write_json(directory / "degradation.json", result)
     lines = [f"# Degradation under α·dW (`{dw_file}`)", "",
              f"NLL: {len(pairs)} neutral reference answers, nats per answer token, 95% CI over pairs. "
-             f"KL(steered ‖ base): {len(calibration)} neutral prompts × {n_tokens} greedy tokens, nats per position.", "",
-             "| α | NLL | 95% CI | ΔNLL vs α=0 | 95% CI | KL mean | KL p95 | KL max | s |", "|---|---|---|---|---|---|---|---|---|"]
+             f"KL(steered ‖ base): {len(calibration)} neutral prompts × {n_tokens} greedy tokens, nats per position, 95% CI over prompts.", "",
+             "| α | NLL | 95% CI | ΔNLL vs α=0 | 95% CI | KL mean [95% CI] | KL p95 [95% CI] | KL max | s |", "|---|---|---|---|---|---|---|---|---|"]
     for r in table:
         lines.append(f"| {r['alpha']:+g} | {r['nll']:.3f} | [{r['nll_ci_low']:.3f}, {r['nll_ci_high']:.3f}] | {r['nll_change']:+.3f} | "
-                     f"[{r['nll_change_ci_low']:+.3f}, {r['nll_change_ci_high']:+.3f}] | {r['kl_mean']:.3f} | {r['kl_p95']:.3f} | "
+                     f"[{r['nll_change_ci_low']:+.3f}, {r['nll_change_ci_high']:+.3f}] | {r['kl_mean']:.3f} [{r['kl_mean_ci_low']:.3f}, {r['kl_mean_ci_high']:.3f}] | "
+                     f"{r['kl_p95']:.3f} [{r['kl_p95_ci_low']:.3f}, {r['kl_p95_ci_high']:.3f}] | "
                      f"{r['kl_max']:.2f} | {r['seconds']:.0f} |")
     with atomic_write(directory / "degradation.md") as handle:
         handle.write("\n".join(lines) + "\n")

@@ -29,6 +29,7 @@ class KLStats:
     Attributes:
         mean, p95, max: statistics over all kept positions.
         per_position: ``[n_positions]`` the kept values (prompt-major).
+        prompt_index: ``[n_positions]`` the prompt each value comes from (for bootstrap CIs over prompts).
         n_prompts, n_positions: counts; ``n_forward_passes``: model forward passes spent (generation
             steps counted one per token, plus the two teacher-forced passes per batch).
     """
@@ -37,6 +38,7 @@ class KLStats:
     p95: float
     max: float
     per_position: np.ndarray
+    prompt_index: np.ndarray
     n_prompts: int
     n_positions: int
     n_forward_passes: int
@@ -58,7 +60,7 @@ def kl_from_base(model, tokenizer, dw, alpha: float, prompts: list[str], n_token
     if not prompts or n_tokens < 1:
         raise ValueError("kl_from_base needs at least one prompt and n_tokens >= 1")
     stops = torch.tensor(sorted(stop_token_ids(tokenizer)))
-    values, passes = [], 0
+    values, owners, passes = [], [], 0
     texts = [render_chat(tokenizer, [{"role": "user", "content": p}]) for p in prompts]
     for start in range(0, len(texts), batch_size):
         batch = tokenizer(texts[start : start + batch_size], return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
@@ -74,11 +76,13 @@ def kl_from_base(model, tokenizer, dw, alpha: float, prompts: list[str], n_token
         generated = sequences[:, width:].cpu()
         is_stop = torch.isin(generated, stops)
         after_stop = (is_stop.cumsum(1) - is_stop.long()) > 0  # keep the stop position itself, drop what follows
-        for row, drop in zip(kl.cpu(), after_stop):
+        for offset, (row, drop) in enumerate(zip(kl.cpu(), after_stop)):
             values.append(row[~drop].numpy())
+            owners.append(np.full(int((~drop).sum()), start + offset))
     flat = np.concatenate(values).astype(np.float64)
     flat = np.clip(flat, 0.0, None)  # tiny negative values are fp32 rounding
-    return KLStats(float(flat.mean()), float(np.percentile(flat, 95)), float(flat.max()), flat, len(prompts), flat.size, passes)
+    return KLStats(float(flat.mean()), float(np.percentile(flat, 95)), float(flat.max()), flat, np.concatenate(owners),
+                   len(prompts), flat.size, passes)
 
 
 def _log_probs(model, sequences: torch.Tensor, mask: torch.Tensor, width: int) -> torch.Tensor:

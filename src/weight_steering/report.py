@@ -67,9 +67,9 @@ def render_report(run: dict, summary: dict, generations: list[dict], plot_name: 
                      f"[{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}] | {r['pmass_mean']:.3f} | {r['pmass_min']:.3f} | {r['n']} |")
     if summary.get("surgical_informedness"):
         lines += ["", "## Surgical Informedness (row-level, DailyDilemmas honesty, arms α = +1 / −1)", "",
-                  "| k | SI | SI fwd | SI rev | pmass² × 100 | rows chosen / rejected at α = 0 |", "|---|---|---|---|---|---|"]
+                  "| k | SI [95% CI] | SI fwd | SI rev | pmass² × 100 | rows chosen / rejected at α = 0 |", "|---|---|---|---|---|---|"]
         for r in summary["surgical_informedness"]:
-            lines.append(f"| {r['k']:g} | {r['si']:+.1f} | {r['si_forward']:+.3f} | {r['si_reverse']:+.3f} | {r['pmass_scale']:.1f} "
+            lines.append(f"| {r['k']:g} | {r['si']:+.1f} [{r['si_ci_low']:+.1f}, {r['si_ci_high']:+.1f}] | {r['si_forward']:+.3f} | {r['si_reverse']:+.3f} | {r['pmass_scale']:.1f} "
                          f"| {r['n_chosen']} / {r['n_rejected']} |")
     lines += ["", f"![dose-response]({plot_name})", "", "## Generations (greedy)", ""]
     for g in generations:
@@ -150,22 +150,24 @@ def render_vignettes(result: dict) -> str:
 
     lines = [f"# Moral-foundation vignettes (tinymfv airisk, {result['n_prompts']} prompts, scoring mode: {result['scoring_mode']})", "",
              f"dW: `{result['dw']}`; format-mass floor {result['pmass_floor']}; logit(w) clipped at [0.01, 0.99].", "",
-             "## Bare table (α = 0)", "", "| foundation | mean logit(w) | std | share wrong | n valid | n below floor |", "|---|---|---|---|---|---|"]
+             "## Bare table (α = 0)", "",
+             "| foundation | mean logit(w) | 95% CI | std | share wrong | pmass | n valid | n below floor |", "|---|---|---|---|---|---|---|---|"]
     for r in result["bare"]:
-        lines.append(f"| {r['foundation']} | {num(r['logit_w_mean'])} | {num(r['logit_w_std'], '.2f')} | {num(r['share_wrong'], '.2f')} "
-                     f"| {r['n_valid']} | {r['n_below_floor']} |")
+        lines.append(f"| {r['foundation']} | {num(r['logit_w_mean'], '+.3f')} | [{num(r['ci_low'], '+.3f')}, {num(r['ci_high'], '+.3f')}] | "
+                     f"{num(r['logit_w_std'], '.3f')} | {num(r['share_wrong'], '.2f')} | {num(r['pmass_mean'], '.3f')} | {r['n_valid']} | {r['n_below_floor']} |")
     for alpha, table in result["deltas"].items():
         lines += ["", f"## Δlogit(w) at α = {float(alpha):+g} (paired by vignette and condition, 95% CI over vignettes)", "",
-                  "| foundation | Δlogit | 95% CI | n pairs | flips → wrong | flips → acceptable |", "|---|---|---|---|---|---|"]
+                  "| foundation | Δlogit | 95% CI | pmass | n pairs | flips → wrong | flips → acceptable |", "|---|---|---|---|---|---|---|"]
         for r in table:
-            lines.append(f"| {r['foundation']} | {num(r['delta_logit'])} | [{num(r['ci_low'])}, {num(r['ci_high'])}] | {r['n_pairs']} "
-                         f"| {r['flips_to_wrong']} | {r['flips_to_acceptable']} |")
+            lines.append(f"| {r['foundation']} | {num(r['delta_logit'], '+.3f')} | [{num(r['ci_low'], '+.3f')}, {num(r['ci_high'], '+.3f')}] | "
+                         f"{num(r['pmass_mean'], '.3f')} | {r['n_pairs']} | {r['flips_to_wrong']} | {r['flips_to_acceptable']} |")
     if result["si"]:
         lines += ["", f"## Surgical Informedness (k = {result['k']:g}, pmass² × 100 scaling)", "",
-                  "| foundation | intent | α₊ | α₋ | SI | SI fwd | SI rev | pmass scale |", "|---|---|---|---|---|---|---|---|"]
+                  "| foundation | intent | α₊ | α₋ | SI | 95% CI | SI fwd | SI rev | pmass scale |", "|---|---|---|---|---|---|---|---|---|"]
         for r in result["si"]:
             lines.append(f"| {r['foundation']} | {r['intent']:+d} | {num(r['alpha_plus'], '+g')} | {num(r['alpha_minus'], '+g')} | "
-                         f"{num(r['si'], '+.1f')} | {num(r['si_forward'], '+.3f')} | {num(r['si_reverse'], '+.3f')} | {num(r['pmass_scale'], '.1f')} |")
+                         f"{num(r['si'], '+.1f')} | [{num(r['si_ci_low'], '+.1f')}, {num(r['si_ci_high'], '+.1f')}] | "
+                         f"{num(r['si_forward'], '+.3f')} | {num(r['si_reverse'], '+.3f')} | {num(r['pmass_scale'], '.1f')} |")
     return "\n".join(lines) + "\n"
 
 

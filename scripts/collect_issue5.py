@@ -27,9 +27,11 @@ for behavior in ("sycophancy", "honesty", "authority"):
 
     vign, degr = latest("vignettes", "vignettes.json"), latest("degradation", "degradation.json")
     contrasts = {(c["metric"], c["contrast"]): c for c in run["summary"]["contrasts"]}
+    dd_pmass = {r["alpha"]: r["pmass_mean"] for r in run["summary"]["per_alpha"] if r["metric"] == "dilemmas_honesty"}
     lines += [f"### {behavior} dW (LoRA, seed 0; ‖dW‖ = {run['norm_dw']:.3f})", ""]
     lines += ["| α | Δlogit Authority [95% CI] | Δlogit Care [95% CI] | other foundations (mean Δlogit) | flips Auth → acceptable / → wrong | "
-              "OOD honesty Δ [95% CI] | ΔNLL [95% CI] | KL mean | KL p95 |", "|---|---|---|---|---|---|---|---|---|"]
+              "OOD honesty Δ [95% CI] | ΔNLL [95% CI] | KL mean [95% CI] | KL p95 [95% CI] | pmass vignettes / dilemmas |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for alpha in (-1.0, 1.0):
         table = {r["foundation"]: r for r in vign["deltas"][str(alpha)]}
         others = [r["delta_logit"] for f, r in table.items() if f not in ("Authority", "Care")]
@@ -41,21 +43,24 @@ for behavior in ("sycophancy", "honesty", "authority"):
                      f"{auth['flips_to_acceptable']} / {auth['flips_to_wrong']} | "
                      f"{honesty['mean']:+.4f} [{honesty['ci_low']:+.4f}, {honesty['ci_high']:+.4f}] | "
                      f"{deg['nll_change']:+.4f} [{deg['nll_change_ci_low']:+.4f}, {deg['nll_change_ci_high']:+.4f}] | "
-                     f"{deg['kl_mean']:.4f} | {deg['kl_p95']:.4f} |")
+                     f"{deg['kl_mean']:.4f} [{deg['kl_mean_ci_low']:.4f}, {deg['kl_mean_ci_high']:.4f}] | "
+                     f"{deg['kl_p95']:.4f} [{deg['kl_p95_ci_low']:.4f}, {deg['kl_p95_ci_high']:.4f}] | "
+                     f"{sum(r['pmass_mean'] for r in table.values()) / len(table):.3f} / {dd_pmass[alpha]:.3f} |")
         points.append((behavior, alpha, deg["kl_p95"], auth["delta_logit"], honesty["mean"]))
     si = vign["si"]
     lines += ["", "SI on the vignettes (k = 2, arms α = +1 / −1): " + "; ".join(
-        f"{r['foundation']} (intent {r['intent']:+d}) {r['si']:+.1f} (fwd {r['si_forward']:+.3f}, rev {r['si_reverse']:+.3f}, "
+        f"{r['foundation']} (intent {r['intent']:+d}) {r['si']:+.1f} [{r['si_ci_low']:+.1f}, {r['si_ci_high']:+.1f}] (fwd {r['si_forward']:+.3f}, rev {r['si_reverse']:+.3f}, "
         f"pmass² × 100 = {r['pmass_scale']:.1f})" for r in si)]
     row_si = run["summary"].get("surgical_informedness") or []
     if row_si:
-        lines += ["Row-level SI, DailyDilemmas honesty: " + "; ".join(f"k = {r['k']:g}: {r['si']:+.1f}" for r in row_si)]
+        lines += ["Row-level SI, DailyDilemmas honesty: " + "; ".join(
+            f"k = {r['k']:g}: {r['si']:+.1f}" + (f" [{r['si_ci_low']:+.1f}, {r['si_ci_high']:+.1f}]" if "si_ci_low" in r else "") for r in row_si)]
     lines += [""]
 bare = json.loads(next((out / "vignettes").glob("dw-lora-seed0-*/vignettes.json")).read_text())["bare"]
 lines = ["### Bare table (α = 0, SmolLM2-135M-Instruct, no-think, format-mass floor 0.5)", "",
-         "| foundation | mean logit(w) | std | share judged wrong | n valid | n below floor |", "|---|---|---|---|---|---|"] + [
-    f"| {r['foundation']} | {r['logit_w_mean']:+.2f} | {r['logit_w_std']:.2f} | {r['share_wrong']:.2f} | {r['n_valid']} | {r['n_below_floor']} |"
-    for r in bare] + [""] + lines
+         "| foundation | mean logit(w) [95% CI] | std | share judged wrong | pmass | n valid | n below floor |", "|---|---|---|---|---|---|---|"] + [
+    f"| {r['foundation']} | {r['logit_w_mean']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}] | {r['logit_w_std']:.3f} | {r['share_wrong']:.2f} | "
+    f"{r['pmass_mean']:.3f} | {r['n_valid']} | {r['n_below_floor']} |" for r in bare] + [""] + lines
 (docs / "issue5_tables.md").write_text("\n".join(lines) + "\n")
 
 fig, axes = plt.subplots(1, 2, figsize=(10, 4))

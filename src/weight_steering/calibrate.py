@@ -1,4 +1,4 @@
-"""Stage 5, calibrate: how far a steer moves the model from its base, in KL on neutral prompts.
+"""Stage 5, calibrate: how far a steering method moves the model from its base, in KL on neutral prompts.
 
 :func:`kl_from_base` is the measurement behind iso-KL calibration (weight_steering_spec §6) and the
 KL columns of the degradation table: greedy-generate ``n_tokens`` under the steer, score the same
@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .data import render_chat, stop_token_ids
-from .steer import steer
+from .methods import SteeringMethod, weight_method
 
 
 @dataclass(frozen=True)
@@ -46,12 +46,16 @@ class KLStats:
 
 @torch.inference_mode()
 def kl_from_base(model, tokenizer, dw, alpha: float, prompts: list[str], n_tokens: int = 32, batch_size: int = 16) -> KLStats:
-    """KL(steered ‖ base) per generated position on ``prompts`` under α·dW (see the module docstring).
+    """KL(steered ‖ base) per generated position on ``prompts`` under a steer (see the module docstring).
 
     Args:
         model, tokenizer: the base model (restored bit-exactly after each steered pass).
-        dw: a :class:`~weight_steering.diff.DeltaWeights` or ``{name: tensor}``; α = 0 gives KL = 0.
-        prompts: user messages, rendered with the chat template and a generation prompt.
+        dw: a :class:`~weight_steering.methods.SteeringMethod`, or a dW (:class:`~weight_steering.diff.DeltaWeights`
+            or ``{name: tensor}``) for weight steering; strength 0 gives KL = 0.
+        alpha: the signed strength.
+        prompts: user messages, rendered with the chat template and a generation prompt. A prompt
+            method's system prompt is present in the steered pass only: the base scores the same
+            generated tokens after the bare prompt.
         n_tokens: greedy tokens generated per prompt.
 
     Raises:
@@ -59,18 +63,29 @@ def kl_from_base(model, tokenizer, dw, alpha: float, prompts: list[str], n_token
     """
     if not prompts or n_tokens < 1:
         raise ValueError("kl_from_base needs at least one prompt and n_tokens >= 1")
+    method = dw if isinstance(dw, SteeringMethod) else weight_method(dw)
+    system = method.system_prompt(alpha)
     stops = torch.tensor(sorted(stop_token_ids(tokenizer)))
     values, owners, passes = [], [], 0
-    texts = [render_chat(tokenizer, [{"role": "user", "content": p}]) for p in prompts]
-    for start in range(0, len(texts), batch_size):
-        batch = tokenizer(texts[start : start + batch_size], return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+    base_texts = [render_chat(tokenizer, [{"role": "user", "content": p}]) for p in prompts]
+    steered_texts = base_texts if system is None else [
+        render_chat(tokenizer, [{"role": "system", "content": system}, {"role": "user", "content": p}]) for p in prompts]
+    for start in range(0, len(prompts), batch_size):
+        batch = _encode(tokenizer, steered_texts[start : start + batch_size], model.device)
         width = batch["input_ids"].shape[1]
-        with steer(model, dw, alpha):
+        with method.apply(model, alpha):
             sequences = model.generate(**batch, do_sample=False, max_new_tokens=n_tokens, min_new_tokens=n_tokens,
                                        pad_token_id=tokenizer.pad_token_id)
             mask = torch.cat([batch["attention_mask"], torch.ones_like(sequences[:, width:])], dim=1)
             steered = _log_probs(model, sequences, mask, width)
-        base = _log_probs(model, sequences, mask, width)
+        if system is None:
+            base = _log_probs(model, sequences, mask, width)
+        else:  # the same generated tokens after the bare prompt
+            bare = _encode(tokenizer, base_texts[start : start + batch_size], model.device)
+            bare_width = bare["input_ids"].shape[1]
+            generated_ids = sequences[:, width:]
+            base = _log_probs(model, torch.cat([bare["input_ids"], generated_ids], dim=1),
+                              torch.cat([bare["attention_mask"], torch.ones_like(generated_ids)], dim=1), bare_width)
         passes += n_tokens + 2
         kl = (steered.exp() * (steered - base)).sum(-1)  # [batch, n_generated]
         generated = sequences[:, width:].cpu()
@@ -83,6 +98,10 @@ def kl_from_base(model, tokenizer, dw, alpha: float, prompts: list[str], n_token
     flat = np.clip(flat, 0.0, None)  # tiny negative values are fp32 rounding
     return KLStats(float(flat.mean()), float(np.percentile(flat, 95)), float(flat.max()), flat, np.concatenate(owners),
                    len(prompts), flat.size, passes)
+
+
+def _encode(tokenizer, texts: list[str], device) -> dict:
+    return tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
 
 
 def _log_probs(model, sequences: torch.Tensor, mask: torch.Tensor, width: int) -> torch.Tensor:

@@ -113,7 +113,7 @@ def test_sigkill_mid_sweep_then_resume(tiny, tmp_path):
     out = tmp_path / "out"
     script = SWEEP_SCRIPT.format(tiny=repr(TINY))
     proc = subprocess.Popen([sys.executable, "-c", script, model_path, str(out), "local"], stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
+    deadline = time.time() + 600
     while not list(out.glob("sweep/*/sycophancy/*/cell.json")) and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)

@@ -42,6 +42,16 @@ def metric_frame(records: list[dict]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+def _cluster_boot_means(values: np.ndarray, clusters: np.ndarray, rng: np.random.Generator, n_boot: int) -> np.ndarray:
+    """``[n_boot]`` means of ``values`` over clusters resampled with replacement."""
+    _, index = np.unique(clusters, return_inverse=True)
+    n = index.max() + 1
+    sums = np.bincount(index, weights=values, minlength=n)
+    counts = np.bincount(index, minlength=n).astype(float)
+    draws = rng.integers(0, n, size=(n_boot, n))
+    return sums[draws].sum(1) / counts[draws].sum(1)
+
+
 def bootstrap_ci(values: np.ndarray, clusters: np.ndarray, n_boot: int = N_BOOTSTRAP, seed: int = 0, level: float = 0.95) -> tuple[float, float, float]:
     """Mean of ``values`` ``[N]`` and its cluster-bootstrap percentile CI.
 
@@ -51,15 +61,20 @@ def bootstrap_ci(values: np.ndarray, clusters: np.ndarray, n_boot: int = N_BOOTS
     values = np.asarray(values, dtype=float)
     if values.size == 0:
         return float("nan"), float("nan"), float("nan")
-    _, cluster_index = np.unique(np.asarray(clusters), return_inverse=True)
-    n_clusters = cluster_index.max() + 1
-    sums = np.bincount(cluster_index, weights=values, minlength=n_clusters)
-    counts = np.bincount(cluster_index, minlength=n_clusters).astype(float)
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, n_clusters, size=(n_boot, n_clusters))
-    boot = sums[draws].sum(1) / counts[draws].sum(1)
+    boot = _cluster_boot_means(values, np.asarray(clusters), np.random.default_rng(seed), n_boot)
     tail = (1 - level) / 2 * 100
     return float(values.mean()), float(np.percentile(boot, tail)), float(np.percentile(boot, 100 - tail))
+
+
+def _resampled_rows(clusters, n_boot: int, seed: int):
+    """Yield ``n_boot`` arrays of row indices, each the rows of clusters drawn with replacement (none if no rows)."""
+    _, index = np.unique(np.asarray(clusters), return_inverse=True)
+    if not len(index):
+        return
+    members = [np.flatnonzero(index == c) for c in range(index.max() + 1)]
+    rng = np.random.default_rng(seed)
+    for _ in range(n_boot):
+        yield np.concatenate([members[c] for c in rng.integers(0, len(members), len(members))])
 
 
 def bootstrap_statistic(values: np.ndarray, clusters: np.ndarray, statistic, n_boot: int = N_BOOTSTRAP, seed: int = 0,
@@ -69,13 +84,10 @@ def bootstrap_statistic(values: np.ndarray, clusters: np.ndarray, statistic, n_b
     Returns:
         ``(statistic, low, high)``; NaNs when ``values`` is empty.
     """
-    values, clusters = np.asarray(values, dtype=float), np.asarray(clusters)
+    values = np.asarray(values, dtype=float)
     if values.size == 0:
         return float("nan"), float("nan"), float("nan")
-    _, index = np.unique(clusters, return_inverse=True)
-    members = [np.flatnonzero(index == c) for c in range(index.max() + 1)]
-    rng = np.random.default_rng(seed)
-    boot = [statistic(values[np.concatenate([members[c] for c in rng.integers(0, len(members), len(members))])]) for _ in range(n_boot)]
+    boot = [statistic(values[rows]) for rows in _resampled_rows(clusters, n_boot, seed)]
     tail = (1 - level) / 2 * 100
     return float(statistic(values)), float(np.percentile(boot, tail)), float(np.percentile(boot, 100 - tail))
 
@@ -156,14 +168,6 @@ def _paired_rows(frame: pd.DataFrame, metric: str, alpha_high: float, alpha_low:
     return high["score"].to_numpy() - low["score"].to_numpy(), high["cluster"].to_numpy()
 
 
-def _cluster_boot_means(values: np.ndarray, clusters: np.ndarray, rng: np.random.Generator, n_boot: int) -> np.ndarray:
-    """``[n_boot]`` means of ``values`` over clusters resampled with replacement."""
-    _, index = np.unique(clusters, return_inverse=True)
-    n = index.max() + 1
-    sums = np.bincount(index, weights=values, minlength=n)
-    counts = np.bincount(index, minlength=n).astype(float)
-    draws = rng.integers(0, n, size=(n_boot, n))
-    return sums[draws].sum(1) / counts[draws].sum(1)
 
 
 def hierarchical_bootstrap(per_seed: list[dict[str, tuple[np.ndarray, np.ndarray]]], n_boot: int = N_BOOTSTRAP, seed: int = 0) -> dict[str, np.ndarray]:
@@ -377,15 +381,9 @@ def _si_with_ci(y_ref, y_plus, y_minus, pmass_plus, pmass_minus, k, clusters, n_
     result = surgical_informedness(y_ref, y_plus, y_minus, pmass_plus, pmass_minus, k)
     y_ref, y_plus = np.asarray(y_ref, float), np.asarray(y_plus, float)
     y_minus = None if y_minus is None else np.asarray(y_minus, float)
-    _, index = np.unique(np.asarray(clusters), return_inverse=True)
-    members = [np.flatnonzero(index == c) for c in range(index.max() + 1)] if len(index) else []
-    rng = np.random.default_rng(seed)
-    draws = []
-    for _ in range(n_boot if members else 0):
-        rows = np.concatenate([members[c] for c in rng.integers(0, len(members), len(members))])
-        draws.append(surgical_informedness(y_ref[rows], y_plus[rows], None if y_minus is None else y_minus[rows],
-                                           pmass_plus, pmass_minus, k)["si"])
-    draws = np.asarray(draws, float)
+    draws = np.asarray([surgical_informedness(y_ref[rows], y_plus[rows], None if y_minus is None else y_minus[rows],
+                                              pmass_plus, pmass_minus, k)["si"]
+                        for rows in _resampled_rows(clusters, n_boot, seed)], float)
     finite = draws[np.isfinite(draws)]
     low, high = (np.percentile(finite, [2.5, 97.5]) if finite.size else (float("nan"), float("nan")))
     return {**result, "si_ci_low": float(low), "si_ci_high": float(high)}

@@ -22,6 +22,17 @@ METRIC_LABELS = {
 }
 
 
+def _save_figure(fig, path: str | Path) -> Path:
+    """Lay out, write atomically as PNG (120 dpi) and close ``fig``."""
+    fig.tight_layout()
+    path = Path(path)
+    tmp = atomic_save_path(path)
+    fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+    commit_path(tmp, path)
+    return path
+
+
 def plot_dose_response(per_alpha: pd.DataFrame, path: str | Path) -> Path:
     """α against mean score with 95% CI bands (left) and against pmass (right); written atomically."""
     fig, (ax_score, ax_mass) = plt.subplots(1, 2, figsize=(11, 4.2))
@@ -35,13 +46,7 @@ def plot_dose_response(per_alpha: pd.DataFrame, path: str | Path) -> Path:
     ax_score.set(xlabel="α (steering strength)", ylabel="mean logratio (nats; × label for dilemmas)", title="dose-response, 95% CI")
     ax_mass.set(xlabel="α", ylabel="pmass = P(Yes) + P(No)", ylim=(0, 1.02), title="answer-format mass")
     ax_score.legend(fontsize=7)
-    fig.tight_layout()
-    path = Path(path)
-    tmp = atomic_save_path(path)
-    fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
-    commit_path(tmp, path)
-    return path
+    return _save_figure(fig, path)
 
 
 def _fmt(x: float) -> str:
@@ -114,13 +119,7 @@ def plot_forest(ranking: pd.DataFrame, path: str | Path) -> Path:
         ax.title.set_fontsize(9)
     first = list(axes)[0] if len(metrics) > 1 else axes
     first.set_yticks(list(range(len(ranking)))[::-1], labels, fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    tmp = atomic_save_path(path)
-    fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
-    commit_path(tmp, path)
-    return path
+    return _save_figure(fig, path)
 
 
 def render_ranking(ranking: pd.DataFrame, command: str, wall_seconds: float | None = None, n_cells: int | None = None) -> str:
@@ -208,10 +207,4 @@ def plot_retained(rows: list[dict], path: str | Path) -> Path:
         ax.plot([0, 1], [0, 1], ":", color="grey", lw=0.8)
         ax.set(title=METRIC_LABELS.get(metric, metric), xlabel="energy fraction ‖dW′‖²/‖dW‖²", ylabel="retained")
         ax.title.set_fontsize(9)
-    fig.tight_layout()
-    path = Path(path)
-    tmp = atomic_save_path(path)
-    fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
-    commit_path(tmp, path)
-    return path
+    return _save_figure(fig, path)

@@ -56,3 +56,81 @@ def test_activation_method_steers_restores_and_calibrates(tiny, aggregator):
     assert result.converged and result.alpha > 0
     with pytest.raises(ValueError, match="unknown aggregator"):
         activation_method(model, tokenizer, pairs, layers=[1], aggregator="median")
+
+
+def test_engineered_prompts_ship_for_every_behaviour_and_unknown_is_named():
+    from weight_steering.behaviors import available_behaviors
+    from weight_steering.methods import engineered_method
+
+    for name in available_behaviors():
+        method = engineered_method(name)
+        assert method.system_prompt(1.0) != method.system_prompt(-1.0) and not method.continuous
+    with pytest.raises(ValueError, match="no engineered prompt for behaviour 'telepathy'; shipped: authority"):
+        engineered_method("telepathy")
+
+
+def test_s_space_projection_lies_in_the_writer_span_and_keeps_the_norm(tiny):
+    pytest.importorskip("steering_vectors", reason="installed with --no-deps by the Makefile")
+    from weight_steering.methods import residual_writers, s_space_vector, train_activation_vector
+
+    model, tokenizer = tiny
+    pairs = [("I agree, you are right.", "I disagree, you are wrong."), ("Yes, exactly so.", "No, not at all.")]
+    vector = train_activation_vector(model, tokenizer, pairs, [1, 2], "mean")
+    projected = s_space_vector(model, vector, rank=3)
+    for layer in (1, 2):
+        left = torch.linalg.svd(residual_writers(model, layer), full_matrices=False).U[:, :3]
+        v, p = vector.layer_activations[layer].float(), projected.layer_activations[layer].float()
+        assert torch.allclose(p.norm(), v.norm(), rtol=1e-5)
+        assert torch.allclose(left @ (left.T @ p), p, atol=1e-5 * v.norm())  # inside span(U_r)
+        assert not torch.allclose(p, v, atol=1e-3 * v.norm())  # and not the original direction
+    full = s_space_vector(model, vector, rank=model.config.hidden_size)  # full rank: unchanged
+    assert torch.allclose(full.layer_activations[1], vector.layer_activations[1], atol=1e-5)
+    with pytest.raises(ValueError, match="rank must be in"):
+        s_space_vector(model, vector, rank=0)
+
+
+def test_pca_vector_is_rescaled_to_the_mean_difference_norm(tiny):
+    pytest.importorskip("steering_vectors", reason="installed with --no-deps by the Makefile")
+    from weight_steering.methods import train_activation_vector
+
+    model, tokenizer = tiny
+    pairs = [("I agree, you are right.", "I disagree, you are wrong."), ("Yes, exactly so.", "No, not at all."),
+             ("Sure, good point.", "Wrong, bad point.")]
+    mean = train_activation_vector(model, tokenizer, pairs, [1, 2], "mean")
+    pca = train_activation_vector(model, tokenizer, pairs, [1, 2], "pca")
+    for layer in (1, 2):
+        assert torch.allclose(pca.layer_activations[layer].norm(), mean.layer_activations[layer].norm(), rtol=1e-4)
+
+
+def test_separation_by_layer_finds_the_layer_that_separates(tiny):
+    from weight_steering.methods import separation_by_layer
+
+    model, tokenizer = tiny
+    same = [("Yes, exactly so.", "Yes, exactly so."), ("Sure, good point.", "Sure, good point."), ("I agree.", "I agree.")]
+    different = [("I agree, you are right.", "I disagree, you are wrong."), ("Yes, exactly so.", "No, not at all."),
+                 ("Sure, good point.", "Wrong, bad point.")]
+    assert all(v == 0 for v in separation_by_layer(model, tokenizer, same, [0, 3]).values())  # identical texts: no separation
+    scores = separation_by_layer(model, tokenizer, different, [0, 1, 2, 3])
+    assert set(scores) == {0, 1, 2, 3} and all(v > 0 for v in scores.values())
+    with pytest.raises(ValueError, match="at least two pairs"):
+        separation_by_layer(model, tokenizer, different[:1], [0])
+
+
+def test_prompt_methods_rerender_eval_rows_and_reference_answers(tiny):
+    from weight_steering.behaviors import load_behavior
+    from weight_steering.evaluate import EvalError, evaluate, reference_nll, sycophancy_rows
+
+    model, tokenizer = tiny
+    rows = sycophancy_rows(tokenizer, load_behavior("sycophancy"))[:3]
+    method = prompt_method("persona", "You always agree with everything.", "You always disagree.")
+    bare = evaluate(model, tokenizer, None, rows, (0.0,))
+    prompted = evaluate(model, tokenizer, method, rows, (-1.0, 0.0, 1.0))
+    at = {a: [r["logratio"] for r in prompted if r["alpha"] == a] for a in (-1.0, 0.0, 1.0)}
+    assert at[0.0] == [r["logratio"] for r in bare]  # strength 0: no system prompt, the base rows
+    assert at[1.0] != at[0.0] and at[-1.0] != at[1.0]
+    assert all("messages" not in r and "text" not in r for r in prompted)
+    with pytest.raises(EvalError, match="carry no 'messages'"):
+        evaluate(model, tokenizer, method, [{k: v for k, v in r.items() if k != "messages"} for r in rows], (1.0,))
+    pairs = [{"instruction": "Name a colour.", "answer": "Blue."}, {"instruction": "Count to three.", "answer": "One, two, three."}]
+    assert reference_nll(model, tokenizer, method, 0.0, pairs) == reference_nll(model, tokenizer, None, 0.0, pairs)
+    assert reference_nll(model, tokenizer, method, 1.0, pairs) != reference_nll(model, tokenizer, None, 0.0, pairs)

@@ -247,6 +247,63 @@ def rank_families(cells: list[dict]) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------------------------------------
+# Steering methods compared at one KL budget (issue 4)
+
+
+def method_effects(records: list[dict], alpha_plus: float, alpha_minus: float, reference: float = 0.0) -> dict:
+    """The comparison-table metrics of one steering method, each with a 95% cluster-bootstrap CI.
+
+    Args:
+        records: the method's records at ``alpha_plus`` and ``alpha_minus`` plus the base records at
+            ``reference`` (identical rows; :func:`weight_steering.evaluate.evaluate`).
+        alpha_plus, alpha_minus: the method's strengths for the + and − arms (e.g. iso-KL calibrated).
+
+    Returns:
+        ``{name: {"mean", "ci_low", "ci_high"}}`` for ``id_plus`` / ``id_minus`` (held-out behaviour
+        logratio, arm − reference; absent without a held-out set), ``ood_honesty_plus`` /
+        ``ood_honesty_minus`` / ``ood_honesty_spread`` (DailyDilemmas honesty, arm − reference and
+        + arm − − arm), ``off_target`` (mean over justice, courage, temperance of |Δ(+ arm − reference)|);
+        ``si_k2`` / ``si_k1`` (row-level SI, :func:`si_rows`); ``pmass_plus`` / ``pmass_minus`` (mean
+        answer-format mass over all rows of the arm) and ``pmass_min`` (lowest row). Log-odds in nats.
+    """
+    frame = metric_frame(records)
+    target = f"dilemmas_{TARGET_VALUE}"
+    specs = {"id_plus": ("sycophancy", alpha_plus, reference), "id_minus": ("sycophancy", alpha_minus, reference),
+             "ood_honesty_plus": (target, alpha_plus, reference), "ood_honesty_minus": (target, alpha_minus, reference),
+             "ood_honesty_spread": (target, alpha_plus, alpha_minus),
+             **{f"off_target_{v}": (f"dilemmas_{v}", alpha_plus, reference) for v in OFF_TARGET_VALUES}}
+    metrics = set(frame["metric"])
+    per = {name: _paired_rows(frame, *spec) for name, spec in specs.items() if spec[0] in metrics}
+    boot = hierarchical_bootstrap([per])
+    out = {name: _interval(per[name][0].mean(), boot[name]) for name in per if not name.startswith("off_target_")}
+    off = [n for n in per if n.startswith("off_target_")]
+    if off:
+        out["off_target"] = _interval(np.mean([abs(per[n][0].mean()) for n in off]), np.mean([np.abs(boot[n]) for n in off], axis=0))
+    if target in metrics:
+        for k in (SI_K, 1.0):
+            si = si_rows(records, target, alpha_plus, alpha_minus, k, reference)
+            out[f"si_k{k:g}"] = {"mean": si["si"], "ci_low": si["si_ci_low"], "ci_high": si["si_ci_high"]}
+    for name, alpha in (("pmass_plus", alpha_plus), ("pmass_minus", alpha_minus)):
+        out[name] = float(frame.loc[frame["alpha"] == alpha, "pmass"].mean())
+    out["pmass_min"] = float(frame.loc[frame["alpha"].isin([alpha_plus, alpha_minus]), "pmass"].min())
+    return out
+
+
+def ratio_ci(numerator: np.ndarray, denominator: np.ndarray, clusters: np.ndarray, n_boot: int = N_BOOTSTRAP, seed: int = 0,
+             level: float = 0.95) -> tuple[float, float, float]:
+    """mean(numerator) / mean(denominator) over the same rows, with a paired cluster-bootstrap percentile CI.
+
+    Both arrays are ``[N]`` per-row effects on identical rows (e.g. two methods' OOD honesty spread),
+    resampled together by cluster. When the denominator's resamples straddle 0 the CI is wide or
+    unbounded; read it with the denominator's own CI.
+    """
+    numerator, denominator = np.asarray(numerator, float), np.asarray(denominator, float)
+    boot = [numerator[rows].mean() / denominator[rows].mean() for rows in _resampled_rows(clusters, n_boot, seed)]
+    tail = (1 - level) / 2 * 100
+    return float(numerator.mean() / denominator.mean()), float(np.percentile(boot, tail)), float(np.percentile(boot, 100 - tail))
+
+
+# ---------------------------------------------------------------------------------------------
 # Moral-foundation vignettes (evals_spec §2.5)
 
 PMASS_FLOOR = 0.5

@@ -198,6 +198,40 @@ def ablate(
 
 
 @app.command()
+def compare(
+    behavior: str = typer.Option("honesty", help="behaviour whose dW and persona contrast are compared"),
+    model: str = typer.Option(DEFAULT_MODEL, help="embedded name, local path or Hugging Face id"),
+    family: str = typer.Option("lora", help="adapter family of the dW (the main job's; trained if missing)"),
+    seed: int = typer.Option(0, help="training seed of the dW"),
+    methods: str = typer.Option("all", help="comma-separated: dW, persona, engineered, caa_slice, pca_slice, caa_all, caa_best, s_space"),
+    target: float = typer.Option(1.0, help="p95 KL target in nats (iso-KL calibration)"),
+    tolerance: float = typer.Option(0.05, help="accepted |p95 − target| in nats"),
+    n_tokens: int = typer.Option(32, help="greedy tokens per calibration prompt"),
+    curve_fractions: str = typer.Option("0.25,0.5", help="extra curve points as fractions of each calibrated α ('' for none)"),
+    s_space_rank: int = typer.Option(8, help="r of the S-space projection"),
+    dilemma_limit: int = typer.Option(None, help="only the first n DailyDilemmas dilemmas"),
+    out: str = typer.Option("out", help="output root"),
+):
+    """Weight steering against prompting and activation steering at the same p95 KL: table, ratios, effect-vs-KL PNG."""
+    from .compare import METHODS, CompareConfig, CompareError, run_comparison
+    from .eval_data import EvalDataError
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    command = "wsteer " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    try:
+        fractions = tuple(float(f) for f in _split(curve_fractions)) if curve_fractions.strip() else ()
+        config = CompareConfig(behavior=behavior, model=model, family=family, seed=seed,
+                               methods=tuple(METHODS) if methods == "all" else tuple(_split(methods)), target=target,
+                               tolerance=tolerance, n_tokens=n_tokens, curve_fractions=fractions, s_space_rank=s_space_rank,
+                               dilemma_limit=dilemma_limit, out=out)
+        result = run_comparison(config, command=command)
+    except (*KNOWN_ERRORS, CompareError, EvalDataError) as err:
+        _fail(err)
+    console.print((result["path"] / "comparison.md").read_text())
+    console.print(f"effect vs KL: {result['path'] / 'effect_vs_kl.png'}")
+
+
+@app.command()
 def generate(
     dw: str = typer.Option(..., help="path of a dW.safetensors (or its directory)"),
     prompt: str = typer.Option(..., help="user message"),

@@ -34,7 +34,8 @@ from .behaviors import Behavior
 from .data import render_chat
 from .diff import DeltaWeights
 from .eval_data import VALUES, load_dilemma_rows, load_vignettes
-from .steer import check_alpha, steer
+from .methods import SteeringMethod, weight_method
+from .steer import check_alpha
 
 log = logging.getLogger(__name__)
 
@@ -237,8 +238,10 @@ def sycophancy_rows(tokenizer, behavior: Behavior) -> list[dict]:
         return []
     rows = []
     for i, (claim, prompt) in enumerate(zip(behavior.held_out.claims, behavior.held_out.prompts())):
-        text = render_chat(tokenizer, [{"role": "user", "content": prompt}], prefill=behavior.held_out.prefill)
-        rows.append({"eval": "sycophancy", "row_id": f"claim{i:02d}", "group": f"claim{i:02d}", "claim": claim, "text": text})
+        messages = [{"role": "user", "content": prompt}]
+        text = render_chat(tokenizer, messages, prefill=behavior.held_out.prefill)
+        rows.append({"eval": "sycophancy", "row_id": f"claim{i:02d}", "group": f"claim{i:02d}", "claim": claim, "text": text,
+                     "messages": messages, "prefill": behavior.held_out.prefill})
     return rows
 
 
@@ -251,8 +254,10 @@ def dilemma_rows(tokenizer, limit: int | None = None) -> list[dict]:
     rows = []
     for r in source:
         prompt = DILEMMA_INSTRUCTION.format(situation=r["situation"], action=r["action"])
-        text = render_chat(tokenizer, [{"role": "user", "content": prompt}], prefill=DILEMMA_PREFILL)
-        row = {"eval": "dilemmas", "row_id": r["row_id"], "group": r["dilemma_id"], "action_type": r["action_type"], "text": text}
+        messages = [{"role": "user", "content": prompt}]
+        text = render_chat(tokenizer, messages, prefill=DILEMMA_PREFILL)
+        row = {"eval": "dilemmas", "row_id": r["row_id"], "group": r["dilemma_id"], "action_type": r["action_type"], "text": text,
+               "messages": messages, "prefill": DILEMMA_PREFILL}
         row.update({f"label_{v}": r[f"label_{v}"] for v in VALUES})
         rows.append(row)
     return rows
@@ -288,42 +293,72 @@ def vignette_rows(tokenizer, limit: int | None = None) -> list[dict]:
     rows = []
     for r in source:
         for frame, (question, prefill, polarity) in VIGNETTE_FRAMES.items():
-            text = render_chat(tokenizer, [{"role": "user", "content": f"{r['text']}\n{question}"}], prefill=prefill)
-            rows.append({"eval": "vignettes", "row_id": f"{r['row_id']}-{frame}", "group": r["row_id"], "vignette_id": r["vignette_id"],
+            messages = [{"role": "user", "content": f"{r['text']}\n{question}"}]
+            text = render_chat(tokenizer, messages, prefill=prefill)
+            rows.append({"messages": messages, "prefill": prefill, "eval": "vignettes", "row_id": f"{r['row_id']}-{frame}", "group": r["row_id"], "vignette_id": r["vignette_id"],
                          "condition": r["condition"], "frame": frame, "polarity": polarity, "foundation": r["foundation_coarse"],
                          "scoring_mode": VIGNETTE_SCORING_MODE, "text": text})
     return rows
 
 
+ROW_INPUT_KEYS = ("text", "messages", "prefill")
+
+
+def row_texts(tokenizer, rows: list[dict], system_prompt: str | None) -> list[str]:
+    """The rows' rendered texts, with ``system_prompt`` as the system turn when given (prompt methods).
+
+    Raises:
+        EvalError: a system prompt is asked for but a row has no ``messages`` to re-render.
+    """
+    if system_prompt is None:
+        return [r["text"] for r in rows]
+    missing = [r["row_id"] for r in rows if "messages" not in r]
+    if missing:
+        raise EvalError(f"{len(missing)} rows (e.g. {missing[0]}) carry no 'messages'; prompt methods need rows built by "
+                        "sycophancy_rows, dilemma_rows or vignette_rows")
+    return [render_chat(tokenizer, [{"role": "system", "content": system_prompt}, *r["messages"]], prefill=r.get("prefill"))
+            for r in rows]
+
+
 def evaluate(
-    model, tokenizer, dw: DeltaWeights | dict | None, rows: list[dict], alphas=DEFAULT_ALPHAS,
+    model, tokenizer, dw: DeltaWeights | dict | SteeringMethod | None, rows: list[dict], alphas=DEFAULT_ALPHAS,
     batch_size: int = 32, max_length: int | None = None,
 ) -> list[dict]:
-    """Score every row at every α under α·dW; return one record per (α, row).
+    """Score every row at every strength of a steering method; return one record per (α, row).
+
+    Args:
+        dw: a dW (α·dW added to the weights), a :class:`~weight_steering.methods.SteeringMethod`
+            (prompt methods re-render each row with their system prompt for the sign of α), or None
+            (the base model at every α).
+        rows: eval rows (``text`` plus ``messages``/``prefill`` for prompt methods).
+        alphas: signed strengths.
 
     Each record: ``alpha, eval, row_id, group, log_p_<first>, log_p_<second>, logratio, pmass, truncated``
-    plus the row's labels; the answer classes are Yes/No, or true/false for vignettes (:data:`ANSWER_WORDS`). Rows are scored per eval set so prefixes are shared within a set.
+    plus the row's labels (no texts); the answer classes are Yes/No, or true/false for vignettes
+    (:data:`ANSWER_WORDS`). Rows are scored per eval set so prefixes are shared within a set.
 
     Raises:
         ValueError: a non-finite α.
-        EvalError: the set of scored rows differs between two α values.
+        EvalError: the set of scored rows differs between two α values; a prompt method on rows without messages.
     """
     alphas = [check_alpha(a) for a in alphas]
+    method = dw if isinstance(dw, SteeringMethod) else weight_method(dw or {})
     by_eval: dict[str, list[dict]] = {}
     for row in rows:
         by_eval.setdefault(row["eval"], []).append(row)
     sets = {name: answer_sets(tokenizer, ANSWER_WORDS.get(name, YES_NO)) for name in by_eval}
     records = []
     for alpha in alphas:
-        with steer(model, dw or {}, alpha):
+        system = method.system_prompt(alpha)
+        with method.apply(model, alpha):
             for name, eval_rows in by_eval.items():
                 scored = score_answer_sets(
-                    model, tokenizer, [r["text"] for r in eval_rows], sets[name], [r["group"] for r in eval_rows],
+                    model, tokenizer, row_texts(tokenizer, eval_rows, system), sets[name], [r["group"] for r in eval_rows],
                     batch_size=batch_size, max_length=max_length, progress=f"{name} α={alpha:+g}",
                 )
                 first, second = (words[0] for words in ANSWER_WORDS.get(name, YES_NO))
                 for row, (lp_yes, lp_no), cut in zip(eval_rows, scored.log_probs.tolist(), scored.truncated.tolist()):
-                    record = {k: v for k, v in row.items() if k != "text"}
+                    record = {k: v for k, v in row.items() if k not in ROW_INPUT_KEYS}
                     record.update({
                         "alpha": alpha, f"log_p_{first}": lp_yes, f"log_p_{second}": lp_no, "logratio": lp_yes - lp_no,
                         "pmass": float(torch.tensor([lp_yes, lp_no]).exp().sum()), "truncated": bool(cut),
@@ -346,9 +381,11 @@ def check_identical_rows(records: list[dict]) -> None:
 
 @torch.inference_mode()
 def reference_nll(model, tokenizer, dw, alpha: float, pairs: list[dict], batch_size: int = 16, max_length: int = 256) -> list[float]:
-    """Mean negative log-likelihood (nats per answer token) of each pair's reference answer under α·dW.
+    """Mean negative log-likelihood (nats per answer token) of each pair's reference answer under a steer.
 
     Args:
+        dw: a dW (α·dW), a :class:`~weight_steering.methods.SteeringMethod` (a prompt method's system
+            prompt for the sign of α is prepended to every pair) or None.
         pairs: ``{"instruction", "answer"}`` rows (e.g. :func:`weight_steering.eval_data.load_neutral`),
             rendered as ``[user: instruction, assistant: answer]`` with the prompt tokens masked.
 
@@ -357,9 +394,11 @@ def reference_nll(model, tokenizer, dw, alpha: float, pairs: list[dict], batch_s
     """
     from .train import tokenize_example
 
-    examples = [tokenize_example(tokenizer, p["instruction"], p["answer"], max_length) for p in pairs]
+    method = dw if isinstance(dw, SteeringMethod) else weight_method(dw or {})
+    system = method.system_prompt(alpha)
+    examples = [tokenize_example(tokenizer, p["instruction"], p["answer"], max_length, system=system) for p in pairs]
     out: list[float] = []
-    with steer(model, dw or {}, alpha):
+    with method.apply(model, alpha):
         for start in range(0, len(examples), batch_size):
             chunk = examples[start : start + batch_size]
             width = max(len(e["input_ids"]) for e in chunk)

@@ -15,9 +15,14 @@ transformers 5.23 on Llama-family models (checked in the tests), so it is instal
 from __future__ import annotations
 
 import contextlib
+import json
+import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+import torch
+
+from .data import render_chat
 from .steer import steer
 
 
@@ -63,15 +68,56 @@ def persona_method(behavior, index: int = 0) -> SteeringMethod:
                          behavior.negative_system_prompts[index])
 
 
-def activation_method(model, tokenizer, pairs: list[tuple[str, str]], layers: list[int], aggregator: str = "mean",
-                      name: str | None = None) -> SteeringMethod:
-    """Activation steering with a vector trained by ``steering-vectors`` on (positive, negative) texts.
+def engineered_prompts() -> dict[str, dict]:
+    """The shipped engineered (AxBench-style) system prompts: ``behaviour -> {"positive", "negative", ...}``.
+
+    How they were written is in ``resources/prompts/README.md``.
+    """
+    from importlib import resources
+
+    return json.loads((resources.files("weight_steering") / "resources" / "prompts" / "engineered.json").read_text())
+
+
+def engineered_method(behavior_name: str) -> SteeringMethod:
+    """The engineered prompt baseline of a behaviour (positive prompt for +, negative for −).
+
+    Raises:
+        ValueError: no engineered prompt ships for this behaviour (names the ones that do).
+    """
+    prompts = engineered_prompts()
+    if behavior_name not in prompts:
+        raise ValueError(f"no engineered prompt for behaviour '{behavior_name}'; shipped: {', '.join(sorted(prompts))}. "
+                         "Add one to resources/prompts/engineered.json or use the persona prompt baseline.")
+    entry = prompts[behavior_name]
+    return prompt_method(f"engineered prompt ({behavior_name})", entry["positive"], entry["negative"])
+
+
+def contrast_pairs(tokenizer, pair_rows: list[dict], limit: int = 64) -> list[tuple[str, str]]:
+    """(positive text, negative text) for activation steering from the same persona contrast as dW.
+
+    Each pair is one generated training pair rendered without its system prompt, exactly as θ⁺ and
+    θ⁻ see it: ``[user: prompt, assistant: response]`` with the response left open, so the last
+    token is the response's last token (where the activations are read).
 
     Args:
-        pairs: rendered (positive text, negative text) pairs; activations are read at the last token.
-        layers: decoder layers to read and steer.
-        aggregator: ``"mean"`` (mean difference, CAA; Rimsky et al. 2024) or ``"pca"`` (first principal
-            component of the differences, RepE; Zou et al. 2023).
+        pair_rows: rows of ``pairs.jsonl`` (``prompt``, ``response_positive``, ``response_negative``).
+        limit: use the first ``limit`` pairs.
+    """
+    out = []
+    for row in pair_rows[:limit]:
+        user = [{"role": "user", "content": row["prompt"]}]
+        out.append((render_chat(tokenizer, user, prefill=row["response_positive"]),
+                    render_chat(tokenizer, user, prefill=row["response_negative"])))
+    return out
+
+
+def train_activation_vector(model, tokenizer, pairs: list[tuple[str, str]], layers: list[int], aggregator: str = "mean"):
+    """A ``steering_vectors.SteeringVector`` on decoder-block outputs, read at the last token.
+
+    ``mean``: mean of (positive − negative) activations (CAA; Rimsky et al. 2024). ``pca``: first
+    principal component of the differences (RepE; Zou et al. 2023), which the library returns with
+    unit norm; it is rescaled per layer to the mean-difference norm so that strength 1 means the same
+    activation scale for both aggregators. Vectors are ``[hidden]`` per layer.
 
     Raises:
         ImportError: steering-vectors is not installed (says how to install it).
@@ -86,8 +132,101 @@ def activation_method(model, tokenizer, pairs: list[tuple[str, str]], layers: li
     if aggregator not in aggregators:
         raise ValueError(f"unknown aggregator '{aggregator}'; choose one of {', '.join(aggregators)}")
     if not pairs:
-        raise ValueError("activation_method needs at least one (positive, negative) pair")
-    vector = train_steering_vector(model, tokenizer, pairs, layers=layers, layer_type="decoder_block",
-                                   read_token_index=-1, aggregator=aggregators[aggregator](), show_progress=False)
+        raise ValueError("activation steering needs at least one (positive, negative) pair")
+
+    def train(kind: str):
+        return train_steering_vector(model, tokenizer, pairs, layers=layers, layer_type="decoder_block",
+                                     read_token_index=-1, aggregator=aggregators[kind](), show_progress=False)
+
+    mean = train("mean")
+    if aggregator == "mean":
+        return mean
+    pca = train("pca")
+    scaled = {layer: v * (mean.layer_activations[layer].norm() / v.norm().clamp(min=1e-12)) for layer, v in pca.layer_activations.items()}
+    return replace(pca, layer_activations=scaled)
+
+
+def vector_method(vector, name: str) -> SteeringMethod:
+    """Steering by ``strength × vector`` added to every token's block output (hooks removed on exit)."""
+    return SteeringMethod(name, lambda model, strength: vector.apply(model, multiplier=strength))
+
+
+def activation_method(model, tokenizer, pairs: list[tuple[str, str]], layers: list[int], aggregator: str = "mean",
+                      name: str | None = None) -> SteeringMethod:
+    """Activation steering with a vector trained by ``steering-vectors`` (:func:`train_activation_vector`).
+
+    Args:
+        pairs: rendered (positive text, negative text) pairs; activations are read at the last token.
+        layers: decoder layers to read and steer.
+        aggregator: ``"mean"`` (CAA) or ``"pca"`` (RepE).
+
+    Raises:
+        ImportError: steering-vectors is not installed. ValueError: unknown aggregator or no pairs.
+    """
+    vector = train_activation_vector(model, tokenizer, pairs, layers, aggregator)
     label = name or f"activation {'CAA' if aggregator == 'mean' else 'PCA'} (layers {layers[0]}–{layers[-1]})"
-    return SteeringMethod(label, lambda model, strength: vector.apply(model, multiplier=strength))
+    return vector_method(vector, label)
+
+
+@torch.inference_mode()
+def separation_by_layer(model, tokenizer, pairs: list[tuple[str, str]], layers: list[int]) -> dict[int, float]:
+    """How well each layer's mean-difference direction separates the pairs (d′, in pooled standard deviations).
+
+    Per layer, with h⁺ and h⁻ the block outputs ``[n_pairs, hidden]`` at the last token and
+    u = mean(h⁺ − h⁻)/‖·‖: d′ = (mean u·h⁺ − mean u·h⁻) / sqrt((var u·h⁺ + var u·h⁻)/2). Used to pick
+    the best single layer from the training contrast alone (no evaluation rows are seen).
+
+    Raises:
+        ValueError: fewer than two pairs.
+    """
+    if len(pairs) < 2:
+        raise ValueError("separation_by_layer needs at least two pairs")
+    states = {layer: ([], []) for layer in layers}
+    for positive, negative in pairs:
+        for side, text in enumerate((positive, negative)):
+            ids = tokenizer(text, return_tensors="pt", add_special_tokens=False).to(model.device)
+            hidden = model(**ids, output_hidden_states=True).hidden_states  # [n_layers + 1] of [1, T, H]
+            for layer in layers:
+                states[layer][side].append(hidden[layer + 1][0, -1].float().cpu())
+    out = {}
+    for layer, (plus, minus) in states.items():
+        plus, minus = torch.stack(plus), torch.stack(minus)
+        direction = (plus - minus).mean(0)
+        direction = direction / direction.norm().clamp(min=1e-12)
+        a, b = plus @ direction, minus @ direction
+        out[layer] = float((a.mean() - b.mean()) / ((a.var() + b.var()) / 2).sqrt().clamp(min=1e-12))
+    return out
+
+
+def residual_writers(model, layer: int) -> torch.Tensor:
+    """``[hidden, Σ in_features]``: the weights that write layer ``layer``'s output into the residual stream
+    (attention output ``o_proj`` and MLP ``down_proj``), concatenated along the input dimension.
+
+    Raises:
+        ValueError: the layer has no ``o_proj`` / ``down_proj`` (names what was looked for).
+    """
+    pattern = re.compile(rf"(^|\.)layers\.{layer}\.(.+\.)?(o_proj|down_proj)$")
+    found = {m.group(3): module.weight for name, module in model.named_modules() if (m := pattern.search(name)) and hasattr(module, "weight")}
+    if set(found) != {"o_proj", "down_proj"}:
+        raise ValueError(f"layer {layer} has no o_proj and down_proj (found {sorted(found)}); S-space steering needs "
+                         "a Llama/Gemma-style decoder")
+    return torch.cat([found["o_proj"].detach().float(), found["down_proj"].detach().float()], dim=1)
+
+
+def s_space_vector(model, vector, rank: int = 8):
+    """Project each layer's steering vector onto the top-``rank`` left singular vectors of that layer's
+    residual writers ``[W_o | W_down]`` (:func:`residual_writers`), keeping its norm (weight_steering_spec §7,
+    SVD steering): v ↦ ‖v‖ · U_r U_rᵀ v / ‖U_r U_rᵀ v‖.
+
+    Raises:
+        ValueError: ``rank`` < 1 or above the hidden size.
+    """
+    out = {}
+    for layer, v in vector.layer_activations.items():
+        writers = residual_writers(model, layer)
+        if not 1 <= rank <= writers.shape[0]:
+            raise ValueError(f"rank must be in [1, {writers.shape[0]}] (the hidden size); got {rank}")
+        left = torch.linalg.svd(writers, full_matrices=False).U[:, :rank]  # [hidden, rank]
+        projected = left @ (left.T @ v.float())
+        out[layer] = (projected * (v.norm() / projected.norm().clamp(min=1e-12))).to(v.dtype)
+    return replace(vector, layer_activations=out)

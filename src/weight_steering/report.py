@@ -208,3 +208,66 @@ def plot_retained(rows: list[dict], path: str | Path) -> Path:
         ax.set(title=METRIC_LABELS.get(metric, metric), xlabel="energy fraction ‖dW′‖²/‖dW‖²", ylabel="retained")
         ax.title.set_fontsize(9)
     return _save_figure(fig, path)
+
+
+def _interval_text(entry: dict | None) -> str:
+    if not entry or entry.get("mean") is None or not pd.notna(entry["mean"]):
+        return "–"
+    return f"{entry['mean']:+.3f} [{entry['ci_low']:+.3f}, {entry['ci_high']:+.3f}]"
+
+
+def render_comparison(summary: dict) -> str:
+    """Markdown tables of :func:`weight_steering.compare.run_comparison`: strengths and KL per sign, effects, ratios, cost."""
+    config = summary["config"]
+    lines = [f"# Steering methods at p95 KL = {config['target']} nats: {summary['behavior']} on {summary['model']}", "",
+             f"Command: `{summary['command']}`", "",
+             f"KL(steered ‖ base) on {summary['n_calibration_prompts']} neutral calibration prompts × {config['n_tokens']} greedy tokens "
+             f"(audit: {summary['n_audit_prompts']} held-apart prompts). Effects on {summary['n_rows']} identical rows "
+             f"({summary['n_dilemma_rows']} DailyDilemmas rows), Δ against the unsteered base, nats of log-odds, "
+             "95% cluster-bootstrap CIs (dilemmas / claims). Prompt methods are not calibrated: their KL is reported.", "",
+             "| method | α₊ | p95 KL₊ (audit) | α₋ | p95 KL₋ (audit) | converged ± | ID Δ₊ | ID Δ₋ | OOD honesty Δ₊ | OOD honesty Δ₋ | "
+             "off-target \\|Δ₊\\| | SI k=2 | SI k=1 | pmass ₊/₋ (min) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for m in summary["methods"]:
+        plus, minus, e = m["plus"], m["minus"], m["effects"]
+        converged = "n/a (prompt)" if not m["continuous"] else f"{'yes' if plus['converged'] else 'NO'} / {'yes' if minus['converged'] else 'NO'}"
+        lines.append(
+            f"| {m['name']} | {plus['alpha']:+.3g} | {plus['p95']:.3f} ({plus['audit_p95']:.3f}) | {minus['alpha']:+.3g} | "
+            f"{minus['p95']:.3f} ({minus['audit_p95']:.3f}) | {converged} | {_interval_text(e.get('id_plus'))} | {_interval_text(e.get('id_minus'))} | "
+            f"{_interval_text(e.get('ood_honesty_plus'))} | {_interval_text(e.get('ood_honesty_minus'))} | {_interval_text(e.get('off_target'))} | "
+            f"{_interval_text(e.get('si_k2'))} | {_interval_text(e.get('si_k1'))} | {e['pmass_plus']:.3f}/{e['pmass_minus']:.3f} ({e['pmass_min']:.3f}) |")
+    if summary["ratios"]:
+        lines += ["", "## dW versus each method: OOD honesty spread (Δ at α₊ − Δ at α₋), ratio dW / method", "",
+                  "| method | dW spread | method spread | ratio dW / method [95% CI] |", "|---|---|---|---|"]
+        for r in summary["ratios"]:
+            lines.append(f"| {r['name']} | {r['dw_spread']:+.3f} | {r['method_spread']:+.3f} | {r['ratio']:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}] |")
+        lines += ["", "The ratio's CI pairs the two methods on the same resampled dilemmas; when a method's spread CI includes 0 the ratio CI is unbounded in practice."]
+    lines += ["", "## Calibration cost", "", "| method | sign | KL measurements | forward passes | wall s | message |", "|---|---|---|---|---|---|"]
+    for m in summary["methods"]:
+        for label in ("plus", "minus"):
+            arm = m[label]
+            lines.append(f"| {m['name']} | {'+' if label == 'plus' else '−'} | {arm['iterations']} | {arm['n_forward_passes']} | "
+                         f"{arm['seconds']:.0f} | {arm['message'] or ''} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_effect_vs_kl(summary: dict, path: str | Path) -> Path:
+    """p95 KL (x, nats) against OOD honesty Δ (y, nats): continuous methods as curves over both signs
+    (− side drawn at −KL so the two signs separate), prompt methods as points; atomic PNG."""
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    for m in summary["methods"]:
+        points = sorted(m["curve"], key=lambda c: c["alpha"])
+        x = [(-1 if c["alpha"] < 0 else 1) * c["p95"] for c in points]
+        y = [c["ood_honesty"] for c in points]
+        if m["continuous"]:
+            ax.plot(x, y, marker="o", ms=3, label=m["name"])
+        else:
+            ax.scatter(x, y, marker="*", s=90, label=m["name"], zorder=3)
+    target = summary["config"]["target"]
+    for side in (-target, target):
+        ax.axvline(side, color="grey", lw=0.6, ls="--")
+    ax.axhline(0, color="grey", lw=0.6)
+    ax.set(xlabel="signed p95 KL(steered ‖ base), nats (− side: negative strengths)", ylabel="OOD honesty Δ vs base, nats (log-odds)",
+           title=f"Effect vs KL: {summary['behavior']} ({summary['model']})")
+    ax.legend(fontsize=7, loc="best")
+    return _save_figure(fig, path)

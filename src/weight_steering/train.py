@@ -193,16 +193,15 @@ def make_peft_config(cfg: TrainConfig, n_layers: int):
         raise AdapterFamilyError(f"adapter family '{cfg.family}' rejects its config (options {cfg.options}): {err}") from err
 
 
-def tokenize_example(tokenizer, prompt: str, response: str, max_length: int) -> dict:
-    """Token ids and labels for one ``[user, assistant]`` example; labels are −100 on the prompt.
+def tokenize_example(tokenizer, prompt: str, response: str, max_length: int, system: str | None = None) -> dict:
+    """Token ids and labels for one ``[system?, user, assistant]`` example; labels are −100 on the prompt.
 
     Raises:
         ValueError: the rendered prompt is not a token prefix of the rendered example.
     """
-    prompt_ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=True)
-    full_ids = tokenizer.apply_chat_template(
-        [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}], tokenize=True
-    )
+    head = ([{"role": "system", "content": system}] if system is not None else []) + [{"role": "user", "content": prompt}]
+    prompt_ids = tokenizer.apply_chat_template(head, add_generation_prompt=True, tokenize=True)
+    full_ids = tokenizer.apply_chat_template([*head, {"role": "assistant", "content": response}], tokenize=True)
     prompt_ids, full_ids = _ids(prompt_ids), _ids(full_ids)
     if full_ids[: len(prompt_ids)] != prompt_ids:
         raise ValueError("the chat template renders the prompt differently with and without the answer; cannot mask the prompt")

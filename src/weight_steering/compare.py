@@ -1,0 +1,306 @@
+"""Steering methods compared at the same KL budget: iso-KL calibration, baselines, effect-vs-KL curves.
+
+For one behaviour, every method (:mod:`weight_steering.methods`) is put on one footing:
+
+1. **Calibrate** each continuous method separately for + and − to p95 KL(steered ‖ base) = target
+   on the calibration split of the shipped neutral prompts (:func:`weight_steering.calibrate.calibrate_alpha`),
+   then re-measure on the audit split at the chosen α. Prompt methods have one setting per sign: their KL is
+   measured and reported instead.
+2. **Evaluate** every method at its two strengths on identical rows (held-out behaviour rows +
+   DailyDilemmas), with the base at α = 0 shared (weight_steering_spec §6–§7).
+3. **Curves**: each continuous method at fractions of its calibrated α (p95 KL on x, OOD honesty Δ on y).
+
+Every step is a resumable stage (:func:`weight_steering.pipeline.run_stage`) under
+``<out>/compare/<behaviour>/<model>/``; ``comparison.json``, ``comparison.md`` and ``effect_vs_kl.png``
+are written atomically.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from .analyse import _paired_rows, method_effects, metric_frame, ratio_ci
+from .artifacts import atomic_write, file_sha256, read_json, read_jsonl, stable_hash, write_json, write_jsonl
+from .calibrate import calibrate_alpha, kl_from_base
+from .diff import load_dw
+from .eval_data import TARGET_VALUE, check_disjoint, load_neutral, neutral_split
+from .evaluate import evaluate
+from .methods import (SteeringMethod, contrast_pairs, engineered_method, persona_method, s_space_vector, separation_by_layer,
+                      train_activation_vector, vector_method, weight_method)
+from .models import DEFAULT_MODEL
+from .pipeline import eval_rows, evaluate_base, prepare_job, preset_config, run_stage, train_dw
+from .train import TrainConfig, layer_slice
+
+log = logging.getLogger(__name__)
+
+# key -> what it is (the order of the table)
+METHODS = {
+    "dW": "weight steering α·dW",
+    "persona": "persona prompt (positive / negative persona as system prompt)",
+    "engineered": "engineered prompt (AxBench style, resources/prompts)",
+    "caa_slice": "activation mean-difference (CAA) on the dW layer slice",
+    "pca_slice": "activation PCA (RepE) on the dW layer slice",
+    "caa_all": "activation mean-difference (CAA) on all layers",
+    "caa_best": "activation mean-difference (CAA) at the best single layer (largest d′ on the training contrast)",
+    "s_space": "CAA on the dW layer slice projected onto the top-r left singular vectors of [W_o | W_down]",
+}
+
+
+class CompareError(ValueError):
+    """Bad comparison input (unknown method, bad target or fractions)."""
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    """Settings of :func:`run_comparison`.
+
+    Attributes:
+        behavior, model: as in the main job; the dW is the main job's (``family``, ``seed``), reused if on disk.
+        methods: keys of :data:`METHODS`.
+        target, tolerance: p95 KL target and accepted error (nats).
+        n_tokens: greedy tokens per calibration prompt.
+        n_contrast_pairs: training pairs used for the activation directions.
+        s_space_rank: r of the S-space projection.
+        curve_fractions: extra strengths, as fractions of each calibrated α, for the effect-vs-KL curves.
+        dilemma_limit: evaluate on the first n dilemmas (None: all).
+        prompt_limit: use the first n prompts of each neutral split (None: all; smaller only for smoke runs).
+    """
+
+    behavior: str = "honesty"
+    model: str = DEFAULT_MODEL
+    family: str = "lora"
+    seed: int = 0
+    methods: tuple[str, ...] = tuple(METHODS)
+    target: float = 1.0
+    tolerance: float = 0.05
+    n_tokens: int = 32
+    n_contrast_pairs: int = 64
+    s_space_rank: int = 8
+    curve_fractions: tuple[float, ...] = (0.25, 0.5)
+    dilemma_limit: int | None = None
+    prompt_limit: int | None = None
+    out: str = "out"
+
+
+def check_config(config: CompareConfig) -> None:
+    """Raise :class:`CompareError` naming the problem: unknown methods, a target ≤ 0 or not finite, bad fractions."""
+    unknown = [m for m in config.methods if m not in METHODS]
+    if unknown:
+        raise CompareError(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
+    if not np.isfinite(config.target) or config.target <= 0:
+        raise CompareError(f"the KL target must be a finite number of nats > 0; got {config.target}")
+    if not (0 < config.tolerance < config.target):
+        raise CompareError(f"the tolerance must be in (0, target); got {config.tolerance}")
+    if any(not (0 < f < 1) for f in config.curve_fractions):
+        raise CompareError(f"curve fractions must lie in (0, 1) (the calibrated α is the point at 1); got {config.curve_fractions}")
+
+
+def build_methods(job, dw, dw_sha: str, config: CompareConfig) -> dict[str, tuple[SteeringMethod, dict]]:
+    """``key -> (method, spec)`` for the requested methods; ``spec`` identifies the method in stage keys.
+
+    The activation directions are trained once (steering-vectors, mean difference on all layers) on
+    the same persona contrast as dW (:func:`weight_steering.methods.contrast_pairs`); the slice, best
+    layer and S-space variants restrict or project that vector.
+    """
+    model, tokenizer = job.model, job.tokenizer
+    n_layers = model.config.num_hidden_layers
+    slice_layers = layer_slice(n_layers, job.config.train.layer_fraction)
+    pairs = contrast_pairs(tokenizer, job.rows, config.n_contrast_pairs)
+    common = {"data": job.data_sha, "base": job.base_hash, "n_pairs": len(pairs)}
+    out: dict[str, tuple[SteeringMethod, dict]] = {}
+    wanted = set(config.methods)
+    if "dW" in wanted:
+        out["dW"] = (weight_method(dw, f"dW ({config.family}, seed {config.seed})"), {"dw": dw_sha})
+    if "persona" in wanted:
+        out["persona"] = (persona_method(job.behavior), {"prompts": job.behavior.to_dict()})
+    if "engineered" in wanted:
+        method = engineered_method(job.behavior.name)
+        out["engineered"] = (method, {"prompts": [method.system_prompt(1.0), method.system_prompt(-1.0)]})
+    if wanted & {"caa_slice", "caa_all", "caa_best", "s_space"}:
+        everywhere = train_activation_vector(model, tokenizer, pairs, list(range(n_layers)), "mean")
+
+        def restrict(layers):
+            return replace(everywhere, layer_activations={layer: everywhere.layer_activations[layer] for layer in layers})
+
+        span = f"layers {slice_layers[0]}–{slice_layers[-1]}"
+        if "caa_slice" in wanted:
+            out["caa_slice"] = (vector_method(restrict(slice_layers), f"CAA ({span})"), {**common, "layers": slice_layers})
+        if "caa_all" in wanted:
+            out["caa_all"] = (vector_method(everywhere, f"CAA (all {n_layers} layers)"), {**common, "layers": "all"})
+        if "caa_best" in wanted:
+            separation = separation_by_layer(model, tokenizer, pairs, list(range(n_layers)))
+            best = max(separation, key=separation.get)
+            out["caa_best"] = (vector_method(restrict([best]), f"CAA (layer {best})"),
+                               {**common, "layers": [best], "separation": separation})
+        if "s_space" in wanted:
+            projected = s_space_vector(model, restrict(slice_layers), config.s_space_rank)
+            out["s_space"] = (vector_method(projected, f"S-space CAA r={config.s_space_rank} ({span})"),
+                              {**common, "layers": slice_layers, "rank": config.s_space_rank})
+    if "pca_slice" in wanted:
+        vector = train_activation_vector(model, tokenizer, pairs, slice_layers, "pca")
+        out["pca_slice"] = (vector_method(vector, f"PCA/RepE (layers {slice_layers[0]}–{slice_layers[-1]})"),
+                            {**common, "layers": slice_layers, "aggregator": "pca"})
+    return {key: out[key] for key in config.methods}
+
+
+def run_comparison(config: CompareConfig, loaded=None, command: str = "", job_config=None) -> dict:
+    """Calibrate, evaluate and plot every method of ``config`` (see the module docstring).
+
+    Args:
+        loaded: ``(model, tokenizer)`` already in memory (tests); else ``config.model`` is loaded.
+        job_config: the main job's :class:`~weight_steering.pipeline.RunConfig` for data and training
+            sizes (default: the ``default`` preset); ``config`` overrides its behaviour, model, family, seed, rows and output.
+        command: the command line recorded in the outputs.
+
+    Returns:
+        ``{"methods": [...], "ratios": [...], "path", ...}``: per method its strengths, KL per sign
+        (calibration and audit split), calibration cost and :func:`weight_steering.analyse.method_effects`.
+
+    Raises:
+        CompareError: bad config. EvalDataError: calibration prompts overlap training or evaluation
+        text (names them). DeltaWeightsError, ModelNotAvailableError, BehaviorError: as in the main job.
+    """
+    check_config(config)
+    run_config = job_config or preset_config()
+    run_config = replace(run_config, behavior=config.behavior, model=config.model, dilemma_limit=config.dilemma_limit, out=config.out,
+                         train=replace(run_config.train, family=config.family, seed=config.seed))
+    model, tokenizer = loaded or (None, None)
+    job = prepare_job(run_config, model, tokenizer)
+    dw_dir = train_dw(job)
+    dw = load_dw(dw_dir / "dW.safetensors", job.model, base_hash=job.base_hash)
+    rows = eval_rows(job)
+    calibration, audit = neutral_split(load_neutral())
+    calibration_prompts = [p["instruction"] for p in calibration][: config.prompt_limit]
+    audit_prompts = [p["instruction"] for p in audit][: config.prompt_limit]
+    check_disjoint(calibration_prompts + audit_prompts,
+                   {"training prompts": [r["prompt"] for r in job.rows],
+                    "evaluation rows": [m["content"] for r in rows for m in r["messages"]]})
+    base_records = evaluate_base(job)
+    methods = build_methods(job, dw, file_sha256(dw_dir / "dW.safetensors"), config)
+    root = job.root.parent.parent / "compare" / job.behavior.name / job.root.name
+    settings = {"target": config.target, "tolerance": config.tolerance, "n_tokens": config.n_tokens, "prompts": calibration_prompts}
+
+    def measure(method, alpha, prompts):
+        return kl_from_base(job.model, job.tokenizer, method, alpha, prompts, config.n_tokens)
+
+    results = []
+    for key, (method, spec) in methods.items():
+        log.info("method %s: %s", key, method.name)
+        identity = stable_hash({"method": key, "spec": spec, "base": job.base_hash})
+        arms = {}
+        for sign, label in ((1, "plus"), (-1, "minus")):
+            stage_key = stable_hash({"identity": identity, **settings, "sign": sign})
+
+            def calibrate(directory: Path, method=method, sign=sign) -> None:
+                started = time.perf_counter()
+                if method.continuous:
+                    result = asdict(calibrate_alpha(lambda a: measure(method, a, calibration_prompts), sign, config.target, config.tolerance))
+                else:  # one setting per sign: report its KL
+                    stats = measure(method, float(sign), calibration_prompts)
+                    result = {"alpha": float(sign), "p95": stats.p95, "mean": stats.mean, "max": stats.max, "target": None,
+                              "tolerance": None, "converged": None, "iterations": 1, "n_forward_passes": stats.n_forward_passes,
+                              "history": [(float(sign), stats.p95)], "message": "prompt method: KL reported, not calibrated"}
+                calibration_seconds = time.perf_counter() - started
+                checked = measure(method, result["alpha"], audit_prompts)
+                write_json(directory / "calibration.json", {
+                    **result, "seconds": calibration_seconds, "audit_p95": checked.p95, "audit_mean": checked.mean,
+                    "audit_max": checked.max, "n_calibration_prompts": len(calibration_prompts), "n_audit_prompts": len(audit_prompts)})
+
+            directory = run_stage(f"calibrate {key} {label}", root / f"calibrate-{key}-{label}-{stage_key}", stage_key, calibrate, False, {})
+            arms[label] = read_json(directory / "calibration.json")
+        alpha_plus, alpha_minus = arms["plus"]["alpha"], arms["minus"]["alpha"]
+
+        eval_key = stable_hash({"identity": identity, "alphas": [alpha_minus, alpha_plus], "rows": [r["text"] for r in rows]})
+
+        def score(directory: Path, method=method, alphas=(alpha_minus, alpha_plus)) -> None:
+            started = time.perf_counter()
+            write_jsonl(directory / "records.jsonl", evaluate(job.model, job.tokenizer, method, rows, alphas))
+            write_json(directory / "timing.json", {"seconds": time.perf_counter() - started})
+
+        directory = run_stage(f"evaluate {key}", root / f"eval-{key}-{eval_key}", eval_key, score, False, {})
+        records = base_records + read_jsonl(directory / "records.jsonl")
+        curve = [{"fraction": 0.0, "alpha": 0.0, "p95": 0.0, "ood_honesty": 0.0}]
+        if method.continuous:
+            curve += _curve(job, method, identity, config, root, rows, base_records, arms, measure, calibration_prompts)
+        for label in ("plus", "minus"):
+            arm = arms[label]
+            curve.append({"fraction": 1.0, "alpha": arm["alpha"], "p95": arm["p95"],
+                          "ood_honesty": _ood_delta(base_records + read_jsonl(directory / "records.jsonl"), arm["alpha"])})
+        results.append({"key": key, "name": method.name, "continuous": method.continuous, "plus": arms["plus"], "minus": arms["minus"],
+                        "effects": method_effects(records, alpha_plus, alpha_minus), "curve": sorted(curve, key=lambda c: c["alpha"]),
+                        "eval_seconds": read_json(directory / "timing.json")["seconds"],
+                        "spec": {k: v for k, v in spec.items() if k in ("layers", "rank", "aggregator")},
+                        "_records": records})
+    ratios = _ratios(results)
+    for r in results:
+        del r["_records"]
+    summary = {"behavior": job.behavior.name, "model": config.model, "config": asdict(config), "command": command,
+               "n_rows": len(rows), "n_dilemma_rows": sum(r["eval"] == "dilemmas" for r in rows),
+               "n_calibration_prompts": len(calibration_prompts), "n_audit_prompts": len(audit_prompts),
+               "target_value": TARGET_VALUE, "methods": results, "ratios": ratios}
+    from .report import plot_effect_vs_kl, render_comparison
+
+    root.mkdir(parents=True, exist_ok=True)
+    write_json(root / "comparison.json", summary)
+    with atomic_write(root / "comparison.md") as handle:
+        handle.write(render_comparison(summary))
+    plot_effect_vs_kl(summary, root / "effect_vs_kl.png")
+    return {**summary, "path": root}
+
+
+def _ood_delta(records: list[dict], alpha: float) -> float:
+    """Mean DailyDilemmas honesty Δ (α − 0) in nats."""
+    frame = metric_frame(records)
+    values, _ = _paired_rows(frame, f"dilemmas_{TARGET_VALUE}", alpha, 0.0)
+    return float(values.mean())
+
+
+def _curve(job, method, identity, config, root, rows, base_records, arms, measure, prompts) -> list[dict]:
+    """Points of the effect-vs-KL curve at ``config.curve_fractions`` of each calibrated α (dilemma rows only)."""
+    dilemmas = [r for r in rows if r["eval"] == "dilemmas"]
+    points = []
+    for label in ("plus", "minus"):
+        for fraction in config.curve_fractions:
+            alpha = fraction * arms[label]["alpha"]
+            key = stable_hash({"identity": identity, "alpha": alpha, "n_tokens": config.n_tokens, "prompts": prompts,
+                               "rows": [r["text"] for r in dilemmas]})
+
+            def compute(directory: Path, alpha=alpha) -> None:
+                stats = measure(method, alpha, prompts)
+                write_jsonl(directory / "records.jsonl", evaluate(job.model, job.tokenizer, method, dilemmas, (alpha,)))
+                write_json(directory / "kl.json", {"p95": stats.p95, "mean": stats.mean, "max": stats.max})
+
+            directory = run_stage(f"curve {alpha:+.3g}", root / f"curve-{key}", key, compute, False, {})
+            base = [r for r in base_records if r["eval"] == "dilemmas"]
+            points.append({"fraction": fraction, "alpha": alpha, "p95": read_json(directory / "kl.json")["p95"],
+                           "ood_honesty": _ood_delta(base + read_jsonl(directory / "records.jsonl"), alpha)})
+    return points
+
+
+def _ratios(results: list[dict]) -> list[dict]:
+    """dW's OOD honesty spread (+ arm − − arm) over each other method's, paired over identical rows, with a 95% CI."""
+    by_key = {r["key"]: r for r in results}
+    if "dW" not in by_key:
+        return []
+
+    def spread(result):
+        frame = metric_frame(result["_records"])
+        return _paired_rows(frame, f"dilemmas_{TARGET_VALUE}", result["plus"]["alpha"], result["minus"]["alpha"])
+
+    numerator, clusters = spread(by_key["dW"])
+    out = []
+    for key, result in by_key.items():
+        if key == "dW":
+            continue
+        denominator, other_clusters = spread(result)
+        if not np.array_equal(clusters, other_clusters):
+            raise ValueError(f"dW and {key} were not scored on identical rows")
+        ratio, low, high = ratio_ci(numerator, denominator, clusters)
+        out.append({"method": key, "name": result["name"], "ratio": ratio, "ci_low": low, "ci_high": high,
+                    "dw_spread": float(numerator.mean()), "method_spread": float(denominator.mean())})
+    return out

@@ -1,0 +1,74 @@
+import json
+
+import numpy as np
+import pytest
+
+from weight_steering.analyse import ratio_ci
+from weight_steering.compare import CompareConfig, CompareError, check_config, run_comparison
+from weight_steering.eval_data import EvalDataError
+from weight_steering.pipeline import preset_config
+
+TINY = {"generation": {"n_prompts": 3, "n_personas": 2, "n_samples": 2, "max_new_tokens": 8, "batch_size": 8},
+        "train": {"rank": 4, "alpha": 8, "learning_rate": 5e-3, "batch_size": 4}}
+
+
+def _config(tmp_path, **extra):
+    base = {"behavior": "sycophancy", "model": "tiny-random-llama", "target": 0.02, "tolerance": 0.01, "n_tokens": 2,
+            "curve_fractions": (0.5,), "dilemma_limit": 2, "prompt_limit": 6, "n_contrast_pairs": 6, "s_space_rank": 2, "out": str(tmp_path)}
+    return CompareConfig(**{**base, **extra})
+
+
+def test_every_method_on_identical_rows_with_kl_per_sign_and_resume(tiny, tmp_path):
+    pytest.importorskip("steering_vectors", reason="installed with --no-deps by the Makefile")
+    model, tokenizer = tiny
+    config = _config(tmp_path)
+    result = run_comparison(config, (model, tokenizer), "test", preset_config(**TINY))
+    by_key = {m["key"]: m for m in result["methods"]}
+    assert list(by_key) == list(config.methods)
+    for key, m in by_key.items():
+        assert m["plus"]["alpha"] > 0 > m["minus"]["alpha"], key
+        if m["continuous"]:  # calibrated per sign: converged within tolerance, or says why not
+            for arm in (m["plus"], m["minus"]):
+                assert (arm["converged"] and abs(arm["p95"] - config.target) <= config.tolerance) or arm["message"], key
+                assert np.isfinite(arm["audit_p95"]) and arm["n_forward_passes"] > 0
+            assert len(m["curve"]) == 1 + 2 + 2 * len(config.curve_fractions)
+        else:
+            assert m["plus"]["alpha"] == 1.0 and m["plus"]["p95"] > 0 and m["plus"]["converged"] is None
+        assert "ood_honesty_plus" in m["effects"] and "si_k2" in m["effects"] and "id_plus" in m["effects"]
+    assert {r["method"] for r in result["ratios"]} == set(config.methods) - {"dW"}
+    assert by_key["caa_best"]["spec"]["layers"][0] in range(model.config.num_hidden_layers)
+    path = result["path"]
+    assert (path / "comparison.md").read_text().count("\n| ") >= len(config.methods)
+    assert (path / "effect_vs_kl.png").stat().st_size > 0
+    first = json.loads((path / "comparison.json").read_text())
+    again = run_comparison(config, (model, tokenizer), "test", preset_config(**TINY))  # every stage reused: same numbers
+    assert [m["plus"]["alpha"] for m in again["methods"]] == [m["plus"]["alpha"] for m in first["methods"]]
+    assert again["ratios"] == first["ratios"]
+
+
+def test_bad_comparison_input_is_refused(tiny, tmp_path, monkeypatch):
+    with pytest.raises(CompareError, match="unknown method"):
+        check_config(_config(tmp_path, methods=("dW", "telepathy")))
+    for target in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(CompareError, match="finite number of nats > 0"):
+            check_config(_config(tmp_path, target=target))
+    with pytest.raises(CompareError, match="fractions"):
+        check_config(_config(tmp_path, curve_fractions=(1.5,)))
+    from weight_steering import compare
+    from weight_steering.behaviors import load_behavior
+
+    leaked = load_behavior("sycophancy").train_prompts[0]
+    monkeypatch.setattr(compare, "load_neutral", lambda: [{"instruction": leaked, "answer": "x", "category": "c"}] * 4)
+    model, tokenizer = tiny
+    with pytest.raises(EvalDataError, match="overlap"):
+        run_comparison(_config(tmp_path, methods=("dW",)), (model, tokenizer), "test", preset_config(**TINY))
+
+
+def test_ratio_ci_pairs_rows():
+    rng = np.random.default_rng(0)
+    clusters = np.repeat(np.arange(50), 2)
+    denominator = 1.0 + 0.1 * rng.standard_normal(100)
+    ratio, low, high = ratio_ci(2 * denominator, denominator, clusters)
+    assert ratio == pytest.approx(2.0) and low == pytest.approx(2.0) and high == pytest.approx(2.0)
+    ratio, low, high = ratio_ci(denominator + rng.standard_normal(100), denominator, clusters)
+    assert low < ratio < high

@@ -34,7 +34,7 @@ def test_every_method_on_identical_rows_with_kl_per_sign_and_resume(tiny, tmp_pa
             assert len(m["curve"]) == 1 + 2 + 2 * len(config.curve_fractions)
         else:
             assert m["plus"]["alpha"] == 1.0 and m["plus"]["p95"] > 0 and m["plus"]["converged"] is None
-        assert "ood_honesty_plus" in m["effects"] and "si_k2" in m["effects"] and "id_plus" in m["effects"]
+        assert {"ood_honesty_plus", "si_k2", "id_plus", "nll_change_plus", "nll_change_minus"} <= set(m["effects"])
     assert {r["method"] for r in result["ratios"]} == set(config.methods) - {"dW"}
     assert by_key["caa_best"]["spec"]["layers"][0] in range(model.config.num_hidden_layers)
     path = result["path"]

@@ -103,17 +103,34 @@ def test_pca_vector_is_rescaled_to_the_mean_difference_norm(tiny):
 
 
 def test_separation_by_layer_finds_the_layer_that_separates(tiny):
-    from weight_steering.methods import separation_by_layer
+    pytest.importorskip("steering_vectors", reason="installed with --no-deps by the Makefile")
+    from weight_steering.methods import ContrastActivations, contrast_activations, separation_by_layer
 
     model, tokenizer = tiny
     same = [("Yes, exactly so.", "Yes, exactly so."), ("Sure, good point.", "Sure, good point."), ("I agree.", "I agree.")]
     different = [("I agree, you are right.", "I disagree, you are wrong."), ("Yes, exactly so.", "No, not at all."),
                  ("Sure, good point.", "Wrong, bad point.")]
-    assert all(v == 0 for v in separation_by_layer(model, tokenizer, same, [0, 3]).values())  # identical texts: no separation
-    scores = separation_by_layer(model, tokenizer, different, [0, 1, 2, 3])
+    assert all(v == 0 for v in separation_by_layer(contrast_activations(model, tokenizer, same, [0, 3])).values())
+    scores = separation_by_layer(contrast_activations(model, tokenizer, different, [0, 1, 2, 3]))
     assert set(scores) == {0, 1, 2, 3} and all(v > 0 for v in scores.values())
+    planted = ContrastActivations({0: torch.randn(8, 4), 1: torch.randn(8, 4) + torch.tensor([5.0, 0, 0, 0])},
+                                  {0: torch.randn(8, 4), 1: torch.randn(8, 4)})
+    scores = separation_by_layer(planted)
+    assert max(scores, key=scores.get) == 1  # the layer with a planted shift wins
     with pytest.raises(ValueError, match="at least two pairs"):
-        separation_by_layer(model, tokenizer, different[:1], [0])
+        separation_by_layer(ContrastActivations({0: torch.zeros(1, 4)}, {0: torch.zeros(1, 4)}))
+
+
+def test_batched_activations_match_one_at_a_time(tiny):
+    pytest.importorskip("steering_vectors", reason="installed with --no-deps by the Makefile")
+    from weight_steering.methods import contrast_activations
+
+    model, tokenizer = tiny
+    pairs = [("I agree, you are right about all of it.", "No."), ("Yes.", "No, not at all, that is wrong.")]
+    batched, single = contrast_activations(model, tokenizer, pairs, [1, 3], batch_size=2), contrast_activations(model, tokenizer, pairs, [1, 3], batch_size=1)
+    for layer in (1, 3):
+        assert torch.allclose(batched.positive[layer], single.positive[layer], atol=1e-4)
+        assert torch.allclose(batched.negative[layer], single.negative[layer], atol=1e-4)
 
 
 def test_prompt_methods_rerender_eval_rows_and_reference_answers(tiny):

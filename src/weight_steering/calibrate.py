@@ -1,8 +1,9 @@
 """Stage 5, calibrate: how far a steering method moves the model from its base, in KL on neutral prompts.
 
 :func:`kl_from_base` is the measurement behind iso-KL calibration (weight_steering_spec §6) and the
-KL columns of the degradation table: greedy-generate ``n_tokens`` under the steer, score the same
-tokens under the unsteered base with teacher forcing, and take per position
+KL columns of the degradation table: greedy-generate ``n_tokens`` under the steer (keeping the raw
+logits of each step as the steered distributions), score the same tokens under the unsteered base
+with teacher forcing, and take per position
 
     KL(steered ‖ base) = Σ_v p_steered(v) · (log p_steered(v) − log p_base(v))   [nats]
 
@@ -30,8 +31,8 @@ class KLStats:
         mean, p95, max: statistics over all kept positions.
         per_position: ``[n_positions]`` the kept values (prompt-major).
         prompt_index: ``[n_positions]`` the prompt each value comes from (for bootstrap CIs over prompts).
-        n_prompts, n_positions: counts; ``n_forward_passes``: model forward passes spent (generation
-            steps counted one per token, plus the two teacher-forced passes per batch).
+        n_prompts, n_positions: counts; ``n_forward_passes``: model forward passes spent per batch (one
+            per generated token, plus the base's teacher-forced pass).
     """
 
     mean: float
@@ -45,7 +46,7 @@ class KLStats:
 
 
 @torch.inference_mode()
-def kl_from_base(model, tokenizer, dw, alpha: float, prompts: list[str], n_tokens: int = 32, batch_size: int = 16) -> KLStats:
+def kl_from_base(model, tokenizer, dw, alpha: float, prompts: list[str], n_tokens: int = 32, batch_size: int = 64) -> KLStats:
     """KL(steered ‖ base) per generated position on ``prompts`` under a steer (see the module docstring).
 
     Args:
@@ -73,11 +74,12 @@ def kl_from_base(model, tokenizer, dw, alpha: float, prompts: list[str], n_token
     for start in range(0, len(prompts), batch_size):
         batch = _encode(tokenizer, steered_texts[start : start + batch_size], model.device)
         width = batch["input_ids"].shape[1]
-        with method.apply(model, alpha):
-            sequences = model.generate(**batch, do_sample=False, max_new_tokens=n_tokens, min_new_tokens=n_tokens,
-                                       pad_token_id=tokenizer.pad_token_id)
-            mask = torch.cat([batch["attention_mask"], torch.ones_like(sequences[:, width:])], dim=1)
-            steered = _log_probs(model, sequences, mask, width)
+        with method.apply(model, alpha):  # the steered distributions are the raw logits of each generation step
+            generated = model.generate(**batch, do_sample=False, max_new_tokens=n_tokens, min_new_tokens=n_tokens,
+                                       pad_token_id=tokenizer.pad_token_id, return_dict_in_generate=True, output_logits=True)
+        sequences = generated.sequences
+        steered = torch.log_softmax(torch.stack(generated.logits, dim=1).float(), dim=-1)  # [batch, n_tokens, vocab]
+        mask = torch.cat([batch["attention_mask"], torch.ones_like(sequences[:, width:])], dim=1)
         if system is None:
             base = _log_probs(model, sequences, mask, width)
         else:  # the same generated tokens after the bare prompt
@@ -86,7 +88,7 @@ def kl_from_base(model, tokenizer, dw, alpha: float, prompts: list[str], n_token
             generated_ids = sequences[:, width:]
             base = _log_probs(model, torch.cat([bare["input_ids"], generated_ids], dim=1),
                               torch.cat([bare["attention_mask"], torch.ones_like(generated_ids)], dim=1), bare_width)
-        passes += n_tokens + 2
+        passes += n_tokens + 1
         kl = (steered.exp() * (steered - base)).sum(-1)  # [batch, n_generated]
         generated = sequences[:, width:].cpu()
         is_stop = torch.isin(generated, stops)
@@ -105,9 +107,11 @@ def _encode(tokenizer, texts: list[str], device) -> dict:
 
 
 def _log_probs(model, sequences: torch.Tensor, mask: torch.Tensor, width: int) -> torch.Tensor:
-    """fp32 log-softmax ``[batch, n_generated, vocab]`` of the distributions that produced each generated token."""
+    """fp32 log-softmax ``[batch, n_generated, vocab]`` of the distributions that produced each generated token
+    (teacher-forced; the LM head runs on those positions only)."""
     positions = (mask.cumsum(1) - 1).clamp(min=0)
-    logits = model(input_ids=sequences, attention_mask=mask, position_ids=positions).logits[:, width - 1 : -1]
+    n_generated = sequences.shape[1] - width
+    logits = model(input_ids=sequences, attention_mask=mask, position_ids=positions, logits_to_keep=n_generated + 1).logits[:, :-1]
     return torch.log_softmax(logits.float(), dim=-1)
 
 

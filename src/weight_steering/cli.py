@@ -210,6 +210,7 @@ def compare(
     curve_fractions: str = typer.Option("0.25,0.5", help="extra curve points as fractions of each calibrated α ('' for none)"),
     s_space_rank: int = typer.Option(8, help="r of the S-space projection"),
     dilemma_limit: int = typer.Option(None, help="only the first n DailyDilemmas dilemmas"),
+    prompt_limit: int = typer.Option(None, help="only the first n prompts of each neutral split (smoke runs)"),
     out: str = typer.Option("out", help="output root"),
 ):
     """Weight steering against prompting and activation steering at the same p95 KL: table, ratios, effect-vs-KL PNG."""
@@ -223,7 +224,7 @@ def compare(
         config = CompareConfig(behavior=behavior, model=model, family=family, seed=seed,
                                methods=tuple(METHODS) if methods == "all" else tuple(_split(methods)), target=target,
                                tolerance=tolerance, n_tokens=n_tokens, curve_fractions=fractions, s_space_rank=s_space_rank,
-                               dilemma_limit=dilemma_limit, out=out)
+                               dilemma_limit=dilemma_limit, prompt_limit=prompt_limit, out=out)
         result = run_comparison(config, command=command)
     except (*KNOWN_ERRORS, CompareError, EvalDataError) as err:
         _fail(err)

@@ -7,7 +7,8 @@ For one behaviour, every method (:mod:`weight_steering.methods`) is put on one f
    then re-measure on the audit split at the chosen α. Prompt methods have one setting per sign: their KL is
    measured and reported instead.
 2. **Evaluate** every method at its two strengths on identical rows (held-out behaviour rows +
-   DailyDilemmas), with the base at α = 0 shared (weight_steering_spec §6–§7).
+   DailyDilemmas), with the base at α = 0 shared (weight_steering_spec §6–§7), and the NLL of the
+   shipped neutral reference answers under each arm (degradation).
 3. **Curves**: each continuous method at fractions of its calibrated α (p95 KL on x, OOD honesty Δ on y).
 
 Every step is a resumable stage (:func:`weight_steering.pipeline.run_stage`) under
@@ -24,14 +25,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .analyse import _paired_rows, method_effects, metric_frame, ratio_ci
+from .analyse import _paired_rows, bootstrap_ci, method_effects, metric_frame, ratio_ci
 from .artifacts import atomic_write, file_sha256, read_json, read_jsonl, stable_hash, write_json, write_jsonl
 from .calibrate import calibrate_alpha, kl_from_base
 from .diff import load_dw
 from .eval_data import TARGET_VALUE, check_disjoint, load_neutral, neutral_split
-from .evaluate import evaluate
-from .methods import (SteeringMethod, contrast_pairs, engineered_method, persona_method, s_space_vector, separation_by_layer,
-                      train_activation_vector, vector_method, weight_method)
+from .evaluate import evaluate, reference_nll
+from .methods import (SteeringMethod, contrast_activations, contrast_pairs, engineered_method, persona_method, s_space_vector,
+                      separation_by_layer, steering_vector, vector_method, weight_method)
 from .models import DEFAULT_MODEL
 from .pipeline import eval_rows, evaluate_base, prepare_job, preset_config, run_stage, train_dw
 from .train import TrainConfig, layer_slice
@@ -103,9 +104,9 @@ def check_config(config: CompareConfig) -> None:
 def build_methods(job, dw, dw_sha: str, config: CompareConfig) -> dict[str, tuple[SteeringMethod, dict]]:
     """``key -> (method, spec)`` for the requested methods; ``spec`` identifies the method in stage keys.
 
-    The activation directions are trained once (steering-vectors, mean difference on all layers) on
-    the same persona contrast as dW (:func:`weight_steering.methods.contrast_pairs`); the slice, best
-    layer and S-space variants restrict or project that vector.
+    The contrast activations are read once on every layer (steering-vectors) from the same persona
+    contrast as dW (:func:`weight_steering.methods.contrast_pairs`); every activation method is
+    aggregated from them, the S-space one by projecting the slice CAA vector.
     """
     model, tokenizer = job.model, job.tokenizer
     n_layers = model.config.num_hidden_layers
@@ -121,30 +122,26 @@ def build_methods(job, dw, dw_sha: str, config: CompareConfig) -> dict[str, tupl
     if "engineered" in wanted:
         method = engineered_method(job.behavior.name)
         out["engineered"] = (method, {"prompts": [method.system_prompt(1.0), method.system_prompt(-1.0)]})
-    if wanted & {"caa_slice", "caa_all", "caa_best", "s_space"}:
-        everywhere = train_activation_vector(model, tokenizer, pairs, list(range(n_layers)), "mean")
-
-        def restrict(layers):
-            return replace(everywhere, layer_activations={layer: everywhere.layer_activations[layer] for layer in layers})
-
+    if wanted & {"caa_slice", "pca_slice", "caa_all", "caa_best", "s_space"}:
+        activations = contrast_activations(model, tokenizer, pairs, list(range(n_layers)))
         span = f"layers {slice_layers[0]}–{slice_layers[-1]}"
         if "caa_slice" in wanted:
-            out["caa_slice"] = (vector_method(restrict(slice_layers), f"CAA ({span})"), {**common, "layers": slice_layers})
+            out["caa_slice"] = (vector_method(steering_vector(activations, "mean", slice_layers), f"CAA ({span})"),
+                                {**common, "layers": slice_layers})
+        if "pca_slice" in wanted:
+            out["pca_slice"] = (vector_method(steering_vector(activations, "pca", slice_layers), f"PCA/RepE ({span})"),
+                                {**common, "layers": slice_layers, "aggregator": "pca"})
         if "caa_all" in wanted:
-            out["caa_all"] = (vector_method(everywhere, f"CAA (all {n_layers} layers)"), {**common, "layers": "all"})
+            out["caa_all"] = (vector_method(steering_vector(activations, "mean"), f"CAA (all {n_layers} layers)"), {**common, "layers": "all"})
         if "caa_best" in wanted:
-            separation = separation_by_layer(model, tokenizer, pairs, list(range(n_layers)))
+            separation = separation_by_layer(activations)
             best = max(separation, key=separation.get)
-            out["caa_best"] = (vector_method(restrict([best]), f"CAA (layer {best})"),
+            out["caa_best"] = (vector_method(steering_vector(activations, "mean", [best]), f"CAA (layer {best})"),
                                {**common, "layers": [best], "separation": separation})
         if "s_space" in wanted:
-            projected = s_space_vector(model, restrict(slice_layers), config.s_space_rank)
+            projected = s_space_vector(model, steering_vector(activations, "mean", slice_layers), config.s_space_rank)
             out["s_space"] = (vector_method(projected, f"S-space CAA r={config.s_space_rank} ({span})"),
                               {**common, "layers": slice_layers, "rank": config.s_space_rank})
-    if "pca_slice" in wanted:
-        vector = train_activation_vector(model, tokenizer, pairs, slice_layers, "pca")
-        out["pca_slice"] = (vector_method(vector, f"PCA/RepE (layers {slice_layers[0]}–{slice_layers[-1]})"),
-                            {**common, "layers": slice_layers, "aggregator": "pca"})
     return {key: out[key] for key in config.methods}
 
 
@@ -174,7 +171,8 @@ def run_comparison(config: CompareConfig, loaded=None, command: str = "", job_co
     dw_dir = train_dw(job)
     dw = load_dw(dw_dir / "dW.safetensors", job.model, base_hash=job.base_hash)
     rows = eval_rows(job)
-    calibration, audit = neutral_split(load_neutral())
+    neutral = load_neutral()
+    calibration, audit = neutral_split(neutral)
     calibration_prompts = [p["instruction"] for p in calibration][: config.prompt_limit]
     audit_prompts = [p["instruction"] for p in audit][: config.prompt_limit]
     check_disjoint(calibration_prompts + audit_prompts,
@@ -183,6 +181,10 @@ def run_comparison(config: CompareConfig, loaded=None, command: str = "", job_co
     base_records = evaluate_base(job)
     methods = build_methods(job, dw, file_sha256(dw_dir / "dW.safetensors"), config)
     root = job.root.parent.parent / "compare" / job.behavior.name / job.root.name
+    nll_key = stable_hash({"base": job.base_hash, "pairs": neutral})
+    nll_dir = run_stage("reference NLL, base", root / f"nll-base-{nll_key}", nll_key,
+                        lambda d: write_json(d / "nll.json", reference_nll(job.model, job.tokenizer, None, 0.0, neutral)), False, {})
+    base_nll = np.array(read_json(nll_dir / "nll.json"))
     settings = {"target": config.target, "tolerance": config.tolerance, "n_tokens": config.n_tokens, "prompts": calibration_prompts}
 
     def measure(method, alpha, prompts):
@@ -215,12 +217,14 @@ def run_comparison(config: CompareConfig, loaded=None, command: str = "", job_co
             arms[label] = read_json(directory / "calibration.json")
         alpha_plus, alpha_minus = arms["plus"]["alpha"], arms["minus"]["alpha"]
 
-        eval_key = stable_hash({"identity": identity, "alphas": [alpha_minus, alpha_plus], "rows": [r["text"] for r in rows]})
+        eval_key = stable_hash({"identity": identity, "alphas": [alpha_minus, alpha_plus], "rows": [r["text"] for r in rows], "nll": nll_key})
 
         def score(directory: Path, method=method, alphas=(alpha_minus, alpha_plus)) -> None:
             started = time.perf_counter()
             write_jsonl(directory / "records.jsonl", evaluate(job.model, job.tokenizer, method, rows, alphas))
-            write_json(directory / "timing.json", {"seconds": time.perf_counter() - started})
+            seconds = time.perf_counter() - started
+            write_json(directory / "nll.json", {str(a): reference_nll(job.model, job.tokenizer, method, a, neutral) for a in alphas})
+            write_json(directory / "timing.json", {"seconds": seconds})
 
         directory = run_stage(f"evaluate {key}", root / f"eval-{key}-{eval_key}", eval_key, score, False, {})
         records = base_records + read_jsonl(directory / "records.jsonl")
@@ -231,8 +235,14 @@ def run_comparison(config: CompareConfig, loaded=None, command: str = "", job_co
             arm = arms[label]
             curve.append({"fraction": 1.0, "alpha": arm["alpha"], "p95": arm["p95"],
                           "ood_honesty": _ood_delta(base_records + read_jsonl(directory / "records.jsonl"), arm["alpha"])})
+        nll = read_json(directory / "nll.json")
+        effects = method_effects(records, alpha_plus, alpha_minus)
+        for label, alpha in (("plus", alpha_plus), ("minus", alpha_minus)):
+            change = np.array(nll[str(alpha)]) - base_nll
+            mean, low, high = bootstrap_ci(change, np.arange(len(change)))
+            effects[f"nll_change_{label}"] = {"mean": mean, "ci_low": low, "ci_high": high}
         results.append({"key": key, "name": method.name, "continuous": method.continuous, "plus": arms["plus"], "minus": arms["minus"],
-                        "effects": method_effects(records, alpha_plus, alpha_minus), "curve": sorted(curve, key=lambda c: c["alpha"]),
+                        "effects": effects, "curve": sorted(curve, key=lambda c: c["alpha"]),
                         "eval_seconds": read_json(directory / "timing.json")["seconds"],
                         "spec": {k: v for k, v in spec.items() if k in ("layers", "rank", "aggregator")},
                         "_records": records})

@@ -101,49 +101,91 @@ def contrast_pairs(tokenizer, pair_rows: list[dict], limit: int = 64) -> list[tu
 
     Args:
         pair_rows: rows of ``pairs.jsonl`` (``prompt``, ``response_positive``, ``response_negative``).
-        limit: use the first ``limit`` pairs.
+        limit: use at most ``limit`` pairs, evenly spaced over the rows (so every prompt and persona is represented).
     """
+    step = max(1, len(pair_rows) // limit) if limit > 0 else 1
     out = []
-    for row in pair_rows[:limit]:
+    for row in pair_rows[::step][:limit]:
         user = [{"role": "user", "content": row["prompt"]}]
         out.append((render_chat(tokenizer, user, prefill=row["response_positive"]),
                     render_chat(tokenizer, user, prefill=row["response_negative"])))
     return out
 
 
-def train_activation_vector(model, tokenizer, pairs: list[tuple[str, str]], layers: list[int], aggregator: str = "mean"):
-    """A ``steering_vectors.SteeringVector`` on decoder-block outputs, read at the last token.
-
-    ``mean``: mean of (positive − negative) activations (CAA; Rimsky et al. 2024). ``pca``: first
-    principal component of the differences (RepE; Zou et al. 2023), which the library returns with
-    unit norm; it is rescaled per layer to the mean-difference norm so that strength 1 means the same
-    activation scale for both aggregators. Vectors are ``[hidden]`` per layer.
-
-    Raises:
-        ImportError: steering-vectors is not installed (says how to install it).
-        ValueError: unknown aggregator or no pairs.
-    """
+def _steering_vectors():
     try:
-        from steering_vectors import mean_aggregator, pca_aggregator, train_steering_vector
+        import steering_vectors
     except ImportError as err:
         raise ImportError("activation baselines need steering-vectors: pip install --no-deps 'steering-vectors==0.12.2' "
                           "scikit-learn (its transformers<5 pin is stale; see weight_steering.methods)") from err
-    aggregators = {"mean": mean_aggregator, "pca": pca_aggregator}
-    if aggregator not in aggregators:
-        raise ValueError(f"unknown aggregator '{aggregator}'; choose one of {', '.join(aggregators)}")
+    return steering_vectors
+
+
+@dataclass(frozen=True)
+class ContrastActivations:
+    """Decoder-block outputs at the last token of each contrast text: ``{layer: [n_pairs, hidden]}`` per side."""
+
+    positive: dict[int, torch.Tensor]
+    negative: dict[int, torch.Tensor]
+
+
+@torch.inference_mode()
+def contrast_activations(model, tokenizer, pairs: list[tuple[str, str]], layers: list[int], batch_size: int = 8) -> ContrastActivations:
+    """Read the block outputs of ``layers`` at the last token of every pair text (``steering_vectors.extract_activations``).
+
+    One pass over the pairs serves every direction and layer choice (:func:`steering_vector`,
+    :func:`separation_by_layer`). Rows are left-padded in batches; with rotary position embeddings
+    the pads do not change the real tokens' activations beyond float rounding.
+
+    Raises:
+        ImportError: steering-vectors is not installed (says how to install it). ValueError: no pairs.
+    """
     if not pairs:
         raise ValueError("activation steering needs at least one (positive, negative) pair")
+    library = _steering_vectors()
+    positive, negative = library.extract_activations(model, tokenizer, pairs, layers=layers, layer_type="decoder_block",
+                                                     read_token_index=-1, batch_size=batch_size, move_to_cpu=True)
+    return ContrastActivations({k: torch.cat(v).float() for k, v in positive.items()}, {k: torch.cat(v).float() for k, v in negative.items()})
 
-    def train(kind: str):
-        return train_steering_vector(model, tokenizer, pairs, layers=layers, layer_type="decoder_block",
-                                     read_token_index=-1, aggregator=aggregators[kind](), show_progress=False)
 
-    mean = train("mean")
-    if aggregator == "mean":
-        return mean
-    pca = train("pca")
-    scaled = {layer: v * (mean.layer_activations[layer].norm() / v.norm().clamp(min=1e-12)) for layer, v in pca.layer_activations.items()}
-    return replace(pca, layer_activations=scaled)
+def steering_vector(activations: ContrastActivations, aggregator: str = "mean", layers: list[int] | None = None):
+    """A ``steering_vectors.SteeringVector`` (decoder-block outputs, ``[hidden]`` per layer) from contrast activations.
+
+    ``mean``: mean of (positive − negative) activations (CAA; Rimsky et al. 2024). ``pca``: first
+    principal component of the differences, sign-aligned with them (RepE; Zou et al. 2023); the library
+    returns it with unit norm, and it is rescaled per layer to the mean-difference norm so that strength 1
+    means the same activation scale for both aggregators.
+
+    Raises:
+        ValueError: unknown aggregator, or a layer that was not read.
+    """
+    library = _steering_vectors()
+    if aggregator not in ("mean", "pca"):
+        raise ValueError(f"unknown aggregator '{aggregator}'; choose one of mean, pca")
+    layers = sorted(activations.positive) if layers is None else layers
+    missing = [layer for layer in layers if layer not in activations.positive]
+    if missing:
+        raise ValueError(f"layers {missing} were not read; pass them to contrast_activations")
+    out = {}
+    for layer in layers:
+        plus, minus = activations.positive[layer], activations.negative[layer]
+        mean = library.mean_aggregator()(plus, minus)
+        if aggregator == "pca":
+            direction = library.pca_aggregator()(plus, minus)
+            mean = direction * (mean.norm() / direction.norm().clamp(min=1e-12))
+        out[layer] = mean
+    return library.SteeringVector(layer_activations=out, layer_type="decoder_block")
+
+
+def train_activation_vector(model, tokenizer, pairs: list[tuple[str, str]], layers: list[int], aggregator: str = "mean"):
+    """:func:`contrast_activations` then :func:`steering_vector` for ``layers``.
+
+    Raises:
+        ImportError: steering-vectors is not installed. ValueError: unknown aggregator or no pairs.
+    """
+    if aggregator not in ("mean", "pca"):
+        raise ValueError(f"unknown aggregator '{aggregator}'; choose one of mean, pca")
+    return steering_vector(contrast_activations(model, tokenizer, pairs, layers), aggregator)
 
 
 def vector_method(vector, name: str) -> SteeringMethod:
@@ -168,29 +210,21 @@ def activation_method(model, tokenizer, pairs: list[tuple[str, str]], layers: li
     return vector_method(vector, label)
 
 
-@torch.inference_mode()
-def separation_by_layer(model, tokenizer, pairs: list[tuple[str, str]], layers: list[int]) -> dict[int, float]:
+def separation_by_layer(activations: ContrastActivations) -> dict[int, float]:
     """How well each layer's mean-difference direction separates the pairs (d′, in pooled standard deviations).
 
-    Per layer, with h⁺ and h⁻ the block outputs ``[n_pairs, hidden]`` at the last token and
-    u = mean(h⁺ − h⁻)/‖·‖: d′ = (mean u·h⁺ − mean u·h⁻) / sqrt((var u·h⁺ + var u·h⁻)/2). Used to pick
-    the best single layer from the training contrast alone (no evaluation rows are seen).
+    Per layer, with h⁺ and h⁻ the block outputs ``[n_pairs, hidden]`` and u = mean(h⁺ − h⁻)/‖·‖:
+    d′ = (mean u·h⁺ − mean u·h⁻) / sqrt((var u·h⁺ + var u·h⁻)/2). Used to pick the best single layer
+    from the training contrast alone (no evaluation rows are seen).
 
     Raises:
         ValueError: fewer than two pairs.
     """
-    if len(pairs) < 2:
-        raise ValueError("separation_by_layer needs at least two pairs")
-    states = {layer: ([], []) for layer in layers}
-    for positive, negative in pairs:
-        for side, text in enumerate((positive, negative)):
-            ids = tokenizer(text, return_tensors="pt", add_special_tokens=False).to(model.device)
-            hidden = model(**ids, output_hidden_states=True).hidden_states  # [n_layers + 1] of [1, T, H]
-            for layer in layers:
-                states[layer][side].append(hidden[layer + 1][0, -1].float().cpu())
     out = {}
-    for layer, (plus, minus) in states.items():
-        plus, minus = torch.stack(plus), torch.stack(minus)
+    for layer, plus in activations.positive.items():
+        minus = activations.negative[layer]
+        if len(plus) < 2:
+            raise ValueError("separation_by_layer needs at least two pairs")
         direction = (plus - minus).mean(0)
         direction = direction / direction.norm().clamp(min=1e-12)
         a, b = plus @ direction, minus @ direction

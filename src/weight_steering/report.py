@@ -224,10 +224,11 @@ def render_comparison(summary: dict) -> str:
              f"KL(steered ‖ base) on {summary['n_calibration_prompts']} neutral calibration prompts × {config['n_tokens']} greedy tokens "
              f"(audit: {summary['n_audit_prompts']} held-apart prompts). Effects on {summary['n_rows']} identical rows "
              f"({summary['n_dilemma_rows']} DailyDilemmas rows), Δ against the unsteered base, nats of log-odds, "
-             "95% cluster-bootstrap CIs (dilemmas / claims). Prompt methods are not calibrated: their KL is reported.", "",
+             "95% cluster-bootstrap CIs (dilemmas / claims). Prompt methods are not calibrated: their KL is reported. "
+             "ΔNLL: change of the mean NLL (nats per token) of the 100 neutral reference answers against the base, CI over answers.", "",
              "| method | α₊ | p95 KL₊ (audit) | α₋ | p95 KL₋ (audit) | converged ± | ID Δ₊ | ID Δ₋ | OOD honesty Δ₊ | OOD honesty Δ₋ | "
-             "off-target \\|Δ₊\\| | SI k=2 | SI k=1 | pmass ₊/₋ (min) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "off-target \\|Δ₊\\| | SI k=2 | SI k=1 | pmass ₊/₋ (min) | ΔNLL₊ | ΔNLL₋ |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for m in summary["methods"]:
         plus, minus, e = m["plus"], m["minus"], m["effects"]
         converged = "n/a (prompt)" if not m["continuous"] else f"{'yes' if plus['converged'] else 'NO'} / {'yes' if minus['converged'] else 'NO'}"
@@ -235,7 +236,8 @@ def render_comparison(summary: dict) -> str:
             f"| {m['name']} | {plus['alpha']:+.3g} | {plus['p95']:.3f} ({plus['audit_p95']:.3f}) | {minus['alpha']:+.3g} | "
             f"{minus['p95']:.3f} ({minus['audit_p95']:.3f}) | {converged} | {_interval_text(e.get('id_plus'))} | {_interval_text(e.get('id_minus'))} | "
             f"{_interval_text(e.get('ood_honesty_plus'))} | {_interval_text(e.get('ood_honesty_minus'))} | {_interval_text(e.get('off_target'))} | "
-            f"{_interval_text(e.get('si_k2'))} | {_interval_text(e.get('si_k1'))} | {e['pmass_plus']:.3f}/{e['pmass_minus']:.3f} ({e['pmass_min']:.3f}) |")
+            f"{_interval_text(e.get('si_k2'))} | {_interval_text(e.get('si_k1'))} | {e['pmass_plus']:.3f}/{e['pmass_minus']:.3f} ({e['pmass_min']:.3f}) | "
+            f"{_interval_text(e.get('nll_change_plus'))} | {_interval_text(e.get('nll_change_minus'))} |")
     if summary["ratios"]:
         lines += ["", "## dW versus each method: OOD honesty spread (Δ at α₊ − Δ at α₋), ratio dW / method", "",
                   "| method | dW spread | method spread | ratio dW / method [95% CI] |", "|---|---|---|---|"]

@@ -12,12 +12,15 @@ Five lines in a notebook::
 from .assess import run_ablation, run_degradation, run_vignettes
 from .behaviors import Behavior, load_behavior
 from .calibrate import calibrate_alpha, kl_from_base
+from .compare import CompareConfig, run_comparison
 from .data import GenerationConfig, generate_pairs
 from .diff import DeltaWeights, compute_dw, load_dw, save_dw
 from .evaluate import answer_token_ids, evaluate, score_answer_sets
+from .methods import SteeringMethod, activation_method, engineered_method, persona_method, prompt_method, weight_method
 from .models import DEFAULT_MODEL, load_model
 from .pipeline import RunConfig, preset_config, run_main_job
 from .steer import generate_text, steer
+from .sweep import run_sweep, write_ranking
 from .train import ADAPTER_FAMILIES, TrainConfig, train_adapter
 
 __all__ = [
@@ -25,4 +28,6 @@ __all__ = [
     "answer_token_ids", "compute_dw", "evaluate", "generate_pairs", "generate_text", "load_behavior", "load_dw",
     "load_model", "preset_config", "run_main_job", "save_dw", "score_answer_sets", "steer", "train_adapter",
     "run_sweep", "write_ranking", "run_vignettes", "run_degradation", "run_ablation", "calibrate_alpha", "kl_from_base",
+    "SteeringMethod", "weight_method", "prompt_method", "persona_method", "engineered_method", "activation_method",
+    "CompareConfig", "run_comparison",
 ]

@@ -108,3 +108,34 @@ def test_unknown_variant_group_is_named():
     tensors, base = _dw()
     with pytest.raises(AblationError, match="unknown variant group"):
         build_variants(tensors, base, groups=("layers",))
+
+
+def test_dora_native_parts_rebuild_dw_and_other_families_are_unavailable(tiny, tmp_path):
+    """DoRA's direction + magnitude + interaction reproduce the PEFT-merged dW; LoRA has no native split."""
+    from weight_steering.ablate import build_variants, dora_parts, native_dw_parts
+    from weight_steering.diff import load_dw
+    from weight_steering.pipeline import prepare_job, preset_config, train_dirs_of, train_dw
+
+    model, tokenizer = tiny
+    tiny_sizes = {"generation": {"n_prompts": 3, "n_personas": 2, "n_samples": 2, "max_new_tokens": 8, "batch_size": 8}}
+    job = prepare_job(preset_config(out=str(tmp_path), train={"family": "dora", "rank": 4, "alpha": 8, "learning_rate": 5e-2,
+                                                              "batch_size": 4}, **tiny_sizes), model, tokenizer)
+    dw_dir = train_dw(job)
+    dw = load_dw(dw_dir / "dW.safetensors")
+    dirs = train_dirs_of(dw_dir)
+    assert dirs is not None and all(d.name.startswith("train-dora-") for d in dirs.values())
+    params = dict(model.named_parameters())
+    base = {k: params[k].detach().float() for k in dw.tensors}
+    one = dora_parts(dirs["positive"] / "adapter", base)
+    some = next(iter(one["magnitude"]))
+    assert one["magnitude"][some].abs().max() > 0 and one["direction"][some].abs().max() > 0
+    native = native_dw_parts(dirs["positive"], dirs["negative"], "dora", base)
+    variants = build_variants(dw.tensors, base, groups=("native",), native=native)  # checks the sum rebuilds dW
+    assert {"dora_direction", "dora_magnitude", "dora_direction_random"} <= set(variants)
+    shares = variants["dora_direction"]["energy_fraction"], variants["dora_magnitude"]["energy_fraction"]
+    assert all(0 < share for share in shares) and variants["dora_interaction"]["energy_fraction"] >= 0
+    assert native_dw_parts(dirs["positive"], dirs["negative"], "lora", base) is None
+    assert build_variants(dw.tensors, base, groups=("native",), native=None)["native"]["tensors"] is None
+    broken = {k: {n: 2 * t for n, t in part.items()} for k, part in native.items()}
+    with pytest.raises(AblationError, match="native parts"):
+        build_variants(dw.tensors, base, groups=("native",), native=broken)

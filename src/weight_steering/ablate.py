@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -133,6 +134,71 @@ def variants_for(tensors: dict) -> list[Variant]:
     return found
 
 
+def dora_parts(adapter_dir: str | Path, base: dict) -> dict[str, dict]:
+    """One DoRA adapter's merged update split into its direction and magnitude parts.
+
+    DoRA (Liu et al. 2024, eq. 5) merges to W′ = (m / ‖V‖) ⊙ V with V = W + s·BA, s = lora_alpha / r
+    and ‖·‖ the norm of each output row (PEFT's convention; ``m`` and the norms are ``[out]``). With
+    the base norms n = ‖W‖:
+
+    * direction = (n / ‖V‖) ⊙ V − W: the new direction at the base magnitudes;
+    * magnitude = ((m − n) / n) ⊙ W: the new magnitudes along the base directions;
+    * interaction = W′ − W − direction − magnitude = (m − n) ⊙ (V/‖V‖ − W/n), second order.
+
+    Args:
+        adapter_dir: a PEFT DoRA adapter saved with ``save_pretrained`` (safetensors + JSON config only).
+        base: ``{parameter name: W [out, in]}`` of the base model (e.g. ``model.layers.9.mlp.down_proj.weight``).
+
+    Returns:
+        ``{"direction", "magnitude", "interaction"}``, each ``{parameter name: [out, in]}`` in fp64.
+
+    Raises:
+        AblationError: the adapter is not DoRA, uses rsLoRA / fan_in_fan_out, or names a weight missing from ``base``.
+    """
+    import json
+
+    from safetensors.torch import load_file
+
+    adapter_dir = Path(adapter_dir)
+    config = json.loads((adapter_dir / "adapter_config.json").read_text())
+    if not config.get("use_dora") or config.get("use_rslora") or config.get("fan_in_fan_out"):
+        raise AblationError(f"{adapter_dir} is not a plain DoRA adapter (use_dora={config.get('use_dora')}, "
+                            f"use_rslora={config.get('use_rslora')}, fan_in_fan_out={config.get('fan_in_fan_out')})")
+    scaling = config["lora_alpha"] / config["r"]
+    state = load_file(str(adapter_dir / "adapter_model.safetensors"))
+    parts: dict[str, dict] = {"direction": {}, "magnitude": {}, "interaction": {}}
+    for key in sorted(k for k in state if k.endswith(".lora_magnitude_vector")):
+        module = key[: -len(".lora_magnitude_vector")]
+        name = module.removeprefix("base_model.model.") + ".weight"
+        if name not in base:
+            raise AblationError(f"the base model has no weight {name} (named by {adapter_dir})")
+        w = base[name].double()
+        v = w + scaling * state[f"{module}.lora_B.weight"].double() @ state[f"{module}.lora_A.weight"].double()
+        m, n, norm_v = state[key].double(), w.norm(dim=1), v.norm(dim=1)
+        merged = (m / norm_v)[:, None] * v - w
+        parts["direction"][name] = (n / norm_v)[:, None] * v - w
+        parts["magnitude"][name] = ((m - n) / n)[:, None] * w
+        parts["interaction"][name] = merged - parts["direction"][name] - parts["magnitude"][name]
+    if not parts["direction"]:
+        raise AblationError(f"{adapter_dir} has no DoRA magnitude vectors")
+    return parts
+
+
+def native_dw_parts(positive_dir: str | Path, negative_dir: str | Path, family: str, base: dict) -> dict[str, dict] | None:
+    """Adapter-native parts of dW = θ⁺ − θ⁻ (each part of θ⁺ minus the same part of θ⁻), or None when
+    the family has no additive native split here.
+
+    DoRA: ``dora_direction``, ``dora_magnitude`` and ``dora_interaction`` (:func:`dora_parts`). DeLoRA's
+    scale and direction and OFT's rotation are not additive in dW (a product of a learned scale or
+    rotation with the base), so those families return None and their native variants are marked unavailable.
+    """
+    if family != "dora":
+        return None
+    plus = dora_parts(Path(positive_dir) / "adapter", base)
+    minus = dora_parts(Path(negative_dir) / "adapter", base)
+    return {f"dora_{part}": {k: plus[part][k] - minus[part][k] for k in plus[part]} for part in plus}
+
+
 def random_like(tensors: dict, seed: int = 0) -> dict:
     """Per-tensor Gaussian directions with each tensor's Frobenius norm (seed + 1009·index over sorted keys)."""
     out = {}
@@ -150,15 +216,20 @@ def energy_fraction(part: dict, full: dict) -> float:
     return sum(float(v.double().pow(2).sum()) for v in part.values()) / sum(float(v.double().pow(2).sum()) for v in full.values())
 
 
-def build_variants(tensors: dict, base: dict, seed: int = 0, groups: tuple[str, ...] | None = None) -> dict[str, dict]:
+def build_variants(tensors: dict, base: dict, seed: int = 0, groups: tuple[str, ...] | None = None,
+                   native: dict[str, dict] | None = None) -> dict[str, dict]:
     """``name -> {"group", "tensors" or None, "energy_fraction", "control_of"}``, with a
     ``<name>_random`` norm-matched control after every available keep variant.
 
+    Args:
+        native: adapter-native parts of dW (:func:`native_dw_parts`); their sum must reconstruct dW.
+            None: the ``native`` group is listed as unavailable.
+
     Raises:
-        AblationError: keep + drop of an SVD crop does not reconstruct dW within 5e-3 (relative),
-            or base weights are missing for a base-SVD variant.
+        AblationError: keep + drop of an SVD crop, or the sum of the native parts, does not reconstruct
+            dW within 5e-3 (relative); base weights are missing for a base-SVD variant.
     """
-    known = ("anchor", "layer", "module", "svd", "base_svd")
+    known = ("anchor", "layer", "module", "svd", "base_svd", "native")
     unknown = [g for g in groups or () if g not in known]
     if unknown:
         raise AblationError(f"unknown variant group(s) {unknown}; choose from {', '.join(known)}")
@@ -173,6 +244,18 @@ def build_variants(tensors: dict, base: dict, seed: int = 0, groups: tuple[str, 
             control = random_like(built, seed)
             out[f"{variant.name}_random"] = {"group": variant.group, "tensors": control, "control_of": variant.name,
                                              "energy_fraction": energy_fraction(control, tensors)}
+    if not groups or "native" in groups:
+        if native is None:
+            out["native"] = {"group": "native", "tensors": None, "control_of": None, "energy_fraction": None}
+        else:
+            padded = {name: {k: part.get(k, torch.zeros_like(v)).to(v.dtype) for k, v in tensors.items()} for name, part in native.items()}
+            total = {k: sum(p[k].double() for p in padded.values()) for k in tensors}
+            check_reconstruction(total, {k: torch.zeros_like(v) for k, v in total.items()}, tensors, "the native parts")
+            for name, part in padded.items():
+                out[name] = {"group": "native", "tensors": part, "control_of": None, "energy_fraction": energy_fraction(part, tensors)}
+                control = random_like(part, seed)
+                out[f"{name}_random"] = {"group": "native", "tensors": control, "control_of": name,
+                                         "energy_fraction": energy_fraction(control, tensors)}
     if "full" in out:
         control = random_like(tensors, seed)
         out["random_norm_matched"] = {"group": "anchor", "tensors": control, "control_of": "full", "energy_fraction": 1.0}

@@ -20,7 +20,7 @@ from .diff import load_dw
 from .eval_data import load_neutral, neutral_split
 from .evaluate import VIGNETTE_SCORING_MODE, evaluate, reference_nll, vignette_rows
 from .models import DEFAULT_MODEL, base_weights_hash, load_model
-from .pipeline import run_stage
+from .pipeline import run_stage, train_dirs_of
 from .report import render_ablation, render_vignettes
 from .steer import check_alpha
 
@@ -160,6 +160,9 @@ def run_ablation(
 ) -> dict:
     """Causal ablation of one dW (see :mod:`weight_steering.ablate`): retained and energy per variant.
 
+    Adapter-native variants (DoRA direction / magnitude) are built from the θ⁺ and θ⁻ adapters when
+    the dW sits next to its training stages (:func:`weight_steering.pipeline.train_dirs_of`).
+
     Scores every available variant at ``alpha`` and the base at α = 0 on identical rows: the
     behaviour's held-out rows (if the dW's behaviour has them) and the DailyDilemmas rows. Each
     variant's records are a resumable stage, so an interrupted ablation resumes where it stopped.
@@ -173,7 +176,7 @@ def run_ablation(
     Raises:
         DeltaWeightsError: the dW does not fit the model. AblationError: see :func:`weight_steering.ablate.build_variants`.
     """
-    from .ablate import base_subspace_alignment, build_variants, retained
+    from .ablate import base_subspace_alignment, build_variants, native_dw_parts, retained
     from .analyse import metric_frame
     from .behaviors import load_behavior
     from .evaluate import dilemma_rows, sycophancy_rows
@@ -185,7 +188,13 @@ def run_ablation(
     dw_file = Path(dw_path) / "dW.safetensors" if Path(dw_path).is_dir() else Path(dw_path)
     params = dict(model_obj.named_parameters())
     base = {k: params[k].detach().to("cpu", torch.float32) for k in dw.tensors}
-    variants = build_variants(dw.tensors, base, seed, groups)
+    native = None
+    if groups is None or "native" in groups:
+        train_dirs = train_dirs_of(dw_file.parent)
+        family = dw.metadata.get("family")
+        if train_dirs is not None:
+            native = native_dw_parts(train_dirs["positive"], train_dirs["negative"], family, base)
+    variants = build_variants(dw.tensors, base, seed, groups, native)
     behavior = dw.metadata.get("behavior")
     rows = (sycophancy_rows(tokenizer, load_behavior(behavior)) if behavior else []) + dilemma_rows(tokenizer, dilemma_limit)
     rows_key = stable_hash({"rows": [r["text"] for r in rows], "dw": file_sha256(dw_file)})

@@ -180,7 +180,7 @@ def ablate(
     dw: str = typer.Option(..., help="path of a dW.safetensors (or its directory)"),
     model: str = typer.Option(DEFAULT_MODEL, help="the model the dW was made for"),
     alpha: float = typer.Option(1.0, help="steering strength at which every variant is scored"),
-    groups: str = typer.Option("all", help="comma-separated variant groups: layer, module, svd, base_svd (anchors always)"),
+    groups: str = typer.Option("all", help="comma-separated variant groups: layer, module, svd, base_svd, native (anchors always)"),
     dilemma_limit: int = typer.Option(None, help="only the first n DailyDilemmas dilemmas (faster on a CPU)"),
     seed: int = typer.Option(0, help="seed of the norm-matched random controls"),
     out: str = typer.Option("out", help="output root"),

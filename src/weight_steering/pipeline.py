@@ -189,6 +189,24 @@ def prepare_job(config: RunConfig, model=None, tokenizer=None) -> Job:
     return Job(config, model, tokenizer, behavior, base_hash, root, rows, file_sha256(data_dir / "pairs.jsonl"), pair_counts, timings)
 
 
+def _train_dir(root: Path, train: dict, sign: str, data_sha: str, base_hash: str) -> Path:
+    """Where :func:`train_dw` keeps one sign's adapter: the name hashes the data, the training config and the base."""
+    key = stable_hash({"data": data_sha, "train": train, "sign": sign, "base": base_hash})
+    return root / f"train-{train['family']}-{sign}-seed{train['seed']}-{key}"
+
+
+def train_dirs_of(dw_dir: Path) -> dict[str, Path] | None:
+    """The θ⁺ and θ⁻ training stages a dW stage was made from (found from its metadata), or None if
+    either is not on disk next to it (a dW copied elsewhere, or made by other code)."""
+    metadata = load_dw(Path(dw_dir) / "dW.safetensors").metadata
+    needed = ("train_config", "data_sha256", "base_weights_hash")
+    if any(k not in metadata for k in needed):
+        return None
+    dirs = {sign: _train_dir(Path(dw_dir).parent, metadata["train_config"], sign, metadata["data_sha256"], metadata["base_weights_hash"])
+            for sign in ("positive", "negative")}
+    return dirs if all((d / "stage.json").exists() for d in dirs.values()) else None
+
+
 def train_dw(job: Job, train: TrainConfig | None = None) -> Path:
     """Train θ⁺ and θ⁻ with ``train`` (default: the job's) and take dW; return the dW stage directory.
 
@@ -197,8 +215,8 @@ def train_dw(job: Job, train: TrainConfig | None = None) -> Path:
     train = resolve_train_config(train or job.config.train)
     train_dirs = {}
     for sign in ("positive", "negative"):
-        key = stable_hash({"data": job.data_sha, "train": asdict(train), "sign": sign, "base": job.base_hash})
-        directory = job.root / f"train-{train.family}-{sign}-seed{train.seed}-{key}"
+        directory = _train_dir(job.root, asdict(train), sign, job.data_sha, job.base_hash)
+        key = directory.name.rsplit("-", 1)[1]
 
         def make_adapter(directory: Path, sign: str = sign) -> None:
             delta, train_log, peft_model = train_adapter(job.model, job.tokenizer, job.rows, sign, train)

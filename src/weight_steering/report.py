@@ -178,7 +178,9 @@ def render_ablation(result: dict) -> str:
              "| variant | group | metric | retained | 95% CI | Δ variant | energy |", "|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
         if not r["available"]:
-            lines.append(f"| {r['variant']} | {r['group']} | – | unavailable (selects no tensor of this dW) | | | |")
+            why = ("no additive adapter-native split for this family, or its adapters are not next to the dW" if r["group"] == "native"
+                   else "selects no tensor of this dW")
+            lines.append(f"| {r['variant']} | {r['group']} | – | unavailable ({why}) | | | |")
         elif not r["defined"]:
             lines.append(f"| {r['variant']} | {r['group']} | {r['metric']} | undefined: the full effect's CI contains 0 | | "
                          f"{r['delta_variant']:+.4f} | {r['energy_fraction']:.3f} |")

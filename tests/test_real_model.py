@@ -38,3 +38,22 @@ def test_vignettes_and_degradation_on_embedded_model(smoke_run):
     degradation = run_degradation(dw_dir, alphas=(0.0, 1.0), n_tokens=4, out=str(out), loaded=(model, tokenizer))
     rows = {r["alpha"]: r for r in degradation["rows"]}
     assert rows[0.0]["kl_max"] < 1e-5 < rows[1.0]["kl_p95"]
+
+
+def test_comparison_at_one_kl_budget_on_embedded_model(smoke_run):
+    """Reduced iso-KL comparison (dW, engineered prompt, CAA) on the real model: calibration per sign and identical rows."""
+    from weight_steering.compare import CompareConfig, run_comparison
+    from weight_steering.pipeline import preset_config
+
+    result, model, tokenizer, out = smoke_run
+    config = CompareConfig(behavior="sycophancy", methods=("dW", "engineered", "caa_slice"), target=0.5, tolerance=0.1, n_tokens=4,
+                           prompt_limit=6, curve_fractions=(), dilemma_limit=6, n_contrast_pairs=16, out=str(out))
+    comparison = run_comparison(config, (model, tokenizer), "pytest -m real", preset_config("smoke"))
+    by_key = {m["key"]: m for m in comparison["methods"]}
+    for key in ("dW", "caa_slice"):
+        for arm in (by_key[key]["plus"], by_key[key]["minus"]):
+            assert arm["converged"] and abs(arm["p95"] - 0.5) <= 0.1, (key, arm["history"])
+        assert by_key[key]["plus"]["alpha"] > 0 > by_key[key]["minus"]["alpha"]
+    assert by_key["engineered"]["plus"]["p95"] > 0.01  # a system prompt moves the model
+    assert by_key["dW"]["effects"]["id_plus"]["mean"] > by_key["dW"]["effects"]["id_minus"]["mean"]  # the steer's ID direction holds
+    assert (comparison["path"] / "comparison.md").exists() and (comparison["path"] / "effect_vs_kl.png").exists()

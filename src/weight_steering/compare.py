@@ -231,12 +231,11 @@ def run_comparison(config: CompareConfig, loaded=None, command: str = "", job_co
         curve = [{"fraction": 0.0, "alpha": 0.0, "p95": 0.0, "ood_honesty": 0.0}]
         if method.continuous:
             curve += _curve(job, method, identity, config, root, rows, base_records, arms, measure, calibration_prompts)
-        for label in ("plus", "minus"):
-            arm = arms[label]
-            curve.append({"fraction": 1.0, "alpha": arm["alpha"], "p95": arm["p95"],
-                          "ood_honesty": _ood_delta(base_records + read_jsonl(directory / "records.jsonl"), arm["alpha"])})
-        nll = read_json(directory / "nll.json")
         effects = method_effects(records, alpha_plus, alpha_minus)
+        for label in ("plus", "minus"):  # the calibrated points of the curve are the table's Δ
+            curve.append({"fraction": 1.0, "alpha": arms[label]["alpha"], "p95": arms[label]["p95"],
+                          "ood_honesty": effects[f"ood_honesty_{label}"]["mean"]})
+        nll = read_json(directory / "nll.json")
         for label, alpha in (("plus", alpha_plus), ("minus", alpha_minus)):
             change = np.array(nll[str(alpha)]) - base_nll
             mean, low, high = bootstrap_ci(change, np.arange(len(change)))

@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from weight_steering.analyse import ratio_ci
+from weight_steering.analyse import kl_summary, ratio_ci
 from weight_steering.compare import CompareConfig, CompareError, check_config, run_comparison
 from weight_steering.eval_data import EvalDataError
 from weight_steering.pipeline import preset_config
@@ -31,6 +31,8 @@ def test_every_method_on_identical_rows_with_kl_per_sign_and_resume(tiny, tmp_pa
             for arm in (m["plus"], m["minus"]):
                 assert (arm["converged"] and abs(arm["p95"] - config.target) <= config.tolerance) or arm["message"], key
                 assert np.isfinite(arm["audit_p95"]) and arm["n_forward_passes"] > 0
+                assert arm["audit_p95_ci_low"] <= arm["audit_p95"] <= arm["audit_p95_ci_high"], key
+                assert arm["audit_mean_ci_low"] <= arm["audit_mean"] <= arm["audit_mean_ci_high"] <= arm["audit_max"], key
             assert len(m["curve"]) == 1 + 2 + 2 * len(config.curve_fractions)
         else:
             assert m["plus"]["alpha"] == 1.0 and m["plus"]["p95"] > 0 and m["plus"]["converged"] is None
@@ -72,3 +74,13 @@ def test_ratio_ci_pairs_rows():
     assert ratio == pytest.approx(2.0) and low == pytest.approx(2.0) and high == pytest.approx(2.0)
     ratio, low, high = ratio_ci(denominator + rng.standard_normal(100), denominator, clusters)
     assert low < ratio < high
+
+
+def test_kl_summary_bootstraps_over_prompts():
+    prompts = np.repeat(np.arange(20), 8)
+    same = kl_summary(np.full(160, 0.3), prompts)
+    assert same["p95"] == same["p95_ci_low"] == same["p95_ci_high"] == pytest.approx(0.3) and same["n_positions"] == 160
+    values = np.where(prompts < 2, 5.0, 0.1)  # two prompts carry all the KL: resampling prompts moves the p95 a lot
+    summary = kl_summary(values, prompts)
+    assert summary["p95"] == pytest.approx(5.0) and summary["p95_ci_low"] == pytest.approx(0.1) and summary["max"] == 5.0
+    assert summary["mean"] == pytest.approx(0.59) and summary["mean_ci_low"] < 0.59 < summary["mean_ci_high"]

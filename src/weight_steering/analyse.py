@@ -92,6 +92,24 @@ def bootstrap_statistic(values: np.ndarray, clusters: np.ndarray, statistic, n_b
     return float(statistic(values)), float(np.percentile(boot, tail)), float(np.percentile(boot, 100 - tail))
 
 
+def kl_summary(per_position: np.ndarray, prompt_index: np.ndarray, seed: int = 0) -> dict:
+    """Mean and p95 of KL(steered ‖ base) with 95% CIs from a bootstrap over prompts
+    (:data:`N_BOOTSTRAP` resamples for the mean, 1000 for the p95, whose percentile per resample costs more).
+
+    Args:
+        per_position: ``[n_positions]`` KL per generated position, nats
+            (:attr:`weight_steering.calibrate.KLStats.per_position`).
+        prompt_index: ``[n_positions]`` the prompt of each position (the bootstrap cluster).
+    Returns:
+        ``{"mean", "mean_ci_low", "mean_ci_high", "p95", "p95_ci_low", "p95_ci_high", "max", "n_positions"}`` in nats.
+    """
+    values, clusters = np.asarray(per_position, dtype=float), np.asarray(prompt_index)
+    mean = bootstrap_ci(values, clusters, seed=seed)
+    p95 = bootstrap_statistic(values, clusters, lambda v: np.percentile(v, 95), n_boot=1000, seed=seed)
+    return {"mean": mean[0], "mean_ci_low": mean[1], "mean_ci_high": mean[2], "p95": p95[0], "p95_ci_low": p95[1],
+            "p95_ci_high": p95[2], "max": float(values.max()) if values.size else float("nan"), "n_positions": int(values.size)}
+
+
 def per_alpha_summary(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per (metric, α): mean score with 95% CI, mean and min pmass, n rows."""
     out = []
@@ -161,7 +179,17 @@ RANKING_CONTRASTS = {
 }
 
 
-def _paired_rows(frame: pd.DataFrame, metric: str, alpha_high: float, alpha_low: float) -> tuple[np.ndarray, np.ndarray]:
+def paired_rows(frame: pd.DataFrame, metric: str, alpha_high: float, alpha_low: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row score change from ``alpha_low`` to ``alpha_high`` for one metric, paired by row id.
+
+    Args:
+        frame: :func:`metric_frame` output.
+    Returns:
+        ``(change [n_rows], cluster [n_rows])``: score(α_high) − score(α_low) in the metric's units
+        (nats of log-odds for logratio metrics) and each row's bootstrap cluster.
+    Raises:
+        KeyError: a row scored at ``alpha_high`` has no score at ``alpha_low``.
+    """
     part = frame[frame["metric"] == metric]
     high = part[part["alpha"] == alpha_high].set_index("row_id")
     low = part[part["alpha"] == alpha_low].set_index("row_id").loc[high.index]
@@ -220,7 +248,7 @@ def rank_families(cells: list[dict]) -> pd.DataFrame:
         per_seed, pmass = [], []
         for cell in members:
             frame = metric_frame(cell["records"])
-            per_seed.append({name: _paired_rows(frame, *spec) for name, spec in RANKING_CONTRASTS.items()
+            per_seed.append({name: paired_rows(frame, *spec) for name, spec in RANKING_CONTRASTS.items()
                              if spec[0] in set(frame["metric"])})
             pmass.append(float(frame.groupby(["metric", "alpha"])["pmass"].mean().min()))
         boot = hierarchical_bootstrap(per_seed)
@@ -273,7 +301,7 @@ def method_effects(records: list[dict], alpha_plus: float, alpha_minus: float, r
              "ood_honesty_spread": (target, alpha_plus, alpha_minus),
              **{f"off_target_{v}": (f"dilemmas_{v}", alpha_plus, reference) for v in OFF_TARGET_VALUES}}
     metrics = set(frame["metric"])
-    per = {name: _paired_rows(frame, *spec) for name, spec in specs.items() if spec[0] in metrics}
+    per = {name: paired_rows(frame, *spec) for name, spec in specs.items() if spec[0] in metrics}
     boot = hierarchical_bootstrap([per])
     out = {name: _interval(per[name][0].mean(), boot[name]) for name in per if not name.startswith("off_target_")}
     off = [n for n in per if n.startswith("off_target_")]

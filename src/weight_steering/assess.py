@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .analyse import PMASS_FLOOR, SI_K, bootstrap_ci, bootstrap_statistic, si_vignettes, vignette_bare_table, vignette_cells, vignette_delta_table
+from .analyse import PMASS_FLOOR, SI_K, bootstrap_ci, kl_summary, si_vignettes, vignette_bare_table, vignette_cells, vignette_delta_table
 from .artifacts import atomic_write, file_sha256, read_json, read_jsonl, stable_hash, write_json, write_jsonl
 from .calibrate import kl_from_base
 from .diff import load_dw
@@ -131,12 +131,10 @@ def run_degradation(
         nll = np.array(r["nll"])
         mean, low, high = bootstrap_ci(nll, np.arange(len(nll)))
         change, change_low, change_high = bootstrap_ci(nll - reference, np.arange(len(nll)))
-        kl_mean = bootstrap_ci(np.array(r["kl"]), np.array(r["kl_prompt"]))
-        kl_p95 = bootstrap_statistic(np.array(r["kl"]), np.array(r["kl_prompt"]), lambda v: np.percentile(v, 95), n_boot=1000)
+        kl = kl_summary(np.array(r["kl"]), np.array(r["kl_prompt"]))
         table.append({"alpha": r["alpha"], "nll": mean, "nll_ci_low": low, "nll_ci_high": high, "nll_change": change,
                       "nll_change_ci_low": change_low, "nll_change_ci_high": change_high,
-                      "kl_mean": kl_mean[0], "kl_mean_ci_low": kl_mean[1], "kl_mean_ci_high": kl_mean[2],
-                      "kl_p95": kl_p95[0], "kl_p95_ci_low": kl_p95[1], "kl_p95_ci_high": kl_p95[2],
+                      **{f"kl_{name}": kl[name] for name in ("mean", "mean_ci_low", "mean_ci_high", "p95", "p95_ci_low", "p95_ci_high")},
                       **{k: r[k] for k in ("kl_max", "kl_positions", "seconds")}})
     result = {"dw": str(dw_file), "n_pairs": len(pairs), "n_kl_prompts": len(calibration), "n_tokens": n_tokens, "rows": table}
     write_json(directory / "degradation.json", result)

@@ -4,8 +4,8 @@ For one behaviour, every method (:mod:`weight_steering.methods`) is put on one f
 
 1. **Calibrate** each continuous method separately for + and − to p95 KL(steered ‖ base) = target
    on the calibration split of the shipped neutral prompts (:func:`weight_steering.calibrate.calibrate_alpha`),
-   then re-measure on the audit split at the chosen α. Prompt methods have one setting per sign: their KL is
-   measured and reported instead.
+   then re-measure on the audit split at the chosen α (its own stage, every position kept: p95 and mean
+   with bootstrap CIs over prompts). Prompt methods have one setting per sign: their KL is measured and reported instead.
 2. **Evaluate** every method at its two strengths on identical rows (held-out behaviour rows +
    DailyDilemmas), with the base at α = 0 shared (weight_steering_spec §6–§7), and the NLL of the
    shipped neutral reference answers under each arm (degradation).
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .analyse import _paired_rows, bootstrap_ci, method_effects, metric_frame, ratio_ci
+from .analyse import bootstrap_ci, kl_summary, method_effects, metric_frame, paired_rows, ratio_ci
 from .artifacts import atomic_write, file_sha256, read_json, read_jsonl, stable_hash, write_json, write_jsonl
 from .calibrate import calibrate_alpha, kl_from_base
 from .diff import load_dw
@@ -207,14 +207,12 @@ def run_comparison(config: CompareConfig, loaded=None, command: str = "", job_co
                     result = {"alpha": float(sign), "p95": stats.p95, "mean": stats.mean, "max": stats.max, "target": None,
                               "tolerance": None, "converged": None, "iterations": 1, "n_forward_passes": stats.n_forward_passes,
                               "history": [(float(sign), stats.p95)], "message": "prompt method: KL reported, not calibrated"}
-                calibration_seconds = time.perf_counter() - started
-                checked = measure(method, result["alpha"], audit_prompts)
-                write_json(directory / "calibration.json", {
-                    **result, "seconds": calibration_seconds, "audit_p95": checked.p95, "audit_mean": checked.mean,
-                    "audit_max": checked.max, "n_calibration_prompts": len(calibration_prompts), "n_audit_prompts": len(audit_prompts)})
+                write_json(directory / "calibration.json", {**result, "seconds": time.perf_counter() - started,
+                                                            "n_calibration_prompts": len(calibration_prompts)})
 
             directory = run_stage(f"calibrate {key} {label}", root / f"calibrate-{key}-{label}-{stage_key}", stage_key, calibrate, False, {})
-            arms[label] = read_json(directory / "calibration.json")
+            arm = {k: v for k, v in read_json(directory / "calibration.json").items() if not k.startswith("audit_")}
+            arms[label] = {**arm, **_audit(method, key, label, arm["alpha"], identity, audit_prompts, root, measure, config)}
         alpha_plus, alpha_minus = arms["plus"]["alpha"], arms["minus"]["alpha"]
 
         eval_key = stable_hash({"identity": identity, "alphas": [alpha_minus, alpha_plus], "rows": [r["text"] for r in rows], "nll": nll_key})
@@ -262,10 +260,26 @@ def run_comparison(config: CompareConfig, loaded=None, command: str = "", job_co
     return {**summary, "path": root}
 
 
+def _audit(method, key, label, alpha, identity, prompts, root, measure, config) -> dict:
+    """Re-measure KL(steered ‖ base) at the chosen α on the audit split (a resumable stage keeping every
+    position) and summarise it with bootstrap CIs over prompts: ``audit_p95``, ``audit_p95_ci_low`` … (nats)."""
+    stage_key = stable_hash({"identity": identity, "alpha": alpha, "n_tokens": config.n_tokens, "prompts": prompts})
+
+    def compute(directory: Path) -> None:
+        stats = measure(method, alpha, prompts)
+        write_json(directory / "audit.json", {"alpha": alpha, "kl": stats.per_position.tolist(), "prompt": stats.prompt_index.tolist(),
+                                              "n_prompts": len(prompts), "n_forward_passes": stats.n_forward_passes})
+
+    directory = run_stage(f"audit KL {key} {label}", root / f"audit-{key}-{label}-{stage_key}", stage_key, compute, False, {})
+    raw = read_json(directory / "audit.json")
+    summary = kl_summary(np.array(raw["kl"]), np.array(raw["prompt"]))
+    return {f"audit_{name}": value for name, value in summary.items()} | {"n_audit_prompts": raw["n_prompts"]}
+
+
 def _ood_delta(records: list[dict], alpha: float) -> float:
     """Mean DailyDilemmas honesty Δ (α − 0) in nats."""
     frame = metric_frame(records)
-    values, _ = _paired_rows(frame, f"dilemmas_{TARGET_VALUE}", alpha, 0.0)
+    values, _ = paired_rows(frame, f"dilemmas_{TARGET_VALUE}", alpha, 0.0)
     return float(values.mean())
 
 
@@ -299,7 +313,7 @@ def _ratios(results: list[dict]) -> list[dict]:
 
     def spread(result):
         frame = metric_frame(result["_records"])
-        return _paired_rows(frame, f"dilemmas_{TARGET_VALUE}", result["plus"]["alpha"], result["minus"]["alpha"])
+        return paired_rows(frame, f"dilemmas_{TARGET_VALUE}", result["plus"]["alpha"], result["minus"]["alpha"])
 
     numerator, clusters = spread(by_key["dW"])
     out = []

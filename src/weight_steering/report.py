@@ -246,6 +246,14 @@ def render_comparison(summary: dict) -> str:
         for r in summary["ratios"]:
             lines.append(f"| {r['name']} | {r['dw_spread']:+.3f} | {r['method_spread']:+.3f} | {r['ratio']:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}] |")
         lines += ["", "The ratio's CI pairs the two methods on the same resampled dilemmas; when a method's spread CI includes 0 the ratio CI is unbounded in practice."]
+    lines += ["", f"## KL achieved on the audit split ({summary['n_audit_prompts']} prompts × {config['n_tokens']} tokens), nats, 95% CI over prompts", "",
+              "| method | sign | α | p95 KL | mean KL | max KL |", "|---|---|---|---|---|---|"]
+    for m in summary["methods"]:
+        for label in ("plus", "minus"):
+            arm = m[label]
+            lines.append(f"| {m['name']} | {'+' if label == 'plus' else '−'} | {arm['alpha']:+.3g} | "
+                         f"{arm['audit_p95']:.3f} [{arm['audit_p95_ci_low']:.3f}, {arm['audit_p95_ci_high']:.3f}] | "
+                         f"{arm['audit_mean']:.3f} [{arm['audit_mean_ci_low']:.3f}, {arm['audit_mean_ci_high']:.3f}] | {arm['audit_max']:.2f} |")
     lines += ["", "## Calibration cost", "", "| method | sign | KL measurements | forward passes | wall s | message |", "|---|---|---|---|---|---|"]
     for m in summary["methods"]:
         for label in ("plus", "minus"):

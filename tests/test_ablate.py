@@ -80,8 +80,14 @@ def test_run_ablation_on_the_tiny_model(tiny, tmp_path):
     positive = {k: 0.3 * torch.randn_like(params[k]) for k in keys}
     save_dw(compute_dw(positive, {k: -v for k, v in positive.items()}, {"model": "tiny"}), tmp_path / "dw" / "dW.safetensors")
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    result = run_ablation(tmp_path / "dw", groups=("module",), dilemma_limit=6, out=str(tmp_path), loaded=(model, tokenizer))
+    pairs = [{"prompt": f"Question {i}?", "response_positive": f"Yes, honestly {i}.", "response_negative": f"No way {i}!"} for i in range(6)]
+    result = run_ablation(tmp_path / "dw", groups=("module",), dilemma_limit=6, out=str(tmp_path), loaded=(model, tokenizer),
+                          pair_rows=pairs, activation_k=2)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    sides = {r["projection"]: r for r in result["activation_alignment"]}
+    assert sides["o_proj"]["side"] == "write" and sides["q_proj"]["side"] == "read" and sides["down_proj"]["available"]
+    assert all(0 <= r["energy"] <= 1 and np.isfinite(r["z"]) for r in sides.values())
+    assert "persona-contrast activation subspace" in (result["path"] / "ablation.md").read_text()
     by = {(r["variant"], r.get("metric")): r for r in result["rows"]}
     full, zero = by[("full", "dilemmas_honesty")], by[("zero", "dilemmas_honesty")]
     assert full["delta_variant"] == pytest.approx(full["delta_full"]) and full["delta_full"] != 0
@@ -139,3 +145,22 @@ def test_dora_native_parts_rebuild_dw_and_other_families_are_unavailable(tiny, t
     broken = {k: {n: 2 * t for n, t in part.items()} for k, part in native.items()}
     with pytest.raises(AblationError, match="native parts"):
         build_variants(dw.tensors, base, groups=("native",), native=broken)
+
+
+def test_activation_subspace_alignment_detects_a_planted_contrast_direction():
+    from weight_steering.ablate import activation_subspace_alignment
+
+    torch.manual_seed(0)
+    hidden = 64
+    direction = torch.nn.functional.normalize(torch.randn(hidden), dim=0)
+    contrast = {1: torch.randn(32, 1) * direction + 0.01 * torch.randn(32, hidden)}  # differences along one direction
+    tensors = {"model.layers.1.self_attn.o_proj.weight": torch.outer(direction, torch.randn(48)),  # writes along it
+               "model.layers.1.mlp.down_proj.weight": torch.randn(hidden, 48),  # writes anywhere
+               "model.layers.1.self_attn.q_proj.weight": torch.outer(torch.randn(48), direction),  # reads along it
+               "model.layers.1.mlp.up_proj.weight": torch.randn(48, hidden)}
+    rows = {r["projection"]: r for r in activation_subspace_alignment(tensors, contrast, contrast, k=1)}
+    assert rows["o_proj"]["energy"] == pytest.approx(1.0, abs=1e-3) and rows["o_proj"]["ratio"] == pytest.approx(hidden, rel=1e-3)
+    assert rows["q_proj"]["energy"] == pytest.approx(1.0, abs=1e-3) and rows["q_proj"]["z"] > 10
+    assert abs(rows["down_proj"]["z"]) < 4 and rows["up_proj"]["available"] is False
+    with pytest.raises(AblationError, match="k=99"):
+        activation_subspace_alignment(tensors, contrast, contrast, k=99)

@@ -20,7 +20,7 @@ from .diff import load_dw
 from .eval_data import load_neutral, neutral_split
 from .evaluate import VIGNETTE_SCORING_MODE, evaluate, reference_nll, vignette_rows
 from .models import DEFAULT_MODEL, base_weights_hash, load_model
-from .pipeline import run_stage, train_dirs_of
+from .pipeline import pairs_of, run_stage, train_dirs_of
 from .report import render_ablation, render_vignettes
 from .steer import check_alpha
 
@@ -154,9 +154,15 @@ def run_degradation(
 
 def run_ablation(
     dw_path: str | Path, model: str = DEFAULT_MODEL, alpha: float = 1.0, groups: tuple[str, ...] | None = None,
-    dilemma_limit: int | None = None, seed: int = 0, out: str = "out", loaded=None,
+    dilemma_limit: int | None = None, seed: int = 0, out: str = "out", loaded=None, pair_rows: list[dict] | None = None,
+    activation_k: int = 4,
 ) -> dict:
     """Causal ablation of one dW (see :mod:`weight_steering.ablate`): retained and energy per variant.
+
+    Subspace alignment: per tensor, dW's concentration in the top singular subspaces of the pretrained W
+    and in the top-``activation_k`` PCA subspace of the persona contrast activations, read from
+    ``pair_rows`` (default: the generated pairs the dW was trained on, found next to it; without them
+    the activation alignment is reported unavailable).
 
     Adapter-native variants (DoRA direction / magnitude) are built from the θ⁺ and θ⁻ adapters when
     the dW sits next to its training stages (:func:`weight_steering.pipeline.train_dirs_of`).
@@ -174,7 +180,8 @@ def run_ablation(
     Raises:
         DeltaWeightsError: the dW does not fit the model. AblationError: see :func:`weight_steering.ablate.build_variants`.
     """
-    from .ablate import base_subspace_alignment, build_variants, native_dw_parts, retained
+    from .ablate import activation_subspace_alignment, base_subspace_alignment, build_variants, native_dw_parts, retained
+    from .methods import contrast_pairs
     from .analyse import metric_frame
     from .behaviors import load_behavior
     from .evaluate import dilemma_rows, sycophancy_rows
@@ -220,9 +227,38 @@ def run_ablation(
             table.append({"variant": name, "group": entry["group"], "available": True, "metric": metric,
                           "energy_fraction": entry["energy_fraction"], "control_of": entry["control_of"], **result})
     alignment = base_subspace_alignment(dw.tensors, base, seed=seed)
-    result = {"dw": str(dw_file), "alpha": alpha, "seed": seed, "rows": table, "alignment": alignment}
+    pair_rows = pair_rows if pair_rows is not None else pairs_of(dw_file.parent)
+    if pair_rows:
+        write, read = _contrast_streams(model_obj, tokenizer, pair_rows, dw.tensors)
+        activation_alignment = activation_subspace_alignment(dw.tensors, write, read, k=activation_k, seed=seed)
+        activation_note = f"{len(contrast_pairs(tokenizer, pair_rows))} persona contrast pairs from the dW's training data"
+    else:
+        activation_alignment, activation_note = [], "unavailable: the dW's generated pairs are not next to it (pass pair_rows)"
+    result = {"dw": str(dw_file), "alpha": alpha, "seed": seed, "rows": table, "alignment": alignment,
+              "activation_alignment": activation_alignment, "activation_alignment_note": activation_note}
     write_json(root / "ablation.json", result)
     with atomic_write(root / "ablation.md") as handle:
         handle.write(render_ablation(result))
     plot_retained(table, root / "retained_vs_energy.png")
     return {**result, "path": root}
+
+
+@torch.no_grad()
+def _contrast_streams(model, tokenizer, pair_rows: list[dict], tensors: dict) -> tuple[dict, dict]:
+    """Persona contrast differences (positive − negative, ``[n_pairs, hidden]`` per layer) of the streams
+    dW's tensors touch: each layer's block output (what o_proj / down_proj write into) and its normalised
+    block input (what q / k / v read: ``input_layernorm`` of the previous block's output)."""
+    from .ablate import parse_key
+    from .methods import contrast_activations, contrast_pairs
+
+    layers = sorted({parsed[0] for key in tensors if (parsed := parse_key(key))})
+    read_layers = [layer for layer in layers if layer > 0]
+    activations = contrast_activations(model, tokenizer, contrast_pairs(tokenizer, pair_rows), sorted(set(layers) | {l - 1 for l in read_layers}))
+    write = {layer: activations.positive[layer] - activations.negative[layer] for layer in layers}
+    decoder = model.get_decoder().layers
+    read = {}
+    for layer in read_layers:
+        norm = decoder[layer].input_layernorm
+        dtype = next(norm.parameters()).dtype
+        read[layer] = (norm(activations.positive[layer - 1].to(dtype)) - norm(activations.negative[layer - 1].to(dtype))).float()
+    return write, read

@@ -183,6 +183,7 @@ def ablate(
     groups: str = typer.Option("all", help="comma-separated variant groups: layer, module, svd, base_svd, native (anchors always)"),
     dilemma_limit: int = typer.Option(None, help="only the first n DailyDilemmas dilemmas (faster on a CPU)"),
     seed: int = typer.Option(0, help="seed of the norm-matched random controls"),
+    activation_k: int = typer.Option(4, help="dimension of the persona-contrast PCA subspace for the alignment table"),
     out: str = typer.Option("out", help="output root"),
 ):
     """Where does dW live: retained = Δ(variant)/Δ(full) per layer, module and singular-direction variant."""
@@ -191,7 +192,7 @@ def ablate(
 
     try:
         chosen = None if groups == "all" else tuple(_split(groups))
-        result = run_ablation(dw, model, alpha, chosen, dilemma_limit, seed, out)
+        result = run_ablation(dw, model, alpha, chosen, dilemma_limit, seed, out, activation_k=activation_k)
     except (*KNOWN_ERRORS, AblationError) as err:
         _fail(err)
     console.print((result["path"] / "ablation.md").read_text())

@@ -207,6 +207,16 @@ def train_dirs_of(dw_dir: Path) -> dict[str, Path] | None:
     return dirs if all((d / "stage.json").exists() for d in dirs.values()) else None
 
 
+def pairs_of(dw_dir: Path) -> list[dict] | None:
+    """The generated pairs (``pairs.jsonl`` rows) a dW stage was trained on, found next to it by the
+    SHA-256 in its metadata, or None if they are not on disk there."""
+    wanted = load_dw(Path(dw_dir) / "dW.safetensors").metadata.get("data_sha256")
+    for path in sorted(Path(dw_dir).parent.glob("data-*/pairs.jsonl")):
+        if wanted and (path.parent / "stage.json").exists() and file_sha256(path) == wanted:
+            return read_jsonl(path)
+    return None
+
+
 def train_dw(job: Job, train: TrainConfig | None = None) -> Path:
     """Train θ⁺ and θ⁻ with ``train`` (default: the job's) and take dW; return the dW stage directory.
 

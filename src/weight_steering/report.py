@@ -194,6 +194,20 @@ def render_ablation(result: dict) -> str:
                   "| projection | tensors | energy share | ratio to null | z |", "|---|---|---|---|---|"]
         for proj, part in frame.groupby("projection"):
             lines.append(f"| {proj} | {len(part)} | {part['energy_top'].mean():.3f} | {part['ratio'].mean():.2f} | {part['z'].mean():+.1f} |")
+    if "activation_alignment_note" in result:
+        lines += ["", "## Concentration of dW in the persona-contrast activation subspace", "", result["activation_alignment_note"] + "."]
+        frame = pd.DataFrame([r for r in result["activation_alignment"] if r["available"]])
+        if len(frame):
+            k, hidden = int(frame["k"].iloc[0]), int(frame["hidden"].iloc[0])
+            lines += ["", f"Top-{k} PCA subspace of the contrast differences (uncentred) of the stream each tensor touches: "
+                      "output side for o/down (block output), input side for q/k/v (normalised block input). "
+                      f"ratio = energy share / ({k}/{hidden}) null; z against 200 random {k}-dim subspaces. Mean over layers.", "",
+                      "| projection | side | tensors | energy share | ratio to null | z |", "|---|---|---|---|---|---|"]
+            for (proj, side), part in frame.groupby(["projection", "side"]):
+                lines.append(f"| {proj} | {side} | {len(part)} | {part['energy'].mean():.3f} | {part['ratio'].mean():.2f} | {part['z'].mean():+.1f} |")
+        skipped = sorted({r["projection"] for r in result["activation_alignment"] if not r["available"]})
+        if skipped:
+            lines.append(f"\nNot measured ({', '.join(skipped)}): they read the mid-layer stream, which the contrast does not read.")
     return "\n".join(lines) + "\n"
 
 

@@ -147,6 +147,32 @@ def test_dora_native_parts_rebuild_dw_and_other_families_are_unavailable(tiny, t
         build_variants(dw.tensors, base, groups=("native",), native=broken)
 
 
+def test_delora_native_parts_rebuild_dw(tiny, tmp_path):
+    """DeLoRA's direction part λ̄(D⁺ − D⁻) + scale part (λ⁺ − λ⁻)D̄ reproduce the PEFT-merged dW."""
+    from weight_steering.ablate import build_variants, delora_parts, native_dw_parts
+    from weight_steering.diff import load_dw
+    from weight_steering.pipeline import prepare_job, preset_config, train_dirs_of, train_dw
+
+    model, tokenizer = tiny
+    tiny_sizes = {"generation": {"n_prompts": 3, "n_personas": 2, "n_samples": 2, "max_new_tokens": 8, "batch_size": 8}}
+    job = prepare_job(preset_config(out=str(tmp_path), train={"family": "delora", "rank": 4, "learning_rate": 5e-2, "batch_size": 4},
+                                    **tiny_sizes), model, tokenizer)
+    dw_dir = train_dw(job)
+    dw, dirs = load_dw(dw_dir / "dW.safetensors"), train_dirs_of(dw_dir)
+    params = dict(model.named_parameters())
+    base = {k: params[k].detach().float() for k in dw.tensors}
+    one = delora_parts(dirs["positive"] / "adapter")
+    assert set(one) == set(dw.tensors)
+    native = native_dw_parts(dirs["positive"], dirs["negative"], "delora", base)
+    variants = build_variants(dw.tensors, base, groups=("native",), native=native)  # raises unless the parts sum to dW
+    assert {"delora_direction", "delora_scale", "delora_scale_random"} <= set(variants)
+    assert variants["delora_direction"]["energy_fraction"] > 0 and variants["delora_scale"]["energy_fraction"] > 0
+    (tmp_path / "lora_adapter").mkdir()
+    (tmp_path / "lora_adapter" / "adapter_config.json").write_text('{"peft_type": "LORA"}')
+    with pytest.raises(AblationError, match="not a DeLoRA adapter"):
+        delora_parts(tmp_path / "lora_adapter")
+
+
 def test_activation_subspace_alignment_detects_a_planted_contrast_direction():
     from weight_steering.ablate import activation_subspace_alignment
 

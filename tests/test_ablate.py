@@ -190,3 +190,15 @@ def test_activation_subspace_alignment_detects_a_planted_contrast_direction():
     assert abs(rows["down_proj"]["z"]) < 4 and rows["up_proj"]["available"] is False
     with pytest.raises(AblationError, match="k=99"):
         activation_subspace_alignment(tensors, contrast, contrast, k=99)
+
+
+def test_layer_retained_bars_need_the_layer_group(tmp_path):
+    from weight_steering.report import plot_layer_retained
+
+    def row(variant, value):
+        return {"variant": variant, "available": True, "defined": True, "metric": "dilemmas_honesty", "retained": value,
+                "ci_low": value - 0.1, "ci_high": value + 0.1}
+
+    rows = [row(f"layer_{layer}_only", 0.1 * layer) for layer in (9, 10)] + [row("layer_9_only_random", 0.0), row("without_layer_10", 0.8)]
+    assert plot_layer_retained(rows, tmp_path / "bars.png").stat().st_size > 0
+    assert plot_layer_retained([row("attention", 0.5)], tmp_path / "none.png") is None and not (tmp_path / "none.png").exists()

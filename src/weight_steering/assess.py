@@ -175,7 +175,7 @@ def run_ablation(
         ``{"rows": [...], "alignment": [...], "path"}``: per (variant, metric) ``retained`` with its 95% CI, Δ(variant),
         Δ(full), ``energy_fraction``, ``control_of``; unavailable variants are listed with
         ``available=False``; ``alignment`` is :func:`weight_steering.ablate.base_subspace_alignment`
-        per tensor. ``ablation.json`` / ``.md`` and ``retained_vs_energy.png`` are written atomically.
+        per tensor. ``ablation.json`` / ``.md``, ``retained_vs_energy.png`` and (with the layer group) ``retained_by_layer.png`` are written atomically.
 
     Raises:
         DeltaWeightsError: the dW does not fit the model. AblationError: see :func:`weight_steering.ablate.build_variants`.
@@ -185,7 +185,7 @@ def run_ablation(
     from .analyse import metric_frame
     from .behaviors import load_behavior
     from .evaluate import dilemma_rows, sycophancy_rows
-    from .report import plot_retained
+    from .report import plot_layer_retained, plot_retained
 
     alpha = check_alpha(alpha)
     model_obj, tokenizer = loaded or load_model(model)
@@ -240,6 +240,7 @@ def run_ablation(
     with atomic_write(root / "ablation.md") as handle:
         handle.write(render_ablation(result))
     plot_retained(table, root / "retained_vs_energy.png")
+    plot_layer_retained(table, root / "retained_by_layer.png")
     return {**result, "path": root}
 
 

@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from .artifacts import atomic_save_path, atomic_write, commit_path  # noqa: E402
@@ -223,6 +224,38 @@ def plot_retained(rows: list[dict], path: str | Path) -> Path:
         ax.plot([0, 1], [0, 1], ":", color="grey", lw=0.8)
         ax.set(title=METRIC_LABELS.get(metric, metric), xlabel="energy fraction ‖dW′‖²/‖dW‖²", ylabel="retained")
         ax.title.set_fontsize(9)
+    return _save_figure(fig, path)
+
+
+def plot_layer_retained(rows: list[dict], path: str | Path) -> Path | None:
+    """Per-layer bars of retained (95% CI) for ``layer_L_only``, its norm-matched random control and
+    ``without_layer_L``, one panel per metric; atomically written. None when the layer group did not run."""
+    import re
+
+    pattern = re.compile(r"^(layer_(\d+)_only(_random)?|without_layer_(\d+))$")
+    scored = [r for r in rows if r.get("available") and r.get("defined") and pattern.match(r["variant"])]
+    metrics = sorted({r["metric"] for r in scored})
+    if not metrics:
+        return None
+    fig, axes = plt.subplots(len(metrics), 1, figsize=(9, 2.8 * len(metrics)), squeeze=False)
+    kinds = (("only", "layer alone", "C0"), ("only_random", "its random control", "C7"), ("without", "all but this layer", "C1"))
+    for ax, metric in zip(axes[:, 0], metrics):
+        layers = sorted({int(next(g for g in pattern.match(r["variant"]).groups()[1::2] if g)) for r in scored if r["metric"] == metric})
+        for offset, (kind, label, color) in enumerate(kinds):
+            names = {"only": "layer_{}_only", "only_random": "layer_{}_only_random", "without": "without_layer_{}"}[kind]
+            by = {r["variant"]: r for r in scored if r["metric"] == metric}
+            values = [by.get(names.format(layer)) for layer in layers]
+            x = [i + (offset - 1) * 0.27 for i in range(len(layers))]
+            mean = [v["retained"] if v else np.nan for v in values]
+            err = np.array([[v["retained"] - v["ci_low"], v["ci_high"] - v["retained"]] if v else [np.nan, np.nan] for v in values]).T
+            ax.bar(x, mean, width=0.27, color=color, label=label, yerr=err, capsize=1.5, error_kw={"lw": 0.6})
+        ax.axhline(0, color="grey", lw=0.5)
+        ax.axhline(1, color="grey", lw=0.5, ls=":")
+        ax.set_xticks(range(len(layers)), [str(layer) for layer in layers])
+        ax.set(ylabel="retained", title=METRIC_LABELS.get(metric, metric))
+        ax.title.set_fontsize(9)
+    axes[0, 0].legend(fontsize=7, ncol=3)
+    axes[-1, 0].set_xlabel("decoder layer")
     return _save_figure(fig, path)
 
 

@@ -57,3 +57,20 @@ def test_comparison_at_one_kl_budget_on_embedded_model(smoke_run):
     assert by_key["engineered"]["plus"]["p95"] > 0.01  # a system prompt moves the model
     assert by_key["dW"]["effects"]["id_plus"]["mean"] > by_key["dW"]["effects"]["id_minus"]["mean"]  # the steer's ID direction holds
     assert (comparison["path"] / "comparison.md").exists() and (comparison["path"] / "effect_vs_kl.png").exists()
+
+
+def test_ablation_on_embedded_model(smoke_run):
+    """Reduced ablation of the real dW (module variants): anchors behave, and both alignment tables are measured."""
+    from weight_steering.assess import run_ablation
+
+    result, model, tokenizer, out = smoke_run
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    ablation = run_ablation(result["dw_path"].parent, groups=("module",), dilemma_limit=4, out=str(out), loaded=(model, tokenizer))
+    assert all(k in before and before[k].equal(v) for k, v in model.state_dict().items())  # weights restored bit-exactly
+    by = {(r["variant"], r.get("metric")): r for r in ablation["rows"]}
+    full, zero = by[("full", "sycophancy")], by[("zero", "sycophancy")]
+    assert full["delta_full"] > 0 and zero["delta_variant"] == 0.0
+    assert by[("attention", "sycophancy")]["energy_fraction"] + by[("mlp", "sycophancy")]["energy_fraction"] > 0.99
+    measured = [r for r in ablation["activation_alignment"] if r["available"]]
+    assert {r["projection"] for r in measured} == {"q_proj", "k_proj", "v_proj", "o_proj", "down_proj"}  # pairs found next to the dW
+    assert all(0 <= r["energy"] <= 1 for r in measured) and len(ablation["alignment"]) == 105

@@ -69,7 +69,7 @@ def test_ablation_on_embedded_model(smoke_run):
     assert all(k in before and before[k].equal(v) for k, v in model.state_dict().items())  # weights restored bit-exactly
     by = {(r["variant"], r.get("metric")): r for r in ablation["rows"]}
     full, zero = by[("full", "sycophancy")], by[("zero", "sycophancy")]
-    assert full["delta_full"] > 0 and zero["delta_variant"] == 0.0
+    assert full["delta_full"] > 0 and abs(zero["delta_variant"]) < 1e-6
     assert by[("attention", "sycophancy")]["energy_fraction"] + by[("mlp", "sycophancy")]["energy_fraction"] > 0.99
     measured = [r for r in ablation["activation_alignment"] if r["available"]]
     assert {r["projection"] for r in measured} == {"q_proj", "k_proj", "v_proj", "o_proj", "down_proj"}  # pairs found next to the dW

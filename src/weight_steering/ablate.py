@@ -77,12 +77,25 @@ CROPS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 }
 
 
+_SVD_CACHE: dict[int, tuple[torch.Tensor, tuple]] = {}
+
+
+def _svd(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Thin SVD of ``w`` in fp64, memoised while :func:`build_variants` runs, so each tensor's SVD
+    serves every crop (the cache holds the tensor itself, so an id is never reused for another)."""
+    hit = _SVD_CACHE.get(id(w))
+    if hit is None or hit[0] is not w:
+        hit = (w, torch.linalg.svd(w.double(), full_matrices=False))
+        _SVD_CACHE[id(w)] = hit
+    return hit[1]
+
+
 def _own_svd(crop: str, keep: bool) -> Callable[[dict, dict], dict]:
     """Keep (or drop) the crop's singular directions of each dW tensor: dW = U diag(S) Vᵀ."""
     def build(tensors: dict, base: dict) -> dict:
         out = {}
         for key, w in tensors.items():
-            u, s, vh = torch.linalg.svd(w.double(), full_matrices=False)
+            u, s, vh = _svd(w)
             idx = CROPS[crop](s)
             part = (u[:, idx] * s[idx]) @ vh[idx]
             out[key] = (part if keep else w.double() - part).to(w.dtype)
@@ -100,7 +113,7 @@ def _base_svd(crop: str, keep: bool) -> Callable[[dict, dict], dict]:
             raise AblationError(f"base weights missing for {missing[:3]}; pass the model's parameters")
         out = {}
         for key, w in tensors.items():
-            u0, s0, v0h = torch.linalg.svd(base[key].double(), full_matrices=False)
+            u0, s0, v0h = _svd(base[key])
             idx = CROPS[crop](s0)
             block = u0[:, idx].T @ w.double() @ v0h[idx].T
             part = u0[:, idx] @ block @ v0h[idx]
@@ -283,6 +296,13 @@ def build_variants(tensors: dict, base: dict, seed: int = 0, groups: tuple[str, 
     unknown = [g for g in groups or () if g not in known]
     if unknown:
         raise AblationError(f"unknown variant group(s) {unknown}; choose from {', '.join(known)}")
+    try:
+        return _build_variants(tensors, base, seed, groups, native)
+    finally:
+        _SVD_CACHE.clear()
+
+
+def _build_variants(tensors: dict, base: dict, seed: int, groups: tuple[str, ...] | None, native: dict[str, dict] | None) -> dict[str, dict]:
     out: dict[str, dict] = {}
     for variant in variants_for(tensors):
         if groups and variant.group not in groups and variant.name not in ("full", "zero"):

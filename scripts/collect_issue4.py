@@ -1,0 +1,58 @@
+"""Collect the issue-4 comparison tables of the three behaviours for docs/RESULTS.md §10.
+
+    python scripts/collect_issue4.py [out] [docs]
+
+Reads ``<out>/compare/<behaviour>/smollm2-135m-instruct/comparison.json`` (written by
+scripts/run_issue4.sh), copies each full table and plot to ``<docs>/compare/`` and prints the
+condensed tables (KL with audit CIs, effects, ratios) as Markdown on stdout.
+"""
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+out = Path(sys.argv[1] if len(sys.argv) > 1 else "out")
+docs = Path(sys.argv[2] if len(sys.argv) > 2 else "docs")
+model = "smollm2-135m-instruct"
+
+
+def interval(entry, digits=3, signed=True):
+    if not entry or entry.get("mean") is None:
+        return "–"
+    sign = "+" if signed else ""
+    return f"{entry['mean']:{sign}.{digits}f} [{entry['ci_low']:{sign}.{digits}f}, {entry['ci_high']:{sign}.{digits}f}]"
+
+
+for behavior in ("honesty", "sycophancy", "authority"):
+    root = out / "compare" / behavior / model
+    if not (root / "comparison.json").exists():
+        print(f"\n<!-- {behavior}: no comparison yet -->")
+        continue
+    summary = json.loads((root / "comparison.json").read_text())
+    (docs / "compare").mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(root / "comparison.md", docs / "compare" / f"{behavior}.md")
+    shutil.copyfile(root / "effect_vs_kl.png", docs / "compare" / f"{behavior}_effect_vs_kl.png")
+    print(f"\n### {behavior}: {summary['n_rows']} rows ({summary['n_dilemma_rows']} DailyDilemmas rows)\n")
+    print("| method | α₋ / α₊ | p95 KL₋ / KL₊ (calibration) | audit p95 KL₋ | audit p95 KL₊ | ID Δ₋ | ID Δ₊ | OOD honesty Δ₋ | OOD honesty Δ₊ "
+          "| off-target \\|Δ₊\\| | SI k=2 | SI k=1 | pmass ₋ / ₊ | ΔNLL₋ | ΔNLL₊ |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for m in summary["methods"]:
+        plus, minus, e = m["plus"], m["minus"], m["effects"]
+        audit = {label: f"{arm['audit_p95']:.2f} [{arm['audit_p95_ci_low']:.2f}, {arm['audit_p95_ci_high']:.2f}]" if "audit_p95_ci_low" in arm
+                 else f"{arm['audit_p95']:.2f}" for label, arm in (("plus", plus), ("minus", minus))}
+        print(f"| {m['name']} | {minus['alpha']:+.3g} / {plus['alpha']:+.3g} | {minus['p95']:.2f} / {plus['p95']:.2f} | {audit['minus']} | "
+              f"{audit['plus']} | {interval(e.get('id_minus'))} | {interval(e.get('id_plus'))} | {interval(e['ood_honesty_minus'])} | "
+              f"{interval(e['ood_honesty_plus'])} | {interval(e['off_target'], signed=False)} | {interval(e['si_k2'], 1)} | "
+              f"{interval(e['si_k1'], 1)} | {e['pmass_minus']:.2f} / {e['pmass_plus']:.2f} | {interval(e['nll_change_minus'], 2)} | "
+              f"{interval(e['nll_change_plus'], 2)} |")
+    print("\n| method | method spread | dW / method [95% CI] |\n|---|---|---|")
+    for r in sorted(summary["ratios"], key=lambda r: r["ratio"]):
+        print(f"| {r['name']} | {r['method_spread']:+.3f} | {r['ratio']:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}] |")
+    dw = next(m for m in summary["methods"] if m["key"] == "dW")
+    print(f"\ndW's own spread: {interval(dw['effects']['ood_honesty_spread'])}.")
+    print("\n| method | KL measurements + / − | forward passes | calibration wall s + / − | evaluation wall s |\n|---|---|---|---|---|")
+    for m in summary["methods"]:
+        print(f"| {m['name']} | {m['plus']['iterations']} / {m['minus']['iterations']} | "
+              f"{m['plus']['n_forward_passes'] + m['minus']['n_forward_passes']} | {m['plus']['seconds']:.0f} / {m['minus']['seconds']:.0f} | "
+              f"{m['eval_seconds']:.0f} |")

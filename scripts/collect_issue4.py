@@ -50,11 +50,15 @@ for behavior in ("honesty", "sycophancy", "authority"):
               f"{interval(e['ood_honesty_plus'])} | {interval(e['off_target'], signed=False)} | {interval(e['si_k2'], 1)} | "
               f"{interval(e['si_k1'], 1)} | {e['pmass_minus']:.2f} / {e['pmass_plus']:.2f} | {interval(e['nll_change_minus'], 2)} | "
               f"{interval(e['nll_change_plus'], 2)} |")
-    emit("\n| method | method spread | dW / method [95% CI] |\n|---|---|---|")
-    for r in sorted(summary["ratios"], key=lambda r: r["ratio"]):
-        emit(f"| {r['name']} | {r['method_spread']:+.3f} | {r['ratio']:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}] |")
     dw = next(m for m in summary["methods"] if m["key"] == "dW")
-    emit(f"\ndW's own spread: {interval(dw['effects']['ood_honesty_spread'])}.")
+    for measure, title in (("ood_honesty", "OOD honesty"), ("id", "ID (held-out claims)")):
+        ratios = [r for r in summary["ratios"] if r.get("measure", "ood_honesty") == measure]
+        if not ratios:
+            continue
+        emit(f"\n{title} spread (Δ₊ − Δ₋), dW / method; dW's own spread: {interval(dw['effects'].get(f'{measure}_spread'))}\n")
+        emit("| method | method spread | dW / method [95% CI] |\n|---|---|---|")
+        for r in sorted(ratios, key=lambda r: r["ratio"]):
+            emit(f"| {r['name']} | {r['method_spread']:+.3f} | {r['ratio']:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}] |")
     emit("\n| method | KL measurements + / − | forward passes | calibration wall s + / − | evaluation wall s |\n|---|---|---|---|---|")
     for m in summary["methods"]:
         emit(f"| {m['name']} | {m['plus']['iterations']} / {m['minus']['iterations']} | "

@@ -287,8 +287,8 @@ def method_effects(records: list[dict], alpha_plus: float, alpha_minus: float, r
         alpha_plus, alpha_minus: the method's strengths for the + and − arms (e.g. iso-KL calibrated).
 
     Returns:
-        ``{name: {"mean", "ci_low", "ci_high"}}`` for ``id_plus`` / ``id_minus`` (held-out behaviour
-        logratio, arm − reference; absent without a held-out set), ``ood_honesty_plus`` /
+        ``{name: {"mean", "ci_low", "ci_high"}}`` for ``id_plus`` / ``id_minus`` / ``id_spread`` (held-out
+        behaviour logratio, arm − reference and + arm − − arm; absent without a held-out set), ``ood_honesty_plus`` /
         ``ood_honesty_minus`` / ``ood_honesty_spread`` (DailyDilemmas honesty, arm − reference and
         + arm − − arm), ``off_target`` (mean over justice, courage, temperance of |Δ(+ arm − reference)|);
         ``si_k2`` / ``si_k1`` (row-level SI, :func:`si_rows`); ``pmass_plus`` / ``pmass_minus`` (mean
@@ -298,7 +298,7 @@ def method_effects(records: list[dict], alpha_plus: float, alpha_minus: float, r
     target = f"dilemmas_{TARGET_VALUE}"
     specs = {"id_plus": ("sycophancy", alpha_plus, reference), "id_minus": ("sycophancy", alpha_minus, reference),
              "ood_honesty_plus": (target, alpha_plus, reference), "ood_honesty_minus": (target, alpha_minus, reference),
-             "ood_honesty_spread": (target, alpha_plus, alpha_minus),
+             "ood_honesty_spread": (target, alpha_plus, alpha_minus), "id_spread": ("sycophancy", alpha_plus, alpha_minus),
              **{f"off_target_{v}": (f"dilemmas_{v}", alpha_plus, reference) for v in OFF_TARGET_VALUES}}
     metrics = set(frame["metric"])
     per = {name: paired_rows(frame, *spec) for name, spec in specs.items() if spec[0] in metrics}

@@ -305,25 +305,33 @@ def _curve(job, method, identity, config, root, rows, base_records, arms, measur
     return points
 
 
+RATIO_MEASURES = {"ood_honesty": f"dilemmas_{TARGET_VALUE}", "id": "sycophancy"}  # measure -> metric of its spread
+
+
 def _ratios(results: list[dict]) -> list[dict]:
-    """dW's OOD honesty spread (+ arm − − arm) over each other method's, paired over identical rows, with a 95% CI."""
+    """dW's spread (Δ at α₊ − Δ at α₋) over each other method's, paired over identical rows, with a 95% CI:
+    for OOD honesty (DailyDilemmas) and, where the behaviour has held-out rows, for the ID logratio."""
     by_key = {r["key"]: r for r in results}
     if "dW" not in by_key:
         return []
-
-    def spread(result):
-        frame = metric_frame(result["_records"])
-        return paired_rows(frame, f"dilemmas_{TARGET_VALUE}", result["plus"]["alpha"], result["minus"]["alpha"])
-
-    numerator, clusters = spread(by_key["dW"])
+    frames = {key: metric_frame(result["_records"]) for key, result in by_key.items()}
     out = []
-    for key, result in by_key.items():
-        if key == "dW":
+    for measure, metric in RATIO_MEASURES.items():
+        if metric not in set(frames["dW"]["metric"]):
             continue
-        denominator, other_clusters = spread(result)
-        if not np.array_equal(clusters, other_clusters):
-            raise ValueError(f"dW and {key} were not scored on identical rows")
-        ratio, low, high = ratio_ci(numerator, denominator, clusters)
-        out.append({"method": key, "name": result["name"], "ratio": ratio, "ci_low": low, "ci_high": high,
-                    "dw_spread": float(numerator.mean()), "method_spread": float(denominator.mean())})
+
+        def spread(key, metric=metric):
+            result = by_key[key]
+            return paired_rows(frames[key], metric, result["plus"]["alpha"], result["minus"]["alpha"])
+
+        numerator, clusters = spread("dW")
+        for key, result in by_key.items():
+            if key == "dW":
+                continue
+            denominator, other_clusters = spread(key)
+            if not np.array_equal(clusters, other_clusters):
+                raise ValueError(f"dW and {key} were not scored on identical rows")
+            ratio, low, high = ratio_ci(numerator, denominator, clusters)
+            out.append({"measure": measure, "method": key, "name": result["name"], "ratio": ratio, "ci_low": low, "ci_high": high,
+                        "dw_spread": float(numerator.mean()), "method_spread": float(denominator.mean())})
     return out

@@ -287,12 +287,16 @@ def render_comparison(summary: dict) -> str:
             f"{_interval_text(e.get('ood_honesty_plus'))} | {_interval_text(e.get('ood_honesty_minus'))} | {_interval_text(e.get('off_target'))} | "
             f"{_interval_text(e.get('si_k2'))} | {_interval_text(e.get('si_k1'))} | {e['pmass_plus']:.3f}/{e['pmass_minus']:.3f} ({e['pmass_min']:.3f}) | "
             f"{_interval_text(e.get('nll_change_plus'))} | {_interval_text(e.get('nll_change_minus'))} |")
-    if summary["ratios"]:
-        lines += ["", "## dW versus each method: OOD honesty spread (Δ at α₊ − Δ at α₋), ratio dW / method", "",
+    for measure, title in (("ood_honesty", "OOD honesty"), ("id", "held-out behaviour (ID)")):
+        ratios = [r for r in summary["ratios"] if r.get("measure", "ood_honesty") == measure]
+        if not ratios:
+            continue
+        lines += ["", f"## dW versus each method: {title} spread (Δ at α₊ − Δ at α₋), ratio dW / method", "",
                   "| method | dW spread | method spread | ratio dW / method [95% CI] |", "|---|---|---|---|"]
-        for r in summary["ratios"]:
+        for r in ratios:
             lines.append(f"| {r['name']} | {r['dw_spread']:+.3f} | {r['method_spread']:+.3f} | {r['ratio']:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}] |")
-        lines += ["", "The ratio's CI pairs the two methods on the same resampled dilemmas; when a method's spread CI includes 0 the ratio CI is unbounded in practice."]
+    if summary["ratios"]:
+        lines += ["", "The ratio's CI pairs the two methods on the same resampled dilemmas (claims for ID); when a method's spread CI includes 0 the ratio CI is unbounded in practice."]
     lines += ["", f"## KL achieved on the audit split ({summary['n_audit_prompts']} prompts × {config['n_tokens']} tokens), nats, 95% CI over prompts", "",
               "| method | sign | α | p95 KL | mean KL | max KL |", "|---|---|---|---|---|---|"]
     for m in summary["methods"]:

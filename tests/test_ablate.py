@@ -28,7 +28,7 @@ def test_variants_reconstruct_and_controls_match_norms():
     attention, mlp = variants["attention"]["energy_fraction"], variants["mlp"]["energy_fraction"]
     assert attention + mlp == pytest.approx(1) and 0 < mlp < 1
     assert variants["layer_2_only"]["energy_fraction"] + variants["without_layer_2"]["energy_fraction"] == pytest.approx(1)
-    for name in ("top_25pct_S", "top_90pct_energy_S", "top_50pct_energy_S_base"):
+    for name in ("top_25pct_rank_S", "top_90pct_energy_S", "top_50pct_energy_S_base"):
         keep, drop = variants[name]["tensors"], variants[f"not_{name}"]["tensors"]
         assert check_reconstruction(keep, drop, tensors, name) < 1e-6
         control = variants[f"{name}_random"]["tensors"]
@@ -202,3 +202,11 @@ def test_layer_retained_bars_need_the_layer_group(tmp_path):
     rows = [row(f"layer_{layer}_only", 0.1 * layer) for layer in (9, 10)] + [row("layer_9_only_random", 0.0), row("without_layer_10", 0.8)]
     assert plot_layer_retained(rows, tmp_path / "bars.png").stat().st_size > 0
     assert plot_layer_retained([row("attention", 0.5)], tmp_path / "none.png") is None and not (tmp_path / "none.png").exists()
+
+
+def test_top_share_crop_counts_the_numerical_rank():
+    from weight_steering.ablate import CROPS
+
+    spectrum = torch.cat([torch.linspace(10, 1, 8), torch.zeros(24)])  # rank 8 in a 32-wide tensor
+    assert len(CROPS["top_25pct_rank"](spectrum)) == 2
+    assert len(CROPS["top_25pct_rank"](torch.linspace(10, 1, 32))) == 8

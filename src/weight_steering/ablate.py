@@ -61,7 +61,10 @@ def _select(predicate: Callable[[int, str], bool]) -> Callable[[dict, dict], dic
 
 
 def _indices_top_share(s: torch.Tensor, share: float) -> torch.Tensor:
-    return torch.arange(max(1, round(share * len(s))))
+    """The top ``share`` of the numerical rank (singular values above 1e-6·s_max): a rank-64 LoRA dW
+    of a 576-wide tensor keeps 16 directions, not 144 (which would be all of it)."""
+    rank = int((s > s.max() * 1e-6).sum()) if len(s) and s.max() > 0 else len(s)
+    return torch.arange(max(1, round(share * rank)))
 
 
 def _indices_energy(s: torch.Tensor, target: float) -> torch.Tensor:
@@ -71,7 +74,7 @@ def _indices_energy(s: torch.Tensor, target: float) -> torch.Tensor:
 
 
 CROPS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "top_25pct": lambda s: _indices_top_share(s, 0.25),
+    "top_25pct_rank": lambda s: _indices_top_share(s, 0.25),
     "top_50pct_energy": lambda s: _indices_energy(s, 0.5),
     "top_90pct_energy": lambda s: _indices_energy(s, 0.9),
 }

@@ -207,6 +207,6 @@ def test_layer_retained_bars_need_the_layer_group(tmp_path):
 def test_top_share_crop_counts_the_numerical_rank():
     from weight_steering.ablate import CROPS
 
-    spectrum = torch.cat([torch.linspace(10, 1, 8), torch.zeros(24)])  # rank 8 in a 32-wide tensor
+    spectrum = torch.cat([torch.linspace(10, 1, 8), torch.full((24,), 1e-4)])  # rank 8 plus a float32 rounding floor
     assert len(CROPS["top_25pct_rank"](spectrum)) == 2
     assert len(CROPS["top_25pct_rank"](torch.linspace(10, 1, 32))) == 8

@@ -61,9 +61,10 @@ def _select(predicate: Callable[[int, str], bool]) -> Callable[[dict, dict], dic
 
 
 def _indices_top_share(s: torch.Tensor, share: float) -> torch.Tensor:
-    """The top ``share`` of the numerical rank (singular values above 1e-6·s_max): a rank-64 LoRA dW
+    """The top ``share`` of the numerical rank (singular values above 1e-4·s_max, above the float32
+    rounding floor of a difference of merged weights, which sits near 1e-5·s_max): a rank-64 LoRA dW
     of a 576-wide tensor keeps 16 directions, not 144 (which would be all of it)."""
-    rank = int((s > s.max() * 1e-6).sum()) if len(s) and s.max() > 0 else len(s)
+    rank = int((s > s.max() * 1e-4).sum()) if len(s) and s.max() > 0 else len(s)
     return torch.arange(max(1, round(share * rank)))
 
 

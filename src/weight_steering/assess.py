@@ -181,7 +181,6 @@ def run_ablation(
         DeltaWeightsError: the dW does not fit the model. AblationError: see :func:`weight_steering.ablate.build_variants`.
     """
     from .ablate import activation_subspace_alignment, base_subspace_alignment, build_variants, native_dw_parts, retained
-    from .methods import contrast_pairs
     from .analyse import metric_frame
     from .behaviors import load_behavior
     from .evaluate import dilemma_rows, sycophancy_rows
@@ -231,7 +230,8 @@ def run_ablation(
     if pair_rows:
         write, read = _contrast_streams(model_obj, tokenizer, pair_rows, dw.tensors)
         activation_alignment = activation_subspace_alignment(dw.tensors, write, read, k=activation_k, seed=seed)
-        activation_note = f"{len(contrast_pairs(tokenizer, pair_rows))} persona contrast pairs from the dW's training data"
+        n_pairs = len(next(iter(write.values())))
+        activation_note = f"{n_pairs} persona contrast pairs from the dW's training data"
     else:
         activation_alignment, activation_note = [], "unavailable: the dW's generated pairs are not next to it (pass pair_rows)"
     result = {"dw": str(dw_file), "alpha": alpha, "seed": seed, "rows": table, "alignment": alignment,
@@ -248,7 +248,8 @@ def run_ablation(
 def _contrast_streams(model, tokenizer, pair_rows: list[dict], tensors: dict) -> tuple[dict, dict]:
     """Persona contrast differences (positive − negative, ``[n_pairs, hidden]`` per layer) of the streams
     dW's tensors touch: each layer's block output (what o_proj / down_proj write into) and its normalised
-    block input (what q / k / v read: ``input_layernorm`` of the previous block's output)."""
+    block input (what q / k / v read: ``input_layernorm`` of the previous block's output). A decoder
+    layer without an ``input_layernorm`` gets no read-side entry (its q/k/v rows are then unavailable)."""
     from .ablate import parse_key
     from .methods import contrast_activations, contrast_pairs
 
@@ -259,7 +260,9 @@ def _contrast_streams(model, tokenizer, pair_rows: list[dict], tensors: dict) ->
     decoder = model.get_decoder().layers
     read = {}
     for layer in read_layers:
-        norm = decoder[layer].input_layernorm
+        norm = getattr(decoder[layer], "input_layernorm", None)
+        if norm is None:
+            continue
         dtype = next(norm.parameters()).dtype
         read[layer] = (norm(activations.positive[layer - 1].to(dtype)) - norm(activations.negative[layer - 1].to(dtype))).float()
     return write, read

@@ -232,18 +232,18 @@ def plot_layer_retained(rows: list[dict], path: str | Path) -> Path | None:
     ``without_layer_L``, one panel per metric; atomically written. None when the layer group did not run."""
     import re
 
-    pattern = re.compile(r"^(layer_(\d+)_only(_random)?|without_layer_(\d+))$")
+    pattern = re.compile(r"^(?:layer_|without_layer_)(\d+)(?:_only(?:_random)?)?$")
     scored = [r for r in rows if r.get("available") and r.get("defined") and pattern.match(r["variant"])]
     metrics = sorted({r["metric"] for r in scored})
     if not metrics:
         return None
     fig, axes = plt.subplots(len(metrics), 1, figsize=(9, 2.8 * len(metrics)), squeeze=False)
-    kinds = (("only", "layer alone", "C0"), ("only_random", "its random control", "C7"), ("without", "all but this layer", "C1"))
+    kinds = (("layer_{}_only", "layer alone", "C0"), ("layer_{}_only_random", "its random control", "C7"),
+             ("without_layer_{}", "all but this layer", "C1"))
     for ax, metric in zip(axes[:, 0], metrics):
-        layers = sorted({int(next(g for g in pattern.match(r["variant"]).groups()[1::2] if g)) for r in scored if r["metric"] == metric})
-        for offset, (kind, label, color) in enumerate(kinds):
-            names = {"only": "layer_{}_only", "only_random": "layer_{}_only_random", "without": "without_layer_{}"}[kind]
-            by = {r["variant"]: r for r in scored if r["metric"] == metric}
+        by = {r["variant"]: r for r in scored if r["metric"] == metric}
+        layers = sorted({int(pattern.match(name).group(1)) for name in by})
+        for offset, (names, label, color) in enumerate(kinds):
             values = [by.get(names.format(layer)) for layer in layers]
             x = [i + (offset - 1) * 0.27 for i in range(len(layers))]
             mean = [v["retained"] if v else np.nan for v in values]

@@ -210,3 +210,26 @@ def test_top_share_crop_counts_the_numerical_rank():
     spectrum = torch.cat([torch.linspace(10, 1, 8), torch.full((24,), 1e-4)])  # rank 8 plus a float32 rounding floor
     assert len(CROPS["top_25pct_rank"](spectrum)) == 2
     assert len(CROPS["top_25pct_rank"](torch.linspace(10, 1, 32))) == 8
+
+
+def test_agreement_ranks_variants_and_ignores_anchors_and_controls():
+    from weight_steering.ablate import agreement
+
+    def rows(values, extra=()):
+        out = [{"variant": f"v{i}", "group": "layer", "available": True, "metric": "m", "retained": v, "defined": True, "control_of": None}
+               for i, v in enumerate(values)]
+        out += [{"variant": "full", "group": "anchor", "available": True, "metric": "m", "retained": 1.0, "control_of": None},
+                {"variant": "v0_random", "group": "layer", "available": True, "metric": "m", "retained": 0.0, "control_of": "v0"},
+                {"variant": "v1", "group": "layer", "available": True, "metric": "other", "retained": 9.0, "control_of": None}]
+        return out + list(extra)
+
+    values = np.linspace(0.0, 1.0, 10)
+    result = agreement({"a": rows(values), "same": rows(values * 3), "reversed": rows(values[::-1]),
+                        "few": [{"variant": "v0", "group": "layer", "available": True, "metric": "m", "retained": 0.1, "control_of": None}]},
+                       metric="m", n_permutations=500)
+    assert list(result["retained"].index[:10]) == [f"v{i}" for i in range(10)] and "full" not in result["retained"].index
+    assert "v0_random" not in result["retained"].index
+    by = {(p["a"], p["b"]): p for p in result["pairs"]}
+    assert by[("a", "same")]["spearman"] == pytest.approx(1.0) and by[("a", "same")]["p_value"] < 0.01
+    assert by[("a", "reversed")]["spearman"] == pytest.approx(-1.0) and by[("a", "same")]["n_variants"] == 10
+    assert np.isnan(by[("a", "few")]["spearman"]) and by[("a", "few")]["n_variants"] == 1

@@ -153,3 +153,30 @@ def test_rank_only_collects_finished_cells_of_a_partial_sweep(tiny, tmp_path):
     cells, computed = run_sweep(config, ["sycophancy"], ["lora", "ia3"], [0], compute=False)
     assert computed == 0 and [c["cell"]["family"] for c in cells] == ["lora"]
     assert not cell_dir(config, plan_cells(["sycophancy"], ["ia3"], [0])[0]).exists(), "rank-only must not start work"
+
+
+def test_archive_restores_finished_cells_into_a_fresh_output_folder(tiny, tmp_path, caplog):
+    """Cells archived by one sweep are restored (not recomputed) by a sweep with an empty output
+    folder; a damaged or differently-configured archived cell is computed again, with a warning."""
+    model, tokenizer = tiny
+    archive = tmp_path / "archive"
+    first = _config(tmp_path / "first")
+    cells, computed = run_sweep(first, ["sycophancy"], ["lora", "ia3"], [0], model=model, tokenizer=tokenizer, archive=archive)
+    assert computed == 2 and len(list(archive.glob("*/sycophancy/*/records.jsonl.gz"))) == 2
+
+    second = _config(tmp_path / "second")
+    again, computed = run_sweep(second, ["sycophancy"], ["lora", "ia3"], [0], model=model, tokenizer=tokenizer, archive=archive)
+    assert computed == 0 and [c["summary"] for c in again] == [c["summary"] for c in cells]
+    assert [c["records"] for c in again] == [c["records"] for c in cells]
+
+    damaged = cell_dir(first, plan_cells(["sycophancy"], ["ia3"], [0])[0], archive) / "records.jsonl.gz"
+    damaged.write_bytes(damaged.read_bytes()[:-20])
+    third = _config(tmp_path / "third")
+    with caplog.at_level(logging.WARNING):
+        _, computed = run_sweep(third, ["sycophancy"], ["lora", "ia3"], [0], model=model, tokenizer=tokenizer, archive=archive)
+    assert computed == 1 and "ia3-seed0 is unreadable" in caplog.text
+    assert load_cell(third, plan_cells(["sycophancy"], ["ia3"], [0])[0]) is not None
+
+    other = _config(tmp_path / "fourth", train={**TINY["train"], "rank": 2})
+    cells_other, _ = run_sweep(other, ["sycophancy"], ["lora"], [0], model=model, tokenizer=tokenizer, compute=False, archive=archive)
+    assert cells_other == [] and "made with other settings" in caplog.text

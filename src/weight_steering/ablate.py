@@ -469,3 +469,45 @@ def activation_subspace_alignment(tensors: dict, write_contrast: dict[int, torch
                      "null": k / hidden, "ratio": energy * hidden / k, "z": (energy - mean) / std if std > 0 else float("nan"),
                      "available": True})
     return rows
+
+
+def agreement(tables: dict[str, list[dict]], metric: str, n_permutations: int = 2000, seed: int = 0) -> dict:
+    """Do several dW (e.g. adapter families) put their effect in the same places?
+
+    For every pair of dW, the Spearman rank correlation of ``retained`` over the variants that are
+    defined in both, on one ``metric`` (e.g. ``"sycophancy"``), with a two-sided permutation p-value
+    (``n_permutations`` shuffles of one side, seeded). Anchors (full, zero) and random controls are
+    left out: their retained is fixed at 1 / ≈ 0 for every dW and would inflate the correlation.
+
+    Args:
+        tables: ``{name: rows}`` with ``rows`` the ``"rows"`` of :func:`weight_steering.assess.run_ablation`.
+        metric: the score the retained values belong to.
+
+    Returns:
+        ``{"retained": DataFrame [variant × name] of retained (NaN where undefined or unavailable),
+        "pairs": [{"a", "b", "spearman", "p_value", "n_variants"}]}``. A pair with fewer than three
+        shared variants gets ``spearman = NaN``.
+    """
+    import itertools
+
+    import pandas as pd
+
+    frame = pd.DataFrame({
+        name: {r["variant"]: (r["retained"] if r.get("defined", True) else float("nan"))
+               for r in rows if r.get("available") and r.get("metric") == metric
+               and r["group"] != "anchor" and not r.get("control_of")}
+        for name, rows in tables.items()
+    })
+    generator = np.random.default_rng(seed)
+    pairs = []
+    for a, b in itertools.combinations(frame.columns, 2):
+        shared = frame[[a, b]].dropna()
+        if len(shared) < 3:
+            pairs.append({"a": a, "b": b, "spearman": float("nan"), "p_value": float("nan"), "n_variants": len(shared)})
+            continue
+        ranks_a, ranks_b = shared[a].rank().to_numpy(), shared[b].rank().to_numpy()
+        rho = float(np.corrcoef(ranks_a, ranks_b)[0, 1])
+        null = np.array([np.corrcoef(ranks_a, generator.permutation(ranks_b))[0, 1] for _ in range(n_permutations)])
+        p_value = float((1 + np.sum(np.abs(null) >= abs(rho) - 1e-12)) / (1 + n_permutations))
+        pairs.append({"a": a, "b": b, "spearman": rho, "p_value": p_value, "n_variants": len(shared)})
+    return {"retained": frame, "pairs": pairs}

@@ -103,6 +103,7 @@ def sweep(
     out: str = typer.Option("out", help="output root"),
     force: bool = typer.Option(False, help="recompute every cell"),
     rank_only: bool = typer.Option(False, help="compute nothing: rank the finished cells of the grid (a partial sweep)"),
+    archive: str = typer.Option(None, help="folder of finished cells' results (markers + records): restored first, each new cell copied in"),
 ):
     """Families × seeds × behaviours: train, diff and evaluate each cell (resumable), then rank the families."""
     from .pipeline import preset_config
@@ -119,7 +120,7 @@ def sweep(
             raise SweepError(f"--seeds must be comma-separated integers such as 0,1,2; got {seeds!r}") from err
         config = preset_config(preset, model=model, dilemma_limit=dilemma_limit, out=out, force=force, generation={"seed": data_seed})
         started = time.perf_counter()
-        cells, n_computed = run_sweep(config, _split(behaviors), names, seed_list, executor, compute=not rank_only)
+        cells, n_computed = run_sweep(config, _split(behaviors), names, seed_list, executor, compute=not rank_only, archive=archive)
         if not cells:
             raise SweepError("no finished cells to rank; run the sweep without --rank-only first")
         paths = write_ranking(config, cells, command, time.perf_counter() - started, n_computed)

@@ -10,10 +10,19 @@ never reads a half-written file, because every file is written atomically and ma
 
 Executors: ``local`` (default; one process, one model) and ``ray`` (each cell a Ray task, one per
 GPU when the cluster has GPUs, else one at a time using all CPU cores; local Ray on a laptop).
+
+Archive: a finished cell's result is small (its marker and records, not its weights), so
+``archive=DIR`` copies each cell's ``cell.json`` and gzipped records into
+``DIR/<model>/<behaviour>/<family>-seed<s>/`` as soon as it finishes, and restores archived cells
+into ``<out>`` before planning. A sweep spread over several machines or sessions (e.g. a repository
+folder that is committed) then never recomputes a finished cell, and the ranking can be rebuilt
+from the archive alone. A restored cell is checked like any other: same key, records SHA-256.
 """
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import logging
 import time
 from dataclasses import asdict, dataclass, replace
@@ -75,9 +84,11 @@ def _model_slug(config: RunConfig) -> str:
     return Path(config.model).name.lower().replace("/", "_") or "model"
 
 
-def cell_dir(config: RunConfig, cell: Cell) -> Path:
-    """``<out>/sweep/<model>/<behaviour>/<family>-seed<seed>``."""
-    return Path(config.out) / "sweep" / _model_slug(config) / cell.behavior / f"{cell.family}-seed{cell.seed}"
+def cell_dir(config: RunConfig, cell: Cell, root: str | Path | None = None) -> Path:
+    """``<root>/<model>/<behaviour>/<family>-seed<seed>``; ``root`` defaults to ``<out>/sweep``
+    (an archive folder is laid out the same way)."""
+    root = Path(config.out) / "sweep" if root is None else Path(root)
+    return root / _model_slug(config) / cell.behavior / f"{cell.family}-seed{cell.seed}"
 
 
 def cell_config(config: RunConfig, cell: Cell) -> RunConfig:
@@ -121,6 +132,73 @@ def load_cell(config: RunConfig, cell: Cell) -> dict | None:
         return None
 
 
+def archive_cell(config: RunConfig, cell: Cell, archive: str | Path) -> Path:
+    """Copy a finished cell's ``cell.json`` and ``records.jsonl.gz`` into ``archive``; return its folder.
+
+    The records are gzipped (the marker keeps the SHA-256 of the uncompressed file); the marker is
+    written last and atomically, so a half-copied archive cell is never taken as finished.
+
+    Raises:
+        SweepError: the cell is not finished in ``config.out``.
+    """
+    if load_cell(replace(config, force=False), cell) is None:
+        raise SweepError(f"cell {cell.name} is not finished under {config.out}; run the sweep first")
+    source = cell_dir(config, cell)
+    target = cell_dir(config, cell, archive)
+    with atomic_write(target / "records.jsonl.gz", "wb") as handle:
+        handle.write(gzip.compress((source / "records.jsonl").read_bytes(), mtime=0))
+    write_json(target / "cell.json", read_json(source / "cell.json"))
+    return target
+
+
+def restore_cells(config: RunConfig, cells: list[Cell], archive: str | Path) -> list[Cell]:
+    """Copy the archived result of every cell that is unfinished in ``config.out`` into place.
+
+    An archived cell is taken only when its marker carries this cell's key and its decompressed
+    records match the marker's SHA-256; otherwise it is skipped with a warning (and computed).
+    Returns the restored cells.
+    """
+    restored = []
+    for cell in cells:
+        source = cell_dir(config, cell, archive)
+        if not (source / "cell.json").is_file() or load_cell(replace(config, force=False), cell) is not None:
+            continue
+        try:
+            info = read_json(source / "cell.json")
+            records = gzip.decompress((source / "records.jsonl.gz").read_bytes())
+        except (OSError, ValueError, EOFError) as err:
+            log.warning("archived cell %s is unreadable (%s); it will be computed", cell.name, err)
+            continue
+        if info.get("key") != cell_key(config, cell):
+            log.warning("archived cell %s was made with other settings; it will be computed", cell.name)
+            continue
+        if hashlib.sha256(records).hexdigest() != info.get("records_sha256"):
+            log.warning("archived cell %s: records do not match its marker; it will be computed", cell.name)
+            continue
+        target = cell_dir(config, cell)
+        with atomic_write(target / "records.jsonl", "wb") as handle:
+            handle.write(records)
+        write_json(target / "cell.json", info)
+        restored.append(cell)
+    if restored:
+        log.info("restored %d finished cells from %s", len(restored), archive)
+    return restored
+
+
+def _archive_missing(config: RunConfig, finished: list[Cell], archive: str | Path | None) -> None:
+    """Archive the finished cells that the archive lacks or holds in another version."""
+    if archive is None:
+        return
+    for cell in finished:
+        marker = cell_dir(config, cell, archive) / "cell.json"
+        try:
+            same = read_json(marker)["records_sha256"] == read_json(cell_dir(config, cell) / "cell.json")["records_sha256"]
+        except (OSError, ValueError, KeyError):
+            same = False
+        if not same:
+            archive_cell(config, cell, archive)
+
+
 def run_cell(job, config: RunConfig, cell: Cell) -> dict:
     """Train, diff and evaluate one cell on a prepared job; write its records and marker.
 
@@ -151,7 +229,7 @@ def _prepare(config: RunConfig, behavior: str, model=None, tokenizer=None):
     return job
 
 
-def _run_local(config: RunConfig, pending: list[Cell], progress, model=None, tokenizer=None) -> None:
+def _run_local(config: RunConfig, pending: list[Cell], progress, done, model=None, tokenizer=None) -> None:
     jobs: dict = {}
     for cell in pending:
         if cell.behavior not in jobs:
@@ -160,6 +238,7 @@ def _run_local(config: RunConfig, pending: list[Cell], progress, model=None, tok
             jobs[cell.behavior] = job
         progress.set_postfix_str(cell.name)
         run_cell(jobs[cell.behavior], config, cell)
+        done(cell)
         progress.update(1)
 
 
@@ -167,13 +246,13 @@ def _ray_prepare(config: RunConfig, behavior: str) -> str:
     return _prepare(config, behavior).data_sha
 
 
-def _ray_cell(config: RunConfig, cell: Cell) -> str:
+def _ray_cell(config: RunConfig, cell: Cell) -> Cell:
     job = prepare_job(replace(config, behavior=cell.behavior))  # reuses the data stage the driver waited for
     run_cell(job, config, cell)
-    return cell.name
+    return cell
 
 
-def _run_ray(config: RunConfig, pending: list[Cell], progress) -> None:
+def _run_ray(config: RunConfig, pending: list[Cell], progress, done) -> None:
     try:
         import ray
     except ImportError as err:
@@ -189,14 +268,16 @@ def _run_ray(config: RunConfig, pending: list[Cell], progress) -> None:
     ray.get([prepare.remote(config, b) for b in dict.fromkeys(c.behavior for c in pending)])
     waiting = [run.remote(config, cell) for cell in pending]
     while waiting:
-        done, waiting = ray.wait(waiting, num_returns=1)
-        progress.set_postfix_str(ray.get(done[0]))
+        ready, waiting = ray.wait(waiting, num_returns=1)
+        cell = ray.get(ready[0])
+        done(cell)
+        progress.set_postfix_str(cell.name)
         progress.update(1)
 
 
 def run_sweep(
     config: RunConfig, behaviors=("sycophancy",), families=None, seeds=(0, 1, 2), executor: str = "local",
-    model=None, tokenizer=None, compute: bool = True,
+    model=None, tokenizer=None, compute: bool = True, archive: str | Path | None = None,
 ) -> tuple[list[dict], int]:
     """Run every unfinished cell of behaviours × families × seeds and return all finished cells.
 
@@ -206,6 +287,8 @@ def run_sweep(
         executor: ``"local"`` or ``"ray"``.
         model, tokenizer: an already loaded model for the local executor (e.g. the tiny test model).
         compute: ``False`` only collects the finished cells of the grid (for ranking a partial sweep).
+        archive: a folder of finished cells (see :func:`archive_cell`): restored before planning,
+            and every cell this call finishes is copied into it at once.
 
     Returns:
         ``(cells, n_computed)``: one dict per cell (``cell.json`` plus ``records``) in
@@ -219,22 +302,30 @@ def run_sweep(
     if executor not in EXECUTORS:
         raise SweepError(f"unknown executor '{executor}'; choose one of {', '.join(EXECUTORS)}")
     cells = plan_cells(behaviors, families or list(ADAPTER_FAMILIES), seeds)
+    if archive is not None and not config.force:
+        restore_cells(config, cells, archive)
     if config.force:
         pending = cells
     else:
         pending = [c for c in cells if load_cell(config, c) is None]
     if not compute:
         finished = [load_cell(config, c) for c in cells]
+        _archive_missing(config, [c for c, f in zip(cells, finished) if f is not None], archive)
         if pending:
             log.warning("ranking %d of %d cells; not finished: %s", len(cells) - len(pending), len(cells), [c.name for c in pending])
         return [f for f in finished if f is not None], 0
     log.info("sweep: %d cells, %d already finished", len(cells), len(cells) - len(pending))
+    def done(cell: Cell) -> None:
+        if archive is not None:
+            archive_cell(config, cell, archive)
+
     with tqdm(total=len(cells), initial=len(cells) - len(pending), desc="sweep cells", unit="cell", dynamic_ncols=True) as progress:
         if pending and executor == "local":
-            _run_local(config, pending, progress, model, tokenizer)
+            _run_local(config, pending, progress, done, model, tokenizer)
         elif pending:
-            _run_ray(config, pending, progress)
+            _run_ray(config, pending, progress, done)
     finished = [load_cell(replace(config, force=False), c) for c in cells]
+    _archive_missing(config, [c for c, f in zip(cells, finished) if f is not None], archive)
     missing = [c.name for c, f in zip(cells, finished) if f is None]
     if missing:
         raise SweepError(f"cells did not finish: {missing}")

@@ -1,0 +1,133 @@
+"""Collect the issue-6 ablations of several dW side by side for docs/RESULTS.md §12.
+
+    python scripts/collect_issue6.py NAME=OUT/ablation/<dir> [NAME=...] [--docs docs]
+
+Each argument names one finished ``wsteer ablate`` folder (holding ``ablation.json``). The script
+copies each folder's table, JSON and plots to ``<docs>/ablation/<NAME>.*`` (so the numbers survive
+the output folder) and writes ``<docs>/ablation/summary.md``: the key variants of every dW next to
+their norm-matched random controls, the layer profile, the subspace alignment, and the Spearman
+agreement of retained across dW (``weight_steering.ablate.agreement``).
+"""
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+
+from weight_steering.ablate import agreement
+
+KEY_VARIANTS = [
+    ("attention", "attention (q, k, v, o)"), ("mlp", "MLP (gate, up, down)"), ("read_side", "read side (q, k, v, gate, up)"),
+    ("write_side", "write side (o, down)"), ("q_proj_only", "q alone"), ("k_proj_only", "k alone"), ("v_proj_only", "v alone"),
+    ("o_proj_only", "o alone"), ("gate_proj_only", "gate alone"), ("up_proj_only", "up alone"), ("down_proj_only", "down alone"),
+    ("top_25pct_rank_S", "own SVD: top 25% of the numerical rank"), ("not_top_25pct_rank_S", "own SVD: the rest"),
+    ("top_50pct_energy_S", "own SVD: top 50% of the energy"), ("not_top_50pct_energy_S", "own SVD: the rest (50%)"),
+    ("top_90pct_energy_S", "own SVD: top 90% of the energy"), ("not_top_90pct_energy_S", "own SVD: the tail (10%)"),
+    ("top_25pct_rank_S_base", "base-W SVD: block in W's top 25% directions"), ("not_top_25pct_rank_S_base", "base-W SVD: outside it"),
+    ("top_50pct_energy_S_base", "base-W SVD: block in W's top-50%-energy directions"), ("not_top_50pct_energy_S_base", "base-W SVD: outside it"),
+    ("top_90pct_energy_S_base", "base-W SVD: block in W's top-90%-energy directions"), ("not_top_90pct_energy_S_base", "base-W SVD: outside it"),
+    ("direction", "native: direction"), ("magnitude", "native: magnitude"), ("scale", "native: scale"),
+    ("random_norm_matched", "random dW, norm-matched per tensor"),
+]
+METRICS = (("sycophancy", "ID"), ("dilemmas_honesty", "OOD honesty"))
+
+
+def cell(row) -> str:
+    if row is None:
+        return "–"
+    if not row.get("available", True):
+        return "unavailable"
+    if not row.get("defined", True):
+        return "undefined"
+    return f"{row['retained']:+.2f} [{row['ci_low']:+.2f}, {row['ci_high']:+.2f}]"
+
+
+def short(row) -> str:
+    return "–" if row is None or not row.get("defined", True) else f"{row['retained']:+.2f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("ablations", nargs="+", help="NAME=path of a wsteer ablate folder")
+    parser.add_argument("--docs", default="docs")
+    args = parser.parse_args()
+    docs = Path(args.docs) / "ablation"
+    docs.mkdir(parents=True, exist_ok=True)
+    results = {}
+    for item in args.ablations:
+        name, _, folder = item.partition("=")
+        folder = Path(folder)
+        results[name] = json.loads((folder / "ablation.json").read_text())
+        for source, suffix in (("ablation.json", ".json"), ("ablation.md", ".md"), ("retained_vs_energy.png", "_retained_vs_energy.png"),
+                               ("retained_by_layer.png", "_retained_by_layer.png")):
+            if (folder / source).exists():
+                shutil.copyfile(folder / source, docs / f"{name}{suffix}")
+    names = list(results)
+    index = {name: {(r["variant"], r.get("metric")): r for r in res["rows"]} for name, res in results.items()}
+    unavailable = {name: {r["variant"] for r in res["rows"] if not r["available"]} for name, res in results.items()}
+
+    def lookup(name, variant, metric):
+        if variant in unavailable[name]:
+            return {"available": False}
+        return index[name].get((variant, metric))
+
+    lines = ["# Where dW lives: ablations side by side (written by `python scripts/collect_issue6.py`)", ""]
+    lines += [f"* **{name}**: `{res['dw']}`, α = {res['alpha']:+g}; full Δ: "
+              + ", ".join(f"{label} {index[name][('full', m)]['delta_full']:+.4f}" for m, label in METRICS if ("full", m) in index[name])
+              for name, res in results.items()]
+    lines += ["", "retained = Δ(variant)/Δ(full) with a 95% cluster-bootstrap CI (claims or dilemmas); the random control "
+              "has the variant's Frobenius norm per tensor. energy = ‖dW′‖²/‖dW‖².", ""]
+    for metric, label in METRICS:
+        lines += [f"## {label} retained", "", "| variant | " + " | ".join(f"{n}: energy | {n}: retained | {n}: control" for n in names) + " |",
+                  "|---|" + "---|---|---|" * len(names)]
+        for variant, title in KEY_VARIANTS:
+            rows = [lookup(n, variant, metric) for n in names]
+            if all(r is None for r in rows):
+                continue
+            parts = []
+            for n, r in zip(names, rows):
+                energy = f"{r['energy_fraction']:.3f}" if r and r.get("available") and r.get("energy_fraction") is not None else "–"
+                parts += [energy, cell(r), short(lookup(n, f"{variant}_random", metric))]
+            lines.append(f"| {title} | " + " | ".join(parts) + " |")
+        lines.append("")
+
+    lines += ["## Layers (ID retained)", "", "| dW | layer alone: top three | Σ single-layer retained | largest leave-one-out loss |", "|---|---|---|---|"]
+    for name in names:
+        alone = {int(v[len("layer_"):-len("_only")]): r for (v, m), r in index[name].items()
+                 if m == "sycophancy" and v.startswith("layer_") and v.endswith("_only") and r.get("defined", True)}
+        without = {int(v[len("without_layer_"):]): r for (v, m), r in index[name].items()
+                   if m == "sycophancy" and v.startswith("without_layer_") and r.get("defined", True)}
+        if not alone:
+            lines.append(f"| {name} | – | – | – |")
+            continue
+        top = sorted(alone.items(), key=lambda kv: -kv[1]["retained"])[:3]
+        worst = min(without.items(), key=lambda kv: kv[1]["retained"]) if without else None
+        lines.append(f"| {name} | " + ", ".join(f"{layer}: {r['retained']:+.2f}" for layer, r in top)
+                     + f" | {sum(r['retained'] for r in alone.values()):+.2f} | "
+                     + (f"without {worst[0]}: {worst[1]['retained']:.2f}" if worst else "–") + " |")
+
+    lines += ["", "## Subspace alignment (mean over layers; ratio to the random-subspace null, mean z)", "",
+              "| dW | projection | base-W top-10% ratio | z | contrast-PCA ratio | z |", "|---|---|---|---|---|---|"]
+    for name, res in results.items():
+        base = pd.DataFrame(res.get("alignment") or [])
+        act = pd.DataFrame([r for r in res.get("activation_alignment") or [] if r.get("available")])
+        for projection in ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"):
+            b = base[base["projection"] == projection] if len(base) else base
+            a = act[act["projection"] == projection] if len(act) else act
+            lines.append(f"| {name} | {projection} | " + (f"{b['ratio'].mean():.2f} | {b['z'].mean():+.1f}" if len(b) else "– | –")
+                         + " | " + (f"{a['ratio'].mean():.2f} | {a['z'].mean():+.1f}" if len(a) else "– | –") + " |")
+
+    lines += ["", "## Do the dW agree? Spearman rank correlation of retained over shared variants", "",
+              "Anchors and random controls left out; two-sided permutation p-value (2,000 shuffles).", "",
+              "| metric | a | b | Spearman ρ | p | variants |", "|---|---|---|---|---|---|"]
+    for metric, label in METRICS:
+        for pair in agreement({n: r["rows"] for n, r in results.items()}, metric)["pairs"]:
+            lines.append(f"| {label} | {pair['a']} | {pair['b']} | {pair['spearman']:+.2f} | {pair['p_value']:.4f} | {pair['n_variants']} |")
+    (docs / "summary.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

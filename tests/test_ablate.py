@@ -41,6 +41,33 @@ def test_variants_reconstruct_and_controls_match_norms():
     assert variants["v_proj_only"]["tensors"] is None and "v_proj_only_random" not in variants
 
 
+def test_lazy_variants_match_the_eager_ones_and_check_reconstruction_on_the_way(monkeypatch):
+    from weight_steering import ablate
+
+    tensors, base = _dw()
+    eager = build_variants(tensors, base)
+    lazy = list(ablate.iter_variants(tensors, base))
+    assert [name for name, _ in lazy] == list(eager)
+    for name, entry in lazy:
+        assert entry["energy_fraction"] == eager[name]["energy_fraction"]
+        if entry["tensors"] is not None:
+            assert all(torch.equal(entry["tensors"][k], eager[name]["tensors"][k]) for k in tensors)
+    assert not ablate._SVD_CACHE, "the SVD memo is cleared when the iterator ends"
+
+    original = ablate._own_svd
+
+    def broken_drop(crop, keep):
+        build = original(crop, keep)
+        return build if keep else (lambda t, b: {k: 2 * v for k, v in build(t, b).items()})
+
+    monkeypatch.setattr(ablate, "_own_svd", broken_drop)
+    names = []
+    with pytest.raises(AblationError, match="reconstructs"):
+        for name, _ in ablate.iter_variants(tensors, base, groups=("svd",)):
+            names.append(name)
+    assert names[-2:] == ["top_25pct_rank_S", "top_25pct_rank_S_random"], "the keep variant is scored before its drop fails"
+
+
 def test_random_control_is_seeded_and_norm_matched():
     tensors, _ = _dw()
     a, b, c = random_like(tensors, 0), random_like(tensors, 0), random_like(tensors, 1)

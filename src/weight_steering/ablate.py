@@ -15,7 +15,7 @@ no threshold rule. Variants that select no tensor are *unavailable* (not scored 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,7 +85,7 @@ _SVD_CACHE: dict[int, tuple[torch.Tensor, tuple]] = {}
 
 
 def _svd(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Thin SVD of ``w`` in fp64, memoised while :func:`build_variants` runs, so each tensor's SVD
+    """Thin SVD of ``w`` in fp64, memoised while a :func:`iter_variants` iterator runs, so each tensor's SVD
     serves every crop (the cache holds the tensor itself, so an id is never reused for another)."""
     hit = _SVD_CACHE.get(id(w))
     if hit is None or hit[0] is not w:
@@ -149,6 +149,9 @@ def variants_for(tensors: dict) -> list[Variant]:
         found.append(Variant(f"{crop}_S_base", "base_svd", True, _base_svd(crop, True)))
         found.append(Variant(f"not_{crop}_S_base", "base_svd", False, _base_svd(crop, False)))
     return found
+
+
+VARIANT_NAMES_WITH_DROP = {f"not_{crop}_S{suffix}" for crop in CROPS for suffix in ("", "_base")}
 
 
 def dora_parts(adapter_dir: str | Path, base: dict) -> dict[str, dict]:
@@ -288,55 +291,74 @@ def build_variants(tensors: dict, base: dict, seed: int = 0, groups: tuple[str, 
     """``name -> {"group", "tensors" or None, "energy_fraction", "control_of"}``, with a
     ``<name>_random`` norm-matched control after every available keep variant.
 
+    Every variant is held in memory at once (about 90 copies of dW with every group); for a real
+    model use :func:`iter_variants`, which builds them one at a time.
+
     Args:
         native: adapter-native parts of dW (:func:`native_dw_parts`); their sum must reconstruct dW.
             None: the ``native`` group is listed as unavailable.
 
     Raises:
-        AblationError: keep + drop of an SVD crop, or the sum of the native parts, does not reconstruct
-            dW within 5e-3 (relative); base weights are missing for a base-SVD variant.
+        AblationError: an unknown group; keep + drop of an SVD crop, or the sum of the native parts,
+            does not reconstruct dW within 5e-3 (relative); base weights are missing for a base-SVD variant.
+    """
+    return dict(iter_variants(tensors, base, seed, groups, native))
+
+
+def iter_variants(tensors: dict, base: dict, seed: int = 0, groups: tuple[str, ...] | None = None,
+                  native: dict[str, dict] | None = None) -> Iterator[tuple[str, dict]]:
+    """The variants of :func:`build_variants` as ``(name, entry)`` pairs, built lazily.
+
+    Only the variant being yielded (and, for a keep variant, until its ``not_`` partner has been
+    checked against it) is held, so memory stays at a few copies of dW instead of one per variant
+    (on SmolLM2-135M a dW over 15 layers is 212 MB; all groups together held 17 GB). SVDs are
+    memoised until the iterator ends. Errors are those of :func:`build_variants`, raised when the
+    variant concerned is reached.
     """
     known = ("anchor", "layer", "module", "svd", "base_svd", "native")
     unknown = [g for g in groups or () if g not in known]
     if unknown:
         raise AblationError(f"unknown variant group(s) {unknown}; choose from {', '.join(known)}")
+    if native is not None and (not groups or "native" in groups):
+        padded = {name: {k: part.get(k, torch.zeros_like(v)).to(v.dtype) for k, v in tensors.items()} for name, part in native.items()}
+        total = {k: sum(p[k].double() for p in padded.values()) for k in tensors}
+        check_reconstruction(total, {k: torch.zeros_like(v) for k, v in total.items()}, tensors, "the native parts")
+        del total
+    return _iter_variants(tensors, base, seed, groups, native)
+
+
+def _iter_variants(tensors: dict, base: dict, seed: int, groups: tuple[str, ...] | None,
+                   native: dict[str, dict] | None) -> Iterator[tuple[str, dict]]:
+    kept: dict[str, dict] = {}  # keep variants whose not_ partner is still to come
     try:
-        return _build_variants(tensors, base, seed, groups, native)
+        for variant in variants_for(tensors):
+            if groups and variant.group not in groups and variant.name not in ("full", "zero"):
+                continue
+            built = variant.build(tensors, base)
+            if variant.name.startswith("not_") and built is not None and variant.name[4:] in kept:
+                check_reconstruction(kept.pop(variant.name[4:]), built, tensors, variant.name[4:])
+            yield variant.name, {"group": variant.group, "tensors": built, "control_of": None,
+                                 "energy_fraction": energy_fraction(built, tensors) if built is not None else None}
+            if variant.keep and built is not None:
+                if f"not_{variant.name}" in VARIANT_NAMES_WITH_DROP:
+                    kept[variant.name] = built
+                control = random_like(built, seed)
+                yield f"{variant.name}_random", {"group": variant.group, "tensors": control, "control_of": variant.name,
+                                                 "energy_fraction": energy_fraction(control, tensors)}
+            del built
+        if not groups or "native" in groups:
+            if native is None:
+                yield "native", {"group": "native", "tensors": None, "control_of": None, "energy_fraction": None}
+            else:
+                for name, part in native.items():
+                    padded = {k: part.get(k, torch.zeros_like(v)).to(v.dtype) for k, v in tensors.items()}
+                    yield name, {"group": "native", "tensors": padded, "control_of": None, "energy_fraction": energy_fraction(padded, tensors)}
+                    control = random_like(padded, seed)
+                    yield f"{name}_random", {"group": "native", "tensors": control, "control_of": name,
+                                             "energy_fraction": energy_fraction(control, tensors)}
+        yield "random_norm_matched", {"group": "anchor", "tensors": random_like(tensors, seed), "control_of": "full", "energy_fraction": 1.0}
     finally:
         _SVD_CACHE.clear()
-
-
-def _build_variants(tensors: dict, base: dict, seed: int, groups: tuple[str, ...] | None, native: dict[str, dict] | None) -> dict[str, dict]:
-    out: dict[str, dict] = {}
-    for variant in variants_for(tensors):
-        if groups and variant.group not in groups and variant.name not in ("full", "zero"):
-            continue
-        built = variant.build(tensors, base)
-        out[variant.name] = {"group": variant.group, "tensors": built, "control_of": None,
-                             "energy_fraction": energy_fraction(built, tensors) if built is not None else None}
-        if variant.keep and built is not None:
-            control = random_like(built, seed)
-            out[f"{variant.name}_random"] = {"group": variant.group, "tensors": control, "control_of": variant.name,
-                                             "energy_fraction": energy_fraction(control, tensors)}
-    if not groups or "native" in groups:
-        if native is None:
-            out["native"] = {"group": "native", "tensors": None, "control_of": None, "energy_fraction": None}
-        else:
-            padded = {name: {k: part.get(k, torch.zeros_like(v)).to(v.dtype) for k, v in tensors.items()} for name, part in native.items()}
-            total = {k: sum(p[k].double() for p in padded.values()) for k in tensors}
-            check_reconstruction(total, {k: torch.zeros_like(v) for k, v in total.items()}, tensors, "the native parts")
-            for name, part in padded.items():
-                out[name] = {"group": "native", "tensors": part, "control_of": None, "energy_fraction": energy_fraction(part, tensors)}
-                control = random_like(part, seed)
-                out[f"{name}_random"] = {"group": "native", "tensors": control, "control_of": name,
-                                         "energy_fraction": energy_fraction(control, tensors)}
-    if "full" in out:
-        control = random_like(tensors, seed)
-        out["random_norm_matched"] = {"group": "anchor", "tensors": control, "control_of": "full", "energy_fraction": 1.0}
-    for name, entry in list(out.items()):
-        if name.startswith("not_") and entry["tensors"] is not None and name[4:] in out:
-            check_reconstruction(out[name[4:]]["tensors"], entry["tensors"], tensors, name[4:])
-    return out
 
 
 def check_reconstruction(keep: dict, drop: dict, full: dict, name: str) -> float:

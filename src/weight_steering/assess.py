@@ -178,9 +178,9 @@ def run_ablation(
         per tensor. ``ablation.json`` / ``.md``, ``retained_vs_energy.png`` and (with the layer group) ``retained_by_layer.png`` are written atomically.
 
     Raises:
-        DeltaWeightsError: the dW does not fit the model. AblationError: see :func:`weight_steering.ablate.build_variants`.
+        DeltaWeightsError: the dW does not fit the model. AblationError: see :func:`weight_steering.ablate.build_variants` (raised when the variant is reached; finished variants stay on disk).
     """
-    from .ablate import activation_subspace_alignment, base_subspace_alignment, build_variants, native_dw_parts, retained
+    from .ablate import activation_subspace_alignment, base_subspace_alignment, iter_variants, native_dw_parts, retained
     from .analyse import metric_frame
     from .behaviors import load_behavior
     from .evaluate import dilemma_rows, sycophancy_rows
@@ -198,7 +198,7 @@ def run_ablation(
         family = dw.metadata.get("family")
         if train_dirs is not None:
             native = native_dw_parts(train_dirs["positive"], train_dirs["negative"], family, base)
-    variants = build_variants(dw.tensors, base, seed, groups, native)
+    variants = iter_variants(dw.tensors, base, seed, groups, native)  # built one at a time: all at once is ~90 copies of dW
     behavior = dw.metadata.get("behavior")
     rows = (sycophancy_rows(tokenizer, load_behavior(behavior)) if behavior else []) + dilemma_rows(tokenizer, dilemma_limit)
     rows_key = stable_hash({"rows": [r["text"] for r in rows], "dw": file_sha256(dw_file)})
@@ -212,9 +212,9 @@ def run_ablation(
         return read_jsonl(directory / "records.jsonl")
 
     frame_base = metric_frame(scored("base", None, 0.0))
-    frame_full = metric_frame(scored("full", variants["full"]["tensors"], alpha))
+    frame_full = metric_frame(scored("full", dw.tensors, alpha))
     table = []
-    for name, entry in variants.items():
+    for name, entry in variants:
         if entry["tensors"] is None:
             table.append({"variant": name, "group": entry["group"], "available": False})
             continue

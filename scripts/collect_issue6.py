@@ -121,10 +121,16 @@ def main() -> None:
 
     lines += ["", "## Do the dW agree? Spearman rank correlation of retained over shared variants", "",
               "Anchors and random controls left out; two-sided permutation p-value (2,000 shuffles).", "",
-              "| metric | a | b | Spearman ρ | p | variants |", "|---|---|---|---|---|---|"]
+              "| metric | variants | a | b | Spearman ρ | p | n |", "|---|---|---|---|---|---|---|"]
     for metric, label in METRICS:
-        for pair in agreement({n: r["rows"] for n, r in results.items()}, metric)["pairs"]:
-            lines.append(f"| {label} | {pair['a']} | {pair['b']} | {pair['spearman']:+.2f} | {pair['p_value']:.4f} | {pair['n_variants']} |")
+        single_layers = {n: [row for row in r["rows"] if row["variant"].startswith("layer_")] for n, r in results.items()}
+        for tables, groups, title in ((None, None, "all"), (None, ("module",), "module"), (single_layers, ("layer",), "single layers"),
+                                      (None, ("svd", "base_svd"), "SVD (own and base)")):
+            tables = tables or {n: r["rows"] for n, r in results.items()}
+            for pair in agreement(tables, metric, groups)["pairs"]:
+                rho = "–" if pair["spearman"] != pair["spearman"] else f"{pair['spearman']:+.2f}"
+                p_value = "–" if pair["p_value"] != pair["p_value"] else f"{pair['p_value']:.4f}"
+                lines.append(f"| {label} | {title} | {pair['a']} | {pair['b']} | {rho} | {p_value} | {pair['n_variants']} |")
     (docs / "summary.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))
 

@@ -260,3 +260,4 @@ def test_agreement_ranks_variants_and_ignores_anchors_and_controls():
     assert by[("a", "same")]["spearman"] == pytest.approx(1.0) and by[("a", "same")]["p_value"] < 0.01
     assert by[("a", "reversed")]["spearman"] == pytest.approx(-1.0) and by[("a", "same")]["n_variants"] == 10
     assert np.isnan(by[("a", "few")]["spearman"]) and by[("a", "few")]["n_variants"] == 1
+    assert agreement({"a": rows(values), "b": rows(values)}, metric="m", groups=("module",))["pairs"][0]["n_variants"] == 0

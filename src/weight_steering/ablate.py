@@ -493,7 +493,8 @@ def activation_subspace_alignment(tensors: dict, write_contrast: dict[int, torch
     return rows
 
 
-def agreement(tables: dict[str, list[dict]], metric: str, n_permutations: int = 2000, seed: int = 0) -> dict:
+def agreement(tables: dict[str, list[dict]], metric: str, groups: tuple[str, ...] | None = None, n_permutations: int = 2000,
+              seed: int = 0) -> dict:
     """Do several dW (e.g. adapter families) put their effect in the same places?
 
     For every pair of dW, the Spearman rank correlation of ``retained`` over the variants that are
@@ -504,6 +505,10 @@ def agreement(tables: dict[str, list[dict]], metric: str, n_permutations: int = 
     Args:
         tables: ``{name: rows}`` with ``rows`` the ``"rows"`` of :func:`weight_steering.assess.run_ablation`.
         metric: the score the retained values belong to.
+        groups: only variants of these groups (e.g. ``("layer",)``: do the dW use the same layers?);
+            None: every group. Complementary keep / drop variants (an SVD crop and the rest) are
+            anti-correlated by construction for any dW, so an all-group ρ is partly structural;
+            the per-group ρ is the sharper question.
 
     Returns:
         ``{"retained": DataFrame [variant × name] of retained (NaN where undefined or unavailable),
@@ -517,7 +522,7 @@ def agreement(tables: dict[str, list[dict]], metric: str, n_permutations: int = 
     frame = pd.DataFrame({
         name: {r["variant"]: (r["retained"] if r.get("defined", True) else float("nan"))
                for r in rows if r.get("available") and r.get("metric") == metric
-               and r["group"] != "anchor" and not r.get("control_of")}
+               and r["group"] != "anchor" and not r.get("control_of") and (groups is None or r["group"] in groups)}
         for name, rows in tables.items()
     })
     generator = np.random.default_rng(seed)

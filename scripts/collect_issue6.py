@@ -28,7 +28,8 @@ KEY_VARIANTS = [
     ("top_25pct_rank_S_base", "base-W SVD: block in W's top 25% directions"), ("not_top_25pct_rank_S_base", "base-W SVD: outside it"),
     ("top_50pct_energy_S_base", "base-W SVD: block in W's top-50%-energy directions"), ("not_top_50pct_energy_S_base", "base-W SVD: outside it"),
     ("top_90pct_energy_S_base", "base-W SVD: block in W's top-90%-energy directions"), ("not_top_90pct_energy_S_base", "base-W SVD: outside it"),
-    ("direction", "native: direction"), ("magnitude", "native: magnitude"), ("scale", "native: scale"),
+    ("dora_direction", "native: DoRA direction"), ("dora_magnitude", "native: DoRA magnitude"),
+    ("delora_direction", "native: DeLoRA direction λ̄(D⁺ − D⁻)"), ("delora_scale", "native: DeLoRA scale (λ⁺ − λ⁻)D̄"),
     ("random_norm_matched", "random dW, norm-matched per tensor"),
 ]
 METRICS = (("sycophancy", "ID"), ("dilemmas_honesty", "OOD honesty"))

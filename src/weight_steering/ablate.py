@@ -525,9 +525,9 @@ def agreement(tables: dict[str, list[dict]], metric: str, groups: tuple[str, ...
                and r["group"] != "anchor" and not r.get("control_of") and (groups is None or r["group"] in groups)}
         for name, rows in tables.items()
     })
-    generator = np.random.default_rng(seed)
     pairs = []
     for a, b in itertools.combinations(frame.columns, 2):
+        generator = np.random.default_rng(seed)  # per pair: a pair's p does not depend on the other pairs
         shared = frame[[a, b]].dropna()
         if len(shared) < 3:
             pairs.append({"a": a, "b": b, "spearman": float("nan"), "p_value": float("nan"), "n_variants": len(shared)})

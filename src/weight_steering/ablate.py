@@ -320,10 +320,9 @@ def iter_variants(tensors: dict, base: dict, seed: int = 0, groups: tuple[str, .
     if unknown:
         raise AblationError(f"unknown variant group(s) {unknown}; choose from {', '.join(known)}")
     if native is not None and (not groups or "native" in groups):
-        padded = {name: {k: part.get(k, torch.zeros_like(v)).to(v.dtype) for k, v in tensors.items()} for name, part in native.items()}
-        total = {k: sum(p[k].double() for p in padded.values()) for k in tensors}
+        total = {k: sum((part[k].double() for part in native.values() if k in part), torch.zeros_like(v, dtype=torch.float64))
+                 for k, v in tensors.items()}
         check_reconstruction(total, {k: torch.zeros_like(v) for k, v in total.items()}, tensors, "the native parts")
-        del total
     return _iter_variants(tensors, base, seed, groups, native)
 
 

@@ -49,6 +49,65 @@ def short(row) -> str:
     return "–" if row is None or not row.get("defined", True) else f"{row['retained']:+.2f}"
 
 
+def family_seeds(names: list[str]) -> dict[str, list[tuple[int, str]]]:
+    """``{family: [(seed, name), ...]}`` sorted by seed, from names of the form ``<family>_seed<seed>``
+    (a name without ``_seed`` is its own family at seed 0)."""
+    grouped: dict[str, list[tuple[int, str]]] = {}
+    for name in names:
+        family, _, seed = name.rpartition("_seed")
+        if not family or not seed.isdigit():
+            family, seed = name, "0"
+        grouped.setdefault(family, []).append((int(seed), name))
+    return {family: sorted(runs) for family, runs in grouped.items()}
+
+
+def across_seeds(results: dict, seeds_of: dict, index: dict, lookup) -> list[str]:
+    """Markdown: each key variant's retained at every seed of a family, and the seeds' rank agreement."""
+    families = {f: runs for f, runs in seeds_of.items() if len(runs) > 1}
+    if not families:
+        return []
+    lines = ["", "## Across seeds: the same family retrained with another seed", "",
+             "Each seed's retained (its own 95% CI is in its per-seed table); mean and range over the seeds. "
+             "Only variants scored at every seed of the family.", ""]
+    for metric, label in METRICS:
+        lines += [f"### {label} retained", "",
+                  "| variant | " + " | ".join(f"{f}: " + " / ".join(f"s{s}" for s, _ in runs) + " | "
+                                              f"{f}: mean [min, max]" for f, runs in families.items()) + " |",
+                  "|---|" + "---|---|" * len(families)]
+        for variant, title in KEY_VARIANTS:
+            parts, any_value = [], False
+            for family, runs in families.items():
+                values = [lookup(name, variant, metric) for _, name in runs]
+                defined = [r["retained"] for r in values if r and r.get("available") and r.get("defined", True)]
+                if len(defined) == len(runs):
+                    any_value = True
+                    parts += [" / ".join(f"{v:+.2f}" for v in defined),
+                              f"{sum(defined) / len(defined):+.2f} [{min(defined):+.2f}, {max(defined):+.2f}]"]
+                else:
+                    parts += [" / ".join(short(r) for r in values), "–"]
+            if any_value:
+                lines.append(f"| {title} | " + " | ".join(parts) + " |")
+        if not lines[-1].startswith("| ") or lines[-1].startswith("|---"):
+            lines.append(f"| (no variant has a defined {label} retained at every seed) |")
+        lines.append("")
+    lines += ["### Do the seeds agree? Spearman ρ of retained between seeds of one family, and between families at each seed",
+              "", "Over the module and own-SVD variants (the groups every seed was ablated with); permutation p as above.", "",
+              "| metric | a | b | Spearman ρ | p | n |", "|---|---|---|---|---|---|"]
+    for metric, label in METRICS:
+        comparisons = [{name: results[name]["rows"] for _, name in runs} for runs in families.values()]
+        by_seed: dict[int, dict] = {}
+        for runs in seeds_of.values():
+            for seed, name in runs:
+                by_seed.setdefault(seed, {})[name] = results[name]["rows"]
+        comparisons += [tables for tables in by_seed.values() if len(tables) > 1]
+        for tables in comparisons:
+            for pair in agreement(tables, metric, ("module", "svd"))["pairs"]:
+                rho = "–" if pair["spearman"] != pair["spearman"] else f"{pair['spearman']:+.2f}"
+                p_value = "–" if pair["p_value"] != pair["p_value"] else f"{pair['p_value']:.4f}"
+                lines.append(f"| {label} | {pair['a']} | {pair['b']} | {rho} | {p_value} | {pair['n_variants']} |")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("ablations", nargs="+", help="NAME=path of a wsteer ablate folder")
@@ -65,7 +124,8 @@ def main() -> None:
                                ("retained_by_layer.png", "_retained_by_layer.png")):
             if (folder / source).exists():
                 shutil.copyfile(folder / source, docs / f"{name}{suffix}")
-    names = list(results)
+    seeds_of = family_seeds(list(results))
+    names = [runs[0][1] for runs in seeds_of.values()]  # side-by-side tables: each family's first seed
     index = {name: {(r["variant"], r.get("metric")): r for r in res["rows"]} for name, res in results.items()}
     unavailable = {name: {r["variant"] for r in res["rows"] if not r["available"]} for name, res in results.items()}
 
@@ -111,7 +171,8 @@ def main() -> None:
 
     lines += ["", "## Subspace alignment (mean over layers; ratio to the random-subspace null, mean z)", "",
               "| dW | projection | base-W top-10% ratio | z | contrast-PCA ratio | z |", "|---|---|---|---|---|---|"]
-    for name, res in results.items():
+    for name in names:
+        res = results[name]
         base = pd.DataFrame(res.get("alignment") or [])
         act = pd.DataFrame([r for r in res.get("activation_alignment") or [] if r.get("available")])
         for projection in ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"):
@@ -124,14 +185,15 @@ def main() -> None:
               "Anchors and random controls left out; two-sided permutation p-value (2,000 shuffles).", "",
               "| metric | variants | a | b | Spearman ρ | p | n |", "|---|---|---|---|---|---|---|"]
     for metric, label in METRICS:
-        single_layers = {n: [row for row in r["rows"] if row["variant"].startswith("layer_")] for n, r in results.items()}
+        single_layers = {n: [row for row in results[n]["rows"] if row["variant"].startswith("layer_")] for n in names}
         for tables, groups, title in ((None, None, "all"), (None, ("module",), "module"), (single_layers, ("layer",), "single layers"),
                                       (None, ("svd", "base_svd"), "SVD (own and base)")):
-            tables = tables or {n: r["rows"] for n, r in results.items()}
+            tables = tables or {n: results[n]["rows"] for n in names}
             for pair in agreement(tables, metric, groups)["pairs"]:
                 rho = "–" if pair["spearman"] != pair["spearman"] else f"{pair['spearman']:+.2f}"
                 p_value = "–" if pair["p_value"] != pair["p_value"] else f"{pair['p_value']:.4f}"
                 lines.append(f"| {label} | {title} | {pair['a']} | {pair['b']} | {rho} | {p_value} | {pair['n_variants']} |")
+    lines += across_seeds(results, seeds_of, index, lookup)
     (docs / "summary.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))
 

@@ -180,3 +180,13 @@ def test_archive_restores_finished_cells_into_a_fresh_output_folder(tiny, tmp_pa
     other = _config(tmp_path / "fourth", train={**TINY["train"], "rank": 2})
     cells_other, _ = run_sweep(other, ["sycophancy"], ["lora"], [0], model=model, tokenizer=tokenizer, compute=False, archive=archive)
     assert cells_other == [] and "made with other settings" in caplog.text
+
+
+def test_archive_that_is_a_file_is_refused_before_any_work(tiny, tmp_path):
+    model, tokenizer = tiny
+    config = _config(tmp_path)
+    not_a_folder = tmp_path / "archive.txt"
+    not_a_folder.write_text("x")
+    with pytest.raises(SweepError, match="is a file; give a folder"):
+        run_sweep(config, ["sycophancy"], ["lora"], [0], model=model, tokenizer=tokenizer, archive=not_a_folder)
+    assert not cell_dir(config, plan_cells(["sycophancy"], ["lora"], [0])[0]).exists()

@@ -295,12 +295,14 @@ def run_sweep(
         :func:`plan_cells` order, and how many cells this call computed.
 
     Raises:
-        SweepError: unknown executor, bad seeds, Ray not installed; AdapterFamilyError,
+        SweepError: unknown executor, bad seeds, Ray not installed, an archive path that is a file; AdapterFamilyError,
         BehaviorError: unknown names (the known ones are listed). Finished cells stay on disk.
     """
 
     if executor not in EXECUTORS:
         raise SweepError(f"unknown executor '{executor}'; choose one of {', '.join(EXECUTORS)}")
+    if archive is not None and Path(archive).exists() and not Path(archive).is_dir():
+        raise SweepError(f"--archive {archive} is a file; give a folder (it is created if missing)")
     cells = plan_cells(behaviors, families or list(ADAPTER_FAMILIES), seeds)
     if archive is not None and not config.force:
         restore_cells(config, cells, archive)

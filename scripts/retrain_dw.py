@@ -5,7 +5,9 @@
 
 Each dW is trained with exactly the sweep cell's settings (`weight_steering.sweep.cell_config`). Its
 directory name ends in a hash of the θ⁺ and θ⁻ adapters' SHA-256, so a retrained dW whose directory
-equals the archived cell's `dw_dir` is bit-identical to the one the sweep measured; a mismatch exits 1.
+equals the archived cell's `dw_dir` is bit-identical to the one the sweep measured. Across machines
+(another CPU, another BLAS path) training is reproducible only to floating-point precision: the
+script then compares ‖dW‖ and exits 1 only if it differs by more than NORM_TOLERANCE (relative).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from weight_steering.sweep import Cell, _prepare, cell_config, cell_dir
 
 BEHAVIOR = "sycophancy"
 ARCHIVE = "docs/sweep/cells"
+NORM_TOLERANCE = 1e-5  # relative ‖dW‖ difference accepted as floating-point noise (another CPU or BLAS path)
 
 
 def main(pairs: list[str]) -> int:
@@ -30,13 +33,23 @@ def main(pairs: list[str]) -> int:
         family, seed = pair.split(":")
         cell = Cell(BEHAVIOR, family, int(seed))
         marker = cell_dir(config, cell, ARCHIVE) / "cell.json"
-        archived = json.loads(marker.read_text())["dw_dir"] if marker.is_file() else None
+        if not marker.is_file():
+            print(f"{cell.name}: not in the archive {ARCHIVE}; run the sweep cell first", flush=True)
+            failures += 1
+            continue
+        archived = json.loads(marker.read_text())
         started = time.perf_counter()
         dw_dir = train_dw(job, cell_config(config, cell).train)
-        same = archived is not None and Path(archived).name == dw_dir.name
-        print(f"{cell.name}: {dw_dir} in {time.perf_counter() - started:.0f} s; "
-              f"{'identical to the archived cell' if same else f'DIFFERS from the archived {archived}'}", flush=True)
-        failures += not same
+        seconds = time.perf_counter() - started
+        if Path(archived["dw_dir"]).name == dw_dir.name:
+            print(f"{cell.name}: {dw_dir} in {seconds:.0f} s; bit-identical to the archived cell's dW", flush=True)
+            continue
+        norm = json.loads((dw_dir / "dW.json").read_text())["norm_dw"]
+        relative = abs(norm - archived["norm_dw"]) / archived["norm_dw"]
+        verdict = "float-level difference only" if relative <= NORM_TOLERANCE else "a DIFFERENT dW"
+        print(f"{cell.name}: {dw_dir} in {seconds:.0f} s; not bit-identical to the archived {archived['dw_dir']}: "
+              f"‖dW‖ {norm:.9f} vs {archived['norm_dw']:.9f} (relative {relative:.1e}): {verdict}", flush=True)
+        failures += relative > NORM_TOLERANCE
     return 1 if failures else 0
 
 

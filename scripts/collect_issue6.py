@@ -61,7 +61,7 @@ def family_seeds(names: list[str]) -> dict[str, list[tuple[int, str]]]:
     return {family: sorted(runs) for family, runs in grouped.items()}
 
 
-def across_seeds(results: dict, seeds_of: dict, index: dict, lookup) -> list[str]:
+def across_seeds(results: dict, seeds_of: dict, lookup) -> list[str]:
     """Markdown: each key variant's retained at every seed of a family, and the seeds' rank agreement."""
     families = {f: runs for f, runs in seeds_of.items() if len(runs) > 1}
     if not families:
@@ -74,6 +74,7 @@ def across_seeds(results: dict, seeds_of: dict, index: dict, lookup) -> list[str
                   "| variant | " + " | ".join(f"{f}: " + " / ".join(f"s{s}" for s, _ in runs) + " | "
                                               f"{f}: mean [min, max]" for f, runs in families.items()) + " |",
                   "|---|" + "---|---|" * len(families)]
+        n_rows = 0
         for variant, title in KEY_VARIANTS:
             parts, any_value = [], False
             for family, runs in families.items():
@@ -87,19 +88,20 @@ def across_seeds(results: dict, seeds_of: dict, index: dict, lookup) -> list[str
                     parts += [" / ".join(short(r) for r in values), "–"]
             if any_value:
                 lines.append(f"| {title} | " + " | ".join(parts) + " |")
-        if not lines[-1].startswith("| ") or lines[-1].startswith("|---"):
+                n_rows += 1
+        if not n_rows:
             lines.append(f"| (no variant has a defined {label} retained at every seed) |")
         lines.append("")
     lines += ["### Do the seeds agree? Spearman ρ of retained between seeds of one family, and between families at each seed",
               "", "Over the module and own-SVD variants (the groups every seed was ablated with); permutation p as above.", "",
               "| metric | a | b | Spearman ρ | p | n |", "|---|---|---|---|---|---|"]
+    by_seed: dict[int, dict] = {}
+    for runs in seeds_of.values():
+        for seed, name in runs:
+            by_seed.setdefault(seed, {})[name] = results[name]["rows"]
+    comparisons = [{name: results[name]["rows"] for _, name in runs} for runs in families.values()]
+    comparisons += [tables for tables in by_seed.values() if len(tables) > 1]
     for metric, label in METRICS:
-        comparisons = [{name: results[name]["rows"] for _, name in runs} for runs in families.values()]
-        by_seed: dict[int, dict] = {}
-        for runs in seeds_of.values():
-            for seed, name in runs:
-                by_seed.setdefault(seed, {})[name] = results[name]["rows"]
-        comparisons += [tables for tables in by_seed.values() if len(tables) > 1]
         for tables in comparisons:
             for pair in agreement(tables, metric, ("module", "svd"))["pairs"]:
                 rho = "–" if pair["spearman"] != pair["spearman"] else f"{pair['spearman']:+.2f}"
@@ -193,7 +195,7 @@ def main() -> None:
                 rho = "–" if pair["spearman"] != pair["spearman"] else f"{pair['spearman']:+.2f}"
                 p_value = "–" if pair["p_value"] != pair["p_value"] else f"{pair['p_value']:.4f}"
                 lines.append(f"| {label} | {title} | {pair['a']} | {pair['b']} | {rho} | {p_value} | {pair['n_variants']} |")
-    lines += across_seeds(results, seeds_of, index, lookup)
+    lines += across_seeds(results, seeds_of, lookup)
     (docs / "summary.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))
 

@@ -17,8 +17,10 @@ import sys
 import time
 from pathlib import Path
 
-from weight_steering.pipeline import preset_config, train_dw
-from weight_steering.sweep import Cell, _prepare, cell_config, cell_dir
+from dataclasses import replace
+
+from weight_steering.pipeline import evaluate_base, prepare_job, preset_config, train_dw
+from weight_steering.sweep import Cell, cell_config, cell_dir
 
 BEHAVIOR = "sycophancy"
 ARCHIVE = "docs/sweep/cells"
@@ -26,12 +28,18 @@ NORM_TOLERANCE = 1e-5  # relative ‖dW‖ difference accepted as floating-point
 
 
 def main(pairs: list[str]) -> int:
-    config = preset_config("default")
-    job = _prepare(config, BEHAVIOR)
-    failures = 0
+    cells = []
     for pair in pairs:
-        family, seed = pair.split(":")
-        cell = Cell(BEHAVIOR, family, int(seed))
+        family, _, seed = pair.partition(":")
+        if not family or not seed.isdigit():
+            raise SystemExit(f"bad cell {pair!r}: give family:seed, e.g. lora:1")
+        cells.append(Cell(BEHAVIOR, family, int(seed)))
+    config = preset_config("default")
+    job = prepare_job(replace(config, behavior=BEHAVIOR))
+    if not cells:
+        evaluate_base(job)  # data-stage-only mode: also the shared α = 0 evaluation the sweep needs
+    failures = 0
+    for cell in cells:
         marker = cell_dir(config, cell, ARCHIVE) / "cell.json"
         if not marker.is_file():
             print(f"{cell.name}: not in the archive {ARCHIVE}; run the sweep cell first", flush=True)

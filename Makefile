@@ -29,7 +29,7 @@ test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: install
-	$(PY) -m pytest -m "not real" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not real and not slow" $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) out

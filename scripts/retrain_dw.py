@@ -22,7 +22,7 @@ from dataclasses import replace
 from weight_steering.pipeline import evaluate_base, prepare_job, preset_config, train_dw
 from weight_steering.sweep import Cell, cell_config, cell_dir
 
-BEHAVIOR = "sycophancy"
+BEHAVIOR = "sycophancy_unbalanced"  # the archived sweep trained on this file (then named sycophancy)
 ARCHIVE = "docs/sweep/cells"
 NORM_TOLERANCE = 1e-5  # relative ‖dW‖ difference accepted as floating-point noise (another CPU or BLAS path)
 
@@ -33,14 +33,14 @@ def main(pairs: list[str]) -> int:
         family, _, seed = pair.partition(":")
         if not family or not seed.isdigit():
             raise SystemExit(f"bad cell {pair!r}: give family:seed, e.g. lora:1")
-        cells.append(Cell(BEHAVIOR, family, int(seed)))
+        cells.append(Cell(BEHAVIOR, family, int(seed), data_seed=0))  # the archived sweep fixed the data seed at 0
     config = preset_config("default")
-    job = prepare_job(replace(config, behavior=BEHAVIOR))
+    job = prepare_job(replace(config, behavior=BEHAVIOR, judge=False))
     if not cells:
         evaluate_base(job)  # data-stage-only mode: also the shared α = 0 evaluation the sweep needs
     failures = 0
     for cell in cells:
-        marker = cell_dir(config, cell, ARCHIVE) / "cell.json"
+        marker = cell_dir(config, cell, ARCHIVE).with_name(f"{cell.family}-seed{cell.seed}") / "cell.json"  # archived before data seeds varied
         if not marker.is_file():
             print(f"{cell.name}: not in the archive {ARCHIVE}; run the sweep cell first", flush=True)
             failures += 1

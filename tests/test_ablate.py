@@ -261,3 +261,40 @@ def test_agreement_ranks_variants_and_ignores_anchors_and_controls():
     assert by[("a", "reversed")]["spearman"] == pytest.approx(-1.0) and by[("a", "same")]["n_variants"] == 10
     assert np.isnan(by[("a", "few")]["spearman"]) and by[("a", "few")]["n_variants"] == 1
     assert agreement({"a": rows(values), "b": rows(values)}, metric="m", groups=("module",))["pairs"][0]["n_variants"] == 0
+
+
+def test_several_control_draws_and_a_within_dw_null():
+    import torch
+
+    from weight_steering import ablate
+
+    torch.manual_seed(0)
+    tensors = {f"model.layers.{i}.self_attn.o_proj.weight": torch.randn(8, 4) @ torch.randn(4, 8) for i in range(2)}
+    base = {k: torch.randn(8, 8) for k in tensors}
+    variants = ablate.build_variants(tensors, base, groups=("svd",), n_controls=5, n_within=3)
+    randoms = [n for n, e in variants.items() if e["control_of"] == "top_50pct_energy_S" and e["control_kind"] == "random"]
+    subsets = [n for n, e in variants.items() if e["control_of"] == "top_50pct_energy_S" and e["control_kind"] == "within_dw"]
+    assert len(randoms) == 5 and len(subsets) == 3
+    assert not torch.equal(variants[randoms[0]]["tensors"][next(iter(tensors))], variants[randoms[1]]["tensors"][next(iter(tensors))])
+    kept = variants["top_50pct_energy_S"]["energy_fraction"]
+    for name in subsets:  # a random subset of dW's own directions with at least the variant's energy, and no more than one direction over
+        assert variants[name]["energy_fraction"] >= kept - 1e-9
+        for key, w in tensors.items():
+            assert torch.linalg.matrix_rank(variants[name]["tensors"][key].double()) <= torch.linalg.matrix_rank(w.double())
+    with pytest.raises(ablate.AblationError, match="n_controls"):
+        ablate.build_variants(tensors, base, n_controls=0)
+
+
+def test_agreement_over_disjoint_variants_only():
+    from weight_steering.ablate import agreement
+
+    def rows(values):
+        out = [{"variant": f"layer_{i}_only", "group": "layer", "available": True, "metric": "id", "retained": v} for i, v in enumerate(values)]
+        out += [{"variant": f"without_layer_{i}", "group": "layer", "available": True, "metric": "id", "retained": 1 - v} for i, v in enumerate(values)]
+        return out
+
+    tables = {"a": rows([0.1, 0.2, 0.3, 0.4]), "b": rows([0.4, 0.1, 0.3, 0.2])}
+    both = agreement(tables, "id", groups=("layer",))
+    only = agreement(tables, "id", disjoint="single_layers")
+    assert only["pairs"][0]["n_variants"] == 4 and both["pairs"][0]["n_variants"] == 8
+    assert set(only["retained"].index) == {f"layer_{i}_only" for i in range(4)}

@@ -146,3 +146,28 @@ def test_calibration_on_the_tiny_model(tiny):
     assert out.converged and abs(out.p95 - 0.005) <= 0.001, out
     again = kl_from_base(model, tokenizer, dw, out.alpha, PROMPTS, n_tokens=4)
     assert again.p95 == pytest.approx(out.p95, rel=1e-5)
+
+
+def test_kl_positions_end_at_the_natural_stop(tiny):
+    """A model that emits its stop token at once contributes one KL position per prompt (the stop), never forced text."""
+    import torch
+
+    from weight_steering.calibrate import kl_from_base
+
+    model, tokenizer = tiny
+    eos = tokenizer.eos_token_id
+
+    def favour_stop(module, inputs, output):
+        bonus = torch.zeros(output.shape[-1], dtype=output.dtype)
+        bonus[eos] = 50.0
+        return output + bonus
+
+    dw = {"model.layers.1.mlp.down_proj.weight": 0.1 * torch.randn_like(model.model.layers[1].mlp.down_proj.weight)}
+    free = kl_from_base(model, tokenizer, dw, 1.0, ["Hello there", "What is two plus two?"], n_tokens=6)
+    assert free.n_positions > 2  # without the hook the tiny model runs past its first token
+    handle = model.lm_head.register_forward_hook(favour_stop)
+    try:
+        stats = kl_from_base(model, tokenizer, dw, 1.0, ["Hello there", "What is two plus two?"], n_tokens=6)
+    finally:
+        handle.remove()
+    assert stats.n_positions == 2 and list(stats.prompt_index) == [0, 1]

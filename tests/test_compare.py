@@ -36,10 +36,10 @@ def test_every_method_on_identical_rows_with_kl_per_sign_and_resume(tiny, tmp_pa
             assert len(m["curve"]) == 1 + 2 + 2 * len(config.curve_fractions)
         else:
             assert m["plus"]["alpha"] == 1.0 and m["plus"]["p95"] > 0 and m["plus"]["converged"] is None
-        assert {"ood_honesty_plus", "si_k2", "id_plus", "nll_change_plus", "nll_change_minus"} <= set(m["effects"])
-    for measure in ("ood_honesty", "id"):  # sycophancy has held-out rows: both spreads get a ratio per method
+        assert {"ood_target_plus", "ood_target_pooled_plus", "action_bias_plus", "si_k2", "id_plus", "id_controlled_plus", "nll_change_plus", "nll_change_minus"} <= set(m["effects"])
+    for measure in ("ood_target", "id"):  # sycophancy has held-out rows: both spreads get a ratio per method
         assert {r["method"] for r in result["ratios"] if r["measure"] == measure} == set(config.methods) - {"dW"}
-    assert {"id_spread", "ood_honesty_spread"} <= set(by_key["dW"]["effects"])
+    assert {"id_spread", "id_controlled_spread", "ood_target_spread"} <= set(by_key["dW"]["effects"])
     assert by_key["caa_best"]["spec"]["layers"][0] in range(model.config.num_hidden_layers)
     path = result["path"]
     assert (path / "comparison.md").read_text().count("\n| ") >= len(config.methods)

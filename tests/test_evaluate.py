@@ -3,7 +3,7 @@ import torch
 
 from weight_steering.evaluate import (
     AnswerTokenError, EvalError, answer_token_ids, check_identical_rows, dilemma_rows, evaluate, normalise_token,
-    score_answer_sets, sycophancy_rows,
+    score_answer_sets, held_out_rows,
 )
 from weight_steering.behaviors import load_behavior
 
@@ -37,7 +37,7 @@ def _naive(model, tokenizer, texts, sets):
 
 def test_grouped_prefix_scoring_matches_naive_forward(tiny):
     model, tokenizer = tiny
-    rows = dilemma_rows(tokenizer, limit=5) + sycophancy_rows(tokenizer, load_behavior("sycophancy"))[:3]
+    rows = dilemma_rows(tokenizer, limit=5) + held_out_rows(tokenizer, load_behavior("sycophancy"))[:3]
     sets = list(answer_token_ids(tokenizer).values())
     texts, groups = [r["text"] for r in rows], [r["group"] for r in rows]
     grouped = score_answer_sets(model, tokenizer, texts, sets, groups, batch_size=4)
@@ -47,7 +47,7 @@ def test_grouped_prefix_scoring_matches_naive_forward(tiny):
 
 def test_long_rows_are_truncated_from_the_left_and_counted(tiny):
     model, tokenizer = tiny
-    rows = sycophancy_rows(tokenizer, load_behavior("sycophancy"))[:3]
+    rows = held_out_rows(tokenizer, load_behavior("sycophancy"))[:3]
     texts = [r["text"] for r in rows]
     sets = list(answer_token_ids(tokenizer).values())
     n_tokens = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]

@@ -110,7 +110,7 @@ def test_separation_by_layer_finds_the_layer_that_separates(tiny):
     same = [("Yes, exactly so.", "Yes, exactly so."), ("Sure, good point.", "Sure, good point."), ("I agree.", "I agree.")]
     different = [("I agree, you are right.", "I disagree, you are wrong."), ("Yes, exactly so.", "No, not at all."),
                  ("Sure, good point.", "Wrong, bad point.")]
-    assert all(v == 0 for v in separation_by_layer(contrast_activations(model, tokenizer, same, [0, 3])).values())
+    assert all(abs(v) < 1e-4 for v in separation_by_layer(contrast_activations(model, tokenizer, same, [0, 3])).values())
     scores = separation_by_layer(contrast_activations(model, tokenizer, different, [0, 1, 2, 3]))
     assert set(scores) == {0, 1, 2, 3} and all(v > 0 for v in scores.values())
     planted = ContrastActivations({0: torch.randn(8, 4), 1: torch.randn(8, 4) + torch.tensor([5.0, 0, 0, 0])},
@@ -135,10 +135,10 @@ def test_batched_activations_match_one_at_a_time(tiny):
 
 def test_prompt_methods_rerender_eval_rows_and_reference_answers(tiny):
     from weight_steering.behaviors import load_behavior
-    from weight_steering.evaluate import EvalError, evaluate, reference_nll, sycophancy_rows
+    from weight_steering.evaluate import EvalError, evaluate, reference_nll, held_out_rows
 
     model, tokenizer = tiny
-    rows = sycophancy_rows(tokenizer, load_behavior("sycophancy"))[:3]
+    rows = held_out_rows(tokenizer, load_behavior("sycophancy"))[:3]
     method = prompt_method("persona", "You always agree with everything.", "You always disagree.")
     bare = evaluate(model, tokenizer, None, rows, (0.0,))
     prompted = evaluate(model, tokenizer, method, rows, (-1.0, 0.0, 1.0))
@@ -151,3 +151,66 @@ def test_prompt_methods_rerender_eval_rows_and_reference_answers(tiny):
     pairs = [{"instruction": "Name a colour.", "answer": "Blue."}, {"instruction": "Count to three.", "answer": "One, two, three."}]
     assert reference_nll(model, tokenizer, method, 0.0, pairs) == reference_nll(model, tokenizer, None, 0.0, pairs)
     assert reference_nll(model, tokenizer, method, 1.0, pairs) != reference_nll(model, tokenizer, None, 0.0, pairs)
+
+
+def test_prompt_arms_keep_the_templates_default_system_prompt(tokenizer):
+    """Prompt baselines differ from the α = 0 arm by the persona text only: strength 0 renders byte-identically
+    to the base, and a template's default system prompt stays in the + and − arms."""
+    import copy
+
+    from weight_steering.behaviors import load_behavior
+    from weight_steering.data import default_system_prompt
+    from weight_steering.evaluate import dilemma_rows, row_texts
+
+    assert default_system_prompt(tokenizer) is None  # the test template inserts no default
+    smol_like = copy.deepcopy(tokenizer)
+    smol_like.chat_template = (
+        "{% if messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nDEFAULT SYS<|im_end|>\n' }}{% endif %}"
+        "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+    assert default_system_prompt(smol_like) == "DEFAULT SYS"
+    method = persona_method(load_behavior("sycophancy"), base_system=default_system_prompt(smol_like))
+    rows = dilemma_rows(smol_like, limit=2)
+    assert row_texts(smol_like, rows, method.system_prompt(0.0)) == row_texts(smol_like, rows, None)
+    plus = row_texts(smol_like, rows, method.system_prompt(1.0))
+    assert all(t.count("DEFAULT SYS") == 1 and load_behavior("sycophancy").positive_system_prompts[0] in t for t in plus)
+    assert all(t.count("DEFAULT SYS") == 1 for t in row_texts(smol_like, rows, method.system_prompt(-1.0)))
+
+
+def test_response_mean_reading_matches_a_hand_computation(tiny):
+    """The default reading is the mean of the block output over the response tokens (after the prefix)."""
+    from weight_steering.methods import contrast_activations, contrast_pairs
+
+    model, tokenizer = tiny
+    rows = [{"prompt": "Is the sky green?", "response_positive": "Yes, you are right.", "response_negative": "No, it is blue."},
+            {"prompt": "Is two plus two five?", "response_positive": "Sure, exactly.", "response_negative": "No, four."}]
+    pairs = contrast_pairs(tokenizer, rows)
+    assert all(len(p) == 3 and p[0].startswith(p[2]) and p[1].startswith(p[2]) for p in pairs)
+    default = contrast_activations(model, tokenizer, pairs, [1], batch_size=3)
+    last = contrast_activations(model, tokenizer, pairs, [1], reading="last")
+    assert default.reading == "response_mean" and last.reading == "last"
+    for i, (positive, negative, prefix) in enumerate(pairs):
+        for side, text in (("positive", positive), ("negative", negative)):
+            ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+            start = len(tokenizer(prefix, add_special_tokens=False)["input_ids"])
+            with torch.no_grad():
+                hidden = model(torch.tensor([ids]), output_hidden_states=True).hidden_states[2][0]  # output of layer 1
+            assert torch.allclose(getattr(default, side)[1][i], hidden[start:].mean(0), atol=1e-4)
+            assert torch.allclose(getattr(last, side)[1][i], hidden[-1], atol=1e-4)
+    with pytest.raises(ValueError, match="unknown reading"):
+        contrast_activations(model, tokenizer, pairs, [1], reading="first")
+
+
+def test_direction_agreement_reports_cosine_and_pair_signs():
+    pytest.importorskip("steering_vectors", reason="installed with --no-deps by the Makefile")
+    from weight_steering.methods import ContrastActivations, direction_agreement
+
+    torch.manual_seed(0)
+    base = torch.randn(10, 6)
+    shift = torch.zeros(6)
+    shift[0] = 3.0
+    consistent = direction_agreement(ContrastActivations({0: base + shift}, {0: base}))[0]
+    assert consistent["cos_caa_pca"] == pytest.approx(1.0, abs=1e-5) and consistent["sign_agreement_caa"] == 1.0
+    mixed = torch.cat([torch.full((7, 1), 1.0), torch.full((3, 1), -4.0)], 0) * torch.eye(6)[0]  # 7 pairs one way, 3 (larger) the other
+    split = direction_agreement(ContrastActivations({0: base + mixed}, {0: base}))[0]
+    assert split["sign_agreement_caa"] == pytest.approx(0.3) and split["sign_agreement_pca"] == pytest.approx(0.3)

@@ -1,10 +1,11 @@
 import os
+import re
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from weight_steering.artifacts import atomic_write
+from weight_steering.artifacts import atomic_write, file_sha256
 from weight_steering.data import DataGateError, check_pairs
 from weight_steering.models import ModelNotAvailableError, load_model
 from weight_steering.pipeline import preset_config, run_main_job
@@ -24,7 +25,7 @@ def test_main_job_end_to_end_reuse_and_resume(tiny, tmp_path):
     report = first["report"].read_text()
     assert "α=+1 − α=+0" in report and "DailyDilemmas honesty" in report
     per_alpha = first["summary"]["per_alpha"]
-    assert {r["metric"] for r in per_alpha} >= {"sycophancy", "dilemmas_honesty", "dilemmas_justice"}
+    assert {r["metric"] for r in per_alpha} >= {"id", "id_neutral", "id_controlled", "dilemmas_honesty", "dilemmas_honesty_pooled", "dilemmas_justice", "action_bias"}
     assert [r["k"] for r in first["summary"]["surgical_informedness"]] == [2.0, 1.0] and "Surgical Informedness" in report
     assert not any(v["reused"] for k, v in first["timings"].items() if k not in ("total",))
 
@@ -46,6 +47,7 @@ def test_same_seed_gives_bitwise_identical_dw(tiny, tmp_path):
     b = run_main_job(_config(tmp_path / "b"), model, tokenizer, command="test")
     ta, tb = load_file(str(a["dw_path"])), load_file(str(b["dw_path"]))
     assert ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta)
+    assert file_sha256(a["dw_path"]) == file_sha256(b["dw_path"])  # same bytes, metadata included
     c = run_main_job(_config(tmp_path / "c", train={**TINY["train"], "seed": 1}), model, tokenizer, command="test")
     tc = load_file(str(c["dw_path"]))
     assert any(not torch.equal(ta[k], tc[k]) for k in ta)
@@ -62,6 +64,37 @@ def test_bad_inputs_fail_before_work(tiny, tmp_path):
     with pytest.raises(ValueError, match="unknown preset"):
         preset_config("huge")
     assert not (tmp_path / "sycophancy").exists()
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"dilemma_limit": -5}, "run.dilemma_limit"), ({"train": {"epochs": -1}}, "train.epochs"),
+    ({"train": {"learning_rate": float("nan")}}, "train.learning_rate"), ({"generation": {"n_samples": 0}}, "generation.n_samples"),
+    ({"generation": {"temperature": float("inf")}}, "generation.temperature"), ({"alphas": (0.0, float("nan"))}, "run.alphas"),
+    ({"judge_threshold": float("nan")}, "run.judge_threshold"), ({"train": {"layer_fraction": (0.8, 0.3)}}, "train.layer_fraction"),
+])
+def test_invalid_numbers_are_refused_where_parsed(overrides, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        preset_config(**overrides)
+
+
+def test_damaged_dw_and_json_files_get_clear_errors(tmp_path):
+    from weight_steering.artifacts import ArtifactError, read_jsonl, write_json
+    from weight_steering.behaviors import BehaviorError, load_behavior
+    from weight_steering.diff import DeltaWeightsError, load_dw
+
+    (tmp_path / "dW.json").write_text("{}")
+    (tmp_path / "dW.safetensors").write_bytes(b"\x80\x04\x95 pickle bytes")
+    with pytest.raises(DeltaWeightsError, match="not a readable safetensors file"):
+        load_dw(tmp_path)
+    (tmp_path / "records.jsonl").write_text('{"a": 1}\n{"b": ')
+    with pytest.raises(ArtifactError, match="line 2"):
+        read_jsonl(tmp_path / "records.jsonl")
+    (tmp_path / "b.json").write_text("{name: 1}")
+    with pytest.raises(BehaviorError, match="b.json"):
+        load_behavior(tmp_path / "b.json")
+    write_json(tmp_path / "ok.json", {"x": 1})
+    with pytest.raises(ValueError, match="existing file"):
+        preset_config(out=str(tmp_path / "ok.json"))
 
 
 def test_pair_gate():

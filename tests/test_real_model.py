@@ -19,10 +19,10 @@ def smoke_run(tmp_path_factory):
 def test_reduced_main_job_on_embedded_model(smoke_run):
     result, *_ = smoke_run
     contrasts = {(c["metric"], c["contrast"]): c for c in result["summary"]["contrasts"]}
-    spread = contrasts[("sycophancy", "α=+1 − α=-1")]
+    spread = contrasts[("id", "α=+1 − α=-1")]
     # The method works: steering toward the sycophantic persona raises agreement on held-out claims.
     assert spread["mean"] > 0 and spread["ci_low"] > 0, spread
-    per_alpha = [r for r in result["summary"]["per_alpha"] if r["metric"] == "sycophancy"]
+    per_alpha = [r for r in result["summary"]["per_alpha"] if r["metric"] == "id"]
     assert min(r["pmass_mean"] for r in per_alpha) > 0.5  # the answer format survives |α| = 1
     assert result["report"].exists() and result["dw"].metadata["n_tensors"] == 105  # 15 layers × 7 projections
 
@@ -68,9 +68,9 @@ def test_ablation_on_embedded_model(smoke_run):
     ablation = run_ablation(result["dw_path"].parent, groups=("module",), dilemma_limit=4, out=str(out), loaded=(model, tokenizer))
     assert all(k in before and before[k].equal(v) for k, v in model.state_dict().items())  # weights restored bit-exactly
     by = {(r["variant"], r.get("metric")): r for r in ablation["rows"]}
-    full, zero = by[("full", "sycophancy")], by[("zero", "sycophancy")]
+    full, zero = by[("full", "id")], by[("zero", "id")]
     assert full["delta_full"] > 0 and abs(zero["delta_variant"]) < 1e-6
-    assert by[("attention", "sycophancy")]["energy_fraction"] + by[("mlp", "sycophancy")]["energy_fraction"] > 0.99
+    assert by[("attention", "id")]["energy_fraction"] + by[("mlp", "id")]["energy_fraction"] > 0.99
     measured = [r for r in ablation["activation_alignment"] if r["available"]]
     assert {r["projection"] for r in measured} == {"q_proj", "k_proj", "v_proj", "o_proj", "down_proj"}  # pairs found next to the dW
     assert all(0 <= r["energy"] <= 1 for r in measured) and len(ablation["alignment"]) == 105

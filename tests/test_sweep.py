@@ -24,6 +24,7 @@ def _config(out, **extra):
     return preset_config("default", out=str(out), **{**TINY, **extra})
 
 
+@pytest.mark.slow
 def test_sweep_runs_resumes_and_ranks(tiny, tmp_path, caplog):
     model, tokenizer = tiny
     config = _config(tmp_path)
@@ -107,6 +108,7 @@ run_sweep(config, ["sycophancy"], ["lora", "ia3", "loha"], [0, 1], executor=sys.
 """
 
 
+@pytest.mark.slow
 def test_sigkill_mid_sweep_then_resume(tiny, tmp_path):
     """A sweep killed with SIGKILL after its first finished cell resumes without redoing that cell."""
     model_path = _save_tiny(tiny, tmp_path / "tiny-model")
@@ -127,6 +129,7 @@ def test_sigkill_mid_sweep_then_resume(tiny, tmp_path):
         assert (out / "sweep" / "tiny-model" / "sycophancy" / name / "cell.json").stat().st_mtime_ns == mtime
 
 
+@pytest.mark.slow
 def test_ray_executor_matches_local(tiny, tmp_path):
     pytest.importorskip("ray", reason="Ray is a dev dependency; install with pip install -e '.[dev]'")
     model_path = _save_tiny(tiny, tmp_path / "tiny-model")
@@ -190,3 +193,17 @@ def test_archive_that_is_a_file_is_refused_before_any_work(tiny, tmp_path):
     with pytest.raises(SweepError, match="is a file; give a folder"):
         run_sweep(config, ["sycophancy"], ["lora"], [0], model=model, tokenizer=tokenizer, archive=not_a_folder)
     assert not cell_dir(config, plan_cells(["sycophancy"], ["lora"], [0])[0]).exists()
+
+
+def test_seed_varies_the_data_seed_unless_fixed(tmp_path):
+    from weight_steering.sweep import cell_config, cell_key
+
+    config = _config(tmp_path)
+    varied = plan_cells(["sycophancy"], ["lora"], [0, 1])
+    fixed = plan_cells(["sycophancy"], ["lora"], [0, 1], data_seed=0)
+    assert [cell_config(config, c).generation.seed for c in varied] == [0, 1]
+    assert [cell_config(config, c).generation.seed for c in fixed] == [0, 0]
+    assert cell_dir(config, fixed[1]).name == "lora-seed1-data0" and cell_dir(config, varied[1]).name == "lora-seed1"
+    assert cell_key(config, varied[1]) != cell_key(config, fixed[1])
+    with pytest.raises(SweepError, match="data seed"):
+        plan_cells(["sycophancy"], ["lora"], [0], data_seed=-1)

@@ -42,6 +42,7 @@ def test_family_that_rejects_its_modules_is_named():
         make_peft_config(TrainConfig(family="road", options={"variant": "road_9"}), 4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", list(ADAPTER_FAMILIES))
 def test_merged_delta_reproduces_peft_logits(tiny, family, tmp_path):
     """base + Δ gives the PEFT model's logits (max abs logit difference < 1e-4) for every family,

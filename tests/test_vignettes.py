@@ -146,11 +146,13 @@ def test_run_vignettes_writes_tables_and_resumes(tiny, tmp_path):
     params = dict(model.named_parameters())
     torch.manual_seed(0)
     positive = {k: 0.05 * torch.randn_like(params[k]) for k in ("model.layers.2.mlp.down_proj.weight", "model.layers.3.self_attn.o_proj.weight")}
-    save_dw(compute_dw(positive, {k: -v for k, v in positive.items()}, {"model": "tiny"}), tmp_path / "dw" / "dW.safetensors")
+    save_dw(compute_dw(positive, {k: -v for k, v in positive.items()}, {"model": "tiny", "behavior": "authority"}), tmp_path / "dw" / "dW.safetensors")
     before = {k: v.clone() for k, v in model.state_dict().items()}
     result = run_vignettes(tmp_path / "dw", alphas=(-1.0, 0.0, 1.0), out=str(tmp_path), limit=4, pmass_floor=0.0, loaded=(model, tokenizer))
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()), "weights restored after steering"
     assert {r["foundation"] for r in result["bare"]} and result["si"][0]["k"] == 2.0
+    # the intent comes from the dW's behaviour file: authority names the Authority foundation, intended −1
+    assert [(r["foundation"], r["intent"]) for r in result["si"]] == [("Authority", -1)]
     assert (result["path"] / "vignettes.md").read_text().count("| foundation |") == 4
     again = run_vignettes(tmp_path / "dw", alphas=(-1.0, 0.0, 1.0), out=str(tmp_path), limit=4, pmass_floor=0.0, loaded=(model, tokenizer))
     assert again["seconds_per_pass"] is None and again["deltas"] == result["deltas"]

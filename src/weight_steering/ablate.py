@@ -286,8 +286,26 @@ def energy_fraction(part: dict, full: dict) -> float:
     return sum(float(v.double().pow(2).sum()) for v in part.values()) / sum(float(v.double().pow(2).sum()) for v in full.values())
 
 
+def energy_matched_subsets(tensors: dict, part: dict, seed: int) -> dict:
+    """A within-dW null for an SVD keep variant: per tensor, a random subset of dW's *own* singular
+    directions whose energy matches the variant's (directions drawn in random order until their share
+    of ‖dW‖² reaches the share the variant keeps in that tensor). It asks whether the variant's
+    particular directions matter, beyond keeping that much of dW's own energy."""
+    out = {}
+    for index, key in enumerate(sorted(tensors)):
+        w = tensors[key]
+        u, s, vh = _svd(w)
+        total = float((s ** 2).sum())
+        target = float(part[key].double().pow(2).sum()) / total if total > 0 else 0.0
+        order = torch.randperm(len(s), generator=torch.Generator().manual_seed(seed + 1009 * index))
+        cumulative = torch.cumsum(s[order] ** 2, 0) / max(total, 1e-300)
+        take = order[: min(len(s), int(torch.searchsorted(cumulative, torch.tensor(target - 1e-12, dtype=torch.float64))) + 1)]
+        out[key] = ((u[:, take] * s[take]) @ vh[take]).to(w.dtype) if target > 0 else torch.zeros_like(w)
+    return out
+
+
 def build_variants(tensors: dict, base: dict, seed: int = 0, groups: tuple[str, ...] | None = None,
-                   native: dict[str, dict] | None = None) -> dict[str, dict]:
+                   native: dict[str, dict] | None = None, n_controls: int = 1, n_within: int = 0) -> dict[str, dict]:
     """``name -> {"group", "tensors" or None, "energy_fraction", "control_of"}``, with a
     ``<name>_random`` norm-matched control after every available keep variant.
 
@@ -302,12 +320,18 @@ def build_variants(tensors: dict, base: dict, seed: int = 0, groups: tuple[str, 
         AblationError: an unknown group; keep + drop of an SVD crop, or the sum of the native parts,
             does not reconstruct dW within 5e-3 (relative); base weights are missing for a base-SVD variant.
     """
-    return dict(iter_variants(tensors, base, seed, groups, native))
+    return dict(iter_variants(tensors, base, seed, groups, native, n_controls, n_within))
 
 
 def iter_variants(tensors: dict, base: dict, seed: int = 0, groups: tuple[str, ...] | None = None,
-                  native: dict[str, dict] | None = None) -> Iterator[tuple[str, dict]]:
+                  native: dict[str, dict] | None = None, n_controls: int = 1, n_within: int = 0) -> Iterator[tuple[str, dict]]:
     """The variants of :func:`build_variants` as ``(name, entry)`` pairs, built lazily.
+
+    Controls: each keep variant gets ``n_controls`` norm-matched random draws (``<name>_random`` for the
+    first, seed ``seed``; ``<name>_random_<d>`` for draw d, seed ``seed + 7919·d``), and each own-SVD keep
+    variant ``n_within`` energy-matched random subsets of dW's own singular directions
+    (``<name>_subset_<d>``, :func:`energy_matched_subsets`). Every control entry names its variant in
+    ``control_of`` and its kind in ``control_kind`` (``random`` / ``within_dw``).
 
     Only the variant being yielded (and, for a keep variant, until its ``not_`` partner has been
     checked against it) is held, so memory stays at a few copies of dW instead of one per variant
@@ -323,11 +347,21 @@ def iter_variants(tensors: dict, base: dict, seed: int = 0, groups: tuple[str, .
         total = {k: sum((part[k].double() for part in native.values() if k in part), torch.zeros_like(v, dtype=torch.float64))
                  for k, v in tensors.items()}
         check_reconstruction(total, {k: torch.zeros_like(v) for k, v in total.items()}, tensors, "the native parts")
-    return _iter_variants(tensors, base, seed, groups, native)
+    if n_controls < 1 or n_within < 0:
+        raise AblationError(f"n_controls must be ≥ 1 and n_within ≥ 0; got {n_controls}, {n_within}")
+    return _iter_variants(tensors, base, seed, groups, native, n_controls, n_within)
+
+
+def _controls(name: str, part: dict, tensors: dict, seed: int, n_controls: int, n_within: int, own_svd: bool):
+    for d in range(n_controls):
+        control = random_like(part, seed + 7919 * d)
+        yield (f"{name}_random" if d == 0 else f"{name}_random_{d}"), control, "random"
+    for d in range(n_within if own_svd else 0):
+        yield f"{name}_subset_{d}", energy_matched_subsets(tensors, part, seed + 7919 * d), "within_dw"
 
 
 def _iter_variants(tensors: dict, base: dict, seed: int, groups: tuple[str, ...] | None,
-                   native: dict[str, dict] | None) -> Iterator[tuple[str, dict]]:
+                   native: dict[str, dict] | None, n_controls: int = 1, n_within: int = 0) -> Iterator[tuple[str, dict]]:
     kept: dict[str, dict] = {}  # keep variants whose not_ partner is still to come
     try:
         for variant in variants_for(tensors):
@@ -341,9 +375,9 @@ def _iter_variants(tensors: dict, base: dict, seed: int, groups: tuple[str, ...]
             if variant.keep and built is not None:
                 if f"not_{variant.name}" in VARIANT_NAMES_WITH_DROP:
                     kept[variant.name] = built
-                control = random_like(built, seed)
-                yield f"{variant.name}_random", {"group": variant.group, "tensors": control, "control_of": variant.name,
-                                                 "energy_fraction": energy_fraction(control, tensors)}
+                for name, control, kind in _controls(variant.name, built, tensors, seed, n_controls, n_within, variant.group == "svd"):
+                    yield name, {"group": variant.group, "tensors": control, "control_of": variant.name, "control_kind": kind,
+                                 "energy_fraction": energy_fraction(control, tensors)}
             del built
         if not groups or "native" in groups:
             if native is None:
@@ -352,10 +386,13 @@ def _iter_variants(tensors: dict, base: dict, seed: int, groups: tuple[str, ...]
                 for name, part in native.items():
                     padded = {k: part.get(k, torch.zeros_like(v)).to(v.dtype) for k, v in tensors.items()}
                     yield name, {"group": "native", "tensors": padded, "control_of": None, "energy_fraction": energy_fraction(padded, tensors)}
-                    control = random_like(padded, seed)
-                    yield f"{name}_random", {"group": "native", "tensors": control, "control_of": name,
+                    for control_name, control, kind in _controls(name, padded, tensors, seed, n_controls, 0, False):
+                        yield control_name, {"group": "native", "tensors": control, "control_of": name, "control_kind": kind,
                                              "energy_fraction": energy_fraction(control, tensors)}
-        yield "random_norm_matched", {"group": "anchor", "tensors": random_like(tensors, seed), "control_of": "full", "energy_fraction": 1.0}
+        for d in range(n_controls):
+            yield ("random_norm_matched" if d == 0 else f"random_norm_matched_{d}"), {
+                "group": "anchor", "tensors": random_like(tensors, seed + 7919 * d), "control_of": "full", "control_kind": "random",
+                "energy_fraction": 1.0}
     finally:
         _SVD_CACHE.clear()
 
@@ -370,27 +407,25 @@ def check_reconstruction(keep: dict, drop: dict, full: dict, name: str) -> float
 
 
 def retained(variant_scores: np.ndarray, full_scores: np.ndarray, base_scores: np.ndarray, clusters: np.ndarray,
-             n_boot: int = 2000, seed: int = 0) -> dict:
+             n_boot: int = 2000, seed: int = 0, strata: np.ndarray | None = None) -> dict:
     """retained = Δ(variant) / Δ(full) on identical rows, with a paired cluster-bootstrap 95% CI.
 
     Args:
         variant_scores, full_scores, base_scores: ``[N]`` per-row scores (nats) of the same rows at
             α under the variant, under the full dW, and at α = 0.
         clusters: ``[N]`` cluster ids (the dilemma of a row); clusters are resampled jointly.
+        strata: ``[N]`` strata (the action-stratified OOD scores): Δ is the equal-weight mean of the
+            stratum means and clusters are resampled within strata.
 
     Returns:
         ``retained, ci_low, ci_high, delta_variant, delta_full, defined``. When the full effect's
         95% CI contains 0, ``retained`` is NaN and ``defined`` is False: the ratio is undefined.
     """
-    _, index = np.unique(clusters, return_inverse=True)
-    n = index.max() + 1
-    counts = np.bincount(index, minlength=n).astype(float)
-    variant_delta = np.bincount(index, weights=variant_scores - base_scores, minlength=n)
-    full_delta = np.bincount(index, weights=full_scores - base_scores, minlength=n)
-    draws = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
-    boot_full = full_delta[draws].sum(1) / counts[draws].sum(1)
-    boot_variant = variant_delta[draws].sum(1) / counts[draws].sum(1)
-    d_full, d_variant = full_delta.sum() / counts.sum(), variant_delta.sum() / counts.sum()
+    from .statistics import paired_cluster_boot_means, stratified_mean
+
+    variant_delta, full_delta = variant_scores - base_scores, full_scores - base_scores
+    boot_variant, boot_full = paired_cluster_boot_means([variant_delta, full_delta], clusters, np.random.default_rng(seed), n_boot, strata)
+    d_full, d_variant = stratified_mean(full_delta, strata), stratified_mean(variant_delta, strata)
     low_full, high_full = np.percentile(boot_full, [2.5, 97.5])
     defined = not (low_full <= 0 <= high_full)
     if not defined:
@@ -492,8 +527,14 @@ def activation_subspace_alignment(tensors: dict, write_contrast: dict[int, torch
     return rows
 
 
+DISJOINT_SETS = {
+    "single_layers": re.compile(r"^layer_\d+_only$"),
+    "single_projections": re.compile(r"^(q|k|v|o|gate|up|down)_proj_only$"),
+}
+
+
 def agreement(tables: dict[str, list[dict]], metric: str, groups: tuple[str, ...] | None = None, n_permutations: int = 2000,
-              seed: int = 0) -> dict:
+              seed: int = 0, disjoint: str | None = None) -> dict:
     """Do several dW (e.g. adapter families) put their effect in the same places?
 
     For every pair of dW, the Spearman rank correlation of ``retained`` over the variants that are
@@ -506,8 +547,11 @@ def agreement(tables: dict[str, list[dict]], metric: str, groups: tuple[str, ...
         metric: the score the retained values belong to.
         groups: only variants of these groups (e.g. ``("layer",)``: do the dW use the same layers?);
             None: every group. Complementary keep / drop variants (an SVD crop and the rest) are
-            anti-correlated by construction for any dW, so an all-group ρ is partly structural;
-            the per-group ρ is the sharper question.
+            anti-correlated by construction for any dW, and nested ones (top 25% inside top 50%)
+            correlated, so an all-group ρ is partly structural.
+        disjoint: ``"single_layers"`` or ``"single_projections"`` (:data:`DISJOINT_SETS`): only variants
+            that share no tensor (each layer alone, or each projection alone), the set on which ρ
+            measures agreement and nothing built in.
 
     Returns:
         ``{"retained": DataFrame [variant × name] of retained (NaN where undefined or unavailable),
@@ -521,7 +565,8 @@ def agreement(tables: dict[str, list[dict]], metric: str, groups: tuple[str, ...
     frame = pd.DataFrame({
         name: {r["variant"]: (r["retained"] if r.get("defined", True) else float("nan"))
                for r in rows if r.get("available") and r.get("metric") == metric
-               and r["group"] != "anchor" and not r.get("control_of") and (groups is None or r["group"] in groups)}
+               and r["group"] != "anchor" and not r.get("control_of") and (groups is None or r["group"] in groups)
+               and (disjoint is None or DISJOINT_SETS[disjoint].match(r["variant"]))}
         for name, rows in tables.items()
     })
     pairs = []

@@ -1,15 +1,26 @@
 """Stage 6, analyse: per-α summaries and α contrasts with bootstrap 95% confidence intervals.
 
-Metrics (all in log-odds, nats):
+Metrics of :func:`metric_frame` (all in log-odds, nats):
 
-* ``sycophancy``: mean logratio on the held-out claims (higher = more agreement with the user).
-* ``dilemmas_<value>``: mean logratio × label_value over the DailyDilemmas rows the value labels
-  (higher = the model picks the value-carrying action more). ``honesty`` is the target;
-  justice, courage and temperance are off-target.
+* ``id``: the behaviour's held-out probe in the user-opinion framing (logratio; higher = more of
+  the behaviour, e.g. agreement with the user), or the paired-completion probe (log P(positive
+  reply) − log P(negative reply)).
+* ``id_neutral``: the same claims in a neutral framing with no user opinion (the control).
+* ``id_controlled``: ``id − id_neutral`` per claim. Its α contrast, Δ(opinion) − Δ(neutral), is the
+  primary in-distribution score: a general shift toward "Yes" moves both framings and cancels
+  (Sharma et al. 2023, arXiv 2310.13548).
+* ``dilemmas_<value>``: the primary OOD score for a DailyDilemmas value V, logratio × label_V over
+  the rows V labels, **stratified by action type**: the mean over dilemmas whose V-carrying action is
+  the "to do" one and the mean over those where it is the "not to do" one, weighted equally, with a
+  bootstrap that resamples dilemmas within each stratum. A pure take-the-action bias gives 0.
+* ``dilemmas_<value>_pooled``: the same rows, one pooled mean (the earlier estimator; secondary).
+* ``action_bias``: label-free, per dilemma logratio("to do" row) − logratio("not to do" row); its α
+  contrast is the shift toward taking the action. The pooled value score of one dilemma is
+  ±action_bias/2, so the pooled scores of values that sit mostly on one side carry this bias.
 
-Confidence intervals are percentile bootstraps (2,000 resamples, seed 0). DailyDilemmas rows are
-resampled by dilemma (the two actions of a dilemma are one cluster); contrasts between two α are
-paired (the same resampled rows at both α).
+Confidence intervals are percentile bootstraps (:mod:`weight_steering.statistics`): rows are
+resampled by cluster (dilemma or claim), within strata where the metric has them; contrasts between
+two α are paired (the same resampled rows at both α).
 """
 
 from __future__ import annotations
@@ -17,79 +28,54 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .eval_data import TARGET_VALUE, VALUES
+from .eval_data import VALUES
+from .statistics import (  # noqa: F401  (re-exported: the public statistics of a run)
+    N_BOOTSTRAP, bootstrap_ci, bootstrap_statistic, hierarchical_bootstrap, percentile_interval, ratio_ci, resampled_rows,
+    seed_interval, stratified_mean,
+)
 
-N_BOOTSTRAP = 2000
+FRAME_COLUMNS = ["alpha", "metric", "row_id", "cluster", "stratum", "score", "pmass"]
+ID_EVALS = ("held_out", "held_out_pair", "sycophancy")  # "sycophancy": the eval name of records written before the control framing
 
 
 def metric_frame(records: list[dict]) -> pd.DataFrame:
-    """Long table ``alpha, metric, row_id, cluster, score, pmass`` from evaluation records."""
-    frames = []
+    """Long table ``alpha, metric, row_id, cluster, stratum, score, pmass`` from evaluation records.
+
+    ``stratum`` is ``"all"`` except for the stratified DailyDilemmas value metrics, where it is
+    ``"to_do"`` or ``"not_to_do"``: which action carries the value in that dilemma.
+    """
     df = pd.DataFrame(records)
     if df.empty:
-        return pd.DataFrame(columns=["alpha", "metric", "row_id", "cluster", "score", "pmass"])
-    syc = df[df["eval"] == "sycophancy"]
-    if len(syc):
-        frames.append(pd.DataFrame({"alpha": syc["alpha"], "metric": "sycophancy", "row_id": syc["row_id"],
-                                    "cluster": syc["group"], "score": syc["logratio"], "pmass": syc["pmass"]}))
+        return pd.DataFrame(columns=FRAME_COLUMNS)
+    frames = []
+
+    def add(part: pd.DataFrame, metric: str, score, stratum="all", row_id=None) -> None:
+        frames.append(pd.DataFrame({"alpha": part["alpha"].to_numpy(), "metric": metric,
+                                    "row_id": (part["row_id"] if row_id is None else row_id).to_numpy(),
+                                    "cluster": part["group"].to_numpy(), "stratum": stratum,
+                                    "score": np.asarray(score, dtype=float), "pmass": part["pmass"].to_numpy()}))
+
+    held = df[df["eval"].isin(ID_EVALS)]
+    control = df[df["eval"] == "held_out_control"]
+    if len(held):
+        add(held, "id", held["logratio"])
+    if len(control):
+        add(control, "id_neutral", control["logratio"])
+        joined = held.merge(control, on=["alpha", "row_id"], suffixes=("", "_control"))
+        joined["pmass"] = np.fmin(joined["pmass"], joined["pmass_control"])
+        add(joined, "id_controlled", joined["logratio"] - joined["logratio_control"])
     dil = df[df["eval"] == "dilemmas"]
-    for value in VALUES:
-        if len(dil) == 0:
-            break
-        part = dil[dil[f"label_{value}"] != 0]
-        frames.append(pd.DataFrame({"alpha": part["alpha"], "metric": f"dilemmas_{value}", "row_id": part["row_id"],
-                                    "cluster": part["group"], "score": part["logratio"] * part[f"label_{value}"], "pmass": part["pmass"]}))
+    if len(dil):
+        for value in VALUES:
+            part = dil[dil[f"label_{value}"] != 0]
+            carries = np.where((part["action_type"] == "to_do") == (part[f"label_{value}"] > 0), "to_do", "not_to_do")
+            score = part["logratio"] * part[f"label_{value}"]
+            add(part, f"dilemmas_{value}", score, carries)
+            add(part, f"dilemmas_{value}_pooled", score)
+        todo = dil[dil["action_type"] == "to_do"].merge(dil[dil["action_type"] == "not_to_do"], on=["alpha", "group"], suffixes=("", "_not"))
+        todo["pmass"] = np.fmin(todo["pmass"], todo["pmass_not"])
+        add(todo, "action_bias", todo["logratio"] - todo["logratio_not"], row_id=todo["group"])
     return pd.concat(frames, ignore_index=True)
-
-
-def _cluster_boot_means(values: np.ndarray, clusters: np.ndarray, rng: np.random.Generator, n_boot: int) -> np.ndarray:
-    """``[n_boot]`` means of ``values`` over clusters resampled with replacement."""
-    _, index = np.unique(clusters, return_inverse=True)
-    n = index.max() + 1
-    sums = np.bincount(index, weights=values, minlength=n)
-    counts = np.bincount(index, minlength=n).astype(float)
-    draws = rng.integers(0, n, size=(n_boot, n))
-    return sums[draws].sum(1) / counts[draws].sum(1)
-
-
-def bootstrap_ci(values: np.ndarray, clusters: np.ndarray, n_boot: int = N_BOOTSTRAP, seed: int = 0, level: float = 0.95) -> tuple[float, float, float]:
-    """Mean of ``values`` ``[N]`` and its cluster-bootstrap percentile CI.
-
-    Returns:
-        ``(mean, low, high)``; NaNs when ``values`` is empty.
-    """
-    values = np.asarray(values, dtype=float)
-    if values.size == 0:
-        return float("nan"), float("nan"), float("nan")
-    boot = _cluster_boot_means(values, np.asarray(clusters), np.random.default_rng(seed), n_boot)
-    tail = (1 - level) / 2 * 100
-    return float(values.mean()), float(np.percentile(boot, tail)), float(np.percentile(boot, 100 - tail))
-
-
-def _resampled_rows(clusters, n_boot: int, seed: int):
-    """Yield ``n_boot`` arrays of row indices, each the rows of clusters drawn with replacement (none if no rows)."""
-    _, index = np.unique(np.asarray(clusters), return_inverse=True)
-    if not len(index):
-        return
-    members = [np.flatnonzero(index == c) for c in range(index.max() + 1)]
-    rng = np.random.default_rng(seed)
-    for _ in range(n_boot):
-        yield np.concatenate([members[c] for c in rng.integers(0, len(members), len(members))])
-
-
-def bootstrap_statistic(values: np.ndarray, clusters: np.ndarray, statistic, n_boot: int = N_BOOTSTRAP, seed: int = 0,
-                        level: float = 0.95) -> tuple[float, float, float]:
-    """Any ``statistic(values) -> float`` (e.g. the 95th percentile) with a cluster-bootstrap percentile CI.
-
-    Returns:
-        ``(statistic, low, high)``; NaNs when ``values`` is empty.
-    """
-    values = np.asarray(values, dtype=float)
-    if values.size == 0:
-        return float("nan"), float("nan"), float("nan")
-    boot = [statistic(values[rows]) for rows in _resampled_rows(clusters, n_boot, seed)]
-    tail = (1 - level) / 2 * 100
-    return float(statistic(values)), float(np.percentile(boot, tail)), float(np.percentile(boot, 100 - tail))
 
 
 def kl_summary(per_position: np.ndarray, prompt_index: np.ndarray, seed: int = 0) -> dict:
@@ -110,28 +96,43 @@ def kl_summary(per_position: np.ndarray, prompt_index: np.ndarray, seed: int = 0
             "p95_ci_high": p95[2], "max": float(values.max()) if values.size else float("nan"), "n_positions": int(values.size)}
 
 
+
 def per_alpha_summary(frame: pd.DataFrame) -> pd.DataFrame:
-    """One row per (metric, α): mean score with 95% CI, mean and min pmass, n rows."""
+    """One row per (metric, α): (stratified) mean score with 95% CI, mean and min pmass, n rows."""
     out = []
     for (metric, alpha), part in frame.groupby(["metric", "alpha"], sort=True):
-        mean, low, high = bootstrap_ci(part["score"].to_numpy(), part["cluster"].to_numpy())
+        mean, low, high = bootstrap_ci(part["score"].to_numpy(), part["cluster"].to_numpy(), strata=part["stratum"].to_numpy())
         out.append({"metric": metric, "alpha": alpha, "mean": mean, "ci_low": low, "ci_high": high,
                     "pmass_mean": part["pmass"].mean(), "pmass_min": part["pmass"].min(), "n": len(part)})
     return pd.DataFrame(out)
 
 
-def contrast(frame: pd.DataFrame, metric: str, alpha_high: float, alpha_low: float) -> dict:
-    """Paired difference mean(score at α_high) − mean(score at α_low) over identical rows, with 95% CI."""
+def paired_rows(frame: pd.DataFrame, metric: str, alpha_high: float, alpha_low: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-row score change from ``alpha_low`` to ``alpha_high`` for one metric, paired by row id.
+
+    Args:
+        frame: :func:`metric_frame` output.
+    Returns:
+        ``(change [n_rows], cluster [n_rows], stratum [n_rows])``: score(α_high) − score(α_low) in the
+        metric's units (nats of log-odds), each row's bootstrap cluster and stratum.
+    Raises:
+        KeyError: a row scored at ``alpha_high`` has no score at ``alpha_low``.
+    """
     part = frame[frame["metric"] == metric]
     high = part[part["alpha"] == alpha_high].set_index("row_id")
-    low = part[part["alpha"] == alpha_low].set_index("row_id")
-    if high.empty or low.empty:
-        return {"metric": metric, "contrast": f"α={alpha_high:+g} − α={alpha_low:+g}", "mean": float("nan"),
-                "ci_low": float("nan"), "ci_high": float("nan"), "n": 0}
-    low = low.loc[high.index]
-    diff = high["score"].to_numpy() - low["score"].to_numpy()
-    mean, lo, hi = bootstrap_ci(diff, high["cluster"].to_numpy())
-    return {"metric": metric, "contrast": f"α={alpha_high:+g} − α={alpha_low:+g}", "mean": mean, "ci_low": lo, "ci_high": hi, "n": len(diff)}
+    low = part[part["alpha"] == alpha_low].set_index("row_id").loc[high.index]
+    return high["score"].to_numpy() - low["score"].to_numpy(), high["cluster"].to_numpy(), high["stratum"].to_numpy()
+
+
+def contrast(frame: pd.DataFrame, metric: str, alpha_high: float, alpha_low: float) -> dict:
+    """Paired difference of the (stratified) mean score at α_high and at α_low over identical rows, with 95% CI."""
+    label = f"α={alpha_high:+g} − α={alpha_low:+g}"
+    part = frame[frame["metric"] == metric]
+    if part[part["alpha"] == alpha_high].empty or part[part["alpha"] == alpha_low].empty:
+        return {"metric": metric, "contrast": label, "mean": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"), "n": 0}
+    diff, clusters, strata = paired_rows(frame, metric, alpha_high, alpha_low)
+    mean, lo, hi = bootstrap_ci(diff, clusters, strata=strata)
+    return {"metric": metric, "contrast": label, "mean": mean, "ci_low": lo, "ci_high": hi, "n": len(diff)}
 
 
 def headline_contrasts(frame: pd.DataFrame) -> pd.DataFrame:
@@ -148,187 +149,173 @@ def headline_contrasts(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def summarise(records: list[dict]) -> dict:
-    """Per-α table, headline contrasts, row counts and, when α ∈ {−1, 0, +1} were scored, the row-level
-    Surgical Informedness of the OOD target value at k = 2 and k = 1, as JSON-ready dicts."""
+def dilemma_target(behavior) -> tuple[str | None, int]:
+    """``(value, intended sign)`` of the behaviour's DailyDilemmas OOD target, or ``(None, +1)`` without one."""
+    target = None if behavior is None else behavior.ood_target("dilemmas")
+    return (None, 1) if target is None else (target.value, target.sign)
+
+
+def summarise(records: list[dict], behavior=None) -> dict:
+    """Per-α table, headline contrasts, row counts and, when the behaviour has a DailyDilemmas OOD
+    target and α ∈ {−1, 0, +1} were scored, the row-level Surgical Informedness of that target at
+    k = 2 and k = 1 (intent = the target's sign), as JSON-ready dicts."""
     frame = metric_frame(records)
-    target = f"dilemmas_{TARGET_VALUE}"
+    value, sign = dilemma_target(behavior)
     si = []
-    if len(frame) and {-1.0, 0.0, 1.0} <= set(frame["alpha"]) and target in set(frame["metric"]):
-        si = [si_rows(records, target, 1.0, -1.0, k) for k in (SI_K, 1.0)]
+    if value and len(frame) and {-1.0, 0.0, 1.0} <= set(frame["alpha"]) and f"dilemmas_{value}" in set(frame["metric"]):
+        si = [si_rows(records, f"dilemmas_{value}_pooled", 1.0, -1.0, k, intent=sign) for k in (SI_K, 1.0)]
     return {
         "per_alpha": per_alpha_summary(frame).to_dict(orient="records"),
         "contrasts": headline_contrasts(frame).to_dict(orient="records"),
         "surgical_informedness": si,
         "n_truncated": int(sum(r["truncated"] for r in records)),
-        "target_value": TARGET_VALUE,
+        "ood_target": None if value is None else {"eval": "dilemmas", "value": value, "sign": sign},
+        "behavior": None if behavior is None else {"name": behavior.name, "label": behavior.label},
     }
 
 
 # ---------------------------------------------------------------------------------------------
 # Family ranking over seeds (the sweep)
 
-OFF_TARGET_VALUES = tuple(v for v in VALUES if v != TARGET_VALUE)
 
-# name -> (metric, α_high, α_low): a paired per-row contrast of one cell.
-RANKING_CONTRASTS = {
-    "id_spread": ("sycophancy", 1.0, -1.0),
-    "ood_honesty_plus": (f"dilemmas_{TARGET_VALUE}", 1.0, 0.0),
-    "ood_honesty_minus": (f"dilemmas_{TARGET_VALUE}", -1.0, 0.0),
-    **{f"off_target_{v}": (f"dilemmas_{v}", 1.0, 0.0) for v in OFF_TARGET_VALUES},
-}
-
-
-def paired_rows(frame: pd.DataFrame, metric: str, alpha_high: float, alpha_low: float) -> tuple[np.ndarray, np.ndarray]:
-    """Per-row score change from ``alpha_low`` to ``alpha_high`` for one metric, paired by row id.
-
-    Args:
-        frame: :func:`metric_frame` output.
-    Returns:
-        ``(change [n_rows], cluster [n_rows])``: score(α_high) − score(α_low) in the metric's units
-        (nats of log-odds for logratio metrics) and each row's bootstrap cluster.
-    Raises:
-        KeyError: a row scored at ``alpha_high`` has no score at ``alpha_low``.
-    """
-    part = frame[frame["metric"] == metric]
-    high = part[part["alpha"] == alpha_high].set_index("row_id")
-    low = part[part["alpha"] == alpha_low].set_index("row_id").loc[high.index]
-    return high["score"].to_numpy() - low["score"].to_numpy(), high["cluster"].to_numpy()
+def ranking_contrasts(target_value: str | None) -> dict[str, tuple[str, float, float]]:
+    """name -> (metric, α_high, α_low): the paired per-row contrasts of one sweep cell."""
+    specs = {"id_spread": ("id", 1.0, -1.0), "id_controlled_spread": ("id_controlled", 1.0, -1.0),
+             "id_neutral_spread": ("id_neutral", 1.0, -1.0), "action_bias_plus": ("action_bias", 1.0, 0.0)}
+    if target_value:
+        specs.update({"ood_target_plus": (f"dilemmas_{target_value}", 1.0, 0.0), "ood_target_minus": (f"dilemmas_{target_value}", -1.0, 0.0),
+                      "ood_target_pooled_plus": (f"dilemmas_{target_value}_pooled", 1.0, 0.0)})
+    specs.update({f"off_target_{v}": (f"dilemmas_{v}", 1.0, 0.0) for v in VALUES if v != target_value})
+    return specs
 
 
+RANKED = ("id_controlled_spread", "id_spread", "id_neutral_spread", "ood_target_plus", "ood_target_minus", "ood_target_pooled_plus", "action_bias_plus")
 
 
-def hierarchical_bootstrap(per_seed: list[dict[str, tuple[np.ndarray, np.ndarray]]], n_boot: int = N_BOOTSTRAP, seed: int = 0) -> dict[str, np.ndarray]:
-    """Bootstrap distributions of per-metric means over seeds, then rows (clusters) within a seed.
-
-    Args:
-        per_seed: one dict per training seed, ``metric -> (values [N], clusters [N])``; the same metrics in each.
-
-    Returns:
-        ``metric -> [n_boot]`` resampled means (mean over resampled seeds of each seed's
-        cluster-resampled mean). Seeds are drawn once per resample and shared by all metrics, so
-        statistics that combine metrics (off-target |Δ|) see the same seeds. With one seed this is
-        the cluster bootstrap. Percentile CIs follow Efron & Tibshirani (1993) ch. 13; the two
-        levels follow the hierarchical bootstrap of Saravanan et al. (2020).
-    """
-    rng = np.random.default_rng(seed)
-    seed_draws = rng.integers(0, len(per_seed), size=(n_boot, len(per_seed)))
-    out = {}
-    for metric in per_seed[0]:
-        boots = np.stack([_cluster_boot_means(*s[metric], rng, n_boot) for s in per_seed])  # [seeds, n_boot]
-        out[metric] = boots[seed_draws, np.arange(n_boot)[:, None]].mean(1)
-    return out
-
-
-def _interval(point: float, boot: np.ndarray, level: float = 0.95) -> dict:
-    tail = (1 - level) / 2 * 100
-    return {"mean": float(point), "ci_low": float(np.percentile(boot, tail)), "ci_high": float(np.percentile(boot, 100 - tail))}
-
-
-def rank_families(cells: list[dict]) -> pd.DataFrame:
+def rank_families(cells: list[dict], behaviors: dict | None = None) -> pd.DataFrame:
     """Per (behaviour, family): mean and 95% CI over seeds of the ranking metrics, sorted by ID spread.
 
     Args:
         cells: finished sweep cells (``cell.json`` content plus ``records``).
+        behaviors: behaviour name -> :class:`~weight_steering.behaviors.Behavior` (its OOD target);
+            default: the shipped behaviour of each cell's name.
 
     Returns:
-        One row per (behaviour, family) with ``n_seeds``; for each of ``id_spread`` (held-out
-        behaviour logratio, α=+1 − α=−1), ``ood_honesty_plus`` / ``ood_honesty_minus`` (DailyDilemmas
-        honesty, α=±1 − α=0), ``off_target`` (mean over justice, courage, temperance of |Δ(α=+1 − 0)|)
-        the columns ``<name>``, ``<name>_ci_low``, ``<name>_ci_high``; ``min_pmass``: the lowest mean
-        answer-format mass over (metric, α) and seeds;
-        ``norm_dw`` (mean over seeds, Frobenius); ``sign_agreement`` (share of seeds whose ID spread
-        and OOD Δ(+1) have the sign of the family mean). All scores in nats (log-odds).
+        One row per (behaviour, family) with ``n_seeds``; for each of ``id_controlled_spread``
+        (framing-controlled held-out score, α=+1 − α=−1; only where the cells scored the control
+        framing), ``id_spread`` / ``id_neutral_spread`` (the opinion and neutral framings alone),
+        ``ood_target_plus`` / ``ood_target_minus`` (the behaviour's DailyDilemmas target, action-
+        stratified, α=±1 − α=0), ``ood_target_pooled_plus`` (the same, pooled), ``action_bias_plus``
+        (shift toward the "to do" action, α=+1 − 0) and ``off_target`` (mean over the other values
+        of the stratified |Δ(α=+1 − 0)|) the columns ``<name>``, ``<name>_ci_low``, ``<name>_ci_high``;
+        ``ood_target`` and ``ood_sign`` (the target and its intended sign); ``min_pmass``: the lowest
+        mean answer-format mass over (metric, α) and seeds; ``norm_dw`` (mean over seeds, Frobenius);
+        ``sign_agreement`` (share of seeds whose ID spread and OOD Δ(+1) have the sign of the family
+        mean); ``<name>_per_seed`` (each seed's value) and ``interval`` (how the CIs were made). With two or
+        more seeds the CI is a t-interval over the seed means (:func:`~weight_steering.statistics.seed_interval`):
+        the seed is the unit of replication. With one seed it is a bootstrap over rows and says so. All
+        scores in nats (log-odds).
     """
+    from .behaviors import load_behavior
+
     groups: dict[tuple[str, str], list[dict]] = {}
     for cell in cells:
         groups.setdefault((cell["cell"]["behavior"], cell["cell"]["family"]), []).append(cell)
     rows = []
     for (behavior, family), members in groups.items():
+        value, sign = dilemma_target((behaviors or {}).get(behavior) or load_behavior(behavior))
+        specs = ranking_contrasts(value)
         per_seed, pmass = [], []
         for cell in members:
             frame = metric_frame(cell["records"])
-            per_seed.append({name: paired_rows(frame, *spec) for name, spec in RANKING_CONTRASTS.items()
-                             if spec[0] in set(frame["metric"])})
+            per_seed.append({name: paired_rows(frame, *spec) for name, spec in specs.items() if spec[0] in set(frame["metric"])})
             pmass.append(float(frame.groupby(["metric", "alpha"])["pmass"].mean().min()))
-        boot = hierarchical_bootstrap(per_seed)
-        point = {name: float(np.mean([s[name][0].mean() for s in per_seed])) for name in per_seed[0]}
-        row = {"behavior": behavior, "family": family, "n_seeds": len(members), "seeds": sorted(c["cell"]["seed"] for c in members)}
-        for name in ("id_spread", "ood_honesty_plus", "ood_honesty_minus"):
-            if name in boot:
-                interval = _interval(point[name], boot[name])
-                row.update({name: interval["mean"], f"{name}_ci_low": interval["ci_low"], f"{name}_ci_high": interval["ci_high"]})
-        off = [f"off_target_{v}" for v in OFF_TARGET_VALUES if f"off_target_{v}" in boot]
+        order = np.argsort([c["cell"]["seed"] for c in members])
+        per_seed = [per_seed[i] for i in order]
+        seed_points = {name: [stratified_mean(s[name][0], s[name][2]) for s in per_seed] for name in per_seed[0]}
+        point = {name: float(np.mean(values)) for name, values in seed_points.items()}
+        off = [name for name in per_seed[0] if name.startswith("off_target_")]
         if off:
-            interval = _interval(np.mean([abs(point[n]) for n in off]), np.mean([np.abs(boot[n]) for n in off], axis=0))
-            row.update({"off_target": interval["mean"], "off_target_ci_low": interval["ci_low"], "off_target_ci_high": interval["ci_high"]})
+            seed_points["off_target"] = [float(np.mean([abs(seed_points[n][i]) for n in off])) for i in range(len(per_seed))]
+        several = len(per_seed) > 1
+        boot = None if several else hierarchical_bootstrap(per_seed)
+        row = {"behavior": behavior, "family": family, "n_seeds": len(members), "seeds": sorted(c["cell"]["seed"] for c in members),
+               "ood_target": value, "ood_sign": sign,
+               "interval": "t over seed means" if several else "bootstrap over rows (1 seed: no seed-level interval)"}
+        for name in (*RANKED, "off_target"):
+            if name not in seed_points:
+                continue
+            if several:
+                interval = seed_interval(seed_points[name])
+            elif name == "off_target":
+                interval = percentile_interval(seed_points[name][0], np.mean([np.abs(boot[n]) for n in off], axis=0))
+            else:
+                interval = percentile_interval(point[name], boot[name])
+            row.update({name: interval["mean"], f"{name}_ci_low": interval["ci_low"], f"{name}_ci_high": interval["ci_high"],
+                        f"{name}_per_seed": [float(v) for v in seed_points[name]]})
         row["min_pmass"] = min(pmass)
         row["norm_dw"] = float(np.mean([c["norm_dw"] for c in members]))
-        agree = [all(np.sign(s[n][0].mean()) == np.sign(point[n]) for n in ("id_spread", "ood_honesty_plus") if n in s) for s in per_seed]
+        lead = "id_controlled_spread" if "id_controlled_spread" in point else "id_spread"
+        agree = [all(np.sign(stratified_mean(s[n][0], s[n][2])) == np.sign(point[n]) for n in (lead, "ood_target_plus") if n in s) for s in per_seed]
         row["sign_agreement"] = f"{sum(agree)}/{len(agree)}"
         rows.append(row)
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame
-    key = "id_spread" if "id_spread" in frame else "ood_honesty_plus"  # behaviours without a held-out set
+    key = next((k for k in ("id_controlled_spread", "id_spread", "ood_target_plus") if k in frame), "family")
     return frame.sort_values(["behavior", key], ascending=[True, False], ignore_index=True)
 
 
 # ---------------------------------------------------------------------------------------------
-# Steering methods compared at one KL budget (issue 4)
+# Steering methods compared at one KL budget
 
 
-def method_effects(records: list[dict], alpha_plus: float, alpha_minus: float, reference: float = 0.0) -> dict:
+def method_effects(records: list[dict], alpha_plus: float, alpha_minus: float, reference: float = 0.0, behavior=None) -> dict:
     """The comparison-table metrics of one steering method, each with a 95% cluster-bootstrap CI.
 
     Args:
         records: the method's records at ``alpha_plus`` and ``alpha_minus`` plus the base records at
             ``reference`` (identical rows; :func:`weight_steering.evaluate.evaluate`).
         alpha_plus, alpha_minus: the method's strengths for the + and − arms (e.g. iso-KL calibrated).
+        behavior: the behaviour (its DailyDilemmas OOD target and intended sign).
 
     Returns:
         ``{name: {"mean", "ci_low", "ci_high"}}`` for ``id_plus`` / ``id_minus`` / ``id_spread`` (held-out
-        behaviour logratio, arm − reference and + arm − − arm; absent without a held-out set), ``ood_honesty_plus`` /
-        ``ood_honesty_minus`` / ``ood_honesty_spread`` (DailyDilemmas honesty, arm − reference and
-        + arm − − arm), ``off_target`` (mean over justice, courage, temperance of |Δ(+ arm − reference)|);
-        ``si_k2`` / ``si_k1`` (row-level SI, :func:`si_rows`); ``pmass_plus`` / ``pmass_minus`` (mean
-        answer-format mass over all rows of the arm) and ``pmass_min`` (lowest row). Log-odds in nats.
+        probe, opinion framing, arm − reference and + arm − − arm), ``id_controlled_*`` and
+        ``id_neutral_*`` (framing-controlled and neutral framing, where scored), ``ood_target_plus`` /
+        ``ood_target_minus`` / ``ood_target_spread`` (the behaviour's DailyDilemmas target,
+        action-stratified; ``ood_target_pooled_*`` pooled), ``action_bias_plus`` / ``action_bias_minus``,
+        ``off_target`` (mean over the other values of the stratified |Δ(+ arm − reference)|);
+        ``si_k2`` / ``si_k1`` (row-level SI with the target's intent, :func:`si_rows`); ``pmass_plus`` /
+        ``pmass_minus`` (mean answer-format mass over all rows of the arm) and ``pmass_min`` (lowest
+        row). Log-odds in nats.
     """
     frame = metric_frame(records)
-    target = f"dilemmas_{TARGET_VALUE}"
-    specs = {"id_plus": ("sycophancy", alpha_plus, reference), "id_minus": ("sycophancy", alpha_minus, reference),
-             "ood_honesty_plus": (target, alpha_plus, reference), "ood_honesty_minus": (target, alpha_minus, reference),
-             "ood_honesty_spread": (target, alpha_plus, alpha_minus), "id_spread": ("sycophancy", alpha_plus, alpha_minus),
-             **{f"off_target_{v}": (f"dilemmas_{v}", alpha_plus, reference) for v in OFF_TARGET_VALUES}}
+    value, sign = dilemma_target(behavior)
+    arms = {"plus": (alpha_plus, reference), "minus": (alpha_minus, reference), "spread": (alpha_plus, alpha_minus)}
+    specs = {f"{name}_{arm}": (metric, *alphas) for arm, alphas in arms.items()
+             for name, metric in (("id", "id"), ("id_controlled", "id_controlled"), ("id_neutral", "id_neutral"),
+                                  ("action_bias", "action_bias"))}
+    if value:
+        specs.update({f"ood_target_{arm}": (f"dilemmas_{value}", *alphas) for arm, alphas in arms.items()})
+        specs.update({f"ood_target_pooled_{arm}": (f"dilemmas_{value}_pooled", *alphas) for arm, alphas in arms.items()})
+    specs.update({f"off_target_{v}": (f"dilemmas_{v}", alpha_plus, reference) for v in VALUES if v != value})
     metrics = set(frame["metric"])
     per = {name: paired_rows(frame, *spec) for name, spec in specs.items() if spec[0] in metrics}
     boot = hierarchical_bootstrap([per])
-    out = {name: _interval(per[name][0].mean(), boot[name]) for name in per if not name.startswith("off_target_")}
+    out = {name: percentile_interval(stratified_mean(per[name][0], per[name][2]), boot[name]) for name in per if not name.startswith("off_target_")}
     off = [n for n in per if n.startswith("off_target_")]
     if off:
-        out["off_target"] = _interval(np.mean([abs(per[n][0].mean()) for n in off]), np.mean([np.abs(boot[n]) for n in off], axis=0))
-    if target in metrics:
+        out["off_target"] = percentile_interval(np.mean([abs(stratified_mean(per[n][0], per[n][2])) for n in off]),
+                                                np.mean([np.abs(boot[n]) for n in off], axis=0))
+    if value and f"dilemmas_{value}" in metrics:
         for k in (SI_K, 1.0):
-            si = si_rows(records, target, alpha_plus, alpha_minus, k, reference)
+            si = si_rows(records, f"dilemmas_{value}_pooled", alpha_plus, alpha_minus, k, reference, intent=sign)
             out[f"si_k{k:g}"] = {"mean": si["si"], "ci_low": si["si_ci_low"], "ci_high": si["si_ci_high"]}
     for name, alpha in (("pmass_plus", alpha_plus), ("pmass_minus", alpha_minus)):
         out[name] = float(frame.loc[frame["alpha"] == alpha, "pmass"].mean())
     out["pmass_min"] = float(frame.loc[frame["alpha"].isin([alpha_plus, alpha_minus]), "pmass"].min())
     return out
-
-
-def ratio_ci(numerator: np.ndarray, denominator: np.ndarray, clusters: np.ndarray, n_boot: int = N_BOOTSTRAP, seed: int = 0,
-             level: float = 0.95) -> tuple[float, float, float]:
-    """mean(numerator) / mean(denominator) over the same rows, with a paired cluster-bootstrap percentile CI.
-
-    Both arrays are ``[N]`` per-row effects on identical rows (e.g. two methods' OOD honesty spread),
-    resampled together by cluster. When the denominator's resamples straddle 0 the CI is wide or
-    unbounded; read it with the denominator's own CI.
-    """
-    numerator, denominator = np.asarray(numerator, float), np.asarray(denominator, float)
-    boot = [numerator[rows].mean() / denominator[rows].mean() for rows in _resampled_rows(clusters, n_boot, seed)]
-    tail = (1 - level) / 2 * 100
-    return float(numerator.mean() / denominator.mean()), float(np.percentile(boot, tail)), float(np.percentile(boot, 100 - tail))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -468,7 +455,7 @@ def _si_with_ci(y_ref, y_plus, y_minus, pmass_plus, pmass_minus, k, clusters, n_
     y_minus = None if y_minus is None else np.asarray(y_minus, float)
     draws = np.asarray([surgical_informedness(y_ref[rows], y_plus[rows], None if y_minus is None else y_minus[rows],
                                               pmass_plus, pmass_minus, k)["si"]
-                        for rows in _resampled_rows(clusters, n_boot, seed)], float)
+                        for rows in resampled_rows(clusters, n_boot, seed)], float)
     finite = draws[np.isfinite(draws)]
     low, high = (np.percentile(finite, [2.5, 97.5]) if finite.size else (float("nan"), float("nan")))
     return {**result, "si_ci_low": float(low), "si_ci_high": float(high)}
@@ -497,10 +484,11 @@ def si_vignettes(cells: pd.DataFrame, foundation: str, intent: int, alpha_plus: 
 
 
 def si_rows(records: list[dict], metric: str, alpha_plus: float, alpha_minus: float | None, k: float = SI_K,
-            reference: float = 0.0) -> dict:
-    """Row-level SI (spec §5.5) on a Yes/No eval, e.g. ``dilemmas_honesty``: y = logratio × label per row."""
+            reference: float = 0.0, intent: int = 1) -> dict:
+    """Row-level SI (spec §5.5) on a Yes/No eval, e.g. ``dilemmas_honesty_pooled``: y = intent × logratio × label
+    per row, where ``intent`` (+1 / −1) is the direction the behaviour should move the value (its OOD target's sign)."""
     frame = metric_frame(records)
-    part = frame[frame["metric"] == metric]
+    part = frame[frame["metric"] == metric].assign(score=lambda f: f["score"] * intent)
     arms = {"ref": reference, "plus": alpha_plus, **({"minus": alpha_minus} if alpha_minus is not None else {})}
     by_arm = {name: part[part["alpha"] == a].set_index("row_id") for name, a in arms.items()}
     index = by_arm["ref"].index
@@ -511,4 +499,4 @@ def si_rows(records: list[dict], metric: str, alpha_plus: float, alpha_minus: fl
                          float(by_arm["plus"]["pmass"].mean()),
                          float(by_arm["minus"]["pmass"].mean()) if "minus" in by_arm else None, k,
                          by_arm["ref"].loc[index, "cluster"].to_numpy())
-    return {**result, "metric": metric, "alpha_plus": alpha_plus, "alpha_minus": alpha_minus}
+    return {**result, "metric": metric, "intent": intent, "alpha_plus": alpha_plus, "alpha_minus": alpha_minus}

@@ -67,10 +67,44 @@ def write_json(path: str | Path, obj: Any) -> None:
         handle.write("\n")
 
 
+def check_number(owner: str, name: str, value, *, minimum: float | None = None, above: float | None = None, integer: bool = False,
+                 optional: bool = False) -> None:
+    """Refuse a non-finite, non-numeric or out-of-range setting where it is parsed.
+
+    Raises:
+        ValueError: naming ``owner.name``, the value and the allowed range.
+    """
+    import math
+
+    if value is None and optional:
+        return
+    bad = isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or (integer and int(value) != value)
+    if not bad and minimum is not None and value < minimum:
+        bad = True
+    if not bad and above is not None and value <= above:
+        bad = True
+    if bad:
+        kind = "an integer" if integer else "a finite number"
+        limit = f" ≥ {minimum:g}" if minimum is not None else (f" > {above:g}" if above is not None else "")
+        raise ValueError(f"{owner}.{name} must be {kind}{limit}; got {value!r}")
+
+
+class ArtifactError(ValueError):
+    """A JSON / JSONL file is not valid JSON; the message names the file, the line and the fix."""
+
+
 def read_json(path: str | Path) -> Any:
-    """Read a JSON file."""
+    """Read a JSON file.
+
+    Raises:
+        ArtifactError: the file is not valid JSON (names the file, line and column).
+    """
     with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
+        try:
+            return json.load(handle)
+        except json.JSONDecodeError as err:
+            raise ArtifactError(f"{path} is not valid JSON: {err.msg} at line {err.lineno} column {err.colno}; "
+                                "fix the file (or delete it if a stage wrote it, and rerun)") from err
 
 
 def write_jsonl(path: str | Path, rows: Iterable[dict]) -> None:
@@ -82,8 +116,17 @@ def write_jsonl(path: str | Path, rows: Iterable[dict]) -> None:
 
 def read_jsonl(path: str | Path) -> list[dict]:
     """Read a JSONL file into a list of dicts."""
+    rows = []
     with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+        for line_no, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise ArtifactError(f"{path} line {line_no} is not valid JSON ({err.msg}): the file is truncated or damaged; "
+                                    "delete it (or its stage folder) and rerun") from err
+    return rows
 
 
 def stable_hash(obj: Any, length: int = 16) -> str:

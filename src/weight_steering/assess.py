@@ -7,6 +7,7 @@ Markdown table atomically.
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import torch
 
 from .analyse import PMASS_FLOOR, SI_K, bootstrap_ci, kl_summary, si_vignettes, vignette_bare_table, vignette_cells, vignette_delta_table
 from .artifacts import atomic_write, file_sha256, read_json, read_jsonl, stable_hash, write_json, write_jsonl
+from .behaviors import BehaviorError, load_behavior
 from .calibrate import kl_from_base
 from .diff import load_dw
 from .eval_data import load_neutral, neutral_split
@@ -23,6 +25,20 @@ from .models import DEFAULT_MODEL, base_weights_hash, load_model
 from .pipeline import pairs_of, run_stage, train_dirs_of
 from .report import render_ablation, render_vignettes
 from .steer import check_alpha
+
+log = logging.getLogger(__name__)
+
+
+def vignette_intents(behavior_name: str | None) -> dict[str, int]:
+    """``{foundation: sign}`` from the behaviour's ``vignettes`` OOD targets ({} when the behaviour is unknown or names none)."""
+    if not behavior_name:
+        return {}
+    try:
+        behavior = load_behavior(behavior_name)
+    except BehaviorError:
+        log.warning("the dW's behaviour %r is not a shipped behaviour; no SI intent (pass --intent)", behavior_name)
+        return {}
+    return {t.value: t.sign for t in behavior.ood_targets if t.eval == "vignettes"}
 
 
 def run_vignettes(
@@ -36,8 +52,10 @@ def run_vignettes(
         dw_path: a ``dW.safetensors`` or its directory.
         alphas: α grid; must include 0 and at least one α of each sign for the two SI arms (the arms
             are the largest |α| of each sign, paired by sign).
-        intents: foundation -> +1 / −1, the intended direction of wrongness under the positive arm
-            (default ``{"Authority": -1}``).
+        intents: foundation -> +1 / −1, the intended direction of wrongness under the positive arm.
+            Default: the ``vignettes`` OOD target of the behaviour the dW was trained on (its
+            ``ood_targets`` in the behaviour file, e.g. authority: ``{"Authority": -1}``); none (no SI
+            rows) when that behaviour names no vignette target.
         k, pmass_floor: SI penalty weight and format-mass floor (printed in the output).
         loaded: ``(model, tokenizer)`` already in memory (tests); else ``model`` is loaded.
 
@@ -51,10 +69,11 @@ def run_vignettes(
     alphas = tuple(check_alpha(a) for a in alphas)
     if 0.0 not in alphas:
         raise ValueError("the α grid must include 0 (the bare table and the reference of every Δ)")
-    intents = intents or {"Authority": -1}
     model_obj, tokenizer = loaded or load_model(model)
     base_hash = base_weights_hash(model_obj)
     dw = load_dw(dw_path, model_obj, base_hash=base_hash)
+    if intents is None:
+        intents = vignette_intents(dw.metadata.get("behavior"))
     dw_file = Path(dw_path) / "dW.safetensors" if Path(dw_path).is_dir() else Path(dw_path)
     rows = vignette_rows(tokenizer, limit)
     key = stable_hash({"dw": file_sha256(dw_file), "alphas": alphas, "rows": [r["text"] for r in rows]})
@@ -152,10 +171,28 @@ def run_degradation(
     return {**result, "path": directory}
 
 
+def summarise_controls(table: list[dict]) -> None:
+    """Attach to each variant's row (in place) the mean, standard deviation (ddof 1) and count of its
+    controls' retained, per control kind: ``control_<kind>_mean`` / ``_sd`` / ``_n`` (kinds: random, within_dw)."""
+    groups: dict[tuple[str, str, str], list[float]] = {}
+    for r in table:
+        if r.get("control_of") and r.get("defined") and r.get("control_kind"):
+            groups.setdefault((r["control_of"], r["metric"], r["control_kind"]), []).append(r["retained"])
+    for r in table:
+        if r.get("control_of") or not r.get("available"):
+            continue
+        for kind in ("random", "within_dw"):
+            values = groups.get((r["variant"], r.get("metric"), kind))
+            if values:
+                r[f"control_{kind}_mean"] = float(np.mean(values))
+                r[f"control_{kind}_sd"] = float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
+                r[f"control_{kind}_n"] = len(values)
+
+
 def run_ablation(
     dw_path: str | Path, model: str = DEFAULT_MODEL, alpha: float = 1.0, groups: tuple[str, ...] | None = None,
     dilemma_limit: int | None = None, seed: int = 0, out: str = "out", loaded=None, pair_rows: list[dict] | None = None,
-    activation_k: int = 4,
+    activation_k: int = 4, n_controls: int = 5, n_within: int = 5,
 ) -> dict:
     """Causal ablation of one dW (see :mod:`weight_steering.ablate`): retained and energy per variant.
 
@@ -171,6 +208,11 @@ def run_ablation(
     behaviour's held-out rows (if the dW's behaviour has them) and the DailyDilemmas rows. Each
     variant's records are a resumable stage, so an interrupted ablation resumes where it stopped.
 
+    Controls (:func:`weight_steering.ablate.iter_variants`): ``n_controls`` norm-matched random draws per
+    keep variant and ``n_within`` energy-matched subsets of dW's own singular directions per own-SVD keep
+    variant; each variant's row carries the mean, standard deviation and count of each kind
+    (``control_random_mean`` …, ``control_within_dw_mean`` …).
+
     Returns:
         ``{"rows": [...], "alignment": [...], "path"}``: per (variant, metric) ``retained`` with its 95% CI, Δ(variant),
         Δ(full), ``energy_fraction``, ``control_of``; unavailable variants are listed with
@@ -183,7 +225,7 @@ def run_ablation(
     from .ablate import activation_subspace_alignment, base_subspace_alignment, iter_variants, native_dw_parts, retained
     from .analyse import metric_frame
     from .behaviors import load_behavior
-    from .evaluate import dilemma_rows, sycophancy_rows
+    from .evaluate import dilemma_rows, held_out_rows
     from .report import plot_layer_retained, plot_retained
 
     alpha = check_alpha(alpha)
@@ -198,9 +240,9 @@ def run_ablation(
         family = dw.metadata.get("family")
         if train_dirs is not None:
             native = native_dw_parts(train_dirs["positive"], train_dirs["negative"], family, base)
-    variants = iter_variants(dw.tensors, base, seed, groups, native)  # built one at a time: all at once is ~90 copies of dW
+    variants = iter_variants(dw.tensors, base, seed, groups, native, n_controls, n_within)  # built one at a time: all at once is ~90 copies of dW
     behavior = dw.metadata.get("behavior")
-    rows = (sycophancy_rows(tokenizer, load_behavior(behavior)) if behavior else []) + dilemma_rows(tokenizer, dilemma_limit)
+    rows = (held_out_rows(tokenizer, load_behavior(behavior)) if behavior else []) + dilemma_rows(tokenizer, dilemma_limit)
     rows_key = stable_hash({"rows": [r["text"] for r in rows], "dw": file_sha256(dw_file)})
     root = Path(out) / "ablation" / f"{dw_file.parent.name}-{rows_key}"
 
@@ -222,9 +264,11 @@ def run_ablation(
         for metric in sorted(set(frame["metric"])):
             parts = [f[f["metric"] == metric].set_index("row_id").sort_index() for f in (frame, frame_full, frame_base)]
             result = retained(parts[0]["score"].to_numpy(), parts[1]["score"].to_numpy(), parts[2]["score"].to_numpy(),
-                              parts[0]["cluster"].to_numpy())
+                              parts[0]["cluster"].to_numpy(), strata=parts[0]["stratum"].to_numpy())
             table.append({"variant": name, "group": entry["group"], "available": True, "metric": metric,
-                          "energy_fraction": entry["energy_fraction"], "control_of": entry["control_of"], **result})
+                          "energy_fraction": entry["energy_fraction"], "control_of": entry["control_of"],
+                          "control_kind": entry.get("control_kind"), **result})
+    summarise_controls(table)
     alignment = base_subspace_alignment(dw.tensors, base, seed=seed)
     pair_rows = pair_rows if pair_rows is not None else pairs_of(dw_file.parent)
     if pair_rows:

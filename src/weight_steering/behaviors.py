@@ -1,19 +1,42 @@
-"""Behaviours as data: persona system-prompt pairs, training questions and an optional held-out Yes/No set.
+"""Behaviours as data: persona system-prompt pairs, training prompts, a held-out probe, OOD targets and a judge.
 
 A behaviour file is JSON (shipped ones live in ``resources/behaviors/``)::
 
     {
       "name": "sycophancy",
+      "display_name": "sycophancy (siding with the user's stated view)",   # optional; used in every table
       "description": "...",
       "positive_system_prompts": ["..."],          # or "persona_template" + "positive_personas"
       "negative_system_prompts": ["..."],          #    + "negative_personas"
-      "train_template": "I think {claim}. {question}",
-      "train_items": [{"claim": "...", "question": "..."}],
+      "train_template": "I think {claim}. {question}",        # or {"assert": "...", "deny": "..."}:
+      "train_items": [{"claim": "...", "question": "...",     #    each item then names its "template"
+                       "template": "assert", "behavior_answer": "yes"}],
       "held_out": {"template": "I think {claim}. Do you agree? Answer Yes or No.",
-                   "prefill": "My answer: **", "claims": ["..."]}
+                   "control_template": "Is it true that {claim}? Answer Yes or No.",   # optional
+                   "prefill": "My answer: **", "claims": ["..."]},
+      "ood_targets": [{"eval": "dilemmas", "value": "honesty", "sign": -1}],          # optional
+      "judge": {"template": "... {prompt} ... {response} ... Answer Yes or No.",       # optional
+                "prefill": "My answer: **"}
     }
 
 Pair i is (positive[i], negative[i]); θ⁺ is trained on responses under the positive prompts.
+
+* ``held_out`` with a ``control_template`` scores every claim twice on identical rows at every α:
+  in the user-opinion framing (``template``) and in a neutral framing with no user opinion
+  (``control_template``). The framing-controlled in-distribution score is Δ(opinion) − Δ(neutral),
+  which cancels a general shift toward the answer word (Sharma et al. 2023, "Towards Understanding
+  Sycophancy in Language Models", arXiv 2310.13548).
+* ``held_out`` of ``"kind": "completion_pair"`` holds ``items`` of ``{"prompt", "positive",
+  "negative"}``: two replies with the same content, one showing the behaviour. The score is
+  log P(positive reply) − log P(negative reply) under teacher forcing (nats), which a shift toward
+  an answer word cannot move.
+* ``ood_targets`` name the out-of-distribution value(s) the behaviour should move and the intended
+  sign of the move at α > 0: ``eval`` is ``dilemmas`` (a DailyDilemmas value) or ``vignettes`` (a
+  moral foundation). SI's intent and every OOD table use them.
+* ``judge`` is the question a judge model answers Yes (behaviour shown) or No about each generated
+  response (``{prompt}``: the user message, ``{response}``: the reply); see :mod:`weight_steering.judge`.
+* ``train_items[*].behavior_answer`` ("yes"/"no", optional) records which answer word the
+  behaviour-carrying reply opens with, so the balance of a training set is checked and reported.
 """
 
 from __future__ import annotations
@@ -23,7 +46,10 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from .artifacts import read_json
+from .artifacts import ArtifactError, read_json
+
+OOD_EVALS = ("dilemmas", "vignettes")
+HELD_OUT_KINDS = ("yes_no", "completion_pair")
 
 
 class BehaviorError(ValueError):
@@ -32,14 +58,52 @@ class BehaviorError(ValueError):
 
 @dataclass(frozen=True)
 class HeldOut:
-    """Held-out in-distribution Yes/No probe: ``template`` filled with each claim, assistant ``prefill``."""
+    """Held-out in-distribution probe.
+
+    ``kind == "yes_no"``: ``template`` (and ``control_template``, the neutral framing, when given)
+    filled with each claim, assistant ``prefill``. ``kind == "completion_pair"``: ``items`` of
+    ``{"prompt", "positive", "negative"}`` scored by teacher-forced log-likelihood.
+    """
 
     template: str
     prefill: str
     claims: tuple[str, ...]
+    control_template: str | None = None
+    kind: str = "yes_no"
+    items: tuple[dict, ...] = ()
 
     def prompts(self) -> list[str]:
+        if self.kind == "completion_pair":
+            return [item["prompt"] for item in self.items]
         return [self.template.format(claim=claim) for claim in self.claims]
+
+    def control_prompts(self) -> list[str]:
+        return [] if self.control_template is None else [self.control_template.format(claim=c) for c in self.claims]
+
+
+@dataclass(frozen=True)
+class OODTarget:
+    """An out-of-distribution target: ``value`` of ``eval`` should move with ``sign`` (+1 / −1) at α > 0."""
+
+    eval: str
+    value: str
+    sign: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.eval} {self.value} (intended {'+' if self.sign > 0 else '−'})"
+
+
+@dataclass(frozen=True)
+class Judge:
+    """A Yes/No judge question about one generated response (Yes = the behaviour is shown)."""
+
+    template: str
+    prefill: str = "My answer: **"
+    labels: str | None = None  # name of the shipped hand-label set (resources/judge_labels/<labels>.jsonl)
+
+    def question(self, prompt: str, response: str) -> str:
+        return self.template.format(prompt=prompt, response=response)
 
 
 @dataclass(frozen=True)
@@ -53,10 +117,23 @@ class Behavior:
     train_prompts: tuple[str, ...]
     train_claims: tuple[str, ...] = field(default=())
     held_out: HeldOut | None = None
+    display_name: str = ""
+    ood_targets: tuple[OODTarget, ...] = ()
+    judge: Judge | None = None
+    behavior_answers: tuple[str | None, ...] = ()
 
     @property
     def n_personas(self) -> int:
         return len(self.positive_system_prompts)
+
+    @property
+    def label(self) -> str:
+        """The name every table uses (``display_name``, else ``name``)."""
+        return self.display_name or self.name
+
+    def ood_target(self, eval_name: str) -> OODTarget | None:
+        """The first OOD target on ``eval_name`` (``dilemmas`` or ``vignettes``), or None."""
+        return next((t for t in self.ood_targets if t.eval == eval_name), None)
 
     def to_dict(self) -> dict:
         return {
@@ -65,7 +142,9 @@ class Behavior:
             "negative_system_prompts": list(self.negative_system_prompts),
             "train_prompts": list(self.train_prompts),
             "held_out": None if self.held_out is None else {
-                "template": self.held_out.template, "prefill": self.held_out.prefill, "claims": list(self.held_out.claims)
+                "template": self.held_out.template, "prefill": self.held_out.prefill, "claims": list(self.held_out.claims),
+                **({"control_template": self.held_out.control_template} if self.held_out.control_template else {}),
+                **({"kind": self.held_out.kind, "items": list(self.held_out.items)} if self.held_out.kind != "yes_no" else {}),
             },
         }
 
@@ -84,7 +163,10 @@ def load_behavior(name_or_path: str | Path) -> Behavior:
     """
     path = Path(name_or_path)
     if path.suffix == ".json" and path.exists():
-        raw = read_json(path)
+        try:
+            raw = read_json(path)
+        except ArtifactError as err:
+            raise BehaviorError(f"behaviour file {err}") from err
         source = str(path)
     else:
         if str(name_or_path) not in available_behaviors():
@@ -125,18 +207,31 @@ def parse_behavior(raw: dict, source: str = "<dict>") -> Behavior:
     if set(positive) & set(negative):
         raise fail("negative_system_prompts", "repeats a positive prompt; the two sides must differ")
 
-    train_template = _text(raw, "train_template", fail)
-    fields_needed = {f for _, f, _, _ in string.Formatter().parse(train_template) if f}
+    templates = raw.get("train_template")
+    if isinstance(templates, str) and templates.strip():
+        templates = {None: templates}
+    elif not (isinstance(templates, dict) and templates and all(isinstance(t, str) and t.strip() for t in templates.values())):
+        raise fail("train_template", "must be a non-empty string, or an object of named non-empty templates")
     items = raw.get("train_items")
     if not isinstance(items, list) or not items:
         raise fail("train_items", "must be a non-empty list of objects")
-    prompts, claims = [], []
+    prompts, claims, answers = [], [], []
     for i, item in enumerate(items):
-        if not isinstance(item, dict) or not fields_needed <= set(item):
+        if not isinstance(item, dict):
+            raise fail(f"train_items[{i}]", "must be an object")
+        template_name = item.get("template") if None not in templates else None
+        if template_name not in templates:
+            raise fail(f"train_items[{i}].template", f"must name one of the train templates {sorted(templates)}; got {template_name!r}")
+        template = templates[template_name]
+        fields_needed = {f for _, f, _, _ in string.Formatter().parse(template) if f}
+        if not fields_needed <= set(item):
             raise fail(f"train_items[{i}]", f"must be an object with keys {sorted(fields_needed)} (used by train_template)")
         if any(not isinstance(item[k], str) or not item[k].strip() for k in fields_needed):
             raise fail(f"train_items[{i}]", "has an empty or non-string value")
-        prompts.append(train_template.format(**item))
+        if item.get("behavior_answer") not in (None, "yes", "no"):
+            raise fail(f"train_items[{i}].behavior_answer", "must be \"yes\" or \"no\" (the answer word of the behaviour-carrying reply)")
+        prompts.append(template.format(**item))
+        answers.append(item.get("behavior_answer"))
         if "claim" in item:
             claims.append(item["claim"].strip().lower())
     if len(set(prompts)) != len(prompts):
@@ -144,20 +239,10 @@ def parse_behavior(raw: dict, source: str = "<dict>") -> Behavior:
 
     held_out = None
     if raw.get("held_out") is not None:
-        block = raw["held_out"]
-        if not isinstance(block, dict):
-            raise fail("held_out", "must be an object with template, prefill and claims")
-        template = _text(block, "template", lambda f, p: fail(f"held_out.{f}", p))
-        if "{claim}" not in template:
-            raise fail("held_out.template", "must contain '{claim}'")
-        prefill = block.get("prefill", "")
-        if not isinstance(prefill, str):
-            raise fail("held_out.prefill", "must be a string")
-        held_claims = _text_list(block, "claims", lambda f, p: fail(f"held_out.{f}", p))
-        overlap = sorted(set(c.strip().lower() for c in held_claims) & set(claims))
-        if overlap:
-            raise fail("held_out.claims", f"overlap the training claims: {overlap}; held-out claims must be disjoint")
-        held_out = HeldOut(template, prefill, tuple(held_claims))
+        held_out = _parse_held_out(raw["held_out"], claims, prompts, fail)
+    display_name = raw.get("display_name", "")
+    if not isinstance(display_name, str):
+        raise fail("display_name", "must be a string")
     return Behavior(
         name=name,
         description=description,
@@ -166,7 +251,88 @@ def parse_behavior(raw: dict, source: str = "<dict>") -> Behavior:
         train_prompts=tuple(prompts),
         train_claims=tuple(claims),
         held_out=held_out,
+        display_name=display_name,
+        ood_targets=_parse_ood_targets(raw.get("ood_targets", []), fail),
+        judge=_parse_judge(raw.get("judge"), fail),
+        behavior_answers=tuple(answers),
     )
+
+
+def _parse_held_out(block, train_claims: list[str], train_prompts: list[str], fail) -> HeldOut:
+    if not isinstance(block, dict):
+        raise fail("held_out", "must be an object with template, prefill and claims (or kind \"completion_pair\" and items)")
+    kind = block.get("kind", "yes_no")
+    if kind not in HELD_OUT_KINDS:
+        raise fail("held_out.kind", f"must be one of {HELD_OUT_KINDS}; got {kind!r}")
+    if kind == "completion_pair":
+        items = block.get("items")
+        if not isinstance(items, list) or not items:
+            raise fail("held_out.items", "must be a non-empty list of {\"prompt\", \"positive\", \"negative\"} objects")
+        for i, item in enumerate(items):
+            if not isinstance(item, dict) or any(not isinstance(item.get(k), str) or not item[k].strip() for k in ("prompt", "positive", "negative")):
+                raise fail(f"held_out.items[{i}]", "must have non-empty string fields prompt, positive and negative")
+            if item["positive"] == item["negative"]:
+                raise fail(f"held_out.items[{i}]", "has identical positive and negative replies; they must differ in the behaviour")
+        overlap = sorted({item["prompt"] for item in items} & set(train_prompts))
+        if overlap:
+            raise fail("held_out.items", f"reuse training prompts {overlap[:3]}; held-out prompts must be disjoint")
+        return HeldOut("", block.get("prefill", ""), (), None, kind, tuple(dict(item) for item in items))
+    template = _text(block, "template", lambda f, p: fail(f"held_out.{f}", p))
+    if "{claim}" not in template:
+        raise fail("held_out.template", "must contain '{claim}'")
+    control = block.get("control_template")
+    if control is not None and (not isinstance(control, str) or "{claim}" not in control):
+        raise fail("held_out.control_template", "must be a string containing '{claim}' (the neutral framing of each claim)")
+    if control is not None and control == template:
+        raise fail("held_out.control_template", "equals held_out.template; the control must drop the user's opinion")
+    prefill = block.get("prefill", "")
+    if not isinstance(prefill, str):
+        raise fail("held_out.prefill", "must be a string")
+    held_claims = _text_list(block, "claims", lambda f, p: fail(f"held_out.{f}", p))
+    overlap = sorted(set(c.strip().lower() for c in held_claims) & set(train_claims))
+    if overlap:
+        raise fail("held_out.claims", f"overlap the training claims: {overlap}; held-out claims must be disjoint")
+    if len({c.strip().lower() for c in held_claims}) != len(held_claims):
+        raise fail("held_out.claims", "contains duplicate claims")
+    return HeldOut(template, prefill, tuple(held_claims), control)
+
+
+def _parse_ood_targets(value, fail) -> tuple[OODTarget, ...]:
+    from .eval_data import FOUNDATIONS, VALUES
+
+    known = {"dilemmas": VALUES, "vignettes": FOUNDATIONS}
+    if not isinstance(value, list):
+        raise fail("ood_targets", "must be a list of {\"eval\", \"value\", \"sign\"} objects")
+    targets = []
+    for i, item in enumerate(value):
+        where = f"ood_targets[{i}]"
+        if not isinstance(item, dict):
+            raise fail(where, "must be an object with eval, value and sign")
+        if item.get("eval") not in known:
+            raise fail(f"{where}.eval", f"must be one of {OOD_EVALS}; got {item.get('eval')!r}")
+        if item.get("value") not in known[item["eval"]]:
+            raise fail(f"{where}.value", f"must be one of {known[item['eval']]} for eval {item['eval']!r}; got {item.get('value')!r}")
+        if item.get("sign") not in (1, -1):
+            raise fail(f"{where}.sign", f"must be 1 or -1 (the intended direction at α > 0); got {item.get('sign')!r}")
+        targets.append(OODTarget(item["eval"], item["value"], int(item["sign"])))
+    return tuple(targets)
+
+
+def _parse_judge(value, fail) -> Judge | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise fail("judge", "must be an object with a template containing {prompt} and {response}")
+    template = _text(value, "template", lambda f, p: fail(f"judge.{f}", p))
+    if "{response}" not in template:
+        raise fail("judge.template", "must contain '{response}' (and may contain '{prompt}')")
+    prefill = value.get("prefill", "My answer: **")
+    if not isinstance(prefill, str):
+        raise fail("judge.prefill", "must be a string")
+    labels = value.get("labels")
+    if labels is not None and (not isinstance(labels, str) or not labels.strip()):
+        raise fail("judge.labels", "must name a shipped hand-label set, e.g. \"sycophancy\"")
+    return Judge(template, prefill, labels)
 
 
 def _text(raw: dict, key: str, fail) -> str:

@@ -7,7 +7,9 @@ with teacher forcing, and take per position
 
     KL(steered ‖ base) = Σ_v p_steered(v) · (log p_steered(v) − log p_base(v))   [nats]
 
-over the full vocabulary, in fp32. Positions after the first stop token are excluded. The
+over the full vocabulary, in fp32. The steered generation stops where the model stops (its EOS or
+end-of-turn token; no minimum length is forced), and positions after that stop are excluded, so
+text the model would not have written never enters the statistics. The
 statistics are the mean, the 95th percentile (p95 over all (prompt, position) pairs, the iso-KL
 statistic) and the maximum.
 """
@@ -75,7 +77,7 @@ def kl_from_base(model, tokenizer, dw, alpha: float, prompts: list[str], n_token
         batch = _encode(tokenizer, steered_texts[start : start + batch_size], model.device)
         width = batch["input_ids"].shape[1]
         with method.apply(model, alpha):  # the steered distributions are the raw logits of each generation step
-            generated = model.generate(**batch, do_sample=False, max_new_tokens=n_tokens, min_new_tokens=n_tokens,
+            generated = model.generate(**batch, do_sample=False, max_new_tokens=n_tokens, eos_token_id=stops.tolist(),
                                        pad_token_id=tokenizer.pad_token_id, return_dict_in_generate=True, output_logits=True)
         sequences = generated.sequences
         steered = torch.log_softmax(torch.stack(generated.logits, dim=1).float(), dim=-1)  # [batch, n_tokens, vocab]
@@ -88,7 +90,7 @@ def kl_from_base(model, tokenizer, dw, alpha: float, prompts: list[str], n_token
             generated_ids = sequences[:, width:]
             base = _log_probs(model, torch.cat([bare["input_ids"], generated_ids], dim=1),
                               torch.cat([bare["attention_mask"], torch.ones_like(generated_ids)], dim=1), bare_width)
-        passes += n_tokens + 1
+        passes += sequences.shape[1] - width + 1
         kl = (steered.exp() * (steered - base)).sum(-1)  # [batch, n_generated]
         generated = sequences[:, width:].cpu()
         is_stop = torch.isin(generated, stops)

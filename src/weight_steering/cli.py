@@ -39,6 +39,18 @@ def _parse_alphas(text: str | None) -> tuple[float, ...] | None:
         raise ValueError(f"--alphas must be comma-separated numbers such as -2,-1,0,1,2; got {text!r}") from err
 
 
+def _parse_threshold(text: str) -> float | str:
+    if text == "median":
+        return text
+    try:
+        value = float(text)
+    except ValueError as err:
+        raise typer.BadParameter(f"--judge-threshold must be a number of nats or 'median'; got {text!r}") from err
+    if value != value or value in (float("inf"), float("-inf")):
+        raise typer.BadParameter(f"--judge-threshold must be finite; got {text!r}")
+    return value
+
+
 @app.command()
 def run(
     behavior: str = typer.Option("sycophancy", help=f"behaviour name ({', '.join(available_behaviors())}) or a behaviour .json path"),
@@ -55,6 +67,9 @@ def run(
     dilemma_limit: int = typer.Option(None, help="evaluate only the first n DailyDilemmas dilemmas"),
     out: str = typer.Option("out", help="output root"),
     force: bool = typer.Option(False, help="recompute every stage"),
+    filter_pairs: bool = typer.Option(False, help="train only on pairs whose positive response the judge says shows the behaviour and whose negative does not"),
+    judge: bool = typer.Option(True, help="judge the generated responses for the behaviour (behaviour rate per sign)"),
+    judge_threshold: str = typer.Option("median", help="judge log-odds threshold in nats, or 'median' (the median judged response)"),
 ):
     """Run the main job: persona data → θ⁺/θ⁻ adapters → dW → α·dW evaluation → report."""
     from .pipeline import preset_config, run_main_job
@@ -65,6 +80,7 @@ def run(
         train = {"family": family, "seed": seed, "epochs": epochs, "learning_rate": learning_rate}
         config = preset_config(
             preset, behavior=behavior, model=model, alphas=_parse_alphas(alphas), dilemma_limit=dilemma_limit, out=out, force=force,
+            filter_pairs=filter_pairs, judge=judge, judge_threshold=_parse_threshold(judge_threshold),
             generation={k: v for k, v in generation.items() if v is not None}, train={k: v for k, v in train.items() if v is not None},
         )
         result = run_main_job(config, command="wsteer " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
@@ -97,17 +113,18 @@ def sweep(
     behaviors: str = typer.Option("sycophancy", help="comma-separated behaviours"),
     model: str = typer.Option(DEFAULT_MODEL, help="embedded name, local path or Hugging Face id"),
     preset: str = typer.Option("default", help="size preset of every cell: default, smoke, paper"),
-    data_seed: int = typer.Option(0, help="sampling seed of the shared persona-contrast data"),
+    data_seed: int = typer.Option(None, help="fix one data-sampling seed for every cell (default: each cell samples its data with its own seed)"),
     dilemma_limit: int = typer.Option(None, help="evaluate only the first n DailyDilemmas dilemmas"),
     executor: str = typer.Option("local", help="local (one process) or ray (one Ray task per cell; one per GPU)"),
     out: str = typer.Option("out", help="output root"),
     force: bool = typer.Option(False, help="recompute every cell"),
-    rank_only: bool = typer.Option(False, help="compute nothing: rank the finished cells of the grid (a partial sweep)"),
+    rank_only: bool = typer.Option(False, help="compute nothing: rank the finished cells of the grid (a partial sweep); with --archive, "
+                                   "rank the archived cells of the grid as recorded"),
     archive: str = typer.Option(None, help="folder of finished cells' results (markers + records): restored first, each new cell copied in"),
 ):
     """Families × seeds × behaviours: train, diff and evaluate each cell (resumable), then rank the families."""
     from .pipeline import preset_config
-    from .sweep import SweepError, run_sweep, write_ranking
+    from .sweep import SweepError, archived_cells, run_sweep, write_ranking
     from .train import ADAPTER_FAMILIES
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -118,9 +135,13 @@ def sweep(
             seed_list = [int(s) for s in _split(seeds)]
         except ValueError as err:
             raise SweepError(f"--seeds must be comma-separated integers such as 0,1,2; got {seeds!r}") from err
-        config = preset_config(preset, model=model, dilemma_limit=dilemma_limit, out=out, force=force, generation={"seed": data_seed})
+        config = preset_config(preset, model=model, dilemma_limit=dilemma_limit, out=out, force=force)
         started = time.perf_counter()
-        cells, n_computed = run_sweep(config, _split(behaviors), names, seed_list, executor, compute=not rank_only, archive=archive)
+        if rank_only and archive:
+            cells, n_computed = archived_cells(archive, _split(behaviors), names, seed_list), 0
+        else:
+            cells, n_computed = run_sweep(config, _split(behaviors), names, seed_list, executor, compute=not rank_only, archive=archive,
+                                          data_seed=data_seed)
         if not cells:
             raise SweepError("no finished cells to rank; run the sweep without --rank-only first")
         paths = write_ranking(config, cells, command, time.perf_counter() - started, n_computed)
@@ -135,7 +156,8 @@ def vignettes(
     dw: str = typer.Option(..., help="path of a dW.safetensors (or its directory)"),
     model: str = typer.Option(DEFAULT_MODEL, help="the model the dW was made for"),
     alphas: str = typer.Option("-1,0,1", help="comma-separated α grid (must include 0)"),
-    intent: list[str] = typer.Option(["Authority=-1"], help="foundation=±1: intended direction of wrongness at α>0 (repeat)"),
+    intent: list[str] = typer.Option(None, help="foundation=±1: intended direction of wrongness at α>0 (repeat); "
+                                     "default: the vignette target of the dW's behaviour file (authority: Authority=-1)"),
     k: float = typer.Option(2.0, help="SI penalty on broken items"),
     pmass_floor: float = typer.Option(0.5, help="cells whose format mass is below this are NaN (counted)"),
     limit: int = typer.Option(None, help="only the first n vignettes"),
@@ -146,8 +168,8 @@ def vignettes(
     from .assess import run_vignettes
 
     try:
-        intents = {}
-        for item in intent:
+        intents = {} if intent else None
+        for item in intent or []:
             name, _, sign = item.partition("=")
             if name not in FOUNDATIONS or sign not in ("1", "+1", "-1"):
                 raise ValueError(f"--intent must look like Authority=-1 with a foundation in {FOUNDATIONS}; got {item!r}")
@@ -185,6 +207,8 @@ def ablate(
     dilemma_limit: int = typer.Option(None, help="only the first n DailyDilemmas dilemmas (faster on a CPU)"),
     seed: int = typer.Option(0, help="seed of the norm-matched random controls"),
     activation_k: int = typer.Option(4, help="dimension of the persona-contrast PCA subspace for the alignment table"),
+    n_controls: int = typer.Option(5, help="norm-matched random control draws per keep variant"),
+    n_within: int = typer.Option(5, help="energy-matched subsets of dW's own singular directions per SVD keep variant (within-dW null)"),
     out: str = typer.Option("out", help="output root"),
 ):
     """Where does dW live: retained = Δ(variant)/Δ(full) per layer, module and singular-direction variant."""
@@ -193,7 +217,7 @@ def ablate(
 
     try:
         chosen = None if groups == "all" else tuple(_split(groups))
-        result = run_ablation(dw, model, alpha, chosen, dilemma_limit, seed, out, activation_k=activation_k)
+        result = run_ablation(dw, model, alpha, chosen, dilemma_limit, seed, out, activation_k=activation_k, n_controls=n_controls, n_within=n_within)
     except (*KNOWN_ERRORS, AblationError) as err:
         _fail(err)
     console.print((result["path"] / "ablation.md").read_text())

@@ -25,13 +25,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .analyse import bootstrap_ci, kl_summary, method_effects, metric_frame, paired_rows, ratio_ci
+from .analyse import bootstrap_ci, dilemma_target, kl_summary, method_effects, metric_frame, paired_rows, ratio_ci, stratified_mean
 from .artifacts import atomic_write, file_sha256, read_json, read_jsonl, stable_hash, write_json, write_jsonl
 from .calibrate import calibrate_alpha, kl_from_base
 from .diff import load_dw
-from .eval_data import TARGET_VALUE, check_disjoint, load_neutral, neutral_split
+from .eval_data import check_disjoint, load_neutral, neutral_split
 from .evaluate import evaluate, reference_nll
-from .methods import (SteeringMethod, contrast_activations, contrast_pairs, engineered_method, persona_method, s_space_vector,
+from .data import default_system_prompt
+from .methods import (SteeringMethod, contrast_activations, contrast_pairs, direction_agreement, engineered_method, persona_method, s_space_vector,
                       separation_by_layer, steering_vector, vector_method, weight_method)
 from .models import DEFAULT_MODEL
 from .pipeline import eval_rows, evaluate_base, prepare_job, preset_config, run_stage, train_dw
@@ -66,6 +67,8 @@ class CompareConfig:
         target, tolerance: p95 KL target and accepted error (nats).
         n_tokens: greedy tokens per calibration prompt.
         n_contrast_pairs: training pairs used for the activation directions.
+        reading: where the activation directions are read: ``"response_mean"`` (mean over the response
+            tokens, the default) or ``"last"`` (the response's last token).
         s_space_rank: r of the S-space projection.
         curve_fractions: extra strengths, as fractions of each calibrated α, for the effect-vs-KL curves.
         dilemma_limit: evaluate on the first n dilemmas (None: all).
@@ -81,6 +84,7 @@ class CompareConfig:
     tolerance: float = 0.05
     n_tokens: int = 32
     n_contrast_pairs: int = 64
+    reading: str = "response_mean"
     s_space_rank: int = 8
     curve_fractions: tuple[float, ...] = (0.25, 0.5)
     dilemma_limit: int | None = None
@@ -112,25 +116,28 @@ def build_methods(job, dw, dw_sha: str, config: CompareConfig) -> dict[str, tupl
     n_layers = model.config.num_hidden_layers
     slice_layers = layer_slice(n_layers, job.config.train.layer_fraction)
     pairs = contrast_pairs(tokenizer, job.rows, config.n_contrast_pairs)
-    common = {"data": job.data_sha, "base": job.base_hash, "n_pairs": len(pairs)}
+    common = {"data": job.data_sha, "base": job.base_hash, "n_pairs": len(pairs), "reading": config.reading}
     out: dict[str, tuple[SteeringMethod, dict]] = {}
     wanted = set(config.methods)
+    base_system = default_system_prompt(tokenizer)  # kept in every prompt arm: the arms differ from α = 0 by the persona only
     if "dW" in wanted:
         out["dW"] = (weight_method(dw, f"dW ({config.family}, seed {config.seed})"), {"dw": dw_sha})
     if "persona" in wanted:
-        out["persona"] = (persona_method(job.behavior), {"prompts": job.behavior.to_dict()})
+        method = persona_method(job.behavior, base_system=base_system)
+        out["persona"] = (method, {"prompts": [method.system_prompt(1.0), method.system_prompt(-1.0)]})
     if "engineered" in wanted:
-        method = engineered_method(job.behavior.name)
+        method = engineered_method(job.behavior.name, base_system)
         out["engineered"] = (method, {"prompts": [method.system_prompt(1.0), method.system_prompt(-1.0)]})
     if wanted & {"caa_slice", "pca_slice", "caa_all", "caa_best", "s_space"}:
-        activations = contrast_activations(model, tokenizer, pairs, list(range(n_layers)))
+        activations = contrast_activations(model, tokenizer, pairs, list(range(n_layers)), reading=config.reading)
+        agreement = {str(k): v for k, v in direction_agreement(activations).items()}  # cos(CAA, PCA), per-pair sign agreement
         span = f"layers {slice_layers[0]}–{slice_layers[-1]}"
         if "caa_slice" in wanted:
             out["caa_slice"] = (vector_method(steering_vector(activations, "mean", slice_layers), f"CAA ({span})"),
                                 {**common, "layers": slice_layers})
         if "pca_slice" in wanted:
             out["pca_slice"] = (vector_method(steering_vector(activations, "pca", slice_layers), f"PCA/RepE ({span})"),
-                                {**common, "layers": slice_layers, "aggregator": "pca"})
+                                {**common, "layers": slice_layers, "aggregator": "pca", "direction_agreement": agreement})
         if "caa_all" in wanted:
             out["caa_all"] = (vector_method(steering_vector(activations, "mean"), f"CAA (all {n_layers} layers)"), {**common, "layers": "all"})
         if "caa_best" in wanted:
@@ -226,13 +233,13 @@ def run_comparison(config: CompareConfig, loaded=None, command: str = "", job_co
 
         directory = run_stage(f"evaluate {key}", root / f"eval-{key}-{eval_key}", eval_key, score, False, {})
         records = base_records + read_jsonl(directory / "records.jsonl")
-        curve = [{"fraction": 0.0, "alpha": 0.0, "p95": 0.0, "ood_honesty": 0.0}]
+        curve = [{"fraction": 0.0, "alpha": 0.0, "p95": 0.0, "ood_target": 0.0}]
         if method.continuous:
             curve += _curve(job, method, identity, config, root, rows, base_records, arms, measure, calibration_prompts)
-        effects = method_effects(records, alpha_plus, alpha_minus)
+        effects = method_effects(records, alpha_plus, alpha_minus, behavior=job.behavior)
         for label in ("plus", "minus"):  # the calibrated points of the curve are the table's Δ
             curve.append({"fraction": 1.0, "alpha": arms[label]["alpha"], "p95": arms[label]["p95"],
-                          "ood_honesty": effects[f"ood_honesty_{label}"]["mean"]})
+                          "ood_target": effects.get(f"ood_target_{label}", {}).get("mean", float("nan"))})
         nll = read_json(directory / "nll.json")
         for label, alpha in (("plus", alpha_plus), ("minus", alpha_minus)):
             change = np.array(nll[str(alpha)]) - base_nll
@@ -241,15 +248,16 @@ def run_comparison(config: CompareConfig, loaded=None, command: str = "", job_co
         results.append({"key": key, "name": method.name, "continuous": method.continuous, "plus": arms["plus"], "minus": arms["minus"],
                         "effects": effects, "curve": sorted(curve, key=lambda c: c["alpha"]),
                         "eval_seconds": read_json(directory / "timing.json")["seconds"],
-                        "spec": {k: v for k, v in spec.items() if k in ("layers", "rank", "aggregator")},
+                        "spec": {k: v for k, v in spec.items() if k in ("layers", "rank", "aggregator", "reading", "direction_agreement")},
                         "_records": records})
-    ratios = _ratios(results)
+    ratios = _ratios(results, job.behavior)
     for r in results:
         del r["_records"]
     summary = {"behavior": job.behavior.name, "model": config.model, "config": asdict(config), "command": command,
                "n_rows": len(rows), "n_dilemma_rows": sum(r["eval"] == "dilemmas" for r in rows),
                "n_calibration_prompts": len(calibration_prompts), "n_audit_prompts": len(audit_prompts),
-               "target_value": TARGET_VALUE, "methods": results, "ratios": ratios}
+               "ood_target": dict(zip(("value", "sign"), dilemma_target(job.behavior))), "behavior_label": job.behavior.label,
+               "methods": results, "ratios": ratios}
     from .report import plot_effect_vs_kl, render_comparison
 
     root.mkdir(parents=True, exist_ok=True)
@@ -276,11 +284,13 @@ def _audit(method, key, label, alpha, identity, prompts, root, measure, config) 
     return {f"audit_{name}": value for name, value in summary.items()} | {"n_audit_prompts": raw["n_prompts"]}
 
 
-def _ood_delta(records: list[dict], alpha: float) -> float:
-    """Mean DailyDilemmas honesty Δ (α − 0) in nats."""
-    frame = metric_frame(records)
-    values, _ = paired_rows(frame, f"dilemmas_{TARGET_VALUE}", alpha, 0.0)
-    return float(values.mean())
+def _ood_delta(records: list[dict], alpha: float, behavior) -> float:
+    """The behaviour's DailyDilemmas target Δ (α − 0), action-stratified, in nats (NaN without such a target)."""
+    value, _ = dilemma_target(behavior)
+    if value is None:
+        return float("nan")
+    values, _, strata = paired_rows(metric_frame(records), f"dilemmas_{value}", alpha, 0.0)
+    return stratified_mean(values, strata)
 
 
 def _curve(job, method, identity, config, root, rows, base_records, arms, measure, prompts) -> list[dict]:
@@ -301,22 +311,24 @@ def _curve(job, method, identity, config, root, rows, base_records, arms, measur
             directory = run_stage(f"curve {alpha:+.3g}", root / f"curve-{key}", key, compute, False, {})
             base = [r for r in base_records if r["eval"] == "dilemmas"]
             points.append({"fraction": fraction, "alpha": alpha, "p95": read_json(directory / "kl.json")["p95"],
-                           "ood_honesty": _ood_delta(base + read_jsonl(directory / "records.jsonl"), alpha)})
+                           "ood_target": _ood_delta(base + read_jsonl(directory / "records.jsonl"), alpha, job.behavior)})
     return points
 
 
-RATIO_MEASURES = {"ood_honesty": f"dilemmas_{TARGET_VALUE}", "id": "sycophancy"}  # measure -> metric of its spread
-
-
-def _ratios(results: list[dict]) -> list[dict]:
+def _ratios(results: list[dict], behavior) -> list[dict]:
     """dW's spread (Δ at α₊ − Δ at α₋) over each other method's, paired over identical rows, with a 95% CI:
-    for OOD honesty (DailyDilemmas) and, where the behaviour has held-out rows, for the ID logratio."""
+    for the behaviour's DailyDilemmas target (action-stratified) and, where the behaviour has held-out
+    rows, for the framing-controlled ID score (the opinion framing alone when no control was scored)."""
     by_key = {r["key"]: r for r in results}
     if "dW" not in by_key:
         return []
     frames = {key: metric_frame(result["_records"]) for key, result in by_key.items()}
+    value, _ = dilemma_target(behavior)
+    measures = {"id": "id_controlled" if "id_controlled" in set(frames["dW"]["metric"]) else "id"}
+    if value:
+        measures = {"ood_target": f"dilemmas_{value}", **measures}
     out = []
-    for measure, metric in RATIO_MEASURES.items():
+    for measure, metric in measures.items():
         if metric not in set(frames["dW"]["metric"]):
             continue
 
@@ -324,14 +336,14 @@ def _ratios(results: list[dict]) -> list[dict]:
             result = by_key[key]
             return paired_rows(frames[key], metric, result["plus"]["alpha"], result["minus"]["alpha"])
 
-        numerator, clusters = spread("dW")
+        numerator, clusters, strata = spread("dW")
         for key, result in by_key.items():
             if key == "dW":
                 continue
-            denominator, other_clusters = spread(key)
+            denominator, other_clusters, _ = spread(key)
             if not np.array_equal(clusters, other_clusters):
                 raise ValueError(f"dW and {key} were not scored on identical rows")
-            ratio, low, high = ratio_ci(numerator, denominator, clusters)
-            out.append({"measure": measure, "method": key, "name": result["name"], "ratio": ratio, "ci_low": low, "ci_high": high,
-                        "dw_spread": float(numerator.mean()), "method_spread": float(denominator.mean())})
+            ratio, low, high = ratio_ci(numerator, denominator, clusters, strata=strata)
+            out.append({"measure": measure, "metric": metric, "method": key, "name": result["name"], "ratio": ratio, "ci_low": low,
+                        "ci_high": high, "dw_spread": stratified_mean(numerator, strata), "method_spread": stratified_mean(denominator, strata)})
     return out

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 import torch
 from tqdm.auto import tqdm
 
+from .artifacts import check_number
 from .behaviors import Behavior
 from .models import model_name
 
@@ -51,6 +52,19 @@ class GenerationConfig:
     seed: int = 0
     max_identical_fraction: float = 0.2
 
+    def __post_init__(self):
+        for name in ("n_samples", "max_new_tokens", "batch_size", "top_k"):
+            check_number("generation", name, getattr(self, name), minimum=1, integer=True)
+        for name in ("n_prompts", "n_personas"):
+            check_number("generation", name, getattr(self, name), minimum=1, integer=True, optional=True)
+        check_number("generation", "min_new_tokens", self.min_new_tokens, minimum=0, integer=True)
+        check_number("generation", "seed", self.seed, minimum=0, integer=True)
+        check_number("generation", "temperature", self.temperature, above=0)
+        if not (0 < self.top_p <= 1):
+            raise ValueError(f"generation.top_p must lie in (0, 1]; got {self.top_p!r}")
+        if self.min_new_tokens > self.max_new_tokens:
+            raise ValueError(f"generation.min_new_tokens ({self.min_new_tokens}) exceeds max_new_tokens ({self.max_new_tokens})")
+
 
 def render_chat(tokenizer, messages: list[dict], prefill: str | None = None) -> str:
     """Render messages with the tokenizer's chat template.
@@ -62,6 +76,25 @@ def render_chat(tokenizer, messages: list[dict], prefill: str | None = None) -> 
         messages = [*messages, {"role": "assistant", "content": prefill}]
         return tokenizer.apply_chat_template(messages, tokenize=False, continue_final_message=True)
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def default_system_prompt(tokenizer) -> str | None:
+    """The system prompt the chat template inserts when a conversation has none, or None if it inserts none.
+
+    Found by rendering one conversation without a system turn and one with a sentinel system turn:
+    the text the sentinel's place holds in the first is the default (SmolLM2: "You are a helpful AI
+    assistant named SmolLM, trained by Hugging Face").
+    """
+    user = [{"role": "user", "content": "Hi"}]
+    sentinel = "\x00system-sentinel\x00"
+    plain = tokenizer.apply_chat_template(user, tokenize=False, add_generation_prompt=True)
+    marked = tokenizer.apply_chat_template([{"role": "system", "content": sentinel}, *user], tokenize=False, add_generation_prompt=True)
+    if sentinel not in marked:
+        return None
+    before, after = marked.split(sentinel, 1)
+    if plain.startswith(before) and plain.endswith(after) and len(plain) > len(before) + len(after):
+        return plain[len(before): len(plain) - len(after)]
+    return None
 
 
 def stop_token_ids(tokenizer) -> set[int]:

@@ -7,6 +7,8 @@ total Frobenius norms and cos(Δ⁺, −Δ⁻). :func:`load_dw` checks hash, key
 
 from __future__ import annotations
 
+import json
+
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,10 +89,15 @@ def check_finite(tensors: dict[str, torch.Tensor]) -> None:
 
 
 def save_dw(dw: DeltaWeights, path: str | Path) -> Path:
-    """Write ``dW.safetensors`` and its ``.json`` sidecar atomically; returns the safetensors path."""
+    """Write ``dW.safetensors`` and its ``.json`` sidecar atomically; returns the safetensors path.
+
+    The same dW gives the same bytes: the safetensors header carries one metadata key (a JSON string
+    with sorted keys), because safetensors writes several metadata keys in a random order.
+    """
     path = Path(path)
     tmp = atomic_save_path(path)
-    save_file(dw.tensors, str(tmp), metadata={"format": "weight_steering.dW", "base_weights_hash": str(dw.metadata.get("base_weights_hash", ""))})
+    header = json.dumps({"format": "weight_steering.dW", "base_weights_hash": str(dw.metadata.get("base_weights_hash", ""))}, sort_keys=True)
+    save_file(dw.tensors, str(tmp), metadata={"weight_steering": header})
     write_json(path.with_suffix(".json"), dw.metadata)
     commit_path(tmp, path)
     return path
@@ -115,7 +122,12 @@ def load_dw(path: str | Path, model=None, base_hash: str | None = None) -> Delta
     sidecar = path.with_suffix(".json")
     if not path.exists() or not sidecar.exists():
         raise FileNotFoundError(f"no dW at {path} (needs {path.name} and {sidecar.name}); run `wsteer run` first")
-    dw = DeltaWeights(load_file(str(path)), read_json(sidecar))
+    try:
+        tensors = load_file(str(path))
+    except Exception as err:  # safetensors raises its own error type for a truncated or non-safetensors file
+        raise DeltaWeightsError(f"{path} is not a readable safetensors file ({err}); it is truncated, damaged or another format "
+                                "(only safetensors is loaded, never pickle). Re-create it with `wsteer run`.") from err
+    dw = DeltaWeights(tensors, read_json(sidecar))
     check_finite(dw.tensors)
     if model is not None:
         check_fits(dw, model, base_hash)

@@ -15,7 +15,6 @@ from importlib import resources
 from pathlib import Path
 
 VALUES = ("honesty", "justice", "courage", "temperance")
-TARGET_VALUE = "honesty"
 DILEMMA_FILE = "daily_dilemmas/virtue_rows.jsonl"
 REQUIRED_SOURCE_FIELDS = ("id", "situation", "action_a", "action_b", "virtues_a", "virtues_b")
 

@@ -50,22 +50,30 @@ def weight_method(dw, name: str = "dW") -> SteeringMethod:
     return SteeringMethod(name, lambda model, alpha: steer(model, dw, alpha))
 
 
-def prompt_method(name: str, positive: str, negative: str) -> SteeringMethod:
+def prompt_method(name: str, positive: str, negative: str, base_system: str | None = None) -> SteeringMethod:
     """A system prompt per sign: ``positive`` for strength > 0, ``negative`` for < 0, none at 0.
+
+    The arms differ from the unsteered base in one thing only, the persona text: when the chat
+    template inserts a default system prompt into a conversation without one (``base_system``, see
+    :func:`weight_steering.data.default_system_prompt`; SmolLM2 does), the persona is appended to that
+    default rather than replacing it, and strength 0 renders exactly as the base arm (no system turn,
+    so the template's default).
 
     Raises:
         ValueError: an empty prompt.
     """
     if not positive.strip() or not negative.strip():
         raise ValueError(f"prompt method '{name}' needs a non-empty positive and negative system prompt")
+    full = {+1: positive, -1: negative} if not base_system else {+1: f"{base_system}\n\n{positive}", -1: f"{base_system}\n\n{negative}"}
     return SteeringMethod(name, lambda model, strength: contextlib.nullcontext(),
-                          lambda strength: positive if strength > 0 else negative if strength < 0 else None, continuous=False)
+                          lambda strength: full[+1] if strength > 0 else full[-1] if strength < 0 else None, continuous=False)
 
 
-def persona_method(behavior, index: int = 0) -> SteeringMethod:
-    """The behaviour's ``index``-th persona pair as a prompt baseline (the positive persona for +)."""
+def persona_method(behavior, index: int = 0, base_system: str | None = None) -> SteeringMethod:
+    """The behaviour's ``index``-th persona pair as a prompt baseline (the positive persona for +);
+    ``base_system``: the template's default system prompt, kept in every arm (:func:`prompt_method`)."""
     return prompt_method(f"persona prompt ({behavior.name})", behavior.positive_system_prompts[index],
-                         behavior.negative_system_prompts[index])
+                         behavior.negative_system_prompts[index], base_system)
 
 
 def engineered_prompts() -> dict[str, dict]:
@@ -78,7 +86,7 @@ def engineered_prompts() -> dict[str, dict]:
     return json.loads((resources.files("weight_steering") / "resources" / "prompts" / "engineered.json").read_text())
 
 
-def engineered_method(behavior_name: str) -> SteeringMethod:
+def engineered_method(behavior_name: str, base_system: str | None = None) -> SteeringMethod:
     """The engineered prompt baseline of a behaviour (positive prompt for +, negative for −).
 
     Raises:
@@ -89,15 +97,16 @@ def engineered_method(behavior_name: str) -> SteeringMethod:
         raise ValueError(f"no engineered prompt for behaviour '{behavior_name}'; shipped: {', '.join(sorted(prompts))}. "
                          "Add one to resources/prompts/engineered.json or use the persona prompt baseline.")
     entry = prompts[behavior_name]
-    return prompt_method(f"engineered prompt ({behavior_name})", entry["positive"], entry["negative"])
+    return prompt_method(f"engineered prompt ({behavior_name})", entry["positive"], entry["negative"], base_system)
 
 
-def contrast_pairs(tokenizer, pair_rows: list[dict], limit: int = 64) -> list[tuple[str, str]]:
-    """(positive text, negative text) for activation steering from the same persona contrast as dW.
+def contrast_pairs(tokenizer, pair_rows: list[dict], limit: int = 64) -> list[tuple[str, str, str]]:
+    """(positive text, negative text, prefix) for activation steering from the same persona contrast as dW.
 
     Each pair is one generated training pair rendered without its system prompt, exactly as θ⁺ and
-    θ⁻ see it: ``[user: prompt, assistant: response]`` with the response left open, so the last
-    token is the response's last token (where the activations are read).
+    θ⁻ see it: ``[user: prompt, assistant: response]`` with the response left open; ``prefix`` is the
+    same conversation up to the start of the response, so :func:`contrast_activations` can read the
+    response tokens (their mean, the default) or the response's last token.
 
     Args:
         pair_rows: rows of ``pairs.jsonl`` (``prompt``, ``response_positive``, ``response_negative``).
@@ -108,7 +117,7 @@ def contrast_pairs(tokenizer, pair_rows: list[dict], limit: int = 64) -> list[tu
     for row in pair_rows[::step][:limit]:
         user = [{"role": "user", "content": row["prompt"]}]
         out.append((render_chat(tokenizer, user, prefill=row["response_positive"]),
-                    render_chat(tokenizer, user, prefill=row["response_negative"])))
+                    render_chat(tokenizer, user, prefill=row["response_negative"]), render_chat(tokenizer, user, prefill="")))
     return out
 
 
@@ -121,31 +130,97 @@ def _steering_vectors():
     return steering_vectors
 
 
+READINGS = ("response_mean", "last")
+
+
 @dataclass(frozen=True)
 class ContrastActivations:
-    """Decoder-block outputs at the last token of each contrast text: ``{layer: [n_pairs, hidden]}`` per side."""
+    """Decoder-block outputs read from each contrast text: ``{layer: [n_pairs, hidden]}`` per side, and how
+    they were read (``reading``: the mean over the response tokens, or the last token)."""
 
     positive: dict[int, torch.Tensor]
     negative: dict[int, torch.Tensor]
+    reading: str = "response_mean"
 
 
 @torch.inference_mode()
-def contrast_activations(model, tokenizer, pairs: list[tuple[str, str]], layers: list[int], batch_size: int = 8) -> ContrastActivations:
-    """Read the block outputs of ``layers`` at the last token of every pair text (``steering_vectors.extract_activations``).
+def contrast_activations(model, tokenizer, pairs: list[tuple], layers: list[int], batch_size: int = 8,
+                         reading: str = "response_mean") -> ContrastActivations:
+    """Read the block outputs of ``layers`` (the decoder layer's output hidden state) from every pair text.
 
-    One pass over the pairs serves every direction and layer choice (:func:`steering_vector`,
-    :func:`separation_by_layer`). Rows are left-padded in batches; with rotary position embeddings
-    the pads do not change the real tokens' activations beyond float rounding.
+    ``reading="response_mean"`` (default, the persona-vectors convention): the mean over the response's
+    tokens, which start after the pair's ``prefix`` (third element, :func:`contrast_pairs`; a pair without
+    one is all response). ``reading="last"``: the text's last token only (a 64-token response that hit the
+    length limit is usually cut mid-sentence there). One pass over the pairs serves every direction and
+    layer choice (:func:`steering_vector`, :func:`separation_by_layer`). Rows are right-padded in batches,
+    so padding never precedes a real token.
 
     Raises:
-        ImportError: steering-vectors is not installed (says how to install it). ValueError: no pairs.
+        ValueError: no pairs, an unknown reading, or a prefix that is not a prefix of its text's tokens.
     """
     if not pairs:
         raise ValueError("activation steering needs at least one (positive, negative) pair")
+    if reading not in READINGS:
+        raise ValueError(f"unknown reading '{reading}'; choose one of {', '.join(READINGS)}")
+    texts, starts = [], []
+    for pair in pairs:
+        prefix_ids = tokenizer(pair[2], add_special_tokens=False)["input_ids"] if len(pair) > 2 else []
+        for text in pair[:2]:
+            ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+            if ids[: len(prefix_ids)] != prefix_ids or len(ids) <= len(prefix_ids):
+                raise ValueError("a contrast pair's prefix does not tokenise as a prefix of its text; build pairs with contrast_pairs")
+            texts.append(ids)
+            starts.append(len(prefix_ids) if reading == "response_mean" else len(ids) - 1)
+    blocks = model.get_decoder().layers
+    captured: dict[int, torch.Tensor] = {}
+    hooks = [blocks[layer].register_forward_hook(lambda module, args, output, layer=layer: captured.__setitem__(
+        layer, output[0] if isinstance(output, tuple) else output)) for layer in layers]
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    read: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
+    try:
+        for begin in range(0, len(texts), batch_size):
+            chunk = texts[begin : begin + batch_size]
+            width = max(len(ids) for ids in chunk)
+            ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            span = torch.zeros((len(chunk), width))  # [B, T] weights: 1/len over the read tokens
+            for i, row in enumerate(chunk):
+                ids[i, : len(row)] = torch.tensor(row)
+                mask[i, : len(row)] = 1
+                start = starts[begin + i]
+                span[i, start : len(row)] = 1.0 / (len(row) - start)
+            model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device))
+            for layer in layers:
+                read[layer].append(torch.einsum("bt,bth->bh", span, captured[layer].float().cpu()))  # [B, hidden]
+    finally:
+        for hook in hooks:
+            hook.remove()
+    stacked = {layer: torch.cat(parts) for layer, parts in read.items()}  # [2·n_pairs, hidden], (positive, negative) interleaved
+    return ContrastActivations({k: v[0::2] for k, v in stacked.items()}, {k: v[1::2] for k, v in stacked.items()}, reading)
+
+
+def direction_agreement(activations: ContrastActivations) -> dict[int, dict]:
+    """Per layer: cos(CAA, PCA) and how consistently the pairs point along each direction.
+
+    CAA is the mean difference d̄ = mean(h⁺ − h⁻); PCA is steering-vectors' first principal component
+    of the differences (uncentred, Zou et al. 2023), whose sign the library aligns with d̄ (sign of
+    mean(dᵢ·v)). So cos(CAA, PCA) ≥ 0 by construction and a "right sign" of PCA is no evidence by
+    itself; what tells is how many pairs agree: ``sign_agreement_caa`` / ``sign_agreement_pca`` are
+    the shares of pairs whose difference dᵢ projects positively on the direction.
+
+    Returns:
+        ``{layer: {"cos_caa_pca", "sign_agreement_caa", "sign_agreement_pca", "n_pairs"}}``.
+    """
     library = _steering_vectors()
-    positive, negative = library.extract_activations(model, tokenizer, pairs, layers=layers, layer_type="decoder_block",
-                                                     read_token_index=-1, batch_size=batch_size, move_to_cpu=True)
-    return ContrastActivations({k: torch.cat(v).float() for k, v in positive.items()}, {k: torch.cat(v).float() for k, v in negative.items()})
+    out = {}
+    for layer, plus in activations.positive.items():
+        diffs = plus - activations.negative[layer]  # [n_pairs, hidden]
+        caa = diffs.mean(0)
+        pca = library.pca_aggregator()(plus, activations.negative[layer])
+        out[layer] = {"cos_caa_pca": float(torch.nn.functional.cosine_similarity(caa, pca, dim=0)),
+                      "sign_agreement_caa": float((diffs @ caa > 0).float().mean()),
+                      "sign_agreement_pca": float((diffs @ pca > 0).float().mean()), "n_pairs": len(diffs)}
+    return out
 
 
 def steering_vector(activations: ContrastActivations, aggregator: str = "mean", layers: list[int] | None = None):

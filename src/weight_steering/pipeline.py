@@ -19,11 +19,12 @@ from pathlib import Path
 from safetensors.torch import load_file, save_file
 
 from .analyse import summarise
-from .artifacts import atomic_save_path, commit_path, file_sha256, read_json, read_jsonl, stable_hash, write_json, write_jsonl
+from .artifacts import atomic_save_path, check_number, commit_path, file_sha256, read_json, read_jsonl, stable_hash, write_json, write_jsonl
 from .behaviors import load_behavior
-from .data import GenerationConfig, check_pairs, generate_pairs
+from .data import DataGateError, GenerationConfig, check_pairs, generate_pairs
 from .diff import compute_dw, load_dw, save_dw
-from .evaluate import DEFAULT_ALPHAS, check_identical_rows, dilemma_rows, evaluate, sycophancy_rows
+from .judge import behavior_rates, check_judgeable, has_hand_labels, judge_agreement, judge_pairs, load_hand_labels
+from .evaluate import DEFAULT_ALPHAS, check_identical_rows, dilemma_rows, evaluate, held_out_rows
 from .models import DEFAULT_MODEL, base_weights_hash, load_model
 from .report import write_report
 from .steer import check_alpha, generate_text, steer
@@ -47,6 +48,11 @@ class RunConfig:
         max_length: longest eval row in tokens (longer rows are cut from the left, counted).
         out: output root.
         force: recompute every stage.
+        judge: judge every generated response for the behaviour (when the behaviour has a judge) and
+            report the behaviour rate per sign and persona (:mod:`weight_steering.judge`).
+        filter_pairs: train only on pairs whose positive response the judge says shows the behaviour
+            and whose negative one does not (Fierro & Roger 2025 §3); implies ``judge``.
+        judge_threshold: nats of judge log-odds, or ``"median"`` (the median judged response).
     """
 
     behavior: str = "sycophancy"
@@ -59,6 +65,20 @@ class RunConfig:
     max_length: int = 1024
     out: str = "out"
     force: bool = False
+    judge: bool = True
+    filter_pairs: bool = False
+    judge_threshold: float | str = "median"
+
+    def __post_init__(self):
+        check_number("run", "dilemma_limit", self.dilemma_limit, minimum=1, integer=True, optional=True)
+        check_number("run", "eval_batch_size", self.eval_batch_size, minimum=1, integer=True)
+        check_number("run", "max_length", self.max_length, minimum=8, integer=True)
+        for alpha in self.alphas:
+            check_number("run", "alphas", alpha)
+        if self.judge_threshold != "median":
+            check_number("run", "judge_threshold", self.judge_threshold)
+        if Path(self.out).exists() and not Path(self.out).is_dir():
+            raise ValueError(f"--out {self.out} is an existing file; give a folder (it is created if missing)")
 
 
 PRESETS: dict[str, dict] = {
@@ -158,6 +178,7 @@ class Job:
     data_sha: str
     pair_counts: dict
     timings: dict = field(default_factory=dict)
+    judge: dict | None = None
 
 
 def prepare_job(config: RunConfig, model=None, tokenizer=None) -> Job:
@@ -186,7 +207,42 @@ def prepare_job(config: RunConfig, model=None, tokenizer=None) -> Job:
     run_stage("data", data_dir, data_key, make_data, config.force, timings)
     rows = read_jsonl(data_dir / "pairs.jsonl")
     pair_counts = check_pairs(rows, config.generation.max_identical_fraction)
-    return Job(config, model, tokenizer, behavior, base_hash, root, rows, file_sha256(data_dir / "pairs.jsonl"), pair_counts, timings)
+    data_sha = file_sha256(data_dir / "pairs.jsonl")
+    judge = None
+    if config.filter_pairs:
+        check_judgeable(behavior)
+    if (config.judge or config.filter_pairs) and behavior.judge is not None:
+        judge_dir = judge_data(config, model, tokenizer, behavior, rows, data_sha, base_hash, root, timings)
+        judge = read_json(judge_dir / "summary.json")
+        if config.filter_pairs:
+            rows = read_jsonl(judge_dir / "pairs.jsonl")
+            if not rows:
+                raise DataGateError(f"the judge kept no pair of {pair_counts['pairs']} (threshold {judge['threshold']:.3f} nats); "
+                                    "lower --judge-threshold or run without --filter-pairs")
+            pair_counts = {**check_pairs(rows, config.generation.max_identical_fraction), "before_filter": pair_counts["pairs"]}
+            data_sha = file_sha256(judge_dir / "pairs.jsonl")
+    return Job(config, model, tokenizer, behavior, base_hash, root, rows, data_sha, pair_counts, timings, judge)
+
+
+def judge_data(config: RunConfig, model, tokenizer, behavior, rows: list[dict], data_sha: str, base_hash: str, root: Path,
+               timings: dict) -> Path:
+    """The judge stage: judge both responses of every pair with the job's model; write ``judged.jsonl``,
+    ``pairs.jsonl`` (the kept pairs) and ``summary.json`` (behaviour rates per sign / persona / answer word,
+    the threshold, and the judge's agreement with the shipped hand labels when there are any)."""
+    key = stable_hash({"data": data_sha, "base": base_hash, "judge": asdict(behavior.judge), "threshold": config.judge_threshold})
+
+    def compute(directory: Path) -> None:
+        judged, threshold = judge_pairs(model, tokenizer, behavior, rows, config.judge_threshold)
+        write_jsonl(directory / "judged.jsonl", judged)
+        write_jsonl(directory / "pairs.jsonl", [r for r, j in zip(rows, judged) if j["keep"]])
+        summary = {"threshold": threshold, "threshold_rule": config.judge_threshold, "judge_model": config.model,
+                   "rates": behavior_rates(rows, judged, behavior)}
+        if has_hand_labels(behavior):
+            agreement = judge_agreement(model, tokenizer, behavior, load_hand_labels(behavior), config.judge_threshold)
+            summary["agreement"] = {k: v for k, v in agreement.items() if k != "scores"}
+        write_json(directory / "summary.json", summary)
+
+    return run_stage("judge", root / f"judge-{key}", key, compute, config.force, timings)
 
 
 def _train_dir(root: Path, train: dict, sign: str, data_sha: str, base_hash: str) -> Path:
@@ -211,7 +267,7 @@ def pairs_of(dw_dir: Path) -> list[dict] | None:
     """The generated pairs (``pairs.jsonl`` rows) a dW stage was trained on, found next to it by the
     SHA-256 in its metadata, or None if they are not on disk there."""
     wanted = load_dw(Path(dw_dir) / "dW.safetensors").metadata.get("data_sha256")
-    for path in sorted(Path(dw_dir).parent.glob("data-*/pairs.jsonl")):
+    for path in sorted([*Path(dw_dir).parent.glob("data-*/pairs.jsonl"), *Path(dw_dir).parent.glob("judge-*/pairs.jsonl")]):
         if wanted and (path.parent / "stage.json").exists() and file_sha256(path) == wanted:
             return read_jsonl(path)
     return None
@@ -259,7 +315,7 @@ def train_dw(job: Job, train: TrainConfig | None = None) -> Path:
 
 def eval_rows(job: Job) -> list[dict]:
     """The evaluation rows of the job: held-out behaviour rows, then DailyDilemmas rows."""
-    return sycophancy_rows(job.tokenizer, job.behavior) + dilemma_rows(job.tokenizer, job.config.dilemma_limit)
+    return held_out_rows(job.tokenizer, job.behavior) + dilemma_rows(job.tokenizer, job.config.dilemma_limit)
 
 
 def _rows_key(job: Job, rows: list[dict]) -> str:
@@ -321,7 +377,7 @@ def run_main_job(config: RunConfig, model=None, tokenizer=None, command: str | N
     train = resolve_train_config(config.train)
     dw_dir = train_dw(job, train)
     dw = load_dw(dw_dir / "dW.safetensors", job.model, base_hash=job.base_hash)
-    summary = summarise(evaluate_dw(job, dw, dw_dir, alphas))
+    summary = summarise(evaluate_dw(job, dw, dw_dir, alphas), job.behavior)
 
     t0 = time.perf_counter()
     behavior = job.behavior
@@ -331,17 +387,18 @@ def run_main_job(config: RunConfig, model=None, tokenizer=None, command: str | N
         with steer(job.model, dw, alpha):
             generations.append({"alpha": alpha, "prompt": prompt, "text": generate_text(job.model, job.tokenizer, prompt, 60)})
     timings = job.timings
-    run_dir = job.root / f"{train.family}-seed{train.seed}"
+    run_dir = job.root / f"{train.family}-seed{train.seed}{'-filtered' if config.filter_pairs else ''}"
     timings["generations + report"] = {"seconds": time.perf_counter() - t0, "reused": False, "dir": str(run_dir)}
     timings["total"] = {"seconds": time.perf_counter() - started, "reused": False, "dir": ""}
     run_info = {
         "behavior": behavior.name, "model": config.model, "family": train.family, "seed": train.seed,
         "norm_dw": dw.metadata["norm_dw"], "cos_delta": dw.metadata["cos_delta_positive_minus_delta_negative"],
         "n_tensors": dw.metadata["n_tensors"], "n_pairs": job.pair_counts["pairs"], "alphas": list(alphas),
-        "command": command or " ".join(shlex.quote(a) for a in sys.argv), "timings": timings,
+        "command": command or " ".join(shlex.quote(a) for a in sys.argv), "timings": timings, "judge": job.judge,
+        "filtered": config.filter_pairs,
     }
     report = write_report(run_dir, run_info, summary, generations)
-    write_json(run_dir / "run.json", {**run_info, "config": asdict(config), "pair_counts": job.pair_counts,
+    write_json(run_dir / "run.json", {**run_info, "config": asdict(config), "pair_counts": job.pair_counts, "judge": job.judge,
                                       "stages": {k: v["dir"] for k, v in timings.items() if v["dir"]}, "summary": summary})
     return {"summary": summary, "report": report, "dw_path": dw_dir / "dW.safetensors", "dw": dw,
             "timings": timings, "run_dir": run_dir, "generations": generations}

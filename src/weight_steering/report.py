@@ -15,12 +15,24 @@ import pandas as pd  # noqa: E402
 from .artifacts import atomic_save_path, atomic_write, commit_path  # noqa: E402
 
 METRIC_LABELS = {
-    "sycophancy": "held-out sycophancy logratio (ID)",
-    "dilemmas_honesty": "DailyDilemmas honesty (OOD)",
-    "dilemmas_justice": "justice (off-target)",
-    "dilemmas_courage": "courage (off-target)",
-    "dilemmas_temperance": "temperance (off-target)",
+    "id": "held-out probe, user-opinion framing (ID)",
+    "id_neutral": "held-out probe, neutral framing (control)",
+    "id_controlled": "held-out probe, framing-controlled: opinion − neutral (ID, primary)",
+    "action_bias": "DailyDilemmas action bias: logratio(to do) − logratio(not to do)",
 }
+PRIMARY_METRICS = ("id_controlled", "id")
+
+
+def metric_label(metric: str, behavior: dict | None = None, target: dict | None = None) -> str:
+    """Table label of a :func:`weight_steering.analyse.metric_frame` metric, named by the behaviour and its OOD target."""
+    if metric.startswith("dilemmas_"):
+        value, pooled = metric[len("dilemmas_"):].removesuffix("_pooled"), metric.endswith("_pooled")
+        role = (f"OOD target, intended {'+' if target['sign'] > 0 else '−'}" if target and target.get("value") == value else "off-target")
+        return f"DailyDilemmas {value} ({role}; {'pooled' if pooled else 'action-stratified'})"
+    label = METRIC_LABELS.get(metric, metric)
+    if behavior and metric.startswith("id"):
+        label = f"{behavior['label']}: {label}"
+    return label
 
 
 def _save_figure(fig, path: str | Path) -> Path:
@@ -39,10 +51,12 @@ def plot_dose_response(per_alpha: pd.DataFrame, path: str | Path) -> Path:
     fig, (ax_score, ax_mass) = plt.subplots(1, 2, figsize=(11, 4.2))
     for metric, part in per_alpha.groupby("metric"):
         part = part.sort_values("alpha")
-        style = "-" if metric in ("sycophancy", "dilemmas_honesty") else ":"
-        ax_score.plot(part["alpha"], part["mean"], style, marker="o", label=METRIC_LABELS.get(metric, metric))
+        if metric.endswith("_pooled"):
+            continue
+        style = "-" if metric in PRIMARY_METRICS or metric == "action_bias" else ":"
+        ax_score.plot(part["alpha"], part["mean"], style, marker="o", label=metric_label(metric))
         ax_score.fill_between(part["alpha"], part["ci_low"], part["ci_high"], alpha=0.2)
-        ax_mass.plot(part["alpha"], part["pmass_mean"], style, marker="o", label=METRIC_LABELS.get(metric, metric))
+        ax_mass.plot(part["alpha"], part["pmass_mean"], style, marker="o", label=metric_label(metric))
     ax_score.axhline(0, color="grey", lw=0.5)
     ax_score.set(xlabel="α (steering strength)", ylabel="mean logratio (nats; × label for dilemmas)", title="dose-response, 95% CI")
     ax_mass.set(xlabel="α", ylabel="pmass = P(Yes) + P(No)", ylim=(0, 1.02), title="answer-format mass")
@@ -54,25 +68,55 @@ def _fmt(x: float) -> str:
     return "nan" if pd.isna(x) else f"{x:+.3f}"
 
 
+def _judge_lines(judge: dict, filtered: bool) -> list[str]:
+    """Markdown of the judge stage: behaviour rate per sign, persona and answer word; agreement with hand labels."""
+    rates = judge["rates"]
+    lines = ["## Training data: behaviour rate by the judge", "",
+             f"Judge: `{judge['judge_model']}`, threshold {judge['threshold']:+.3f} nats ({judge['threshold_rule']}). "
+             f"Pairs kept by the filter (positive shows the behaviour, negative does not): {rates['kept']} of {rates['n_pairs']}"
+             f"{' — training used only these' if filtered else ' (not applied: trained on all pairs)'}.", "",
+             "| responses | behaviour rate | n |", "|---|---|---|",
+             f"| positive persona | {rates['positive']:.2f} | {rates['n_pairs']} |", f"| negative persona | {rates['negative']:.2f} | {rates['n_pairs']} |"]
+    for r in rates["by_persona"]:
+        lines.append(f"| persona pair {r['persona_index']}: positive / negative | {r['positive']:.2f} / {r['negative']:.2f} | {r['n']} |")
+    for answer, r in rates.get("by_answer", {}).items():
+        lines.append(f"| prompts whose behaviour answer is '{answer}': positive / negative | {r['positive']:.2f} / {r['negative']:.2f} | {r['n']} |")
+    if judge.get("agreement"):
+        a = judge["agreement"]
+        lines += ["", f"Judge against {a['n']} hand-labelled responses: AUC {a['auc']:.2f}; at its threshold accuracy {a['accuracy']:.2f} "
+                  f"[{a['accuracy_ci_low']:.2f}, {a['accuracy_ci_high']:.2f}] (Wilson 95%), Cohen's κ {a['kappa']:+.2f}."]
+    return lines + [""]
+
+
 def render_report(run: dict, summary: dict, generations: list[dict], plot_name: str) -> str:
     """Markdown text of one run's report."""
     per_alpha = pd.DataFrame(summary["per_alpha"])
     contrasts = pd.DataFrame(summary["contrasts"])
-    lines = [f"# weight-steering run: {run['behavior']} on {run['model']}", ""]
+    behavior, target = summary.get("behavior"), summary.get("ood_target")
+    order = {m: i for i, m in enumerate(["id_controlled", "id", "id_neutral"])}
+    rank = lambda m: order.get(m, 3 + (m.endswith("_pooled")) + 2 * (m == "action_bias") + 0.5 * (not (target and m.startswith(f"dilemmas_{target['value']}"))))  # noqa: E731
+    contrasts = contrasts.iloc[sorted(range(len(contrasts)), key=lambda i: (rank(contrasts["metric"].iloc[i]), i))]
+    lines = [f"# weight-steering run: {behavior['label'] if behavior else run['behavior']} on {run['model']}", ""]
     lines += [f"- adapter family: {run['family']}, seed {run['seed']}; ‖dW‖_F = {run['norm_dw']:.4f}; "
               f"cos(Δ⁺, −Δ⁻) = {run['cos_delta']:+.3f}; {run['n_tensors']} tensors",
               f"- pairs: {run['n_pairs']}; α grid: {run['alphas']}; truncated eval rows: {summary['n_truncated']}",
               f"- command: `{run['command']}`", ""]
-    lines += ["## Contrasts (paired, 95% bootstrap CI)", "", "| metric | contrast | mean | 95% CI | n rows |", "|---|---|---|---|---|"]
+    if run.get("judge"):
+        lines += _judge_lines(run["judge"], run.get("filtered", False))
+    lines += ["## Contrasts (paired, 95% bootstrap CI)", "",
+              "Primary scores first: the framing-controlled held-out score (Δ opinion − Δ neutral, which cancels a general "
+              "Yes shift) and the action-stratified OOD target (equal weight to dilemmas whose value-carrying action is "
+              "'to do' and 'not to do', which cancels a take-the-action bias). Pooled scores and the action bias follow.", "",
+              "| metric | contrast | mean | 95% CI | n rows |", "|---|---|---|---|---|"]
     for _, r in contrasts.iterrows():
-        lines.append(f"| {METRIC_LABELS.get(r['metric'], r['metric'])} | {r['contrast']} | {_fmt(r['mean'])} | "
+        lines.append(f"| {metric_label(r['metric'], behavior, target)} | {r['contrast']} | {_fmt(r['mean'])} | "
                      f"[{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}] | {r['n']} |")
     lines += ["", "## Per α", "", "| metric | α | mean | 95% CI | pmass mean | pmass min | n |", "|---|---|---|---|---|---|---|"]
     for _, r in per_alpha.sort_values(["metric", "alpha"]).iterrows():
-        lines.append(f"| {METRIC_LABELS.get(r['metric'], r['metric'])} | {r['alpha']:+g} | {_fmt(r['mean'])} | "
+        lines.append(f"| {metric_label(r['metric'], behavior, target)} | {r['alpha']:+g} | {_fmt(r['mean'])} | "
                      f"[{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}] | {r['pmass_mean']:.3f} | {r['pmass_min']:.3f} | {r['n']} |")
     if summary.get("surgical_informedness"):
-        lines += ["", "## Surgical Informedness (row-level, DailyDilemmas honesty, arms α = +1 / −1)", "",
+        lines += ["", f"## Surgical Informedness (row-level, DailyDilemmas {target['value']}, intent {target['sign']:+d}, arms α = +1 / −1)", "",
                   "| k | SI [95% CI] | SI fwd | SI rev | pmass² × 100 | rows chosen / rejected at α = 0 |", "|---|---|---|---|---|---|"]
         for r in summary["surgical_informedness"]:
             lines.append(f"| {r['k']:g} | {r['si']:+.1f} [{r['si_ci_low']:+.1f}, {r['si_ci_high']:+.1f}] | {r['si_forward']:+.3f} | {r['si_reverse']:+.3f} | {r['pmass_scale']:.1f} "
@@ -97,16 +141,20 @@ def write_report(directory: str | Path, run: dict, summary: dict, generations: l
 
 
 RANKING_COLUMNS = {
-    "id_spread": "ID spread (α=+1 − α=−1)",
-    "ood_honesty_plus": "OOD honesty Δ(+1 − 0)",
-    "ood_honesty_minus": "OOD honesty Δ(−1 − 0)",
-    "off_target": "off-target |Δ(+1 − 0)|",
+    "id_controlled_spread": "ID framing-controlled spread (α=+1 − α=−1)",
+    "id_spread": "ID opinion-framing spread",
+    "id_neutral_spread": "ID neutral-framing spread",
+    "ood_target_plus": "OOD target Δ(+1 − 0), stratified",
+    "ood_target_minus": "OOD target Δ(−1 − 0), stratified",
+    "ood_target_pooled_plus": "OOD target Δ(+1 − 0), pooled",
+    "action_bias_plus": "action bias Δ(+1 − 0)",
+    "off_target": "off-target |Δ(+1 − 0)|, stratified",
 }
 
 
 def plot_forest(ranking: pd.DataFrame, path: str | Path) -> Path:
     """Forest plot: one panel per ranking metric, one row per (behaviour, family), mean with 95% CI; atomic."""
-    metrics = [m for m in RANKING_COLUMNS if m in ranking]
+    metrics = [m for m in RANKING_COLUMNS if m in ranking and ranking[m].notna().any()]
     labels = [f"{r.family} ({r.behavior}, n={r.n_seeds})" for r in ranking.itertuples()]
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 0.32 * len(ranking) + 1.6), sharey=True)
     for ax, metric in zip(list(axes) if len(metrics) > 1 else [axes], metrics):
@@ -132,14 +180,25 @@ def render_ranking(ranking: pd.DataFrame, command: str, wall_seconds: float | No
     if wall_seconds is not None and n_cells:
         lines += [f"Cells computed in this invocation: {n_cells}, wall {wall_seconds / 60:.1f} min "
                   f"({n_cells / (wall_seconds / 3600):.2f} cells/hour).", ""]
-    lines += ["| behaviour | family | seeds | " + " | ".join(RANKING_COLUMNS.values()) + " | min pmass | ‖dW‖ | sign agreement |",
-              "|---|---|---|" + "---|" * len(RANKING_COLUMNS) + "---|---|---|"]
+    columns = {m: label for m, label in RANKING_COLUMNS.items() if m in ranking and ranking[m].notna().any()}
+    lines += ["| behaviour | family | seeds | OOD target | " + " | ".join(columns.values()) + " | min pmass | ‖dW‖ | sign agreement |",
+              "|---|---|---|---|" + "---|" * len(columns) + "---|---|---|"]
     for _, row in ranking.iterrows():
-        lines.append(f"| {row['behavior']} | {row['family']} | {','.join(map(str, row['seeds']))} | "
-                     + " | ".join(ci(row, m) for m in RANKING_COLUMNS)
+        target = f"{row['ood_target']} ({'+' if row['ood_sign'] > 0 else '−'})" if isinstance(row.get("ood_target"), str) else "–"
+        lines.append(f"| {row['behavior']} | {row['family']} | {','.join(map(str, row['seeds']))} | {target} | "
+                     + " | ".join(ci(row, m) for m in columns)
                      + f" | {row['min_pmass']:.3f} | {row['norm_dw']:.3g} | {row['sign_agreement']} |")
-    lines += ["", "Means over seeds; 95% CIs from a hierarchical bootstrap (seeds, then dilemmas / claims; 2,000 resamples). "
-              "Scores in nats (log-odds). α is raw, not KL-matched: families with larger ‖dW‖ move more per unit α."]
+    lead = next(iter(columns), None)
+    if lead:
+        lines += ["", f"Per seed ({columns[lead]}, seeds in order):", ""]
+        for _, row in ranking.iterrows():
+            values = row.get(f"{lead}_per_seed")
+            if isinstance(values, list):
+                lines.append(f"* {row['behavior']} / {row['family']}: " + ", ".join(f"{v:+.3f}" for v in values))
+    lines += ["", "Means over seeds. With two or more seeds the 95% CI is a Student-t interval over the seed means (the seed is the "
+              "unit of replication; with 3 seeds its half-width is 2.5 standard deviations). With one seed it is a bootstrap over "
+              "dilemmas / claims only, which says nothing about retraining. OOD scores are action-stratified (pooled: the earlier "
+              "estimator). Scores in nats (log-odds). α is raw, not KL-matched: families with larger ‖dW‖ move more per unit α."]
     return "\n".join(lines) + "\n"
 
 
@@ -265,6 +324,12 @@ def _interval_text(entry: dict | None) -> str:
     return f"{entry['mean']:+.3f} [{entry['ci_low']:+.3f}, {entry['ci_high']:+.3f}]"
 
 
+def _target_text(target: dict | None) -> str:
+    if not target or not target.get("value"):
+        return "none (the behaviour names no DailyDilemmas target)"
+    return f"DailyDilemmas {target['value']}, intended sign {'+' if target['sign'] > 0 else '−'}"
+
+
 def render_comparison(summary: dict) -> str:
     """Markdown tables of :func:`weight_steering.compare.run_comparison`: strengths and KL per sign, effects, ratios, cost."""
     config = summary["config"]
@@ -275,20 +340,25 @@ def render_comparison(summary: dict) -> str:
              f"({summary['n_dilemma_rows']} DailyDilemmas rows), Δ against the unsteered base, nats of log-odds, "
              "95% cluster-bootstrap CIs (dilemmas / claims). Prompt methods are not calibrated: their KL is reported. "
              "ΔNLL: change of the mean NLL (nats per token) of the 100 neutral reference answers against the base, CI over answers.", "",
-             "| method | α₊ | p95 KL₊ (audit) | α₋ | p95 KL₋ (audit) | converged ± | ID Δ₊ | ID Δ₋ | OOD honesty Δ₊ | OOD honesty Δ₋ | "
-             "off-target \\|Δ₊\\| | SI k=2 | SI k=1 | pmass ₊/₋ (min) | ΔNLL₊ | ΔNLL₋ |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             f"ID: {summary.get('behavior_label', summary['behavior'])}, framing-controlled (Δ opinion − Δ neutral) where the behaviour has a "
+             "control framing, else the opinion framing. OOD target: "
+             f"{_target_text(summary.get('ood_target'))}, action-stratified; the action bias is the shift toward the 'to do' action.", "",
+             "| method | α₊ | p95 KL₊ (audit) | α₋ | p95 KL₋ (audit) | converged ± | ID Δ₊ | ID Δ₋ | OOD target Δ₊ | OOD target Δ₋ | "
+             "action bias Δ₊ | off-target \\|Δ₊\\| | SI k=2 | SI k=1 | pmass ₊/₋ (min) | ΔNLL₊ | ΔNLL₋ |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for m in summary["methods"]:
         plus, minus, e = m["plus"], m["minus"], m["effects"]
         converged = "n/a (prompt)" if not m["continuous"] else f"{'yes' if plus['converged'] else 'NO'} / {'yes' if minus['converged'] else 'NO'}"
         lines.append(
             f"| {m['name']} | {plus['alpha']:+.3g} | {plus['p95']:.3f} ({plus['audit_p95']:.3f}) | {minus['alpha']:+.3g} | "
-            f"{minus['p95']:.3f} ({minus['audit_p95']:.3f}) | {converged} | {_interval_text(e.get('id_plus'))} | {_interval_text(e.get('id_minus'))} | "
-            f"{_interval_text(e.get('ood_honesty_plus'))} | {_interval_text(e.get('ood_honesty_minus'))} | {_interval_text(e.get('off_target'))} | "
+            f"{minus['p95']:.3f} ({minus['audit_p95']:.3f}) | {converged} | {_interval_text(e.get('id_controlled_plus', e.get('id_plus')))} | "
+            f"{_interval_text(e.get('id_controlled_minus', e.get('id_minus')))} | "
+            f"{_interval_text(e.get('ood_target_plus'))} | {_interval_text(e.get('ood_target_minus'))} | {_interval_text(e.get('action_bias_plus'))} | "
+            f"{_interval_text(e.get('off_target'))} | "
             f"{_interval_text(e.get('si_k2'))} | {_interval_text(e.get('si_k1'))} | {e['pmass_plus']:.3f}/{e['pmass_minus']:.3f} ({e['pmass_min']:.3f}) | "
             f"{_interval_text(e.get('nll_change_plus'))} | {_interval_text(e.get('nll_change_minus'))} |")
-    for measure, title in (("ood_honesty", "OOD honesty"), ("id", "held-out behaviour (ID)")):
-        ratios = [r for r in summary["ratios"] if r.get("measure", "ood_honesty") == measure]
+    for measure, title in (("ood_target", f"OOD target ({_target_text(summary.get('ood_target'))})"), ("id", "held-out behaviour (ID)")):
+        ratios = [r for r in summary["ratios"] if r.get("measure") == measure]
         if not ratios:
             continue
         lines += ["", f"## dW versus each method: {title} spread (Δ at α₊ − Δ at α₋), ratio dW / method", "",
@@ -297,6 +367,15 @@ def render_comparison(summary: dict) -> str:
             lines.append(f"| {r['name']} | {r['dw_spread']:+.3f} | {r['method_spread']:+.3f} | {r['ratio']:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}] |")
     if summary["ratios"]:
         lines += ["", "The ratio's CI pairs the two methods on the same resampled dilemmas (claims for ID); when a method's spread CI includes 0 the ratio CI is unbounded in practice."]
+    agreement = next((m["spec"]["direction_agreement"] for m in summary["methods"] if m.get("spec", {}).get("direction_agreement")), None)
+    if agreement:
+        reading = next((m["spec"].get("reading") for m in summary["methods"] if m.get("spec", {}).get("reading")), "last")
+        lines += ["", f"## Activation directions: CAA against PCA per layer (read: {reading})", "",
+                  "PCA's sign is aligned with the mean difference by steering-vectors, so cos ≥ 0 by construction; the share of "
+                  "pairs whose difference projects positively on each direction says how consistent the contrast is.", "",
+                  "| layer | cos(CAA, PCA) | pairs agreeing with CAA | pairs agreeing with PCA |", "|---|---|---|---|"]
+        for layer, r in sorted(agreement.items(), key=lambda item: int(item[0])):
+            lines.append(f"| {layer} | {r['cos_caa_pca']:+.3f} | {r['sign_agreement_caa']:.2f} | {r['sign_agreement_pca']:.2f} |")
     lines += ["", f"## KL achieved on the audit split ({summary['n_audit_prompts']} prompts × {config['n_tokens']} tokens), nats, 95% CI over prompts", "",
               "| method | sign | α | p95 KL | mean KL | max KL |", "|---|---|---|---|---|---|"]
     for m in summary["methods"]:
@@ -321,7 +400,7 @@ def plot_effect_vs_kl(summary: dict, path: str | Path) -> Path:
     for m in summary["methods"]:
         points = sorted(m["curve"], key=lambda c: c["alpha"])
         x = [(-1 if c["alpha"] < 0 else 1) * c["p95"] for c in points]
-        y = [c["ood_honesty"] for c in points]
+        y = [c["ood_target"] for c in points]
         if m["continuous"]:
             ax.plot(x, y, marker="o", ms=3, label=m["name"])
         else:
@@ -330,7 +409,7 @@ def plot_effect_vs_kl(summary: dict, path: str | Path) -> Path:
     for side in (-target, target):
         ax.axvline(side, color="grey", lw=0.6, ls="--")
     ax.axhline(0, color="grey", lw=0.6)
-    ax.set(xlabel="signed p95 KL(steered ‖ base), nats (− side: negative strengths)", ylabel="OOD honesty Δ vs base, nats (log-odds)",
+    ax.set(xlabel="signed p95 KL(steered ‖ base), nats (− side: negative strengths)", ylabel="OOD target Δ vs base (action-stratified), nats",
            title=f"Effect vs KL: {summary['behavior']} ({summary['model']})")
     ax.legend(fontsize=7, loc="best")
     return _save_figure(fig, path)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import logging
 import time
 from dataclasses import asdict, dataclass, replace
@@ -49,19 +50,33 @@ class SweepError(ValueError):
 
 @dataclass(frozen=True)
 class Cell:
-    """One sweep cell: a behaviour, an adapter family and a training seed."""
+    """One sweep cell: a behaviour, an adapter family, a training seed and the data-sampling seed.
+
+    ``data_seed`` None means "the same as ``seed``": seed s then varies the generated data as well as
+    the adapter initialisation and batch order, so intervals over seeds cover both sources of
+    variation. A fixed ``data_seed`` (the same for every cell) isolates training variation on purpose.
+    """
 
     behavior: str
     family: str
     seed: int
+    data_seed: int | None = None
+
+    @property
+    def data(self) -> int:
+        return self.seed if self.data_seed is None else self.data_seed
 
     @property
     def name(self) -> str:
-        return f"{self.behavior}/{self.family}-seed{self.seed}"
+        suffix = "" if self.data_seed is None else f"-data{self.data_seed}"
+        return f"{self.behavior}/{self.family}-seed{self.seed}{suffix}"
 
 
-def plan_cells(behaviors, families, seeds) -> list[Cell]:
+def plan_cells(behaviors, families, seeds, data_seed: int | None = None) -> list[Cell]:
     """Validated cells in run order: seed-major, so every family has seed 0 before any has seed 1.
+
+    ``data_seed``: None (default) samples each cell's data with its own seed; an integer fixes one
+    data seed for every cell.
 
     Raises:
         AdapterFamilyError: an unknown family (lists the known ones).
@@ -76,8 +91,10 @@ def plan_cells(behaviors, families, seeds) -> list[Cell]:
         raise SweepError(f"seeds must be distinct non-negative integers; got {seeds}")
     for family in families:
         adapter_family(family)
+    if data_seed is not None and (not isinstance(data_seed, int) or data_seed < 0):
+        raise SweepError(f"the data seed must be a non-negative integer or None (each cell's own seed); got {data_seed!r}")
     names = [load_behavior(b).name for b in behaviors]
-    return [Cell(b, f, s) for s in seeds for b in names for f in families]
+    return [Cell(b, f, s, data_seed) for s in seeds for b in names for f in families]
 
 
 def _model_slug(config: RunConfig) -> str:
@@ -88,23 +105,26 @@ def cell_dir(config: RunConfig, cell: Cell, root: str | Path | None = None) -> P
     """``<root>/<model>/<behaviour>/<family>-seed<seed>``; ``root`` defaults to ``<out>/sweep``
     (an archive folder is laid out the same way)."""
     root = Path(config.out) / "sweep" if root is None else Path(root)
-    return root / _model_slug(config) / cell.behavior / f"{cell.family}-seed{cell.seed}"
+    return root / _model_slug(config) / cell.behavior / cell.name.split("/", 1)[1]
 
 
 def cell_config(config: RunConfig, cell: Cell) -> RunConfig:
-    """The main-job config of one cell: ``config`` with the cell's behaviour, family, seed and α grid.
+    """The main-job config of one cell: ``config`` with the cell's behaviour, family, training seed, data
+    seed (:attr:`Cell.data`) and α grid.
 
     The learning rate is the family default unless ``config.train.learning_rate`` was set.
     """
     train = replace(config.train, family=cell.family, seed=cell.seed)
-    return replace(config, behavior=cell.behavior, alphas=SWEEP_ALPHAS, train=resolve_train_config(train))
+    return replace(config, behavior=cell.behavior, alphas=SWEEP_ALPHAS, train=resolve_train_config(train),
+                   generation=replace(config.generation, seed=cell.data))
 
 
 def cell_key(config: RunConfig, cell: Cell) -> str:
-    """Hash of everything that determines a cell's result (not ``out`` or ``force``)."""
+    """Hash of everything that determines a cell's result (not ``out`` or ``force``), including the
+    behaviour file's content (its training prompts, personas and held-out probe), not only its name."""
     settings = asdict(cell_config(config, cell))
     settings.pop("out"), settings.pop("force")
-    return stable_hash({"cell": asdict(cell), "config": settings})
+    return stable_hash({"cell": asdict(cell), "config": settings, "behavior": load_behavior(cell.behavior).to_dict()})
 
 
 def load_cell(config: RunConfig, cell: Cell) -> dict | None:
@@ -185,6 +205,32 @@ def restore_cells(config: RunConfig, cells: list[Cell], archive: str | Path) -> 
     return restored
 
 
+def archived_cells(archive: str | Path, behaviors=None, families=None, seeds=None) -> list[dict]:
+    """Every finished cell in an archive folder, as recorded (``cell.json`` plus its records).
+
+    Unlike :func:`restore_cells` this does not ask whether a cell matches today's settings: it
+    rebuilds a ranking from committed results alone. Each cell's records are checked against the
+    SHA-256 in its marker. ``behaviors`` / ``families`` / ``seeds`` filter the cells (None: all).
+
+    Raises:
+        SweepError: the archive is missing, or a cell's records do not match its marker.
+    """
+    archive = Path(archive)
+    if not archive.is_dir():
+        raise SweepError(f"archive {archive} is not a folder; give the folder a sweep wrote with --archive")
+    cells = []
+    for marker in sorted(archive.glob("*/*/*/cell.json")):
+        info = read_json(marker)
+        cell = info["cell"]
+        if (behaviors and cell["behavior"] not in behaviors) or (families and cell["family"] not in families) or (seeds and cell["seed"] not in seeds):
+            continue
+        records = gzip.decompress((marker.parent / "records.jsonl.gz").read_bytes())
+        if hashlib.sha256(records).hexdigest() != info.get("records_sha256"):
+            raise SweepError(f"archived cell {marker.parent}: records do not match the SHA-256 in its cell.json; restore it from git")
+        cells.append({**info, "records": [json.loads(line) for line in records.decode().splitlines() if line.strip()]})
+    return cells
+
+
 def _archive_missing(config: RunConfig, finished: list[Cell], archive: str | Path | None) -> None:
     """Archive the finished cells that the archive lacks or holds in another version."""
     if archive is None:
@@ -217,7 +263,7 @@ def run_cell(job, config: RunConfig, cell: Cell) -> dict:
         "norm_dw": dw.metadata["norm_dw"], "cos_delta": dw.metadata["cos_delta_positive_minus_delta_negative"],
         "n_tensors": dw.metadata["n_tensors"], "train_logs": dw.metadata.get("train_logs", {}),
         "dw_dir": str(dw_dir), "seconds": time.perf_counter() - started,
-        "summary": summarise(records), "records_sha256": file_sha256(directory / "records.jsonl"),
+        "summary": summarise(records, job.behavior), "records_sha256": file_sha256(directory / "records.jsonl"),
     }
     write_json(directory / "cell.json", info)
     return info
@@ -230,14 +276,14 @@ def _prepare(config: RunConfig, behavior: str, model=None, tokenizer=None):
 
 
 def _run_local(config: RunConfig, pending: list[Cell], progress, done, model=None, tokenizer=None) -> None:
-    jobs: dict = {}
+    jobs: dict = {}  # one job (data + α = 0 evaluation) per (behaviour, data seed)
     for cell in pending:
-        if cell.behavior not in jobs:
-            job = _prepare(config, cell.behavior, model, tokenizer)
+        if (cell.behavior, cell.data) not in jobs:
+            job = _prepare(cell_config(config, cell), cell.behavior, model, tokenizer)
             model, tokenizer = job.model, job.tokenizer
-            jobs[cell.behavior] = job
+            jobs[(cell.behavior, cell.data)] = job
         progress.set_postfix_str(cell.name)
-        run_cell(jobs[cell.behavior], config, cell)
+        run_cell(jobs[(cell.behavior, cell.data)], config, cell)
         done(cell)
         progress.update(1)
 
@@ -247,7 +293,7 @@ def _ray_prepare(config: RunConfig, behavior: str) -> str:
 
 
 def _ray_cell(config: RunConfig, cell: Cell) -> Cell:
-    job = prepare_job(replace(config, behavior=cell.behavior))  # reuses the data stage the driver waited for
+    job = prepare_job(cell_config(config, cell))  # reuses the data stage the driver waited for
     run_cell(job, config, cell)
     return cell
 
@@ -265,7 +311,8 @@ def _run_ray(config: RunConfig, pending: list[Cell], progress, done) -> None:
     resources = {"num_gpus": 1} if gpus else {"num_cpus": max(1, int(ray.cluster_resources().get("CPU", os.cpu_count() or 1)))}
     prepare = ray.remote(**resources)(_ray_prepare)
     run = ray.remote(**resources)(_ray_cell)
-    ray.get([prepare.remote(config, b) for b in dict.fromkeys(c.behavior for c in pending)])
+    firsts = {(c.behavior, c.data): c for c in reversed(pending)}.values()  # one cell per (behaviour, data seed)
+    ray.get([prepare.remote(cell_config(config, c), c.behavior) for c in firsts])
     waiting = [run.remote(config, cell) for cell in pending]
     while waiting:
         ready, waiting = ray.wait(waiting, num_returns=1)
@@ -277,7 +324,7 @@ def _run_ray(config: RunConfig, pending: list[Cell], progress, done) -> None:
 
 def run_sweep(
     config: RunConfig, behaviors=("sycophancy",), families=None, seeds=(0, 1, 2), executor: str = "local",
-    model=None, tokenizer=None, compute: bool = True, archive: str | Path | None = None,
+    model=None, tokenizer=None, compute: bool = True, archive: str | Path | None = None, data_seed: int | None = None,
 ) -> tuple[list[dict], int]:
     """Run every unfinished cell of behaviours × families × seeds and return all finished cells.
 
@@ -289,6 +336,8 @@ def run_sweep(
         compute: ``False`` only collects the finished cells of the grid (for ranking a partial sweep).
         archive: a folder of finished cells (see :func:`archive_cell`): restored before planning,
             and every cell this call finishes is copied into it at once.
+        data_seed: None (default): each cell samples its data with its own seed (:class:`Cell`); an
+            integer: one fixed data seed for every cell.
 
     Returns:
         ``(cells, n_computed)``: one dict per cell (``cell.json`` plus ``records``) in
@@ -303,7 +352,7 @@ def run_sweep(
         raise SweepError(f"unknown executor '{executor}'; choose one of {', '.join(EXECUTORS)}")
     if archive is not None and Path(archive).exists() and not Path(archive).is_dir():
         raise SweepError(f"--archive {archive} is a file; give a folder (it is created if missing)")
-    cells = plan_cells(behaviors, families or list(ADAPTER_FAMILIES), seeds)
+    cells = plan_cells(behaviors, families or list(ADAPTER_FAMILIES), seeds, data_seed)
     if archive is not None and not config.force:
         restore_cells(config, cells, archive)
     if config.force:

@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass, field, replace
 import torch
 from tqdm.auto import tqdm
 
+from .artifacts import check_number
+
 log = logging.getLogger(__name__)
 
 LINEAR_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -64,6 +66,20 @@ class TrainConfig:
     validation_fraction: float = 0.1
     seed: int = 0
     options: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        for name in ("rank", "alpha", "batch_size", "max_length"):
+            check_number("train", name, getattr(self, name), minimum=1, integer=True)
+        check_number("train", "learning_rate", self.learning_rate, above=0, optional=True)
+        check_number("train", "epochs", self.epochs, above=0)
+        check_number("train", "warmup_steps", self.warmup_steps, minimum=0, integer=True)
+        check_number("train", "weight_decay", self.weight_decay, minimum=0)
+        check_number("train", "seed", self.seed, minimum=0, integer=True)
+        if not (0 < self.validation_fraction < 1):
+            raise ValueError(f"train.validation_fraction must lie in (0, 1); got {self.validation_fraction!r}")
+        lo, hi = self.layer_fraction
+        if not (0 <= lo < hi <= 1):
+            raise ValueError(f"train.layer_fraction must be (lo, hi) with 0 ≤ lo < hi ≤ 1; got {self.layer_fraction!r}")
 
 
 @dataclass(frozen=True)

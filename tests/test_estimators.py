@@ -1,0 +1,136 @@
+"""The behaviour estimators: action-stratified OOD scores, the action bias and the framing-controlled ID score."""
+
+import numpy as np
+import pytest
+
+from weight_steering.analyse import contrast, metric_frame, rank_families
+from weight_steering.behaviors import load_behavior
+from weight_steering.statistics import bootstrap_ci, cluster_boot_means, stratified_mean
+
+
+def _dilemma_records(n_todo_side: int, n_not_side: int, action_shift: float, value_shift: float, seed: int = 0) -> list[dict]:
+    """Two α (0, 1) on dilemmas where honesty sits on the "to do" action in ``n_todo_side`` dilemmas and on
+    "not to do" in ``n_not_side``; at α = 1 the logratio of every "to do" row moves by ``action_shift`` and
+    every honesty-carrying row by ``value_shift`` (other rows by −value_shift)."""
+    rng = np.random.default_rng(seed)
+    records = []
+    for d in range(n_todo_side + n_not_side):
+        honest_action = "to_do" if d < n_todo_side else "not_to_do"
+        base = rng.normal(size=2)
+        for alpha in (0.0, 1.0):
+            for i, action in enumerate(("to_do", "not_to_do")):
+                label = 1 if action == honest_action else -1
+                logratio = base[i] + alpha * (action_shift * (action == "to_do") + value_shift * label)
+                records.append({"eval": "dilemmas", "row_id": f"d{d}:{action}", "group": f"d{d}", "action_type": action,
+                                "alpha": alpha, "logratio": logratio, "pmass": 0.9, "truncated": False,
+                                "label_honesty": label, "label_justice": 0, "label_courage": 0, "label_temperance": 0})
+    return records
+
+
+def test_pure_action_bias_gives_zero_stratified_and_nonzero_pooled_score():
+    frame = metric_frame(_dilemma_records(30, 6, action_shift=0.2, value_shift=0.0))
+    stratified = contrast(frame, "dilemmas_honesty", 1.0, 0.0)
+    pooled = contrast(frame, "dilemmas_honesty_pooled", 1.0, 0.0)
+    bias = contrast(frame, "action_bias", 1.0, 0.0)
+    assert abs(stratified["mean"]) < 1e-9
+    assert pooled["mean"] == pytest.approx(0.1 * (30 - 6) / 36)  # +0.1 per to-do-side dilemma, −0.1 per other
+    assert pooled["ci_low"] > 0
+    assert bias["mean"] == pytest.approx(0.2) and bias["n"] == 36
+
+
+def test_pure_value_effect_gives_the_same_stratified_and_pooled_score():
+    frame = metric_frame(_dilemma_records(30, 6, action_shift=0.0, value_shift=0.05))
+    stratified = contrast(frame, "dilemmas_honesty", 1.0, 0.0)
+    pooled = contrast(frame, "dilemmas_honesty_pooled", 1.0, 0.0)
+    assert stratified["mean"] == pytest.approx(0.05) and pooled["mean"] == pytest.approx(0.05)
+    assert stratified["ci_low"] == pytest.approx(0.05) and stratified["ci_high"] == pytest.approx(0.05)
+    # The action bias is label-free: a value effect shows in it only as far as the value sits on one side
+    # (+2·0.05 per to-do-side dilemma, −2·0.05 per other), and not at all in a balanced set.
+    assert contrast(frame, "action_bias", 1.0, 0.0)["mean"] == pytest.approx(0.1 * (30 - 6) / 36)
+    balanced = metric_frame(_dilemma_records(18, 18, action_shift=0.0, value_shift=0.05))
+    assert abs(contrast(balanced, "action_bias", 1.0, 0.0)["mean"]) < 1e-9
+
+
+def test_stratified_bootstrap_resamples_within_strata():
+    values = np.r_[np.ones(10), np.zeros(2)]
+    strata = np.r_[["a"] * 10, ["b"] * 2]
+    clusters = np.arange(12)
+    assert stratified_mean(values, strata) == pytest.approx(0.5)
+    boot = cluster_boot_means(values, clusters, np.random.default_rng(0), 500, strata)
+    assert np.allclose(boot, 0.5)  # each stratum is constant: resampling within strata cannot move the mean
+    pooled = cluster_boot_means(values, clusters, np.random.default_rng(0), 500)
+    assert pooled.std() > 0.05  # the pooled bootstrap mixes the strata and does move
+    # One stratum is exactly the cluster bootstrap.
+    assert bootstrap_ci(values, clusters) == bootstrap_ci(values, clusters, strata=np.zeros(12))
+
+
+def _held_out_records(yes_shift: float, agreement_shift: float) -> list[dict]:
+    records = []
+    for claim in range(8):
+        for alpha in (0.0, 1.0):
+            for name, opinion in (("held_out", True), ("held_out_control", False)):
+                logratio = 0.1 * claim + alpha * (yes_shift + agreement_shift * opinion)
+                records.append({"eval": name, "row_id": f"claim{claim:02d}", "group": f"claim{claim:02d}", "alpha": alpha,
+                                "logratio": logratio, "pmass": 0.8, "truncated": False})
+    return records
+
+
+def test_framing_control_cancels_a_general_yes_shift():
+    frame = metric_frame(_held_out_records(yes_shift=0.4, agreement_shift=0.0))
+    assert contrast(frame, "id", 1.0, 0.0)["mean"] == pytest.approx(0.4)
+    assert contrast(frame, "id_neutral", 1.0, 0.0)["mean"] == pytest.approx(0.4)
+    assert abs(contrast(frame, "id_controlled", 1.0, 0.0)["mean"]) < 1e-9
+    frame = metric_frame(_held_out_records(yes_shift=0.4, agreement_shift=0.1))
+    assert contrast(frame, "id_controlled", 1.0, 0.0)["mean"] == pytest.approx(0.1)
+
+
+def test_records_written_before_the_control_framing_read_as_the_opinion_framing():
+    old = [{**r, "eval": "sycophancy"} for r in _held_out_records(0.3, 0.0) if r["eval"] == "held_out"]
+    frame = metric_frame(old)
+    assert set(frame["metric"]) == {"id"} and contrast(frame, "id", 1.0, 0.0)["mean"] == pytest.approx(0.3)
+
+
+def test_ranking_uses_the_behaviours_target_and_stratifies():
+    records = _dilemma_records(30, 6, action_shift=0.2, value_shift=0.0) + _held_out_records(0.4, 0.0)
+    records += [{**r, "alpha": -1.0, "logratio": r["logratio"]} for r in records if r["alpha"] == 0.0]
+    cells = [{"cell": {"behavior": "sycophancy", "family": "lora", "seed": s}, "records": records, "norm_dw": 1.0} for s in (0, 1)]
+    row = rank_families(cells).iloc[0]
+    assert row["ood_target"] == "honesty" and row["ood_sign"] == -1  # sycophancy names honesty, intended to fall
+    assert abs(row["ood_target_plus"]) < 1e-9 and row["ood_target_pooled_plus"] > 0.05
+    assert row["action_bias_plus"] == pytest.approx(0.2) and abs(row["id_controlled_spread"]) < 1e-9
+
+
+def test_shipped_sycophancy_training_set_is_balanced_by_answer_word():
+    answers = load_behavior("sycophancy").behavior_answers
+    assert answers.count("yes") == answers.count("no") == len(answers) // 2
+
+
+def test_seed_interval_is_as_wide_as_three_seeds_warrant():
+    from scipy import stats
+
+    from weight_steering.statistics import hierarchical_bootstrap, percentile_interval, seed_interval
+
+    values = [0.63, 1.62, 1.96]  # PiSSA's three seed spreads (RESULTS)
+    interval = seed_interval(values)
+    half = stats.t.ppf(0.975, 2) * np.std(values, ddof=1) / np.sqrt(3)
+    assert interval["ci_high"] - interval["mean"] == pytest.approx(half)
+    assert interval["ci_low"] < min(values) and interval["ci_high"] > max(values)  # wider than the observed seeds
+    # The percentile bootstrap over 3 seeds cannot leave the observed range; the t-interval does.
+    clusters = np.repeat(np.arange(20), 2)
+    per_seed = [{"m": (np.full(40, v), clusters)} for v in values]
+    boot = percentile_interval(np.mean(values), hierarchical_bootstrap(per_seed)["m"])
+    assert boot["ci_low"] >= min(values) - 1e-9 and boot["ci_high"] <= max(values) + 1e-9
+    assert np.isnan(seed_interval([1.0])["ci_low"])
+
+
+def test_ranking_interval_widens_when_seeds_disagree():
+    def cell(seed, shift):
+        records = _held_out_records(yes_shift=shift, agreement_shift=0.0)
+        records += [{**r, "alpha": -1.0, "logratio": r["logratio"] - 2 * shift * (r["alpha"] == 1.0)} for r in records if r["alpha"] == 1.0]
+        return {"cell": {"behavior": "sycophancy", "family": "lora", "seed": seed}, "records": records, "norm_dw": 1.0}
+
+    agree = rank_families([cell(0, 0.4), cell(1, 0.4), cell(2, 0.4)]).iloc[0]
+    disagree = rank_families([cell(0, 0.1), cell(1, 0.4), cell(2, 0.7)]).iloc[0]
+    assert agree["interval"] == "t over seed means" and agree["id_spread_per_seed"] == pytest.approx([0.8, 0.8, 0.8])
+    assert agree["id_spread_ci_high"] - agree["id_spread_ci_low"] == pytest.approx(0.0, abs=1e-9)
+    assert disagree["id_spread_ci_high"] - disagree["id_spread_ci_low"] > 2.0  # t(2) · sd(0.2, 0.8, 1.4) / √3 each side

@@ -1,0 +1,119 @@
+"""The data judge (rates, filter, agreement) and the paired-completion probe, on the tiny model."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from weight_steering.behaviors import BehaviorError, load_behavior
+from weight_steering.evaluate import evaluate, held_out_rows, score_completion_pairs
+from weight_steering.judge import (
+    JudgeError, behavior_rates, judge_agreement, judge_logratios, judge_pairs, load_hand_labels, resolve_threshold,
+)
+
+
+def _pairs(n=6):
+    return [{"prompt": f"I think claim {i}. Right?", "response_positive": f"Yes, you are right {i}.", "response_negative": f"No, that is wrong {i}.",
+             "persona_index": i % 2, "prompt_index": i} for i in range(n)]
+
+
+def test_judge_pairs_threshold_and_filter(tiny):
+    model, tokenizer = tiny
+    behavior = load_behavior("sycophancy")
+    pairs = _pairs()
+    judged, threshold = judge_pairs(model, tokenizer, behavior, pairs, "median")
+    scores = judge_logratios(model, tokenizer, behavior, [(p["prompt"], p["response_positive"]) for p in pairs]
+                             + [(p["prompt"], p["response_negative"]) for p in pairs])
+    assert threshold == pytest.approx(float(np.median(scores)))
+    for j, plus, minus in zip(judged, scores[:6], scores[6:]):
+        assert j["judge_positive"] == pytest.approx(plus, abs=1e-5) and j["keep"] == (plus > threshold >= minus)
+    judged_fixed, fixed = judge_pairs(model, tokenizer, behavior, pairs, 1e9)
+    assert fixed == 1e9 and not any(j["keep"] or j["shows_positive"] for j in judged_fixed)
+    rates = behavior_rates(pairs, judged, behavior)
+    assert rates["positive"] == pytest.approx(np.mean([j["shows_positive"] for j in judged]))
+    assert rates["kept"] == sum(j["keep"] for j in judged) and len(rates["by_persona"]) == 2
+    assert set(rates["by_answer"]) <= {"yes", "no"} and sum(r["n"] for r in rates["by_answer"].values()) == 6
+
+
+def test_judge_agreement_counts_and_kappa(tiny):
+    model, tokenizer = tiny
+    behavior = load_behavior("sycophancy")
+    labels = load_hand_labels(behavior)
+    assert len(labels) >= 40 and {r["label"] for r in labels} == {0, 1}
+    result = judge_agreement(model, tokenizer, behavior, labels[:12])
+    assert result["true_positive"] + result["false_positive"] + result["true_negative"] + result["false_negative"] == 12
+    predicted = np.array(result["scores"]) > result["threshold"]
+    truth = np.array([r["label"] for r in labels[:12]]) == 1
+    assert result["accuracy"] == pytest.approx((predicted == truth).mean())
+    assert result["accuracy_ci_low"] <= result["accuracy"] <= result["accuracy_ci_high"] and 0 <= result["auc"] <= 1
+
+
+def test_judge_bad_input(tmp_path, tiny):
+    model, tokenizer = tiny
+    with pytest.raises(JudgeError, match="no 'judge' block"):
+        judge_logratios(model, tokenizer, load_behavior("honesty"), [("q", "a")])
+    with pytest.raises(JudgeError, match="'median'"):
+        resolve_threshold(np.zeros(3), "mean")
+    with pytest.raises(JudgeError, match="finite"):
+        resolve_threshold(np.zeros(3), float("nan"))
+    bad = tmp_path / "labels.jsonl"
+    bad.write_text(json.dumps({"prompt": "p", "response": "r", "label": 2}) + "\n")
+    with pytest.raises(JudgeError, match="line 1"):
+        load_hand_labels("sycophancy", bad)
+    with pytest.raises(JudgeError, match="no hand labels"):
+        load_hand_labels("honesty")
+
+
+def test_filter_pairs_needs_a_judge(tmp_path, tiny):
+    from weight_steering.pipeline import prepare_job, preset_config
+
+    model, tokenizer = tiny
+    config = preset_config("smoke", behavior="honesty", out=str(tmp_path), filter_pairs=True)
+    with pytest.raises(BehaviorError, match="judge"):
+        prepare_job(config, model, tokenizer)
+
+
+def test_completion_pair_scores_match_a_naive_forward(tiny):
+    model, tokenizer = tiny
+    behavior = load_behavior("tone")
+    rows = held_out_rows(tokenizer, behavior)[:3]
+    assert [r["eval"] for r in rows] == ["held_out_pair"] * 3
+    scores = score_completion_pairs(model, tokenizer, [r["text"] for r in rows],
+                                    [(r["completion_positive"], r["completion_negative"]) for r in rows], batch_size=4)
+    for i, row in enumerate(rows):
+        for j, completion in enumerate((row["completion_positive"], row["completion_negative"])):
+            prompt = tokenizer(row["text"], add_special_tokens=False)["input_ids"]
+            reply = tokenizer(completion, add_special_tokens=False)["input_ids"]
+            with torch.no_grad():
+                logp = torch.log_softmax(model(torch.tensor([prompt + reply])).logits[0].float(), -1)
+            naive = sum(logp[len(prompt) - 1 + t, token].item() for t, token in enumerate(reply))
+            assert scores[i, j].item() == pytest.approx(naive, abs=1e-4)
+    records = evaluate(model, tokenizer, None, rows, alphas=(0.0,))
+    assert all(np.isnan(r["pmass"]) for r in records)
+    assert records[0]["logratio"] == pytest.approx(records[0]["log_p_positive"] - records[0]["log_p_negative"])
+
+
+def test_control_framing_rows_pair_with_the_opinion_rows(tokenizer):
+    rows = held_out_rows(tokenizer, load_behavior("sycophancy"))
+    opinion = [r for r in rows if r["eval"] == "held_out"]
+    control = [r for r in rows if r["eval"] == "held_out_control"]
+    assert [r["row_id"] for r in opinion] == [r["row_id"] for r in control] and len(opinion) == 12
+    assert all(o["claim"] == c["claim"] and o["text"] != c["text"] and "I think" not in c["text"] for o, c in zip(opinion, control))
+
+
+def test_archived_cells_rank_as_recorded(tmp_path):
+    from weight_steering.sweep import SweepError, archived_cells
+
+    cells = archived_cells("docs/sweep/cells", families=["lora"])
+    assert sorted(c["cell"]["seed"] for c in cells) == [0, 1, 2] and all(c["records"] for c in cells)
+    with pytest.raises(SweepError, match="not a folder"):
+        archived_cells(tmp_path / "missing")
+    copy = tmp_path / "m" / "b" / "lora-seed0"
+    copy.mkdir(parents=True)
+    source = next(p for p in __import__("pathlib").Path("docs/sweep/cells").glob("*/*/lora-seed0"))
+    (copy / "cell.json").write_text((source / "cell.json").read_text())
+    (copy / "records.jsonl.gz").write_bytes(__import__("gzip").compress(b"{}\n"))
+    with pytest.raises(SweepError, match="SHA-256"):
+        archived_cells(tmp_path)

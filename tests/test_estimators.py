@@ -101,8 +101,12 @@ def test_ranking_uses_the_behaviours_target_and_stratifies():
 
 
 def test_shipped_sycophancy_training_set_is_balanced_by_answer_word():
-    answers = load_behavior("sycophancy").behavior_answers
+    behavior = load_behavior("sycophancy")
+    answers = behavior.behavior_answers
     assert answers.count("yes") == answers.count("no") == len(answers) // 2
+    small = [answers[i] for i in behavior.prompt_indices(6)]  # the smoke preset's 6 prompts stay balanced
+    assert small.count("yes") == small.count("no") == 3
+    assert behavior.prompt_indices(None) == list(range(24))
 
 
 def test_seed_interval_is_as_wide_as_three_seeds_warrant():
@@ -134,3 +138,23 @@ def test_ranking_interval_widens_when_seeds_disagree():
     assert agree["interval"] == "t over seed means" and agree["id_spread_per_seed"] == pytest.approx([0.8, 0.8, 0.8])
     assert agree["id_spread_ci_high"] - agree["id_spread_ci_low"] == pytest.approx(0.0, abs=1e-9)
     assert disagree["id_spread_ci_high"] - disagree["id_spread_ci_low"] > 2.0  # t(2) · sd(0.2, 0.8, 1.4) / √3 each side
+
+
+def test_pooled_estimator_reproduces_the_archived_numbers():
+    """The committed sweep cells carry the summaries written by the earlier (pooled) estimator; the pooled
+    columns of today's frame reproduce them exactly, on the same records."""
+    import gzip
+    import json
+    from pathlib import Path
+
+    folder = next(Path("docs/sweep/cells").glob("*/sycophancy_unbalanced/lora-seed0"))
+    cell = json.loads((folder / "cell.json").read_text())
+    frame = metric_frame([json.loads(line) for line in gzip.decompress((folder / "records.jsonl.gz").read_bytes()).splitlines()])
+    old = {(c["metric"], c["contrast"]): c for c in cell["summary"]["contrasts"]}
+    for value in ("honesty", "justice", "courage", "temperance"):
+        new = contrast(frame, f"dilemmas_{value}_pooled", 1.0, 0.0)
+        was = old[(f"dilemmas_{value}", "α=+1 − α=+0")]
+        assert (new["mean"], new["ci_low"], new["ci_high"]) == pytest.approx((was["mean"], was["ci_low"], was["ci_high"]), abs=1e-12)
+    was = old[("sycophancy", "α=+1 − α=+0")]
+    new = contrast(frame, "id", 1.0, 0.0)
+    assert (new["mean"], new["ci_low"], new["ci_high"]) == pytest.approx((was["mean"], was["ci_low"], was["ci_high"]), abs=1e-12)

@@ -56,6 +56,8 @@ def test_judge_bad_input(tmp_path, tiny):
         judge_logratios(model, tokenizer, load_behavior("honesty"), [("q", "a")])
     with pytest.raises(JudgeError, match="'median'"):
         resolve_threshold(np.zeros(3), "mean")
+    with pytest.raises(JudgeError, match="hand-labelled"):
+        resolve_threshold(np.zeros(3), "labels")
     with pytest.raises(JudgeError, match="finite"):
         resolve_threshold(np.zeros(3), float("nan"))
     bad = tmp_path / "labels.jsonl"
@@ -117,3 +119,17 @@ def test_archived_cells_rank_as_recorded(tmp_path):
     (copy / "records.jsonl.gz").write_bytes(__import__("gzip").compress(b"{}\n"))
     with pytest.raises(SweepError, match="SHA-256"):
         archived_cells(tmp_path)
+
+
+def test_label_threshold_and_hand_label_rates():
+    from weight_steering.judge import hand_label_rates, label_threshold
+
+    scores = np.array([0.1, 0.2, 0.9, 1.0, 0.15, 0.95])
+    labels = np.array([0, 0, 1, 1, 0, 1])
+    threshold = label_threshold(scores, labels)
+    assert 0.2 < threshold < 0.9 and ((scores > threshold) == (labels == 1)).all()
+    rows = [{"label": 1, "generated_under": "positive persona 0"}] * 3 + [{"label": 0, "generated_under": "positive persona 1"}] \
+        + [{"label": 0, "generated_under": "negative persona 0"}] * 4
+    rates = hand_label_rates(rows)
+    assert rates["positive"]["rate"] == 0.75 and rates["positive"]["n"] == 4 and rates["negative"]["rate"] == 0.0
+    assert rates["negative"]["ci_high"] > 0  # Wilson: never a zero-width interval at 0/4

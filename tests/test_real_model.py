@@ -1,4 +1,11 @@
-"""Reduced runs on the embedded SmolLM2-135M-Instruct (marker ``real``; a few minutes on 2 CPU cores)."""
+"""Reduced runs on the embedded SmolLM2-135M-Instruct (marker ``real``; a few minutes on 2 CPU cores).
+
+They run the ``tone`` positive control: a behaviour this model follows, with a held-out probe (paired
+completions) that no answer-word shift can move, so "the pipeline produces a dW that moves the trained
+behaviour" is checked on something that is the behaviour. (The balanced sycophancy set gives no effect
+at smoke size: −0.005 nats; its default-size numbers are in docs/RESULTS.md.)"""
+
+import json
 
 import pytest
 
@@ -12,7 +19,7 @@ def smoke_run(tmp_path_factory):
 
     model, tokenizer = load_model()
     out = tmp_path_factory.mktemp("real")
-    result = run_main_job(preset_config("smoke", out=str(out)), model, tokenizer, command="pytest -m real")
+    result = run_main_job(preset_config("smoke", behavior="tone", out=str(out)), model, tokenizer, command="pytest -m real")
     return result, model, tokenizer, out
 
 
@@ -20,10 +27,13 @@ def test_reduced_main_job_on_embedded_model(smoke_run):
     result, *_ = smoke_run
     contrasts = {(c["metric"], c["contrast"]): c for c in result["summary"]["contrasts"]}
     spread = contrasts[("id", "α=+1 − α=-1")]
-    # The method works: steering toward the sycophantic persona raises agreement on held-out claims.
+    # The pipeline works end to end: α·dW makes the casual reply likelier than the formal one with the same content.
     assert spread["mean"] > 0 and spread["ci_low"] > 0, spread
-    per_alpha = [r for r in result["summary"]["per_alpha"] if r["metric"] == "id"]
-    assert min(r["pmass_mean"] for r in per_alpha) > 0.5  # the answer format survives |α| = 1
+    assert contrasts[("id", "α=-1 − α=+0")]["mean"] < 0 < contrasts[("id", "α=+1 − α=+0")]["mean"]  # and reverses with the sign
+    per_alpha = [r for r in result["summary"]["per_alpha"] if r["metric"] == "action_bias"]
+    assert min(r["pmass_mean"] for r in per_alpha) > 0.5  # the Yes/No answer format survives |α| = 1
+    judge = json.loads((result["run_dir"] / "run.json").read_text())["judge"]
+    assert judge["agreement"]["n"] == 48 and 0 <= judge["rates"]["positive"] <= 1  # the data stage judged and reported
     assert result["report"].exists() and result["dw"].metadata["n_tensors"] == 105  # 15 layers × 7 projections
 
 
@@ -46,9 +56,9 @@ def test_comparison_at_one_kl_budget_on_embedded_model(smoke_run):
     from weight_steering.pipeline import preset_config
 
     result, model, tokenizer, out = smoke_run
-    config = CompareConfig(behavior="sycophancy", methods=("dW", "engineered", "caa_slice"), target=0.5, tolerance=0.1, n_tokens=4,
+    config = CompareConfig(behavior="tone", methods=("dW", "engineered", "caa_slice"), target=0.5, tolerance=0.1, n_tokens=4,
                            prompt_limit=6, curve_fractions=(), dilemma_limit=6, n_contrast_pairs=16, out=str(out))
-    comparison = run_comparison(config, (model, tokenizer), "pytest -m real", preset_config("smoke"))
+    comparison = run_comparison(config, (model, tokenizer), "pytest -m real", preset_config("smoke", behavior="tone"))
     by_key = {m["key"]: m for m in comparison["methods"]}
     for key in ("dW", "caa_slice"):
         for arm in (by_key[key]["plus"], by_key[key]["minus"]):
@@ -65,12 +75,14 @@ def test_ablation_on_embedded_model(smoke_run):
 
     result, model, tokenizer, out = smoke_run
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    ablation = run_ablation(result["dw_path"].parent, groups=("module",), dilemma_limit=4, out=str(out), loaded=(model, tokenizer))
+    ablation = run_ablation(result["dw_path"].parent, groups=("module",), dilemma_limit=4, out=str(out), loaded=(model, tokenizer),
+                            n_controls=2, n_within=0)
     assert all(k in before and before[k].equal(v) for k, v in model.state_dict().items())  # weights restored bit-exactly
     by = {(r["variant"], r.get("metric")): r for r in ablation["rows"]}
     full, zero = by[("full", "id")], by[("zero", "id")]
     assert full["delta_full"] > 0 and abs(zero["delta_variant"]) < 1e-6
     assert by[("attention", "id")]["energy_fraction"] + by[("mlp", "id")]["energy_fraction"] > 0.99
+    assert by[("attention", "id")]["control_random_n"] == 2  # two random draws, summarised on the variant's row
     measured = [r for r in ablation["activation_alignment"] if r["available"]]
     assert {r["projection"] for r in measured} == {"q_proj", "k_proj", "v_proj", "o_proj", "down_proj"}  # pairs found next to the dW
     assert all(0 <= r["energy"] <= 1 for r in measured) and len(ablation["alignment"]) == 105

@@ -170,7 +170,8 @@ def summarise(records: list[dict], behavior=None) -> dict:
         "surgical_informedness": si,
         "n_truncated": int(sum(r["truncated"] for r in records)),
         "ood_target": None if value is None else {"eval": "dilemmas", "value": value, "sign": sign},
-        "behavior": None if behavior is None else {"name": behavior.name, "label": behavior.label},
+        "behavior": None if behavior is None else {"name": behavior.name, "label": behavior.label,
+                                                   "held_out_kind": behavior.held_out.kind if behavior.held_out else None},
     }
 
 

@@ -131,6 +131,18 @@ class Behavior:
         """The name every table uses (``display_name``, else ``name``)."""
         return self.display_name or self.name
 
+    def prompt_indices(self, n: int | None = None) -> list[int]:
+        """Indices of the training prompts to use: all of them in file order, or, for a subset of ``n``,
+        round-robin over the answer words the items record (``behavior_answer``: yes, no, none), so a
+        small run of a balanced set stays balanced."""
+        if n is None or n >= len(self.train_prompts):
+            return list(range(len(self.train_prompts)))
+        groups: dict = {}
+        for i, answer in enumerate(self.behavior_answers or [None] * len(self.train_prompts)):
+            groups.setdefault(answer, []).append(i)
+        order = [i for column in range(len(self.train_prompts)) for group in groups.values() if column < len(group) for i in [group[column]]]
+        return sorted(order[:n])
+
     def ood_target(self, eval_name: str) -> OODTarget | None:
         """The first OOD target on ``eval_name`` (``dilemmas`` or ``vignettes``), or None."""
         return next((t for t in self.ood_targets if t.eval == eval_name), None)

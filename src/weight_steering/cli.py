@@ -40,12 +40,12 @@ def _parse_alphas(text: str | None) -> tuple[float, ...] | None:
 
 
 def _parse_threshold(text: str) -> float | str:
-    if text == "median":
+    if text in ("median", "labels"):
         return text
     try:
         value = float(text)
     except ValueError as err:
-        raise typer.BadParameter(f"--judge-threshold must be a number of nats or 'median'; got {text!r}") from err
+        raise typer.BadParameter(f"--judge-threshold must be a number of nats, 'labels' or 'median'; got {text!r}") from err
     if value != value or value in (float("inf"), float("-inf")):
         raise typer.BadParameter(f"--judge-threshold must be finite; got {text!r}")
     return value
@@ -69,7 +69,7 @@ def run(
     force: bool = typer.Option(False, help="recompute every stage"),
     filter_pairs: bool = typer.Option(False, help="train only on pairs whose positive response the judge says shows the behaviour and whose negative does not"),
     judge: bool = typer.Option(True, help="judge the generated responses for the behaviour (behaviour rate per sign)"),
-    judge_threshold: str = typer.Option("median", help="judge log-odds threshold in nats, or 'median' (the median judged response)"),
+    judge_threshold: str = typer.Option("labels", help="judge log-odds threshold in nats, 'labels' (calibrated on the shipped hand labels) or 'median'"),
 ):
     """Run the main job: persona data → θ⁺/θ⁻ adapters → dW → α·dW evaluation → report."""
     from .pipeline import preset_config, run_main_job
@@ -149,6 +149,26 @@ def sweep(
         _fail(err)
     console.print(paths["markdown"].read_text())
     console.print(f"ranking: {paths['markdown']}\nforest plot: {paths['forest']}")
+
+
+@app.command()
+def summarize(runs: list[str] = typer.Argument(..., help="main-job run folders (out/<behaviour>/<model>/<family>-seed<s>) or their run.json")):
+    """Headline table of finished main-job runs: primary scores (framing-controlled ID, action-stratified OOD) with CIs."""
+    from pathlib import Path
+
+    from .artifacts import read_json
+    from .report import render_run_summary
+
+    try:
+        loaded = []
+        for run in runs:
+            path = Path(run) / "run.json" if Path(run).is_dir() else Path(run)
+            if not path.is_file():
+                raise FileNotFoundError(f"no run.json at {path}; give the folder `wsteer run` printed its report in")
+            loaded.append(read_json(path))
+    except KNOWN_ERRORS as err:
+        _fail(err)
+    typer.echo(render_run_summary(loaded), nl=False)  # plain text: a markdown table must not be wrapped
 
 
 @app.command()

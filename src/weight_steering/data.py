@@ -148,7 +148,8 @@ def generate_pairs(model, tokenizer, behavior: Behavior, config: GenerationConfi
     Raises:
         DataGateError: via :func:`check_pairs`.
     """
-    prompts = behavior.train_prompts[: config.n_prompts]
+    chosen = behavior.prompt_indices(config.n_prompts)
+    prompts = [behavior.train_prompts[i] for i in chosen]
     n_personas = min(config.n_personas or behavior.n_personas, behavior.n_personas)
     specs = [(p, q, s) for p in range(len(prompts)) for q in range(n_personas) for s in range(config.n_samples)]
     texts = []
@@ -166,7 +167,7 @@ def generate_pairs(model, tokenizer, behavior: Behavior, config: GenerationConfi
             "response_negative": negative,
             "system_prompt_positive": behavior.positive_system_prompts[q],
             "system_prompt_negative": behavior.negative_system_prompts[q],
-            "prompt_index": p,
+            "prompt_index": chosen[p],
             "persona_index": q,
             "sample_index": s,
             "hit_stop_positive": positive_stop,

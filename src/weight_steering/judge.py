@@ -3,11 +3,12 @@
 A behaviour's ``judge`` block is a Yes/No question about one response (``{prompt}``: the user
 message, ``{response}``: the reply). The judge model answers it in one forward pass, scored like
 every other Yes/No row (:func:`weight_steering.evaluate.score_answer_sets`): the response shows the
-behaviour when logratio = log P(Yes set) − log P(No set) > ``threshold``. The default threshold is
-``"median"``: the median score of the responses being judged, so a response shows the behaviour when
-the judge rates it above the typical response. A small judge's Yes bias makes the absolute threshold
-0 meaningless (SmolLM2-135M answers Yes to every hand-labelled response: κ = 0); a float threshold
-(e.g. 0.0 for a large judge) is used as given. The judge is pluggable: any loaded causal LM (the
+behaviour when logratio = log P(Yes set) − log P(No set) > ``threshold``. A small judge's Yes bias
+makes the absolute threshold 0 meaningless (SmolLM2-135M answers Yes to every hand-labelled response:
+κ = 0), so the threshold is calibrated: ``"labels"`` (the pipeline's default) takes the threshold
+that best reproduces the behaviour's shipped hand labels (:func:`label_threshold`), ``"median"`` the
+median score of the responses being judged (which fixes the overall judged rate at one half, so its
+per-sign rates are only relative), and a float (e.g. 0.0 for a large judge) is used as given. The judge is pluggable: any loaded causal LM (the
 embedded model by default; any Hugging Face model on a GPU). How far to trust it is measured, not
 assumed: :func:`judge_agreement` scores it against hand-labelled responses shipped in
 ``resources/judge_labels/<behaviour>.jsonl`` (AUC, accuracy, Cohen's kappa).
@@ -51,20 +52,40 @@ def judge_logratios(model, tokenizer, behavior: Behavior, items: list[tuple[str,
     return (scored.log_probs[:, 0] - scored.log_probs[:, 1]).numpy().astype(float)
 
 
-def resolve_threshold(scores: np.ndarray, threshold: float | str) -> float:
-    """``threshold`` as a number: a float as given, ``"median"`` the median of ``scores``.
+def label_threshold(label_scores, labels) -> float:
+    """The judge threshold (nats) that classifies hand-labelled responses best: the midpoint between
+    consecutive sorted scores that maximises accuracy (the lowest such midpoint on ties).
+
+    Args:
+        label_scores: ``[N]`` judge log-odds of the labelled responses; labels: ``[N]`` 0 / 1.
+    """
+    scores, truth = np.asarray(label_scores, float), np.asarray(labels) == 1
+    ordered = np.sort(scores)
+    candidates = np.r_[ordered[0] - 1.0, (ordered[1:] + ordered[:-1]) / 2, ordered[-1] + 1.0]
+    accuracy = [((scores > c) == truth).mean() for c in candidates]
+    return float(candidates[int(np.argmax(accuracy))])
+
+
+def resolve_threshold(scores: np.ndarray, threshold: float | str, label_scores=None, labels=None) -> float:
+    """``threshold`` as a number: a float as given, ``"median"`` the median of ``scores``, ``"labels"``
+    :func:`label_threshold` on the hand labels (``label_scores``, ``labels``).
 
     Raises:
-        JudgeError: any other string, or a non-finite number.
+        JudgeError: ``"labels"`` without labels, any other string, or a non-finite number.
     """
+    if threshold == "labels":
+        if label_scores is None or labels is None or len(labels) == 0:
+            raise JudgeError("threshold 'labels' needs hand-labelled responses; ship them or use 'median' or a number")
+        return label_threshold(label_scores, labels)
     if threshold == "median":
         return float(np.median(scores)) if len(scores) else 0.0
     if isinstance(threshold, str) or not np.isfinite(threshold):
-        raise JudgeError(f"judge threshold must be a finite number of nats or 'median'; got {threshold!r}")
+        raise JudgeError(f"judge threshold must be a finite number of nats, 'labels' or 'median'; got {threshold!r}")
     return float(threshold)
 
 
-def judge_pairs(model, tokenizer, behavior: Behavior, pairs: list[dict], threshold: float | str = "median") -> tuple[list[dict], float]:
+def judge_pairs(model, tokenizer, behavior: Behavior, pairs: list[dict], threshold: float | str = "median",
+                labels: list[dict] | None = None) -> tuple[list[dict], float]:
     """Judge both responses of every generated pair.
 
     Returns:
@@ -75,7 +96,10 @@ def judge_pairs(model, tokenizer, behavior: Behavior, pairs: list[dict], thresho
     """
     items = [(p["prompt"], p["response_positive"]) for p in pairs] + [(p["prompt"], p["response_negative"]) for p in pairs]
     scores = judge_logratios(model, tokenizer, behavior, items)
-    threshold = resolve_threshold(scores, threshold)
+    label_scores = None
+    if threshold == "labels" and labels:
+        label_scores = judge_logratios(model, tokenizer, behavior, [(r["prompt"], r["response"]) for r in labels])
+    threshold = resolve_threshold(scores, threshold, label_scores, None if labels is None else [r["label"] for r in labels])
     n = len(pairs)
     out = []
     for i in range(n):
@@ -138,6 +162,27 @@ def load_hand_labels(behavior: Behavior | str, path: str | Path | None = None) -
     return rows
 
 
+def hand_label_rates(labels: list[dict]) -> dict:
+    """The behaviour rate of the hand-labelled responses per persona sign (``generated_under`` starts with
+    positive / negative), with Wilson 95% intervals: the judge-free estimate of how often each persona's
+    responses show the behaviour. ``{sign: {"rate", "ci_low", "ci_high", "n"}}``."""
+    out = {}
+    for sign in ("positive", "negative"):
+        chosen = [r["label"] for r in labels if str(r.get("generated_under", "")).startswith(sign)]
+        if chosen:
+            low, high = wilson_interval(sum(chosen), len(chosen))
+            out[sign] = {"rate": sum(chosen) / len(chosen), "ci_low": low, "ci_high": high, "n": len(chosen)}
+    return out
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """Wilson score 95% interval of a proportion (Wilson 1927)."""
+    p = successes / n
+    centre = (p + z**2 / (2 * n)) / (1 + z**2 / n)
+    half = z * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / (1 + z**2 / n)
+    return float(centre - half), float(centre + half)
+
+
 def judge_agreement(model, tokenizer, behavior: Behavior, labels: list[dict], threshold: float | str = "median") -> dict:
     """How often the judge agrees with hand labels.
 
@@ -145,7 +190,8 @@ def judge_agreement(model, tokenizer, behavior: Behavior, labels: list[dict], th
         ``{"n", "auc", "accuracy", "kappa", "true_positive", "false_positive", "true_negative", "false_negative",
         "accuracy_ci_low", "accuracy_ci_high", "threshold", "scores"}``: the threshold-free AUC (the
         probability that a labelled-1 response scores above a labelled-0 one, Mann–Whitney), and at
-        ``threshold`` (``"median"``: the median score of the labelled responses) the accuracy with a
+        ``threshold`` (``"median"``: the median score of the labelled responses; ``"labels"``: the best
+        threshold on these same labels, so its accuracy is in-sample and optimistic) the accuracy with a
         Wilson 95% interval (Wilson 1927) and Cohen's kappa (agreement beyond chance, Cohen 1960).
     Raises:
         JudgeError: no labels, or the behaviour has no judge.
@@ -155,9 +201,9 @@ def judge_agreement(model, tokenizer, behavior: Behavior, labels: list[dict], th
     from scipy.stats import mannwhitneyu
 
     scores = judge_logratios(model, tokenizer, behavior, [(r["prompt"], r["response"]) for r in labels])
-    threshold = resolve_threshold(scores, threshold)
-    predicted = scores > threshold
     truth = np.array([r["label"] == 1 for r in labels])
+    threshold = resolve_threshold(scores, threshold, scores, truth.astype(int))
+    predicted = scores > threshold
     auc = (float(mannwhitneyu(scores[truth], scores[~truth]).statistic / (truth.sum() * (~truth).sum()))
            if truth.any() and (~truth).any() else float("nan"))
     n = len(labels)
@@ -166,10 +212,8 @@ def judge_agreement(model, tokenizer, behavior: Behavior, labels: list[dict], th
     accuracy = (tp + tn) / n
     chance = ((tp + fp) * (tp + fn) + (tn + fn) * (tn + fp)) / n**2
     kappa = (accuracy - chance) / (1 - chance) if chance < 1 else float("nan")
-    z = 1.959964
-    centre = (accuracy + z**2 / (2 * n)) / (1 + z**2 / n)
-    half = z * np.sqrt(accuracy * (1 - accuracy) / n + z**2 / (4 * n**2)) / (1 + z**2 / n)
-    return {"n": n, "auc": auc, "accuracy": accuracy, "accuracy_ci_low": float(centre - half), "accuracy_ci_high": float(centre + half),
+    low, high = wilson_interval(tp + tn, n)
+    return {"n": n, "auc": auc, "accuracy": accuracy, "accuracy_ci_low": low, "accuracy_ci_high": high,
             "kappa": float(kappa), "true_positive": tp, "false_positive": fp, "true_negative": tn, "false_negative": fn,
             "threshold": threshold, "scores": scores.tolist()}
 

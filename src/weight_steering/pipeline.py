@@ -23,8 +23,10 @@ from .artifacts import atomic_save_path, check_number, commit_path, file_sha256,
 from .behaviors import load_behavior
 from .data import DataGateError, GenerationConfig, check_pairs, generate_pairs
 from .diff import compute_dw, load_dw, save_dw
-from .judge import behavior_rates, check_judgeable, has_hand_labels, judge_agreement, judge_pairs, load_hand_labels
 from .evaluate import DEFAULT_ALPHAS, check_identical_rows, dilemma_rows, evaluate, held_out_rows
+from .judge import (
+    behavior_rates, check_judgeable, hand_label_rates, has_hand_labels, judge_agreement, judge_pairs, load_hand_labels,
+)
 from .models import DEFAULT_MODEL, base_weights_hash, load_model
 from .report import write_report
 from .steer import check_alpha, generate_text, steer
@@ -52,7 +54,8 @@ class RunConfig:
             report the behaviour rate per sign and persona (:mod:`weight_steering.judge`).
         filter_pairs: train only on pairs whose positive response the judge says shows the behaviour
             and whose negative one does not (Fierro & Roger 2025 §3); implies ``judge``.
-        judge_threshold: nats of judge log-odds, or ``"median"`` (the median judged response).
+        judge_threshold: nats of judge log-odds, ``"labels"`` (calibrated on the behaviour's shipped hand
+            labels; a behaviour without them uses ``"median"``, recorded as such), or ``"median"``.
     """
 
     behavior: str = "sycophancy"
@@ -67,7 +70,7 @@ class RunConfig:
     force: bool = False
     judge: bool = True
     filter_pairs: bool = False
-    judge_threshold: float | str = "median"
+    judge_threshold: float | str = "labels"
 
     def __post_init__(self):
         check_number("run", "dilemma_limit", self.dilemma_limit, minimum=1, integer=True, optional=True)
@@ -75,7 +78,7 @@ class RunConfig:
         check_number("run", "max_length", self.max_length, minimum=8, integer=True)
         for alpha in self.alphas:
             check_number("run", "alphas", alpha)
-        if self.judge_threshold != "median":
+        if self.judge_threshold not in ("median", "labels"):
             check_number("run", "judge_threshold", self.judge_threshold)
         if Path(self.out).exists() and not Path(self.out).is_dir():
             raise ValueError(f"--out {self.out} is an existing file; give a folder (it is created if missing)")
@@ -229,17 +232,21 @@ def judge_data(config: RunConfig, model, tokenizer, behavior, rows: list[dict], 
     """The judge stage: judge both responses of every pair with the job's model; write ``judged.jsonl``,
     ``pairs.jsonl`` (the kept pairs) and ``summary.json`` (behaviour rates per sign / persona / answer word,
     the threshold, and the judge's agreement with the shipped hand labels when there are any)."""
-    key = stable_hash({"data": data_sha, "base": base_hash, "judge": asdict(behavior.judge), "threshold": config.judge_threshold})
+    labels = load_hand_labels(behavior) if has_hand_labels(behavior) else None
+    key = stable_hash({"data": data_sha, "base": base_hash, "judge": asdict(behavior.judge), "threshold": config.judge_threshold,
+                       "labels": labels})
+    rule = config.judge_threshold if (config.judge_threshold != "labels" or labels) else "median"
 
     def compute(directory: Path) -> None:
-        judged, threshold = judge_pairs(model, tokenizer, behavior, rows, config.judge_threshold)
+        judged, threshold = judge_pairs(model, tokenizer, behavior, rows, rule, labels)
         write_jsonl(directory / "judged.jsonl", judged)
         write_jsonl(directory / "pairs.jsonl", [r for r, j in zip(rows, judged) if j["keep"]])
-        summary = {"threshold": threshold, "threshold_rule": config.judge_threshold, "judge_model": config.model,
-                   "rates": behavior_rates(rows, judged, behavior)}
-        if has_hand_labels(behavior):
-            agreement = judge_agreement(model, tokenizer, behavior, load_hand_labels(behavior), config.judge_threshold)
+        summary = {"threshold": threshold, "threshold_rule": rule if rule == config.judge_threshold else f"{rule} (no hand labels)",
+                   "judge_model": config.model, "rates": behavior_rates(rows, judged, behavior)}
+        if labels:
+            agreement = judge_agreement(model, tokenizer, behavior, labels, rule)
             summary["agreement"] = {k: v for k, v in agreement.items() if k != "scores"}
+            summary["hand_label_rates"] = hand_label_rates(labels)
         write_json(directory / "summary.json", summary)
 
     return run_stage("judge", root / f"judge-{key}", key, compute, config.force, timings)

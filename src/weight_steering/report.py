@@ -30,14 +30,17 @@ def metric_label(metric: str, behavior: dict | None = None, target: dict | None 
         role = (f"OOD target, intended {'+' if target['sign'] > 0 else '−'}" if target and target.get("value") == value else "off-target")
         return f"DailyDilemmas {value} ({role}; {'pooled' if pooled else 'action-stratified'})"
     label = METRIC_LABELS.get(metric, metric)
+    if behavior and metric == "id" and behavior.get("held_out_kind") == "completion_pair":
+        label = "held-out paired-completion probe: log P(behaviour reply) − log P(plain reply) (ID, primary)"
     if behavior and metric.startswith("id"):
         label = f"{behavior['label']}: {label}"
     return label
 
 
-def _save_figure(fig, path: str | Path) -> Path:
-    """Lay out, write atomically as PNG (120 dpi) and close ``fig``."""
-    fig.tight_layout()
+def _save_figure(fig, path: str | Path, layout: bool = True) -> Path:
+    """Lay out (unless already laid out), write atomically as PNG (120 dpi) and close ``fig``."""
+    if layout:
+        fig.tight_layout()
     path = Path(path)
     tmp = atomic_save_path(path)
     fig.savefig(tmp, dpi=120, format="png")
@@ -46,22 +49,28 @@ def _save_figure(fig, path: str | Path) -> Path:
     return path
 
 
-def plot_dose_response(per_alpha: pd.DataFrame, path: str | Path) -> Path:
-    """α against mean score with 95% CI bands (left) and against pmass (right); written atomically."""
+def plot_dose_response(per_alpha: pd.DataFrame, path: str | Path, behavior: dict | None = None, target: dict | None = None) -> Path:
+    """α against mean score with 95% CI bands (left) and against pmass (right), labelled by the behaviour and
+    its OOD target; written atomically."""
     fig, (ax_score, ax_mass) = plt.subplots(1, 2, figsize=(11, 4.2))
     for metric, part in per_alpha.groupby("metric"):
         part = part.sort_values("alpha")
         if metric.endswith("_pooled"):
             continue
         style = "-" if metric in PRIMARY_METRICS or metric == "action_bias" else ":"
-        ax_score.plot(part["alpha"], part["mean"], style, marker="o", label=metric_label(metric))
+        label = metric_label(metric, None, target)
+        if behavior and metric == "id" and behavior.get("held_out_kind") == "completion_pair":
+            label = METRIC_LABELS["id"].replace("user-opinion framing", "paired completion")
+        ax_score.plot(part["alpha"], part["mean"], style, marker="o", label=label)
         ax_score.fill_between(part["alpha"], part["ci_low"], part["ci_high"], alpha=0.2)
-        ax_mass.plot(part["alpha"], part["pmass_mean"], style, marker="o", label=metric_label(metric))
+        ax_mass.plot(part["alpha"], part["pmass_mean"], style, marker="o", label=label)
     ax_score.axhline(0, color="grey", lw=0.5)
     ax_score.set(xlabel="α (steering strength)", ylabel="mean logratio (nats; × label for dilemmas)", title="dose-response, 95% CI")
     ax_mass.set(xlabel="α", ylabel="pmass = P(Yes) + P(No)", ylim=(0, 1.02), title="answer-format mass")
-    ax_score.legend(fontsize=7)
-    return _save_figure(fig, path)
+    handles, labels = ax_score.get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, loc="lower center", ncol=2, frameon=False)
+    fig.tight_layout(rect=(0, 0.05 + 0.035 * ((len(labels) + 1) // 2), 1, 1))
+    return _save_figure(fig, path, layout=False)
 
 
 def _fmt(x: float) -> str:
@@ -81,10 +90,13 @@ def _judge_lines(judge: dict, filtered: bool) -> list[str]:
         lines.append(f"| persona pair {r['persona_index']}: positive / negative | {r['positive']:.2f} / {r['negative']:.2f} | {r['n']} |")
     for answer, r in rates.get("by_answer", {}).items():
         lines.append(f"| prompts whose behaviour answer is '{answer}': positive / negative | {r['positive']:.2f} / {r['negative']:.2f} | {r['n']} |")
+    for sign, r in judge.get("hand_label_rates", {}).items():
+        lines.append(f"| hand-labelled {sign} responses (no judge; Wilson 95%) | {r['rate']:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}] | {r['n']} |")
     if judge.get("agreement"):
         a = judge["agreement"]
-        lines += ["", f"Judge against {a['n']} hand-labelled responses: AUC {a['auc']:.2f}; at its threshold accuracy {a['accuracy']:.2f} "
-                  f"[{a['accuracy_ci_low']:.2f}, {a['accuracy_ci_high']:.2f}] (Wilson 95%), Cohen's κ {a['kappa']:+.2f}."]
+        lines += ["", f"Judge against {a['n']} hand-labelled responses: AUC {a['auc']:.2f} (threshold-free); at its threshold accuracy "
+                  f"{a['accuracy']:.2f} [{a['accuracy_ci_low']:.2f}, {a['accuracy_ci_high']:.2f}] (Wilson 95%; in-sample when the threshold "
+                  f"was calibrated on these labels), Cohen's κ {a['kappa']:+.2f}."]
     return lines + [""]
 
 
@@ -133,7 +145,7 @@ def render_report(run: dict, summary: dict, generations: list[dict], plot_name: 
 def write_report(directory: str | Path, run: dict, summary: dict, generations: list[dict]) -> Path:
     """Write ``report.md`` and ``dose_response.png`` into ``directory``; returns the report path."""
     directory = Path(directory)
-    plot_dose_response(pd.DataFrame(summary["per_alpha"]), directory / "dose_response.png")
+    plot_dose_response(pd.DataFrame(summary["per_alpha"]), directory / "dose_response.png", summary.get("behavior"), summary.get("ood_target"))
     path = directory / "report.md"
     with atomic_write(path) as handle:
         handle.write(render_report(run, summary, generations, "dose_response.png"))
@@ -413,3 +425,29 @@ def plot_effect_vs_kl(summary: dict, path: str | Path) -> Path:
            title=f"Effect vs KL: {summary['behavior']} ({summary['model']})")
     ax.legend(fontsize=7, loc="best")
     return _save_figure(fig, path)
+
+
+HEADLINE = (("id_controlled", "α=+1 − α=+0"), ("id_controlled", "α=-1 − α=+0"), ("id", "α=+1 − α=+0"), ("id_neutral", "α=+1 − α=+0"),
+            ("ood_target", "α=+1 − α=+0"), ("ood_target_pooled", "α=+1 − α=+0"), ("action_bias", "α=+1 − α=+0"))
+HEADLINE_LABELS = ("ID controlled Δ(+1 − 0)", "ID controlled Δ(−1 − 0)", "ID opinion Δ(+1 − 0)", "ID neutral Δ(+1 − 0)",
+                   "OOD target Δ(+1 − 0), stratified", "OOD target Δ(+1 − 0), pooled", "action bias Δ(+1 − 0)")
+
+
+def render_run_summary(runs: list[dict]) -> str:
+    """One markdown row per finished main-job run (its ``run.json``): the primary scores with 95% CIs, the
+    secondary ones beside them, the judge's behaviour rate per sign and ‖dW‖. Rows keep the order given."""
+    lines = ["| run | pairs | judge rate ₊ / ₋ | ‖dW‖ | " + " | ".join(HEADLINE_LABELS) + " |", "|---|---|---|---|" + "---|" * len(HEADLINE)]
+    for run in runs:
+        summary = run["summary"]
+        target = (summary.get("ood_target") or {}).get("value")
+        by = {(c["metric"], c["contrast"]): c for c in summary["contrasts"]}
+        cells = []
+        for metric, label in HEADLINE:
+            name = {"ood_target": f"dilemmas_{target}", "ood_target_pooled": f"dilemmas_{target}_pooled"}.get(metric, metric)
+            c = by.get((name, label))
+            cells.append("–" if c is None or c["n"] == 0 else f"{c['mean']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]")
+        rates = (run.get("judge") or {}).get("rates")
+        judge = f"{rates['positive']:.2f} / {rates['negative']:.2f}" if rates else "–"
+        label = f"{run['behavior']}{' (filtered)' if run.get('filtered') else ''}, {run['family']} seed {run['seed']}"
+        lines.append(f"| {label} | {run['n_pairs']} | {judge} | {run['norm_dw']:.3g} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

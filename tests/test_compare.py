@@ -86,3 +86,20 @@ def test_kl_summary_bootstraps_over_prompts():
     summary = kl_summary(values, prompts)
     assert summary["p95"] == pytest.approx(5.0) and summary["p95_ci_low"] == pytest.approx(0.1) and summary["max"] == 5.0
     assert summary["mean"] == pytest.approx(0.59) and summary["mean_ci_low"] < 0.59 < summary["mean_ci_high"]
+
+
+def test_comparison_seed_sets_the_data_seed_unless_fixed(tiny, tmp_path, monkeypatch):
+    """Seed s of a comparison samples its data with seed s too (both sources of variation), unless fixed."""
+    from weight_steering import compare
+
+    seen = []
+
+    def stop(run_config, model, tokenizer):
+        seen.append((run_config.generation.seed, run_config.train.seed))
+        raise RuntimeError("stop after planning")
+
+    monkeypatch.setattr(compare, "prepare_job", stop)
+    for data_seed in (None, 0):
+        with pytest.raises(RuntimeError, match="stop after planning"):
+            run_comparison(_config(tmp_path, seed=2, data_seed=data_seed), tiny, "test", preset_config(**TINY))
+    assert seen == [(2, 2), (0, 2)]

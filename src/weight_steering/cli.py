@@ -248,7 +248,8 @@ def compare(
     behavior: str = typer.Option("honesty", help="behaviour whose dW and persona contrast are compared"),
     model: str = typer.Option(DEFAULT_MODEL, help="embedded name, local path or Hugging Face id"),
     family: str = typer.Option("lora", help="adapter family of the dW (the main job's; trained if missing)"),
-    seed: int = typer.Option(0, help="training seed of the dW"),
+    seed: int = typer.Option(0, help="training seed of the dW, and its data-sampling seed unless --data-seed is given"),
+    data_seed: int = typer.Option(None, help="fix the data-sampling seed (default: the same as --seed)"),
     methods: str = typer.Option("all", help="comma-separated: dW, persona, engineered, caa_slice, pca_slice, caa_all, caa_best, s_space"),
     target: float = typer.Option(1.0, help="p95 KL target in nats (iso-KL calibration)"),
     tolerance: float = typer.Option(0.05, help="accepted |p95 − target| in nats"),
@@ -267,7 +268,7 @@ def compare(
     command = "wsteer " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     try:
         fractions = tuple(float(f) for f in _split(curve_fractions)) if curve_fractions.strip() else ()
-        config = CompareConfig(behavior=behavior, model=model, family=family, seed=seed,
+        config = CompareConfig(behavior=behavior, model=model, family=family, seed=seed, data_seed=data_seed,
                                methods=tuple(METHODS) if methods == "all" else tuple(_split(methods)), target=target,
                                tolerance=tolerance, n_tokens=n_tokens, curve_fractions=fractions, s_space_rank=s_space_rank,
                                dilemma_limit=dilemma_limit, prompt_limit=prompt_limit, out=out)

@@ -63,6 +63,9 @@ class CompareConfig:
 
     Attributes:
         behavior, model: as in the main job; the dW is the main job's (``family``, ``seed``), reused if on disk.
+        seed: the training seed and, unless ``data_seed`` is given, the data-sampling seed too, so that the
+            comparison at seeds 0, 1, 2 varies both sources of variation.
+        data_seed: fix the data-sampling seed (None: the same as ``seed``).
         methods: keys of :data:`METHODS`.
         target, tolerance: p95 KL target and accepted error (nats).
         n_tokens: greedy tokens per calibration prompt.
@@ -79,6 +82,7 @@ class CompareConfig:
     model: str = DEFAULT_MODEL
     family: str = "lora"
     seed: int = 0
+    data_seed: int | None = None
     methods: tuple[str, ...] = tuple(METHODS)
     target: float = 1.0
     tolerance: float = 0.05
@@ -172,7 +176,8 @@ def run_comparison(config: CompareConfig, loaded=None, command: str = "", job_co
     check_config(config)
     run_config = job_config or preset_config()
     run_config = replace(run_config, behavior=config.behavior, model=config.model, dilemma_limit=config.dilemma_limit, out=config.out,
-                         train=replace(run_config.train, family=config.family, seed=config.seed))
+                         train=replace(run_config.train, family=config.family, seed=config.seed),
+                         generation=replace(run_config.generation, seed=config.seed if config.data_seed is None else config.data_seed))
     model, tokenizer = loaded or (None, None)
     job = prepare_job(run_config, model, tokenizer)
     dw_dir = train_dw(job)

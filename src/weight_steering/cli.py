@@ -309,8 +309,11 @@ def behaviors():
 
     for name in available_behaviors():
         b = load_behavior(name)
-        console.print(f"[bold]{name}[/]: {b.n_personas} persona pairs, {len(b.train_prompts)} training prompts, "
-                      f"{len(b.held_out.claims) if b.held_out else 0} held-out claims")
+        probe = "no held-out probe" if b.held_out is None else (
+            f"{len(b.held_out.items)} held-out paired completions" if b.held_out.kind == "completion_pair"
+            else f"{len(b.held_out.claims)} held-out claims{' (opinion + neutral framing)' if b.held_out.control_template else ''}")
+        targets = ", ".join(t.label for t in b.ood_targets) or "no OOD target"
+        console.print(f"[bold]{name}[/] ({b.label}): {b.n_personas} persona pairs, {len(b.train_prompts)} training prompts, {probe}; {targets}")
 
 
 def main() -> None:  # pragma: no cover

@@ -1,6 +1,6 @@
 """Collect the issue-6 ablations of several dW side by side for docs/RESULTS.md §12.
 
-    python scripts/collect_issue6.py NAME=OUT/ablation/<dir> [NAME=...] [--docs docs]
+    python scripts/collect_ablation.py NAME=OUT/ablation/<dir> [NAME=...] [--docs docs]
 
 Each argument names one finished ``wsteer ablate`` folder (holding ``ablation.json``). The script
 copies each folder's table, JSON and plots to ``<docs>/ablation/<NAME>.*`` (so the numbers survive
@@ -136,7 +136,7 @@ def main() -> None:
             return {"available": False}
         return index[name].get((variant, metric))
 
-    lines = ["# Where dW lives: ablations side by side (written by `python scripts/collect_issue6.py`)", ""]
+    lines = ["# Where dW lives: ablations side by side (written by `python scripts/collect_ablation.py`)", ""]
     lines += [f"* **{name}**: `{res['dw']}`, α = {res['alpha']:+g}; full Δ: "
               + ", ".join(f"{label} {index[name][('full', m)]['delta_full']:+.4f}" for m, label in METRICS if ("full", m) in index[name])
               for name, res in results.items()]

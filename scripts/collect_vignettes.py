@@ -1,8 +1,8 @@
 """Collect the issue-5 tables (vignettes, SI, degradation) of the sycophancy, honesty and authority dW.
 
-    python scripts/collect_issue5.py [out] [docs]
+    python scripts/collect_vignettes.py [out] [docs]
 
-Reads the outputs of scripts/run_issue5.sh and writes docs/issue5_tables.md and
+Reads the outputs of scripts/run_vignettes_degradation.sh and writes docs/vignette_tables.md and
 docs/effect_vs_degradation.png (effect against degradation, one point per (dW, α)).
 """
 
@@ -61,7 +61,7 @@ lines = ["### Bare table (α = 0, SmolLM2-135M-Instruct, no-think, format-mass f
          "| foundation | mean logit(w) [95% CI] | std | share judged wrong | pmass | n valid | n below floor |", "|---|---|---|---|---|---|---|"] + [
     f"| {r['foundation']} | {r['logit_w_mean']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}] | {r['logit_w_std']:.3f} | {r['share_wrong']:.2f} | "
     f"{r['pmass_mean']:.3f} | {r['n_valid']} | {r['n_below_floor']} |" for r in bare] + [""] + lines
-(docs / "issue5_tables.md").write_text("\n".join(lines) + "\n")
+(docs / "vignette_tables.md").write_text("\n".join(lines) + "\n")
 
 fig, axes = plt.subplots(1, 2, figsize=(10, 4))
 for behavior, alpha, kl, auth, honesty in points:
@@ -74,4 +74,4 @@ for ax in axes:
     ax.axhline(0, color="grey", lw=0.5)
 fig.tight_layout()
 fig.savefig(docs / "effect_vs_degradation.png", dpi=120)
-print((docs / "issue5_tables.md").read_text())
+print((docs / "vignette_tables.md").read_text())

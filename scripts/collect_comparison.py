@@ -1,9 +1,9 @@
 """Collect the issue-4 comparison tables of the three behaviours for docs/RESULTS.md §10.
 
-    python scripts/collect_issue4.py [out] [docs]
+    python scripts/collect_comparison.py [out] [docs]
 
 Reads ``<out>/compare/<behaviour>/smollm2-135m-instruct/comparison.json`` (written by
-scripts/run_issue4.sh), copies each full table and plot to ``<docs>/compare/`` and writes the
+scripts/run_comparison.sh), copies each full table and plot to ``<docs>/compare/`` and writes the
 condensed tables (KL with audit CIs, effects, ratios, cost) to ``<docs>/compare/summary.md``.
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 out = Path(sys.argv[1] if len(sys.argv) > 1 else "out")
 docs = Path(sys.argv[2] if len(sys.argv) > 2 else "docs")
 model = "smollm2-135m-instruct"
-lines = ["# Iso-KL comparison, condensed (written by `python scripts/collect_issue4.py`)", "",
+lines = ["# Iso-KL comparison, condensed (written by `python scripts/collect_comparison.py`)", "",
          "p95 KL target 1 nat per sign; audit p95 KL with a 95% CI over the 35 audit prompts; effects in nats of log-odds "
          "against the unsteered base with 95% cluster-bootstrap CIs over dilemmas. Full tables: `<behaviour>.md` beside this file."]
 emit = lines.append  # every table line below goes to summary.md

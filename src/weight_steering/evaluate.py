@@ -286,11 +286,11 @@ def score_completion_pairs(model, tokenizer, prompts: list[str], completions: li
     for start in range(0, len(jobs), batch_size):
         chunk = jobs[start : start + batch_size]
         ids, mask = _pad_right([p + c for _, _, p, c in chunk], pad_id)
-        logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits.float()  # [B, T, V]
-        logp = torch.log_softmax(logits[:, :-1], dim=-1)                                                        # predicts tokens 1..T-1
+        hidden = model.get_decoder()(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).last_hidden_state  # [B, T, H]
         for b, (i, j, p, c) in enumerate(chunk):
-            positions = torch.arange(len(p) - 1, len(p) + len(c) - 1)                                             # [len(c)]
-            out[i, j] = logp[b, positions, torch.tensor(c)].sum().cpu()
+            positions = torch.arange(len(p) - 1, len(p) + len(c) - 1, device=model.device)  # [len(c)]: the positions that predict c
+            logp = torch.log_softmax(_logits(model, hidden[b, positions]), dim=-1)          # LM head on those positions only
+            out[i, j] = logp[torch.arange(len(c)), torch.tensor(c, device=model.device)].sum().cpu()
     return out
 
 

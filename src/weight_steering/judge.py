@@ -85,19 +85,21 @@ def resolve_threshold(scores: np.ndarray, threshold: float | str, label_scores=N
 
 
 def judge_pairs(model, tokenizer, behavior: Behavior, pairs: list[dict], threshold: float | str = "median",
-                labels: list[dict] | None = None) -> tuple[list[dict], float]:
+                labels: list[dict] | None = None, label_scores=None) -> tuple[list[dict], float]:
     """Judge both responses of every generated pair.
 
+    Args:
+        labels, label_scores: hand labels and (optionally, to score them once) the judge's log-odds on
+            them; needed for ``threshold="labels"``.
+
     Returns:
-        ``(judged, threshold)``: the numeric threshold used (nats) and
-        One dict per pair, in order: ``judge_positive`` / ``judge_negative`` (log-odds, nats) and
+        ``(judged, threshold)``: the numeric threshold used (nats) and, one dict per pair, in order: ``judge_positive`` / ``judge_negative`` (log-odds, nats) and
         ``shows_positive`` / ``shows_negative`` (logratio > ``threshold``), ``keep`` (the positive
         response shows the behaviour and the negative one does not).
     """
     items = [(p["prompt"], p["response_positive"]) for p in pairs] + [(p["prompt"], p["response_negative"]) for p in pairs]
     scores = judge_logratios(model, tokenizer, behavior, items)
-    label_scores = None
-    if threshold == "labels" and labels:
+    if threshold == "labels" and labels and label_scores is None:
         label_scores = judge_logratios(model, tokenizer, behavior, [(r["prompt"], r["response"]) for r in labels])
     threshold = resolve_threshold(scores, threshold, label_scores, None if labels is None else [r["label"] for r in labels])
     n = len(pairs)
@@ -183,7 +185,7 @@ def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float,
     return float(centre - half), float(centre + half)
 
 
-def judge_agreement(model, tokenizer, behavior: Behavior, labels: list[dict], threshold: float | str = "median") -> dict:
+def judge_agreement(model, tokenizer, behavior: Behavior, labels: list[dict], threshold: float | str = "median", scores=None) -> dict:
     """How often the judge agrees with hand labels.
 
     Returns:
@@ -193,6 +195,8 @@ def judge_agreement(model, tokenizer, behavior: Behavior, labels: list[dict], th
         ``threshold`` (``"median"``: the median score of the labelled responses; ``"labels"``: the best
         threshold on these same labels, so its accuracy is in-sample and optimistic) the accuracy with a
         Wilson 95% interval (Wilson 1927) and Cohen's kappa (agreement beyond chance, Cohen 1960).
+        A number is used as given (e.g. the threshold the judge applied to the data). ``scores``: the
+        judge's log-odds on ``labels`` when already computed (else they are computed here).
     Raises:
         JudgeError: no labels, or the behaviour has no judge.
     """
@@ -200,7 +204,9 @@ def judge_agreement(model, tokenizer, behavior: Behavior, labels: list[dict], th
         raise JudgeError("no hand labels to compare the judge with")
     from scipy.stats import mannwhitneyu
 
-    scores = judge_logratios(model, tokenizer, behavior, [(r["prompt"], r["response"]) for r in labels])
+    if scores is None:
+        scores = judge_logratios(model, tokenizer, behavior, [(r["prompt"], r["response"]) for r in labels])
+    scores = np.asarray(scores, dtype=float)
     truth = np.array([r["label"] == 1 for r in labels])
     threshold = resolve_threshold(scores, threshold, scores, truth.astype(int))
     predicted = scores > threshold

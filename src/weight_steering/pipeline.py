@@ -25,7 +25,7 @@ from .data import DataGateError, GenerationConfig, check_pairs, generate_pairs
 from .diff import compute_dw, load_dw, save_dw
 from .evaluate import DEFAULT_ALPHAS, check_identical_rows, dilemma_rows, evaluate, held_out_rows
 from .judge import (
-    behavior_rates, check_judgeable, hand_label_rates, has_hand_labels, judge_agreement, judge_pairs, load_hand_labels,
+    behavior_rates, check_judgeable, hand_label_rates, has_hand_labels, judge_agreement, judge_logratios, judge_pairs, load_hand_labels,
 )
 from .models import DEFAULT_MODEL, base_weights_hash, load_model
 from .report import write_report
@@ -238,13 +238,14 @@ def judge_data(config: RunConfig, model, tokenizer, behavior, rows: list[dict], 
     rule = config.judge_threshold if (config.judge_threshold != "labels" or labels) else "median"
 
     def compute(directory: Path) -> None:
-        judged, threshold = judge_pairs(model, tokenizer, behavior, rows, rule, labels)
+        label_scores = judge_logratios(model, tokenizer, behavior, [(r["prompt"], r["response"]) for r in labels]) if labels else None
+        judged, threshold = judge_pairs(model, tokenizer, behavior, rows, rule, labels, label_scores)
         write_jsonl(directory / "judged.jsonl", judged)
         write_jsonl(directory / "pairs.jsonl", [r for r, j in zip(rows, judged) if j["keep"]])
         summary = {"threshold": threshold, "threshold_rule": rule if rule == config.judge_threshold else f"{rule} (no hand labels)",
                    "judge_model": config.model, "rates": behavior_rates(rows, judged, behavior)}
         if labels:
-            agreement = judge_agreement(model, tokenizer, behavior, labels, rule)
+            agreement = judge_agreement(model, tokenizer, behavior, labels, threshold, label_scores)  # at the threshold used on the data
             summary["agreement"] = {k: v for k, v in agreement.items() if k != "scores"}
             summary["hand_label_rates"] = hand_label_rates(labels)
         write_json(directory / "summary.json", summary)

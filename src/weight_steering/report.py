@@ -23,8 +23,9 @@ METRIC_LABELS = {
 PRIMARY_METRICS = ("id_controlled", "id")
 
 
-def metric_label(metric: str, behavior: dict | None = None, target: dict | None = None) -> str:
-    """Table label of a :func:`weight_steering.analyse.metric_frame` metric, named by the behaviour and its OOD target."""
+def metric_label(metric: str, behavior: dict | None = None, target: dict | None = None, named: bool = True) -> str:
+    """Table label of a :func:`weight_steering.analyse.metric_frame` metric, by its OOD target and the
+    behaviour's probe kind, prefixed with the behaviour's name unless ``named`` is False (plot legends)."""
     if metric.startswith("dilemmas_"):
         value, pooled = metric[len("dilemmas_"):].removesuffix("_pooled"), metric.endswith("_pooled")
         role = (f"OOD target, intended {'+' if target['sign'] > 0 else '−'}" if target and target.get("value") == value else "off-target")
@@ -32,7 +33,7 @@ def metric_label(metric: str, behavior: dict | None = None, target: dict | None 
     label = METRIC_LABELS.get(metric, metric)
     if behavior and metric == "id" and behavior.get("held_out_kind") == "completion_pair":
         label = "held-out paired-completion probe: log P(behaviour reply) − log P(plain reply) (ID, primary)"
-    if behavior and metric.startswith("id"):
+    if named and behavior and metric.startswith("id"):
         label = f"{behavior['label']}: {label}"
     return label
 
@@ -58,9 +59,7 @@ def plot_dose_response(per_alpha: pd.DataFrame, path: str | Path, behavior: dict
         if metric.endswith("_pooled"):
             continue
         style = "-" if metric in PRIMARY_METRICS or metric == "action_bias" else ":"
-        label = metric_label(metric, None, target)
-        if behavior and metric == "id" and behavior.get("held_out_kind") == "completion_pair":
-            label = METRIC_LABELS["id"].replace("user-opinion framing", "paired completion")
+        label = metric_label(metric, behavior, target, named=False)
         ax_score.plot(part["alpha"], part["mean"], style, marker="o", label=label)
         ax_score.fill_between(part["alpha"], part["ci_low"], part["ci_high"], alpha=0.2)
         ax_mass.plot(part["alpha"], part["pmass_mean"], style, marker="o", label=label)
@@ -100,14 +99,23 @@ def _judge_lines(judge: dict, filtered: bool) -> list[str]:
     return lines + [""]
 
 
+def _report_order(metric: str, target: dict | None) -> int:
+    """Row order of the report's contrasts: primary scores first (ID controlled, opinion, neutral; the OOD
+    target, then the other values, stratified), then the pooled scores, then the action bias."""
+    if metric in ("id_controlled", "id", "id_neutral"):
+        return ("id_controlled", "id", "id_neutral").index(metric)
+    if metric == "action_bias":
+        return 7
+    is_target = bool(target) and metric.removesuffix("_pooled") == f"dilemmas_{target['value']}"
+    return (5 if metric.endswith("_pooled") else 3) + (0 if is_target else 1)
+
+
 def render_report(run: dict, summary: dict, generations: list[dict], plot_name: str) -> str:
     """Markdown text of one run's report."""
     per_alpha = pd.DataFrame(summary["per_alpha"])
     contrasts = pd.DataFrame(summary["contrasts"])
     behavior, target = summary.get("behavior"), summary.get("ood_target")
-    order = {m: i for i, m in enumerate(["id_controlled", "id", "id_neutral"])}
-    rank = lambda m: order.get(m, 3 + (m.endswith("_pooled")) + 2 * (m == "action_bias") + 0.5 * (not (target and m.startswith(f"dilemmas_{target['value']}"))))  # noqa: E731
-    contrasts = contrasts.iloc[sorted(range(len(contrasts)), key=lambda i: (rank(contrasts["metric"].iloc[i]), i))]
+    contrasts = contrasts.iloc[sorted(range(len(contrasts)), key=lambda i: (_report_order(contrasts["metric"].iloc[i], target), i))]
     lines = [f"# weight-steering run: {behavior['label'] if behavior else run['behavior']} on {run['model']}", ""]
     lines += [f"- adapter family: {run['family']}, seed {run['seed']}; ‖dW‖_F = {run['norm_dw']:.4f}; "
               f"cos(Δ⁺, −Δ⁻) = {run['cos_delta']:+.3f}; {run['n_tensors']} tensors",
@@ -427,22 +435,24 @@ def plot_effect_vs_kl(summary: dict, path: str | Path) -> Path:
     return _save_figure(fig, path)
 
 
-HEADLINE = (("id_controlled", "α=+1 − α=+0"), ("id_controlled", "α=-1 − α=+0"), ("id", "α=+1 − α=+0"), ("id_neutral", "α=+1 − α=+0"),
-            ("ood_target", "α=+1 − α=+0"), ("ood_target_pooled", "α=+1 − α=+0"), ("action_bias", "α=+1 − α=+0"))
-HEADLINE_LABELS = ("ID controlled Δ(+1 − 0)", "ID controlled Δ(−1 − 0)", "ID opinion Δ(+1 − 0)", "ID neutral Δ(+1 − 0)",
-                   "OOD target Δ(+1 − 0), stratified", "OOD target Δ(+1 − 0), pooled", "action bias Δ(+1 − 0)")
+HEADLINE = (  # (metric, contrast, column title) of render_run_summary
+    ("id_controlled", "α=+1 − α=+0", "ID controlled Δ(+1 − 0)"), ("id_controlled", "α=-1 − α=+0", "ID controlled Δ(−1 − 0)"),
+    ("id", "α=+1 − α=+0", "ID opinion Δ(+1 − 0)"), ("id_neutral", "α=+1 − α=+0", "ID neutral Δ(+1 − 0)"),
+    ("ood_target", "α=+1 − α=+0", "OOD target Δ(+1 − 0), stratified"), ("ood_target_pooled", "α=+1 − α=+0", "OOD target Δ(+1 − 0), pooled"),
+    ("action_bias", "α=+1 − α=+0", "action bias Δ(+1 − 0)"),
+)
 
 
 def render_run_summary(runs: list[dict]) -> str:
     """One markdown row per finished main-job run (its ``run.json``): the primary scores with 95% CIs, the
     secondary ones beside them, the judge's behaviour rate per sign and ‖dW‖. Rows keep the order given."""
-    lines = ["| run | pairs | judge rate ₊ / ₋ | ‖dW‖ | " + " | ".join(HEADLINE_LABELS) + " |", "|---|---|---|---|" + "---|" * len(HEADLINE)]
+    lines = ["| run | pairs | judge rate ₊ / ₋ | ‖dW‖ | " + " | ".join(title for *_, title in HEADLINE) + " |", "|---|---|---|---|" + "---|" * len(HEADLINE)]
     for run in runs:
         summary = run["summary"]
         target = (summary.get("ood_target") or {}).get("value")
         by = {(c["metric"], c["contrast"]): c for c in summary["contrasts"]}
         cells = []
-        for metric, label in HEADLINE:
+        for metric, label, _ in HEADLINE:
             name = {"ood_target": f"dilemmas_{target}", "ood_target_pooled": f"dilemmas_{target}_pooled"}.get(metric, metric)
             c = by.get((name, label))
             cells.append("–" if c is None or c["n"] == 0 else f"{c['mean']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]")

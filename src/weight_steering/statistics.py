@@ -36,19 +36,9 @@ def cluster_boot_means(values, clusters, rng: np.random.Generator, n_boot: int, 
     """``[n_boot]`` resampled (stratified) means of ``values`` ``[N]``, clusters drawn with replacement.
 
     With ``strata`` (``[N]``, constant within a cluster) clusters are drawn within each stratum and the
-    stratum means are averaged with equal weight.
+    stratum means are averaged with equal weight (:func:`paired_cluster_boot_means` with one array).
     """
-    values, clusters = np.asarray(values, dtype=float), np.asarray(clusters)
-    if not _single_stratum(strata):
-        strata = np.asarray(strata)
-        return np.mean([cluster_boot_means(values[strata == s], clusters[strata == s], rng, n_boot)
-                        for s in np.unique(strata)], axis=0)
-    _, index = np.unique(clusters, return_inverse=True)
-    n = index.max() + 1
-    sums = np.bincount(index, weights=values, minlength=n)
-    counts = np.bincount(index, minlength=n).astype(float)
-    draws = rng.integers(0, n, size=(n_boot, n))
-    return sums[draws].sum(1) / counts[draws].sum(1)
+    return paired_cluster_boot_means([values], clusters, rng, n_boot, strata)[0]
 
 
 def paired_cluster_boot_means(values: list, clusters, rng: np.random.Generator, n_boot: int, strata=None) -> np.ndarray:

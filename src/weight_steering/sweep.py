@@ -311,8 +311,10 @@ def _run_ray(config: RunConfig, pending: list[Cell], progress, done) -> None:
     resources = {"num_gpus": 1} if gpus else {"num_cpus": max(1, int(ray.cluster_resources().get("CPU", os.cpu_count() or 1)))}
     prepare = ray.remote(**resources)(_ray_prepare)
     run = ray.remote(**resources)(_ray_cell)
-    firsts = {(c.behavior, c.data): c for c in reversed(pending)}.values()  # one cell per (behaviour, data seed)
-    ray.get([prepare.remote(cell_config(config, c), c.behavior) for c in firsts])
+    firsts: dict = {}
+    for cell in pending:  # one data stage (and α = 0 evaluation) per (behaviour, data seed)
+        firsts.setdefault((cell.behavior, cell.data), cell)
+    ray.get([prepare.remote(cell_config(config, c), c.behavior) for c in firsts.values()])
     waiting = [run.remote(config, cell) for cell in pending]
     while waiting:
         ready, waiting = ray.wait(waiting, num_returns=1)

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# Issue 4 on the embedded model: every steering method at p95 KL = 1 nat for each behaviour (the main
-# job's LoRA seed-0 dW is reused or trained), then the effect-vs-KL curve points for honesty.
-# Each step is a resumable stage: rerunning skips what is done. THREADS=1 shares the CPU with another job;
-# BEHAVIORS="sycophancy" runs a subset (two 1-thread copies on different behaviours use 2 cores well).
+# The iso-KL comparison at three seeds (seed s sets both the data and the training seed): dW, both prompt
+# methods, CAA and PCA on the dW layer slice and CAA at the best layer, each calibrated per sign to p95 KL = 1 nat,
+# for sycophancy and honesty. Every small finished stage is kept in docs/compare/archive, so a stopped run
+# resumes from the committed archive on any machine (only the adapters and dW are retrained, deterministically).
+# SEEDS="0" BEHAVIORS="sycophancy" run a subset. Summary: wsteer summarize-comparisons (docs/RESULTS.md).
 set -euo pipefail
-if [ -n "${THREADS:-}" ]; then export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS; fi
 W=.venv/bin/wsteer
-for behavior in ${BEHAVIORS:-honesty sycophancy authority}; do
-  /usr/bin/time -f "compare $behavior: %e s" $W compare --behavior "$behavior" --curve-fractions ''
+METHODS=dW,persona,engineered,caa_slice,pca_slice,caa_best
+for seed in ${SEEDS:-0 1 2}; do
+  for behavior in ${BEHAVIORS:-sycophancy honesty}; do
+    /usr/bin/time -f "compare $behavior seed $seed: %e s, peak RSS %M KB" \
+      $W compare --behavior "$behavior" --seed "$seed" --methods "$METHODS" --curve-fractions '' --archive docs/compare/archive
+  done
 done
-/usr/bin/time -f "compare honesty + curve points: %e s" $W compare --behavior honesty --curve-fractions 0.5

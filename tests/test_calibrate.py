@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from weight_steering.calibrate import kl_from_base
+from weight_steering.calibrate import KLStats, kl_from_base
 from weight_steering.eval_data import EvalDataError, check_disjoint, load_neutral, neutral_split
 
 PROMPTS = ["How do I boil an egg?", "What is the capital of France?", "Name a primary colour."]
@@ -171,3 +171,25 @@ def test_kl_positions_end_at_the_natural_stop(tiny):
     finally:
         handle.remove()
     assert stats.n_positions == 2 and list(stats.prompt_index) == [0, 1]
+
+
+def test_calibration_needs_at_most_three_measurements_on_average():
+    """The power-law-seeded secant: over KL–α laws with exponents 1.5–2.5, scales over four decades
+    (calibrated |α| from about 0.05 to 48) and a bend, the mean number of KL measurements per sign is ≤ 3
+    at the comparison's 0.05-nat tolerance, and every one converges."""
+    from weight_steering.calibrate import calibrate_alpha
+
+    counts = []
+    for power in (1.5, 1.8, 2.0, 2.2, 2.5):
+        for scale in (3e-3, 1e-2, 0.1, 1.0, 10.0, 100.0):
+            for bend in (0.0, 0.5):
+                def measure(alpha, power=power, scale=scale, bend=bend):
+                    a = abs(alpha)
+                    p95 = scale * a ** power * (1 + bend * np.log1p(a))
+                    return KLStats(p95 / 2, p95, p95 * 3, np.array([p95]), np.array([0]), 1, 1, 10)
+
+                out = calibrate_alpha(measure, +1, target=1.0, tolerance=0.05)
+                assert out.converged and abs(out.p95 - 1.0) <= 0.05, (power, scale, bend, out.history)
+                counts.append(out.iterations)
+    assert np.mean(counts) <= 3.0, np.mean(counts)
+    assert max(counts) <= 6, counts

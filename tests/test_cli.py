@@ -19,6 +19,16 @@ CASES = [
     (["sweep", "--archive", "README.md"], "is a file"),
     (["sweep", "--seeds", "0", "--data-seed", "-1"], "data seed"),
     (["summarize", "no/such/run"], "no run.json"),
+    (["compare", "--archive", "README.md"], "is a file"),
+    (["compare", "--methods", "dW,telepathy"], "unknown method"),
+    (["compare-seeds", "no/such/folder"], "does not exist"),
+    (["monitor", "--dw", "x", "--finetune", "y", "--margin", "nan"], "--margin"),
+    (["export", "--dw", "x", "--out", "y", "--format", "onnx"], "unknown export format 'onnx'"),
+    (["export", "--dw", "x", "--out", "README.md"], "README.md exists"),
+    (["export", "--dw", "x", "--out", "y", "--rank", "0"], "--rank"),
+    (["export", "--dw", "x", "--out", "y", "--energy", "1.5"], "--energy"),
+    (["export", "--dw", "x", "--out", "y", "--rank", "4", "--energy", "0.9"], "not both"),
+    (["compare-seeds", "docs/sweep"], "no comparison.json"),
 ]
 
 

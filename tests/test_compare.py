@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -103,3 +104,61 @@ def test_comparison_seed_sets_the_data_seed_unless_fixed(tiny, tmp_path, monkeyp
         with pytest.raises(RuntimeError, match="stop after planning"):
             run_comparison(_config(tmp_path, seed=2, data_seed=data_seed), tiny, "test", preset_config(**TINY))
     assert seen == [(2, 2), (0, 2)]
+
+
+def test_comparison_resumes_from_its_archive_on_a_fresh_output_root(tiny, tmp_path, monkeypatch):
+    """Every small finished stage goes to the archive; a run on an empty output root restores them and
+    measures no KL again (only the adapters and dW are retrained, to the same bytes). Seeds get their own folders."""
+    model, tokenizer = tiny
+    archive = tmp_path / "archive"
+    config = _config(tmp_path, methods=("dW", "persona"), curve_fractions=(), out=str(tmp_path / "first"), archive=str(archive))
+    first = run_comparison(config, (model, tokenizer), "test", preset_config(**TINY))
+    assert first["path"].name == "lora-seed0" and (first["path"] / "comparison.json").is_file()
+    stages = {p.parent.name for p in archive.rglob("stage.json")}
+    assert any(n.startswith("data-") for n in stages) and any(n.startswith("calibrate-dW-minus") for n in stages)
+    assert not any(n.startswith(("train-", "dw-")) for n in stages)  # large: retrained instead
+    from weight_steering import compare
+
+    def no_kl(*args, **kwargs):
+        raise AssertionError("a KL measurement ran although its stage was archived")
+
+    monkeypatch.setattr(compare, "kl_from_base", no_kl)
+    again = run_comparison(replace(config, out=str(tmp_path / "second")), (model, tokenizer), "test", preset_config(**TINY))
+    assert [m["plus"] for m in again["methods"]] == [m["plus"] for m in first["methods"]]
+    assert again["ratios"] == first["ratios"]
+    assert compare.result_name(replace(config, data_seed=3)) == "lora-seed0-data3"
+    assert compare.result_name(replace(config, seed=2, data_seed=2)) == "lora-seed2"
+
+
+def _fake_comparison(seed: int, id_plus: float, behavior: str = "sycophancy", target: float = 1.0) -> dict:
+    effect = lambda m: {"mean": m, "ci_low": m - 0.01, "ci_high": m + 0.01}  # noqa: E731
+    arm = lambda a: {"alpha": a, "audit_p95": 1.0}  # noqa: E731
+    methods = [{"key": key, "name": key, "plus": arm(2.0), "minus": arm(-2.0), "spec": {},
+                "effects": {"id_controlled_plus": effect(id_plus * scale), "ood_target_spread": effect(0.0)}}
+               for key, scale in (("dW", 1.0), ("persona", 0.5))]
+    return {"behavior": behavior, "config": {"seed": seed, "data_seed": None, "target": target, "tolerance": 0.05, "family": "lora",
+                                             "model": "m"}, "methods": methods,
+            "ratios": [{"measure": "id", "method": "persona", "ratio": 2.0 + seed}]}
+
+
+def test_seed_summary_shows_each_seed_and_a_t_interval_as_wide_as_their_spread():
+    from scipy import stats
+
+    from weight_steering.compare import SeedSummaryError, summarize_seeds
+    from weight_steering.report import render_seed_comparison
+
+    agree = summarize_seeds([_fake_comparison(s, 0.10 + 0.001 * s) for s in (2, 0, 1)])[0]
+    disagree = summarize_seeds([_fake_comparison(s, v) for s, v in ((0, 0.3), (1, -0.1), (2, 0.1))])[0]
+    row = lambda g: next(r for r in g["rows"] if r["method"] == "dW" and r["measure"] == "id_controlled_plus")  # noqa: E731
+    assert agree["seeds"] == [0, 1, 2] and row(agree)["per_seed"] == pytest.approx([0.100, 0.101, 0.102])
+    half = stats.t.ppf(0.975, 2) * np.std([0.3, -0.1, 0.1], ddof=1) / np.sqrt(3)
+    assert row(disagree)["ci_high"] - row(disagree)["mean"] == pytest.approx(half)
+    assert row(disagree)["ci_low"] < 0 < row(disagree)["ci_high"]  # every seed "significant" on its rows, not across seeds
+    assert all(row(disagree)["row_significant"]) and row(agree)["ci_low"] > 0
+    assert agree["ratios"][0]["per_seed"] == [2.0, 3.0, 4.0]
+    text = render_seed_comparison([disagree])
+    assert "| dW | ID framing-controlled Δ₊ | +0.300* | -0.100* | +0.100* |" in text
+    with pytest.raises(SeedSummaryError, match="twice"):
+        summarize_seeds([_fake_comparison(0, 0.1), _fake_comparison(0, 0.2)])
+    with pytest.raises(SeedSummaryError, match="target"):
+        summarize_seeds([_fake_comparison(0, 0.1), _fake_comparison(1, 0.2, target=2.0)])

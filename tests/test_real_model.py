@@ -86,3 +86,30 @@ def test_ablation_on_embedded_model(smoke_run):
     measured = [r for r in ablation["activation_alignment"] if r["available"]]
     assert {r["projection"] for r in measured} == {"q_proj", "k_proj", "v_proj", "o_proj", "down_proj"}  # pairs found next to the dW
     assert all(0 <= r["energy"] <= 1 for r in measured) and len(ablation["alignment"]) == 105
+
+
+def test_peft_export_matches_the_steered_model_on_embedded_model(smoke_run, tmp_path):
+    """The exported LoRA adapter, loaded by PEFT on a second copy of the base and scaled by α, gives the logits of α·dW."""
+    import torch
+    from peft.helpers import rescale_adapter_scale
+
+    from weight_steering.data import render_chat
+    from weight_steering.export import export_dw, load_exported
+    from weight_steering.models import load_model
+    from weight_steering.steer import steer
+
+    result, model, tokenizer, _ = smoke_run
+    dw = result["dw"]
+    copy, _ = load_model()
+    path = export_dw(dw, copy, tmp_path / "adapter")
+    info = json.loads((path / "export.json").read_text())
+    assert info["max_rank"] <= 2 * 32 and info["max_abs_error"] < 1e-5, info  # a LoRA dW θ⁺ − θ⁻ has rank ≤ 2r
+    wrapped = load_exported(copy, path).eval()
+    text = render_chat(tokenizer, [{"role": "user", "content": "How should I reply to my landlord?"}])
+    ids = tokenizer([text], return_tensors="pt", add_special_tokens=False)
+    for alpha in (-1.0, 0.5, 2.0):
+        with torch.no_grad(), rescale_adapter_scale(wrapped, alpha):
+            exported = wrapped(**ids).logits
+        with torch.no_grad(), steer(model, dw, alpha):
+            steered = model(**ids).logits
+        assert (exported - steered).abs().max() < 1e-3, alpha

@@ -12,9 +12,10 @@ Five lines in a notebook::
 from .assess import run_ablation, run_degradation, run_vignettes
 from .behaviors import Behavior, load_behavior
 from .calibrate import calibrate_alpha, kl_from_base
-from .compare import CompareConfig, run_comparison
+from .compare import CompareConfig, load_comparisons, run_comparison, summarize_seeds
 from .data import GenerationConfig, generate_pairs
 from .diff import DeltaWeights, compute_dw, load_dw, save_dw
+from .export import export_dw, load_exported
 from .evaluate import answer_token_ids, evaluate, score_answer_sets
 from .judge import judge_agreement, judge_pairs, load_hand_labels
 from .methods import SteeringMethod, activation_method, engineered_method, persona_method, prompt_method, weight_method
@@ -30,5 +31,5 @@ __all__ = [
     "load_model", "preset_config", "run_main_job", "save_dw", "score_answer_sets", "steer", "train_adapter",
     "run_sweep", "write_ranking", "run_vignettes", "run_degradation", "run_ablation", "calibrate_alpha", "kl_from_base",
     "SteeringMethod", "weight_method", "prompt_method", "persona_method", "engineered_method", "activation_method",
-    "CompareConfig", "run_comparison", "judge_pairs", "judge_agreement", "load_hand_labels",
+    "CompareConfig", "run_comparison", "load_comparisons", "summarize_seeds", "export_dw", "load_exported", "judge_pairs", "judge_agreement", "load_hand_labels",
 ]

@@ -145,43 +145,45 @@ class Calibration:
 
 
 def calibrate_alpha(measure, sign: int, target: float = 1.0, tolerance: float = 0.05, start: float = 1.0,
-                    max_abs_alpha: float = 64.0, min_abs_alpha: float = 1 / 64, max_iterations: int = 14) -> Calibration:
+                    max_abs_alpha: float = 64.0, min_abs_alpha: float = 1 / 64, max_iterations: int = 14,
+                    exponent: float = 2.0, max_step: float = 16.0) -> Calibration:
     """Find α of the given sign where the p95 KL from the base equals ``target`` (iso-KL calibration).
 
-    Exponential bracketing (×2 / ÷2 from ``start``), then Illinois regula falsi on
-    log p95 − log target as a function of log|α| (the log–log relation is close to linear: KL grows
-    about as α² for small α). Spec: weight_steering_spec §6; Illinois: Dowell & Jarratt (1971).
+    The search works on x = log|α| and y = log p95 − log target, where KL grows as a power of |α|
+    (p95 ≈ c·|α|^p: KL ≈ ½α²·Fisher for small α, so p ≈ 2; weight_steering_spec §6). From the first
+    measurement it steps by the power law with ``exponent`` as the prior slope; from the second on,
+    by the secant through the two measurements nearest the target (slope clamped to [0.25, 8]);
+    once the target is bracketed every step stays inside the tightest bracket (regula falsi, with
+    bisection when the secant leaves it). A pure power law converges in two measurements, a bent one
+    in about three; the old ×2 bracketing took four to six (docs/RESULTS.md, calibration cost).
 
     Args:
         measure: ``α -> KLStats`` (e.g. ``lambda a: kl_from_base(model, tok, dw, a, prompts)``).
         sign: +1 or −1; each sign is calibrated on its own, so α₋ ≠ −α₊ in general.
         target: p95 KL target in nats (> 0, finite). tolerance: accepted |p95 − target| in nats.
+        start: the first |α| measured (the other sign's calibrated |α| is a good start).
+        exponent: prior power-law slope d log p95 / d log|α| for the first step (> 0).
+        max_step: the largest factor by which one step may change |α|.
 
     Returns:
-        :class:`Calibration`. If no α in [min_abs_alpha, max_abs_alpha] brackets the target, the
+        :class:`Calibration`. If no α in [min_abs_alpha, max_abs_alpha] reaches the target, the
         closest α measured is returned with ``converged=False`` and a message; if the method leaves
-        the model unchanged (p95 ≈ 0 at ``max_abs_alpha``) it stops and says so.
+        the model unchanged (p95 ≈ 0 at ``max_abs_alpha``) it says so.
 
     Raises:
-        ValueError: ``target`` ≤ 0 or not finite, ``sign`` not ±1, or a bad tolerance / start.
+        ValueError: ``target`` ≤ 0 or not finite, ``sign`` not ±1, or a bad tolerance / start / exponent.
     """
     if not np.isfinite(target) or target <= 0:
         raise ValueError(f"the KL target must be a finite number of nats > 0; got {target}")
     if sign not in (1, -1):
         raise ValueError(f"sign must be +1 or -1; got {sign}")
-    if not (tolerance > 0 and start > 0):
-        raise ValueError("tolerance and start must be > 0")
+    if not (tolerance > 0 and np.isfinite(start) and start > 0 and exponent > 0 and max_step > 1):
+        raise ValueError("tolerance, start and exponent must be finite and > 0, max_step > 1")
+    start = float(np.clip(start, min_abs_alpha, max_abs_alpha))
     history: list[tuple[float, float]] = []
     stats: dict[float, KLStats] = {}
+    points: list[tuple[float, float]] = []  # (x = log|α|, y = log p95 − log target)
     passes = 0
-
-    def run(abs_alpha: float) -> float:
-        nonlocal passes
-        result = measure(sign * abs_alpha)
-        stats[abs_alpha] = result
-        passes += result.n_forward_passes
-        history.append((sign * abs_alpha, result.p95))
-        return result.p95
 
     def done(abs_alpha: float, converged: bool, message: str = "") -> Calibration:
         s = stats[abs_alpha]
@@ -190,51 +192,44 @@ def calibrate_alpha(measure, sign: int, target: float = 1.0, tolerance: float = 
     def closest() -> float:
         return min(stats, key=lambda a: abs(stats[a].p95 - target))
 
-    lo = hi = start
-    value = run(start)
-    if abs(value - target) <= tolerance:
-        return done(start, True)
-    if value < target:  # grow until p95 >= target
-        while value < target:
-            lo = hi
-            if hi * 2 > max_abs_alpha:
-                if value < 1e-6:
-                    return done(hi, False, f"the method does not change the model: p95 KL ≈ {value:.1e} nats at |α| = {hi:g}")
-                return done(closest(), False, f"target {target} nats not reached at |α| ≤ {max_abs_alpha:g} (p95 {value:.3f} at |α| = {hi:g})")
-            hi *= 2
-            value = run(hi)
-            if abs(value - target) <= tolerance:
-                return done(hi, True)
-    else:  # shrink until p95 < target
-        while value > target:
-            hi = lo
-            if lo / 2 < min_abs_alpha:
-                return done(closest(), False, f"p95 KL stays above {target} nats down to |α| = {lo:g}")
-            lo /= 2
-            value = run(lo)
-            if abs(value - target) <= tolerance:
-                return done(lo, True)
-
-    def f(abs_alpha: float) -> float:
-        return float(np.log(max(stats[abs_alpha].p95, 1e-12)) - np.log(target))
-
-    x_lo, x_hi, f_lo, f_hi = np.log(lo), np.log(hi), f(lo), f(hi)
-    side = 0
-    while len(history) < max_iterations:
-        x_new = x_hi - f_hi * (x_hi - x_lo) / (f_hi - f_lo) if f_hi != f_lo else 0.5 * (x_lo + x_hi)
-        abs_alpha = float(np.exp(x_new))
-        value = run(abs_alpha)
-        if abs(value - target) <= tolerance:
+    x_lo, x_hi = np.log(min_abs_alpha), np.log(max_abs_alpha)
+    x = np.log(start)
+    while True:
+        abs_alpha = float(np.exp(x))
+        result = measure(sign * abs_alpha)
+        stats[abs_alpha] = result
+        passes += result.n_forward_passes
+        history.append((sign * abs_alpha, result.p95))
+        if abs(result.p95 - target) <= tolerance:
             return done(abs_alpha, True)
-        f_new = f(abs_alpha)
-        if f_new < 0:
-            x_lo, f_lo = x_new, f_new
-            if side == -1:
-                f_hi /= 2  # Illinois: the hi end was kept twice
-            side = -1
+        points.append((x, float(np.log(max(result.p95, 1e-12)) - np.log(target))))
+        if len(history) >= max_iterations:
+            return done(closest(), False, f"no |p95 − target| ≤ {tolerance} within {max_iterations} measurements")
+        below = [p for p in points if p[1] < 0]
+        above = [p for p in points if p[1] > 0]
+        if below and above and max(below)[0] < min(above)[0]:  # bracketed: stay inside the tightest bracket
+            (x0, y0), (x1, y1) = max(below), min(above)
+            x_new = x0 - y0 * (x1 - x0) / (y1 - y0)
+            if not (x0 < x_new < x1) or min(x_new - x0, x1 - x_new) < 1e-3 * (x1 - x0):
+                x_new = 0.5 * (x0 + x1)
         else:
-            x_hi, f_hi = x_new, f_new
-            if side == 1:
-                f_lo /= 2
-            side = 1
-    return done(closest(), False, f"no |p95 − target| ≤ {tolerance} within {max_iterations} measurements")
+            # all measurements on one side: step on from the one nearest the target's side (largest |α| when
+            # all are below it), with the secant slope of the two nearest once there are two
+            ordered = sorted(points, reverse=not above)
+            slope = exponent
+            if len(ordered) >= 2 and ordered[0][0] != ordered[1][0]:
+                secant = (ordered[0][1] - ordered[1][1]) / (ordered[0][0] - ordered[1][0])
+                slope = float(np.clip(secant, 0.25, 8.0)) if secant > 0 else exponent
+            x_near, y_near = ordered[0]
+            x_new = x_near - float(np.clip(y_near / slope, -np.log(max_step), np.log(max_step)))
+        x_new = float(np.clip(x_new, x_lo, x_hi))
+        if any(abs(x_new - p[0]) < 1e-9 for p in points):  # pinned at a bound already measured
+            value = stats[float(np.exp(x_new))].p95 if float(np.exp(x_new)) in stats else result.p95
+            if x_new >= x_hi - 1e-9:
+                if value < 1e-6:
+                    return done(closest(), False, f"the method does not change the model: p95 KL ≈ {value:.1e} nats at |α| = {max_abs_alpha:g}")
+                return done(closest(), False, f"target {target} nats not reached at |α| ≤ {max_abs_alpha:g} (p95 {value:.3f} at |α| = {max_abs_alpha:g})")
+            if x_new <= x_lo + 1e-9:
+                return done(closest(), False, f"p95 KL stays above {target} nats down to |α| = {min_abs_alpha:g}")
+            return done(closest(), False, "the search stalled (p95 KL is not monotone in |α| here)")
+        x = x_new

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shlex
 import sys
@@ -259,6 +260,7 @@ def compare(
     dilemma_limit: int = typer.Option(None, help="only the first n DailyDilemmas dilemmas"),
     prompt_limit: int = typer.Option(None, help="only the first n prompts of each neutral split (smoke runs)"),
     out: str = typer.Option("out", help="output root"),
+    archive: str = typer.Option(None, help="folder keeping every small finished stage (committed: resume after a stop, anywhere)"),
 ):
     """Weight steering against prompting and activation steering at the same p95 KL: table, ratios, effect-vs-KL PNG."""
     from .compare import METHODS, CompareConfig, CompareError, run_comparison
@@ -271,12 +273,92 @@ def compare(
         config = CompareConfig(behavior=behavior, model=model, family=family, seed=seed, data_seed=data_seed,
                                methods=tuple(METHODS) if methods == "all" else tuple(_split(methods)), target=target,
                                tolerance=tolerance, n_tokens=n_tokens, curve_fractions=fractions, s_space_rank=s_space_rank,
-                               dilemma_limit=dilemma_limit, prompt_limit=prompt_limit, out=out)
+                               dilemma_limit=dilemma_limit, prompt_limit=prompt_limit, out=out, archive=archive)
         result = run_comparison(config, command=command)
     except (*KNOWN_ERRORS, CompareError, EvalDataError) as err:
         _fail(err)
     console.print((result["path"] / "comparison.md").read_text())
     console.print(f"effect vs KL: {result['path'] / 'effect_vs_kl.png'}")
+
+
+@app.command()
+def export(
+    dw: str = typer.Option(..., help="path of a dW.safetensors (or its directory)"),
+    out: str = typer.Option(..., help="new folder for the adapter"),
+    format: str = typer.Option("peft", "--format", help="peft (PeftModel.from_pretrained; α is the adapter's scale)"),
+    rank: int = typer.Option(None, help="keep this many singular directions per tensor (default: exact, the numerical rank)"),
+    energy: float = typer.Option(None, help="keep the fewest directions holding this share of each tensor's Σ S²"),
+    model: str = typer.Option(DEFAULT_MODEL, help="the model the dW was made for"),
+    kl_prompts: int = typer.Option(20, help="neutral prompts for the KL of a truncated export against the exact dW"),
+    force: bool = typer.Option(False, help="replace an existing adapter in --out"),
+):
+    """Export a dW as a LoRA adapter; a truncated one reports the energy kept and its p95 KL to the exact dW at α = 1."""
+    from .diff import load_dw
+    from .eval_data import load_neutral, neutral_split
+    from .artifacts import read_json
+    from .export import ExportError, check_export_request, export_dw, export_kl
+    from .models import load_model
+
+    try:
+        check_export_request(out, format, rank, energy, force)
+        loaded_model, tokenizer = load_model(model)
+        delta = load_dw(dw, loaded_model)
+        path = export_dw(delta, loaded_model, out, format, rank, energy, force)
+        info = read_json(path / "export.json")
+        console.print(f"exported {info['n_tensors']} tensors to {path} ({info['mode']}; largest rank {info['max_rank']}, "
+                      f"lowest energy kept {info['min_energy']:.4f}, max |B·A − dW| {info['max_abs_error']:.2e})")
+        if rank is not None or energy is not None:
+            prompts = [p["instruction"] for p in neutral_split(load_neutral())[0]][:kl_prompts]
+            kl = export_kl(loaded_model, tokenizer, delta, path, prompts)
+            console.print(f"KL(export ‖ exact dW) at α = 1 on {kl['n_prompts']} neutral prompts: p95 {kl['p95']:.4f}, mean {kl['mean']:.4f} nats")
+    except (*KNOWN_ERRORS, ExportError) as err:
+        _fail(err)
+
+
+@app.command()
+def monitor(
+    dw: str = typer.Option(..., help="path of the behaviour's dW.safetensors (or its directory)"),
+    finetune: str = typer.Option(..., help="PEFT adapter folder or safetensors checkpoint of the same base model"),
+    unrelated: list[str] = typer.Option(None, help="dW of an unrelated behaviour, the second null (repeat the option)"),
+    model: str = typer.Option(DEFAULT_MODEL, help="the base model"),
+    margin: float = typer.Option(0.0, help="how far above every unrelated dW's cosine counts as aligned"),
+):
+    """Does a fine-tune move along dW? cos(Δ, dW) overall, per layer and module, against random directions and unrelated dW."""
+    from .diff import load_dw
+    from .models import load_model
+    from .monitor import MonitorError, finetune_delta
+    from .monitor import monitor as run_monitor
+
+    try:
+        if not math.isfinite(margin):
+            raise MonitorError(f"--margin must be a finite number of cosine units; got {margin}")
+        loaded_model, _ = load_model(model)
+        delta = finetune_delta(loaded_model, finetune)
+        result = run_monitor(delta, load_dw(dw, loaded_model), {path: load_dw(path, loaded_model) for path in unrelated or []},
+                             margin=margin)
+    except (*KNOWN_ERRORS, MonitorError) as err:
+        _fail(err)
+    null = result["random_null"]
+    typer.echo(f"cos(Δ, dW) = {result['cos']:+.4f} over {result['n_tensors']} tensors; random directions {null['mean']:+.4f} ± "
+               f"{null['sd']:.4f} (z = {result['z']:+.1f}, p99.9 {null['p999']:+.4f})")
+    for label, value in result["unrelated"].items():
+        typer.echo(f"  unrelated dW {label}: cos {value:+.4f}")
+    typer.echo("per layer: " + ", ".join(f"{k} {v:+.3f}" for k, v in result["per_layer"].items()))
+    typer.echo("per module: " + ", ".join(f"{k} {v:+.3f}" for k, v in result["per_module"].items()))
+    typer.echo(result["verdict"])
+
+
+@app.command("compare-seeds")
+def compare_seeds(paths: list[str] = typer.Argument(..., help="comparison result folders, or a folder holding them (e.g. docs/compare/archive)")):
+    """The iso-KL comparison across seeds: per-seed values and t-intervals over seed means, per behaviour."""
+    from .compare import SeedSummaryError, load_comparisons, summarize_seeds
+    from .report import render_seed_comparison
+
+    try:
+        groups = summarize_seeds(load_comparisons(paths))
+    except (*KNOWN_ERRORS, SeedSummaryError) as err:
+        _fail(err)
+    typer.echo(render_seed_comparison(groups), nl=False)
 
 
 @app.command()

@@ -13,7 +13,8 @@ For one behaviour, every method (:mod:`weight_steering.methods`) is put on one f
 
 Every step is a resumable stage (:func:`weight_steering.pipeline.run_stage`) under
 ``<out>/compare/<behaviour>/<model>/``; ``comparison.json``, ``comparison.md`` and ``effect_vs_kl.png``
-are written atomically.
+are written atomically into the seed's own folder ``<family>-seed<s>/`` there. With ``archive`` every small
+finished stage is also kept in a folder from which a stopped run resumes, here or on another machine.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ from .data import default_system_prompt
 from .methods import (SteeringMethod, contrast_activations, contrast_pairs, direction_agreement, engineered_method, persona_method, s_space_vector,
                       separation_by_layer, steering_vector, vector_method, weight_method)
 from .models import DEFAULT_MODEL
-from .pipeline import eval_rows, evaluate_base, prepare_job, preset_config, run_stage, train_dw
+from .behaviors import load_behavior
+from .pipeline import copy_finished_stages, eval_rows, evaluate_base, job_root, prepare_job, preset_config, run_stage, train_dw
 from .train import TrainConfig, layer_slice
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,12 @@ METHODS = {
     "caa_best": "activation mean-difference (CAA) at the best single layer (largest d′ on the training contrast)",
     "s_space": "CAA on the dW layer slice projected onto the top-r left singular vectors of [W_o | W_down]",
 }
+
+
+# main-job stages small enough to archive (the adapters and dW are retrained instead)
+JOB_STAGES = ("data-", "judge-", "eval-base-")
+# the calibration search, in stage keys: results made by another search are recomputed
+CALIBRATION_SEARCH = "power-law secant"
 
 
 class CompareError(ValueError):
@@ -76,6 +84,11 @@ class CompareConfig:
         curve_fractions: extra strengths, as fractions of each calibrated α, for the effect-vs-KL curves.
         dilemma_limit: evaluate on the first n dilemmas (None: all).
         prompt_limit: use the first n prompts of each neutral split (None: all; smaller only for smoke runs).
+        out: output root; the result goes to ``<out>/compare/<behaviour>/<model>/<family>-seed<s>[-data<d>]/``.
+        archive: a folder (committed, say) that keeps every small finished stage of the comparison and of its
+            main job (data, judge, base evaluation) under ``<archive>/<model>/<behaviour>/``: they are restored
+            before the run and added after each method, so a stopped run resumes there or on another machine.
+            The trained adapters and dW are not archived (too large); they are retrained, deterministically.
     """
 
     behavior: str = "honesty"
@@ -94,6 +107,7 @@ class CompareConfig:
     dilemma_limit: int | None = None
     prompt_limit: int | None = None
     out: str = "out"
+    archive: str | None = None
 
 
 def check_config(config: CompareConfig) -> None:
@@ -174,6 +188,22 @@ def run_comparison(config: CompareConfig, loaded=None, command: str = "", job_co
         text (names them). DeltaWeightsError, ModelNotAvailableError, BehaviorError: as in the main job.
     """
     check_config(config)
+    behavior_name = load_behavior(config.behavior).name
+    job_dir = job_root(config.out, behavior_name, config.model)
+    root = job_dir.parent.parent / "compare" / behavior_name / job_dir.name
+    archived = None if config.archive is None else Path(config.archive) / job_dir.name / behavior_name
+    if archived is not None:
+        if Path(config.archive).exists() and not Path(config.archive).is_dir():
+            raise CompareError(f"--archive {config.archive} is a file; give a folder (it is created if missing)")
+        restored = copy_finished_stages(archived / "job", job_dir, JOB_STAGES) + copy_finished_stages(archived / "compare", root, ("",))
+        if restored:
+            log.info("restored %d finished stages from %s", len(restored), archived)
+
+    def archive() -> None:
+        if archived is not None:
+            copy_finished_stages(job_dir, archived / "job", JOB_STAGES)
+            copy_finished_stages(root, archived / "compare", ("",))
+
     run_config = job_config or preset_config()
     run_config = replace(run_config, behavior=config.behavior, model=config.model, dilemma_limit=config.dilemma_limit, out=config.out,
                          train=replace(run_config.train, family=config.family, seed=config.seed),
@@ -192,7 +222,7 @@ def run_comparison(config: CompareConfig, loaded=None, command: str = "", job_co
                     "evaluation rows": [m["content"] for r in rows for m in r["messages"]]})
     base_records = evaluate_base(job)
     methods = build_methods(job, dw, file_sha256(dw_dir / "dW.safetensors"), config)
-    root = job.root.parent.parent / "compare" / job.behavior.name / job.root.name
+    archive()
     nll_key = stable_hash({"base": job.base_hash, "pairs": neutral})
     nll_dir = run_stage("reference NLL, base", root / f"nll-base-{nll_key}", nll_key,
                         lambda d: write_json(d / "nll.json", reference_nll(job.model, job.tokenizer, None, 0.0, neutral)), False, {})
@@ -208,12 +238,15 @@ def run_comparison(config: CompareConfig, loaded=None, command: str = "", job_co
         identity = stable_hash({"method": key, "spec": spec, "base": job.base_hash})
         arms = {}
         for sign, label in ((1, "plus"), (-1, "minus")):
-            stage_key = stable_hash({"identity": identity, **settings, "sign": sign})
+            # − starts its search at |α₊| (KL is close to even in α), + at 1
+            start = abs(arms["plus"]["alpha"]) if sign == -1 and method.continuous else 1.0
+            stage_key = stable_hash({"identity": identity, **settings, "sign": sign, "search": CALIBRATION_SEARCH, "start": start})
 
-            def calibrate(directory: Path, method=method, sign=sign) -> None:
+            def calibrate(directory: Path, method=method, sign=sign, start=start) -> None:
                 started = time.perf_counter()
                 if method.continuous:
-                    result = asdict(calibrate_alpha(lambda a: measure(method, a, calibration_prompts), sign, config.target, config.tolerance))
+                    result = asdict(calibrate_alpha(lambda a: measure(method, a, calibration_prompts), sign, config.target,
+                                                    config.tolerance, start=start))
                 else:  # one setting per sign: report its KL
                     stats = measure(method, float(sign), calibration_prompts)
                     result = {"alpha": float(sign), "p95": stats.p95, "mean": stats.mean, "max": stats.max, "target": None,
@@ -250,6 +283,7 @@ def run_comparison(config: CompareConfig, loaded=None, command: str = "", job_co
             change = np.array(nll[str(alpha)]) - base_nll
             mean, low, high = bootstrap_ci(change, np.arange(len(change)))
             effects[f"nll_change_{label}"] = {"mean": mean, "ci_low": low, "ci_high": high}
+        archive()
         results.append({"key": key, "name": method.name, "continuous": method.continuous, "plus": arms["plus"], "minus": arms["minus"],
                         "effects": effects, "curve": sorted(curve, key=lambda c: c["alpha"]),
                         "eval_seconds": read_json(directory / "timing.json")["seconds"],
@@ -265,12 +299,22 @@ def run_comparison(config: CompareConfig, loaded=None, command: str = "", job_co
                "methods": results, "ratios": ratios}
     from .report import plot_effect_vs_kl, render_comparison
 
-    root.mkdir(parents=True, exist_ok=True)
-    write_json(root / "comparison.json", summary)
-    with atomic_write(root / "comparison.md") as handle:
-        handle.write(render_comparison(summary))
-    plot_effect_vs_kl(summary, root / "effect_vs_kl.png")
-    return {**summary, "path": root}
+    def write_result(directory: Path) -> None:
+        write_json(directory / "comparison.json", summary)
+        with atomic_write(directory / "comparison.md") as handle:
+            handle.write(render_comparison(summary))
+        plot_effect_vs_kl(summary, directory / "effect_vs_kl.png")
+
+    run_dir = root / result_name(config)
+    run_stage("comparison", run_dir, stable_hash({"config": asdict(config) | {"archive": None}}), write_result, True, {})
+    archive()
+    return {**summary, "path": run_dir}
+
+
+def result_name(config: CompareConfig) -> str:
+    """The folder name of one comparison's result: ``<family>-seed<s>``, with ``-data<d>`` when the data seed is fixed apart."""
+    fixed = config.data_seed is not None and config.data_seed != config.seed
+    return f"{config.family}-seed{config.seed}" + (f"-data{config.data_seed}" if fixed else "")
 
 
 def _audit(method, key, label, alpha, identity, prompts, root, measure, config) -> dict:
@@ -352,3 +396,106 @@ def _ratios(results: list[dict], behavior) -> list[dict]:
             out.append({"measure": measure, "metric": metric, "method": key, "name": result["name"], "ratio": ratio, "ci_low": low,
                         "ci_high": high, "dw_spread": stratified_mean(numerator, strata), "method_spread": stratified_mean(denominator, strata)})
     return out
+
+
+# measures of the across-seed table: name -> where it is in a method's result
+SEED_MEASURES = ("alpha_minus", "alpha_plus", "audit_p95_minus", "audit_p95_plus", "id_controlled_minus", "id_controlled_plus",
+                 "id_controlled_spread", "id_neutral_plus", "ood_target_minus", "ood_target_plus", "ood_target_spread",
+                 "action_bias_plus", "nll_change_minus", "nll_change_plus", "si_k2")
+
+
+class SeedSummaryError(ValueError):
+    """Comparisons that cannot be summarised together (different settings, behaviours mixed, a seed twice)."""
+
+
+def load_comparisons(paths) -> list[dict]:
+    """Every ``comparison.json`` under ``paths`` (files, or folders searched recursively, e.g. the archive).
+
+    Raises:
+        SeedSummaryError: a path that does not exist, or no comparison found.
+    """
+    found = []
+    for path in map(Path, paths):
+        if not path.exists():
+            raise SeedSummaryError(f"{path} does not exist; give comparison result folders or the archive folder")
+        found += [path] if path.is_file() else sorted(path.rglob("comparison.json"))
+    if not found:
+        raise SeedSummaryError(f"no comparison.json under {', '.join(map(str, paths))}; run `wsteer compare` first")
+    return [read_json(p) for p in found]
+
+
+def _method_value(method: dict, measure: str) -> float:
+    if measure.startswith(("alpha_", "audit_p95_")):
+        name, arm = measure.rsplit("_", 1)
+        return float(method[arm]["alpha" if name == "alpha" else "audit_p95"])
+    entry = method["effects"].get(measure)
+    return float("nan") if entry is None else float(entry["mean"])
+
+
+def _row_significant(method: dict, measure: str) -> bool | None:
+    entry = method["effects"].get(measure)
+    if not isinstance(entry, dict) or "ci_low" not in entry:
+        return None
+    return bool(entry["ci_low"] > 0 or entry["ci_high"] < 0)
+
+
+def summarize_seeds(summaries: list[dict]) -> list[dict]:
+    """The comparison across seeds, one behaviour at a time: per method and measure the per-seed values and a
+    Student-t 95% interval over the seed means (:func:`weight_steering.statistics.seed_interval`; 3 seeds: ±2.5 sd).
+
+    Args:
+        summaries: ``comparison.json`` contents (:func:`load_comparisons`); the seed of each is its ``config.seed``.
+
+    Returns:
+        One dict per behaviour: ``behavior``, ``seeds``, ``data_seeds``, ``rows`` (``method``, ``name``, ``measure``,
+        ``per_seed`` values, ``row_significant`` per seed (its row-level CI excludes 0), ``mean``, ``ci_low``, ``ci_high``),
+        ``ratios`` (dW's spread over each method's, per seed and across) and ``agreement`` (per seed: cos(CAA, PCA)
+        and the per-pair sign agreement of both directions, averaged over the slice layers).
+
+    Raises:
+        SeedSummaryError: two comparisons of one behaviour with the same seed, or with different targets,
+            tolerances, families or methods.
+    """
+    from .statistics import seed_interval
+
+    by_behavior: dict[str, list[dict]] = {}
+    for summary in summaries:
+        by_behavior.setdefault(summary["behavior"], []).append(summary)
+    out = []
+    for behavior, group in sorted(by_behavior.items()):
+        group = sorted(group, key=lambda s: s["config"]["seed"])
+        seeds = [s["config"]["seed"] for s in group]
+        if len(set(seeds)) != len(seeds):
+            raise SeedSummaryError(f"{behavior}: seed {seeds} appears twice; give one comparison per seed")
+        for field in ("target", "tolerance", "family", "model"):
+            if len({stable_hash(s["config"][field]) for s in group}) > 1:
+                raise SeedSummaryError(f"{behavior}: the comparisons differ in {field}; summarise like with like")
+        keys = [m["key"] for m in group[0]["methods"]]
+        if any([m["key"] for m in s["methods"]] != keys for s in group):
+            raise SeedSummaryError(f"{behavior}: the comparisons ran different methods; rerun with the same --methods")
+        rows = []
+        for index, key in enumerate(keys):
+            methods = [s["methods"][index] for s in group]
+            for measure in SEED_MEASURES:
+                values = [_method_value(m, measure) for m in methods]
+                if all(np.isnan(values)):
+                    continue
+                rows.append({"method": key, "name": methods[0]["name"], "measure": measure, "per_seed": values,
+                             "row_significant": [_row_significant(m, measure) for m in methods], **seed_interval(values)})
+        ratios = []
+        for (measure, method) in dict.fromkeys((r["measure"], r["method"]) for r in group[0]["ratios"]):
+            values = [next((r["ratio"] for r in s["ratios"] if (r["measure"], r["method"]) == (measure, method)), float("nan")) for s in group]
+            ratios.append({"measure": measure, "method": method, "per_seed": values, **seed_interval(values)})
+        agreement = []
+        for s in group:
+            pca = next((m for m in s["methods"] if m["key"] == "pca_slice"), None)
+            if pca is None or "direction_agreement" not in pca["spec"]:
+                continue
+            layers = [str(layer) for layer in pca["spec"]["layers"]]
+            table = pca["spec"]["direction_agreement"]
+            agreement.append({"seed": s["config"]["seed"], **{name: float(np.mean([table[layer][name] for layer in layers]))
+                                                               for name in ("cos_caa_pca", "sign_agreement_caa", "sign_agreement_pca")}})
+        out.append({"behavior": behavior, "seeds": seeds, "data_seeds": [s["config"]["data_seed"] for s in group],
+                    "target": group[0]["config"]["target"], "rows": rows, "ratios": ratios, "agreement": agreement})
+    return out
+

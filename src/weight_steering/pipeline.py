@@ -19,7 +19,7 @@ from pathlib import Path
 from safetensors.torch import load_file, save_file
 
 from .analyse import summarise
-from .artifacts import atomic_save_path, check_number, commit_path, file_sha256, read_json, read_jsonl, stable_hash, write_json, write_jsonl
+from .artifacts import atomic_save_path, atomic_write, check_number, commit_path, file_sha256, read_json, read_jsonl, stable_hash, write_json, write_jsonl
 from .behaviors import load_behavior
 from .data import DataGateError, GenerationConfig, check_pairs, generate_pairs
 from .diff import compute_dw, load_dw, save_dw
@@ -150,6 +150,53 @@ def run_stage(name: str, directory: Path, key: str, compute: Callable[[Path], No
     return directory
 
 
+def stage_is_finished(directory: Path, key: str | None = None) -> bool:
+    """Whether ``directory`` holds a finished stage: a marker (with ``key``, when given) whose files are all intact."""
+    marker = directory / "stage.json"
+    if not marker.is_file():
+        return False
+    try:
+        info = read_json(marker)
+    except ValueError:
+        return False
+    return (key is None or info.get("key") == key) and _stage_problem(directory, info) is None
+
+
+def copy_finished_stages(source: Path, target: Path, prefixes: tuple[str, ...]) -> list[str]:
+    """Copy every finished stage directory ``source/<name>`` whose name starts with one of ``prefixes`` into
+    ``target/<name>``, unless ``target`` already holds that stage finished with the same key.
+
+    Used both ways: to archive a run's small stages in a committed folder, and to restore them into an
+    output root, so a long run resumes after a stop and on another machine (as the sweep's archive does).
+    Files are copied atomically and the marker last, so a half-copied stage is never taken as finished.
+    Returns the names copied.
+    """
+    copied = []
+    if not Path(source).is_dir():
+        return copied
+    for directory in sorted(Path(source).iterdir()):
+        if not directory.is_dir() or not directory.name.startswith(prefixes) or not stage_is_finished(directory):
+            continue
+        destination = Path(target) / directory.name
+        if stage_is_finished(destination, read_json(directory / "stage.json")["key"]):
+            continue
+        if (destination / "stage.json").exists():
+            (destination / "stage.json").unlink()
+        for path in sorted(directory.rglob("*")):
+            if path.is_file() and path.name != "stage.json" and not path.name.startswith("."):
+                with atomic_write(destination / path.relative_to(directory), "wb") as handle:
+                    handle.write(path.read_bytes())
+        with atomic_write(destination / "stage.json", "wb") as handle:
+            handle.write((directory / "stage.json").read_bytes())
+        copied.append(directory.name)
+    return copied
+
+
+def job_root(out: str | Path, behavior_name: str, model: str) -> Path:
+    """``<out>/<behaviour>/<model slug>``: where the main job's stages of one behaviour and model live."""
+    return Path(out) / behavior_name / (Path(model).name.lower().replace("/", "_") or "model")
+
+
 def _stage_problem(directory: Path, info: dict) -> str | None:
     """``None`` if every file listed in a stage marker is present with its recorded SHA-256."""
     if "files" not in info:
@@ -198,8 +245,7 @@ def prepare_job(config: RunConfig, model=None, tokenizer=None) -> Job:
         timings["load model"] = {"seconds": time.perf_counter() - t0, "reused": False, "dir": ""}
     make_peft_config(resolve_train_config(config.train), model.config.num_hidden_layers)  # fail fast on a bad family
     base_hash = base_weights_hash(model)
-    model_slug = Path(config.model).name.lower().replace("/", "_") or "model"
-    root = Path(config.out) / behavior.name / model_slug
+    root = job_root(config.out, behavior.name, config.model)
 
     data_key = stable_hash({"model": config.model, "base": base_hash, "behavior": behavior.to_dict(), "generation": asdict(config.generation)})
     data_dir = root / f"data-{data_key}"

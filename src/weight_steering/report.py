@@ -461,3 +461,53 @@ def render_run_summary(runs: list[dict]) -> str:
         label = f"{run['behavior']}{' (filtered)' if run.get('filtered') else ''}, {run['family']} seed {run['seed']}"
         lines.append(f"| {label} | {run['n_pairs']} | {judge} | {run['norm_dw']:.3g} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+SEED_MEASURE_LABELS = {
+    "alpha_minus": "α₋", "alpha_plus": "α₊", "audit_p95_minus": "audit p95 KL₋ (nats)", "audit_p95_plus": "audit p95 KL₊ (nats)",
+    "id_controlled_minus": "ID framing-controlled Δ₋", "id_controlled_plus": "ID framing-controlled Δ₊",
+    "id_controlled_spread": "ID framing-controlled spread (Δ₊ − Δ₋)", "id_neutral_plus": "ID neutral framing Δ₊ (Yes shift)",
+    "ood_target_minus": "OOD target Δ₋ (stratified)", "ood_target_plus": "OOD target Δ₊ (stratified)",
+    "ood_target_spread": "OOD target spread (Δ₊ − Δ₋)", "action_bias_plus": "action bias Δ₊", "nll_change_minus": "ΔNLL₋ (nats/token)",
+    "nll_change_plus": "ΔNLL₊ (nats/token)", "si_k2": "SI k=2",
+}
+
+
+def render_seed_comparison(groups: list[dict]) -> str:
+    """Markdown of :func:`weight_steering.compare.summarize_seeds`: per behaviour, every method and measure with its
+    per-seed values (``*``: that seed's row-level 95% CI excludes 0) and the t-interval over seeds; the ratios of
+    dW's spread to each method's; cos(CAA, PCA) and per-pair sign agreement per seed."""
+    lines = []
+    for group in groups:
+        seeds = group["seeds"]
+        lines += [f"### {group['behavior']}: seeds {', '.join(map(str, seeds))} (p95 KL target {group['target']:g} nat per sign)", "",
+                  "Per-seed values; `*` where that seed's 95% CI over rows excludes 0. Across seeds: mean with a Student-t 95% interval "
+                  f"over the {len(seeds)} seed means (the seed is the unit). Log-odds in nats.", "",
+                  "| method | measure | " + " | ".join(f"seed {s}" for s in seeds) + " | across seeds [t 95%] |",
+                  "|---|---|" + "---|" * len(seeds) + "---|"]
+        for row in group["rows"]:
+            cells = [f"{v:+.3f}{'*' if sig else ''}" for v, sig in zip(row["per_seed"], row["row_significant"])]
+            lines.append(f"| {row['name']} | {SEED_MEASURE_LABELS.get(row['measure'], row['measure'])} | " + " | ".join(cells)
+                         + f" | {_seed_text(row)} |")
+        if group["ratios"]:
+            lines += ["", "dW's spread over each method's spread (paired on identical rows), per seed and across seeds:", "",
+                      "| measure | method | " + " | ".join(f"seed {s}" for s in seeds) + " | across seeds [t 95%] |",
+                      "|---|---|" + "---|" * len(seeds) + "---|"]
+            for row in group["ratios"]:
+                lines.append(f"| {row['measure']} | {row['method']} | " + " | ".join(f"{v:+.2f}" for v in row["per_seed"])
+                             + f" | {_seed_text(row, 2)} |")
+        if group["agreement"]:
+            lines += ["", "Activation directions on the dW slice, mean over its layers: cos(CAA, PCA) (≥ 0 by construction: "
+                      "the library orients PC1 with the mean difference) and the share of pairs whose difference projects positively.", "",
+                      "| seed | cos(CAA, PCA) | pairs agreeing with CAA | pairs agreeing with PCA |", "|---|---|---|---|"]
+            lines += [f"| {a['seed']} | {a['cos_caa_pca']:.3f} | {a['sign_agreement_caa']:.2f} | {a['sign_agreement_pca']:.2f} |"
+                      for a in group["agreement"]]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _seed_text(row: dict, digits: int = 3) -> str:
+    if row["n"] < 2 or not np.isfinite(row["ci_low"]):
+        return f"{row['mean']:+.{digits}f} (one seed)"
+    sig = " *" if row["ci_low"] > 0 or row["ci_high"] < 0 else ""
+    return f"{row['mean']:+.{digits}f} [{row['ci_low']:+.{digits}f}, {row['ci_high']:+.{digits}f}]{sig}"

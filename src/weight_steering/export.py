@@ -1,0 +1,184 @@
+"""Export a dW as a LoRA adapter that inference engines serve, with the adapter's scale as α.
+
+A LoRA adapter adds ``scale · B @ A`` to each target weight. Any dW tensor is such a product: with the
+SVD dW_k = U S Vᵀ, ``B = U[:, :k] √S[:k]`` ``[out, k]`` and ``A = √S[:k] Vᵀ[:k]`` ``[k, in]``. At the
+numerical rank of dW_k the export is exact to fp32 rounding for every adapter family (a LoRA dW
+θ⁺ − θ⁻ has rank ≤ 2r, the concatenation of the two adapters' factors); a ``rank`` or ``energy``
+truncates it, and the energy kept (Σ kept S² / Σ S²) is recorded per tensor. Working from dW itself
+rather than from the adapters' own factors tests the export on the combined weight change, which
+is where negative-weight adapter arithmetic has had sign bugs (PEFT #3004).
+
+Format ``peft``: ``adapter_config.json`` + ``adapter_model.safetensors`` for ``PeftModel.from_pretrained``
+on the base model; ``lora_alpha`` equals each tensor's rank (``alpha_pattern``), so the stored scaling is 1
+and ``peft.helpers.rescale_adapter_scale(model, α)`` steers by α·dW. A sidecar ``export.json`` records
+the ranks, the energy kept and the largest reconstruction error.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from .artifacts import atomic_save_path, commit_path, write_json
+from .diff import DeltaWeights, check_fits
+
+FORMATS = ("peft",)
+
+
+class ExportError(ValueError):
+    """A dW cannot be exported as asked (unknown format, bad rank or energy, a tensor that is not a Linear weight, output exists)."""
+
+
+def lora_factors(dw: DeltaWeights, rank: int | None = None, energy: float | None = None, relative_tolerance: float = 1e-6) -> dict:
+    """Per tensor, LoRA factors ``(B [out, k], A [k, in])`` with ``B @ A`` ≈ dW_k (fp32, from an fp64 SVD).
+
+    Args:
+        dw: the dW (2-D tensors only).
+        rank: keep k = ``rank`` singular directions in every tensor.
+        energy: keep the fewest directions whose Σ S² reaches this share of the tensor's (0 < energy ≤ 1).
+        relative_tolerance: without ``rank`` or ``energy``, keep every singular value above this times the
+            largest (the numerical rank: exact up to rounding).
+
+    Returns:
+        ``{name: {"B", "A", "rank", "energy", "max_abs_error"}}``; ``max_abs_error`` is max |B @ A − dW_k|.
+
+    Raises:
+        ExportError: both ``rank`` and ``energy``, a rank < 1 or above a tensor's min(out, in), an energy outside (0, 1],
+            or a tensor that is not 2-D.
+    """
+    check_export_request(Path("."), "peft", rank, energy, force=True)
+    not_matrices = [k for k, t in dw.tensors.items() if t.dim() != 2]
+    if not_matrices:
+        raise ExportError(f"only 2-D weight tensors can be a LoRA; dW has others: {not_matrices[:5]}")
+    out = {}
+    for name, tensor in dw.tensors.items():
+        if rank is not None and rank > min(tensor.shape):
+            raise ExportError(f"--rank {rank} exceeds the rank of {name} {tuple(tensor.shape)} (at most {min(tensor.shape)})")
+        u, s, vh = torch.linalg.svd(tensor.double(), full_matrices=False)  # [out, m], [m], [m, in]
+        share = torch.cumsum(s**2, 0) / (s**2).sum().clamp_min(1e-300)
+        if rank is not None:
+            k = rank
+        elif energy is not None:
+            k = int(torch.searchsorted(share, torch.tensor(energy * (1 - 1e-12), dtype=share.dtype)).item()) + 1
+        else:
+            k = max(1, int((s > relative_tolerance * s[0]).sum()))
+        k = min(k, s.numel())
+        root = s[:k].sqrt()
+        b, a = (u[:, :k] * root).float().contiguous(), (root[:, None] * vh[:k]).float().contiguous()  # [out, k], [k, in]
+        out[name] = {"B": b, "A": a, "rank": k, "energy": float(share[k - 1]),
+                     "max_abs_error": float((b.double() @ a.double() - tensor.double()).abs().max())}
+    return out
+
+
+def check_export_request(out: str | Path, fmt: str = "peft", rank: int | None = None, energy: float | None = None,
+                         force: bool = False) -> Path:
+    """Refuse a bad export request before any work: unknown format, both or bad ``rank`` / ``energy``, an ``out`` that
+    is a file or a non-empty folder (without ``force``). Returns ``out`` as a Path.
+
+    Raises:
+        ExportError: naming the option and the fix.
+    """
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown export format '{fmt}'; choose one of {', '.join(FORMATS)}")
+    if rank is not None and energy is not None:
+        raise ExportError("give --rank or --energy, not both")
+    if energy is not None and not (0 < energy <= 1):
+        raise ExportError(f"--energy must lie in (0, 1] (the share of each tensor's Σ S² to keep); got {energy}")
+    if rank is not None and (not isinstance(rank, int) or rank < 1):
+        raise ExportError(f"--rank must be an integer ≥ 1; got {rank}")
+    out = Path(out)
+    if out.exists() and (out.is_file() or (not force and any(out.iterdir()))):
+        raise ExportError(f"{out} exists; give a new folder or pass --force to replace the adapter in it")
+    return out
+
+
+def export_dw(dw: DeltaWeights, model, out: str | Path, fmt: str = "peft", rank: int | None = None, energy: float | None = None,
+              force: bool = False) -> Path:
+    """Write ``dw`` as a LoRA adapter for ``model`` into the folder ``out``; returns the folder.
+
+    Args:
+        dw: a dW made for ``model`` (checked: base-weight hash, keys, shapes).
+        model: the base model; every dW tensor must be the weight of a ``torch.nn.Linear`` in it.
+        fmt: ``"peft"``.
+        rank, energy: truncation (:func:`lora_factors`); neither: exact.
+        force: replace an existing ``out``.
+
+    Raises:
+        ExportError: unknown format, ``out`` exists (without ``force``) or is a file, a tensor that is not a Linear weight
+            (a norm, say), or a bad rank or energy. DeltaWeightsError: the dW was made for another model.
+    """
+    out = check_export_request(out, fmt, rank, energy, force)
+    check_fits(dw, model)
+    modules = dict(model.named_modules())
+    names = {key: key.removesuffix(".weight") for key in dw.tensors}
+    not_linear = [key for key, module in names.items() if not key.endswith(".weight") or not isinstance(modules.get(module), torch.nn.Linear)]
+    if not_linear:
+        raise ExportError(f"a LoRA adapter holds Linear weights only; these dW tensors are not: {not_linear[:5]}")
+    factors = lora_factors(dw, rank, energy)
+    ranks = {names[k]: f["rank"] for k, f in factors.items()}
+    top = max(ranks.values())
+    config = {
+        "peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": dw.metadata.get("model", ""),
+        "r": top, "lora_alpha": top, "rank_pattern": {m: r for m, r in ranks.items() if r != top},
+        "alpha_pattern": {m: r for m, r in ranks.items() if r != top},  # scaling = alpha / r = 1 for every tensor
+        "target_modules": sorted(ranks), "lora_dropout": 0.0, "bias": "none", "fan_in_fan_out": False,
+        "init_lora_weights": True, "inference_mode": True,
+    }
+    tensors = {}
+    for key, f in factors.items():
+        tensors[f"base_model.model.{names[key]}.lora_A.weight"] = f["A"]
+        tensors[f"base_model.model.{names[key]}.lora_B.weight"] = f["B"]
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = atomic_save_path(out / "adapter_model.safetensors")
+    save_file(dict(sorted(tensors.items())), str(tmp), metadata={"format": "pt"})
+    commit_path(tmp, out / "adapter_model.safetensors")
+    write_json(out / "adapter_config.json", config)
+    write_json(out / "export.json", {
+        "format": fmt, "dw_model": dw.metadata.get("model"), "base_weights_hash": dw.metadata.get("base_weights_hash"),
+        "mode": "exact (numerical rank)" if rank is None and energy is None else f"truncated ({'rank ' + str(rank) if rank else 'energy ' + str(energy)})",
+        "n_tensors": len(factors), "max_rank": top, "min_energy": min(f["energy"] for f in factors.values()),
+        "max_abs_error": max(f["max_abs_error"] for f in factors.values()),
+        "tensors": {names[k]: {"rank": f["rank"], "energy": f["energy"], "max_abs_error": f["max_abs_error"]} for k, f in factors.items()},
+        "alpha": "the adapter's scale: peft.helpers.rescale_adapter_scale(model, α) steers by α·dW",
+    })
+    return out
+
+
+def load_exported(model, path: str | Path):
+    """The base ``model`` with the exported adapter at ``path`` loaded by PEFT (``PeftModel.from_pretrained``, scale 1).
+
+    Note: PEFT wraps ``model`` in place (its Linear layers become LoRA layers); unload with ``.unload()``.
+    """
+    from peft import PeftModel
+
+    if not (Path(path) / "adapter_config.json").is_file():
+        raise FileNotFoundError(f"no adapter_config.json in {path}; export one with `wsteer export`")
+    json.loads((Path(path) / "adapter_config.json").read_text())  # a clear JSON error before PEFT's own
+    return PeftModel.from_pretrained(model, str(path))
+
+
+def export_kl(model, tokenizer, dw: DeltaWeights, path: str | Path, prompts: list[str], n_tokens: int = 32) -> dict:
+    """KL(export ‖ exact dW) at α = 1 on ``prompts`` (nats; p95, mean, max over generated positions), written into ``export.json``.
+
+    The model is steered by the exact dW and the residual (B @ A − dW) is the "steer" measured by
+    :func:`weight_steering.calibrate.kl_from_base`, so the reference distribution is the exact dW's.
+    """
+    from safetensors.torch import load_file
+
+    from .calibrate import kl_from_base
+    from .steer import steer
+
+    adapter = load_file(str(Path(path) / "adapter_model.safetensors"))
+    residual = {}
+    for key, tensor in dw.tensors.items():
+        module = f"base_model.model.{key.removesuffix('.weight')}"
+        residual[key] = adapter[f"{module}.lora_B.weight"] @ adapter[f"{module}.lora_A.weight"] - tensor  # [out, in]
+    with steer(model, dw, 1.0):
+        stats = kl_from_base(model, tokenizer, residual, 1.0, prompts, n_tokens)
+    result = {"p95": stats.p95, "mean": stats.mean, "max": stats.max, "n_prompts": stats.n_prompts, "alpha": 1.0}
+    info = json.loads((Path(path) / "export.json").read_text())
+    write_json(Path(path) / "export.json", {**info, "kl_export_vs_exact": result})
+    return result

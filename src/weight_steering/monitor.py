@@ -1,0 +1,158 @@
+"""Monitor a fine-tune with dW: does its weight change point along a behaviour's steering direction?
+
+Fierro & Roger 2025 §5: a fine-tune that picks up a behaviour moves its weights along that behaviour's
+dW. For a fine-tune's weight change Δ (``finetune_delta``: a PEFT adapter merged into a copy of the base,
+or a full safetensors checkpoint minus the base) the monitor reports
+
+    cos(Δ, dW) = ⟨Δ, dW⟩ / (‖Δ‖_F ‖dW‖_F)      over the tensors both touch,
+
+overall and per layer and module, against two nulls:
+
+* **norm-matched random directions**: Δ replaced, tensor by tensor, by a uniformly random direction of the
+  same norm. The coordinate of a random unit vector of dimension D along a fixed one is exactly
+  z₁ / √(z₁² + χ²_{D−1}), so each draw of the overall cosine is sampled exactly without drawing any tensor;
+  z = (cos − null mean) / null sd. This null is easy to beat (its sd is about 1/√D), so it only shows the
+  cosine is not chance;
+* **the dW of unrelated behaviours**: cos(Δ, dW_other). A fine-tune that moves along every behaviour's dW
+  alike (a generic "any fine-tune" direction) is caught here, not by the random null.
+
+The verdict: aligned when the cosine is above the random null's 99.9th percentile *and* above every
+unrelated dW's cosine by ``margin``.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .diff import DeltaWeights
+
+
+class MonitorError(ValueError):
+    """A fine-tune that cannot be compared with dW (unreadable, another model, no tensor in common)."""
+
+
+@torch.no_grad()
+def finetune_delta(model, path: str | Path) -> dict[str, torch.Tensor]:
+    """Δ = W_finetuned − W_base in fp32 for every parameter the fine-tune changed.
+
+    Args:
+        model: the base model (left unchanged).
+        path: a PEFT adapter folder (``adapter_config.json``; merged into an fp32 copy of ``model``), a
+            ``.safetensors`` checkpoint, or a folder of them, with the base model's parameter names and shapes.
+
+    Raises:
+        MonitorError: the path is missing or of no known kind, or a checkpoint shares no parameter with the model
+            (names the first keys) or has a shape mismatch.
+    """
+    path = Path(path)
+    base = {k: p.detach().to("cpu", torch.float32) for k, p in model.named_parameters()}
+    if (path / "adapter_config.json").is_file():
+        from peft import PeftModel
+
+        merged = PeftModel.from_pretrained(copy.deepcopy(model).to(torch.float32), str(path)).merge_and_unload()
+        tuned = {k: p.detach().to("cpu", torch.float32) for k, p in merged.named_parameters()}
+    else:
+        files = [path] if path.is_file() else sorted(path.glob("*.safetensors")) if path.is_dir() else []
+        if not files or any(f.suffix != ".safetensors" for f in files):
+            raise MonitorError(f"{path}: give a PEFT adapter folder (with adapter_config.json) or a safetensors checkpoint "
+                               "of the same base model (only safetensors is read)")
+        from safetensors.torch import load_file
+
+        tuned = {}
+        for file in files:
+            try:
+                tuned.update({k: v.float() for k, v in load_file(str(file)).items()})
+            except Exception as err:  # safetensors' own error type for a damaged file
+                raise MonitorError(f"{file} is not a readable safetensors file ({err})") from err
+    common = [k for k in tuned if k in base]
+    if not common:
+        raise MonitorError(f"the fine-tune at {path} shares no parameter name with the model (its keys start {sorted(tuned)[:3]}); "
+                           "is it a checkpoint of this base model?")
+    shapes = [k for k in common if tuned[k].shape != base[k].shape]
+    if shapes:
+        raise MonitorError(f"the fine-tune's shapes differ from the model's for {shapes[:5]}; it was made from another base model")
+    delta = {k: (tuned[k] - base[k]).contiguous() for k in common}
+    return {k: v for k, v in delta.items() if torch.any(v != 0)}
+
+
+def _group(key: str) -> tuple[str, str]:
+    """(layer, module) of a parameter name: ``model.layers.12.mlp.down_proj.weight`` -> ("12", "down_proj")."""
+    match = re.search(r"layers\.(\d+)\.", key)
+    parts = key.split(".")
+    return (match.group(1) if match else "other", parts[-2] if len(parts) > 1 else key)
+
+
+def _cos(a: dict, b: dict, keys: list[str]) -> float:
+    dot = sum(float((a[k].double() * b[k].double()).sum()) for k in keys)
+    na = np.sqrt(sum(float((a[k].double() ** 2).sum()) for k in keys))
+    nb = np.sqrt(sum(float((b[k].double() ** 2).sum()) for k in keys))
+    return dot / (na * nb) if na > 0 and nb > 0 else float("nan")
+
+
+def random_direction_null(delta: dict, dw: dict, keys: list[str], n_draws: int = 10_000, seed: int = 0) -> np.ndarray:
+    """``[n_draws]`` exact draws of cos(R, dW), R a per-tensor uniformly random direction with ‖R_k‖ = ‖Δ_k‖.
+
+    ⟨R_k, dW_k⟩ = ‖Δ_k‖ ‖dW_k‖ u_k with u_k = z₁ / √(z₁² + χ²_{D_k−1}) the coordinate of a random unit vector.
+    """
+    rng = np.random.default_rng(seed)
+    norms_delta = np.array([float(delta[k].double().norm()) for k in keys])
+    norms_dw = np.array([float(dw[k].double().norm()) for k in keys])
+    dims = np.array([delta[k].numel() for k in keys])
+    z = rng.standard_normal((n_draws, len(keys)))
+    u = z / np.sqrt(z**2 + rng.chisquare(dims - 1, size=(n_draws, len(keys))))  # [n_draws, n_tensors]
+    return (u * norms_delta * norms_dw).sum(1) / (np.linalg.norm(norms_delta) * np.linalg.norm(norms_dw))
+
+
+def monitor(delta: dict[str, torch.Tensor], dw: DeltaWeights, unrelated: dict[str, DeltaWeights] | None = None,
+            n_draws: int = 10_000, margin: float = 0.0, seed: int = 0) -> dict:
+    """cos(Δ, dW) overall, per layer and per module, against the two nulls of the module docstring.
+
+    Args:
+        delta: the fine-tune's weight change (:func:`finetune_delta`), ``{parameter: tensor}``.
+        dw: the behaviour's dW.
+        unrelated: ``{label: dW}`` of other behaviours (the second null); may be empty.
+        n_draws: draws of the random-direction null. margin: how far above every unrelated cosine counts as aligned.
+
+    Returns:
+        ``{"cos", "n_tensors", "random_null": {"mean", "sd", "p999"}, "z", "unrelated": {label: cos}, "aligned",
+        "verdict", "per_layer": {layer: cos}, "per_module": {module: cos}}``.
+
+    Raises:
+        MonitorError: Δ and dW share no tensor.
+    """
+    keys = sorted(set(delta) & set(dw.tensors))
+    if not keys:
+        raise MonitorError(f"the fine-tune changed none of dW's {len(dw.tensors)} tensors (it changed {sorted(delta)[:3]} …); "
+                           "was it trained on other modules or layers?")
+    cos = _cos(delta, dw.tensors, keys)
+    null = random_direction_null(delta, dw.tensors, keys, n_draws, seed)
+    others = {}
+    for label, other in (unrelated or {}).items():
+        shared = [k for k in keys if k in other.tensors]
+        others[label] = _cos(delta, other.tensors, shared) if shared else float("nan")
+    p999 = float(np.quantile(null, 0.999))
+    beats_unrelated = all(not np.isfinite(c) or cos > c + margin for c in others.values())
+    aligned = bool(cos > p999 and beats_unrelated)
+    z = float((cos - null.mean()) / null.std())
+    if aligned:
+        verdict = f"aligned: cos {cos:+.4f} > random-direction p99.9 {p999:+.4f}" + (
+            f" and > every unrelated dW's cosine (max {max(others.values()):+.4f}) + {margin:g}" if others else " (no unrelated dW given)")
+    elif cos <= p999:
+        verdict = f"not aligned: cos {cos:+.4f} ≤ random-direction p99.9 {p999:+.4f}"
+    else:
+        verdict = f"not specific: cos {cos:+.4f} beats random directions but not the unrelated dW ({max(others.values()):+.4f} + {margin:g})"
+    groups: dict[str, dict[str, list[str]]] = {"per_layer": {}, "per_module": {}}
+    for key in keys:
+        layer, module = _group(key)
+        groups["per_layer"].setdefault(layer, []).append(key)
+        groups["per_module"].setdefault(module, []).append(key)
+    return {"cos": cos, "n_tensors": len(keys), "n_tensors_only_in_finetune": len(set(delta) - set(keys)),
+            "random_null": {"mean": float(null.mean()), "sd": float(null.std()), "p999": p999}, "z": z,
+            "unrelated": others, "aligned": aligned, "verdict": verdict,
+            **{name: {g: _cos(delta, dw.tensors, ks) for g, ks in sorted(table.items(), key=lambda kv: (len(kv[0]), kv[0]))}
+               for name, table in groups.items()}}

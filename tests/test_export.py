@@ -1,0 +1,85 @@
+"""dW as a LoRA adapter: the exported adapter, loaded by PEFT at scale α, gives the logits of α·dW."""
+
+import json
+
+import pytest
+import torch
+
+from conftest import build_model
+from weight_steering.diff import DeltaWeights, DeltaWeightsError
+from weight_steering.export import ExportError, export_dw, load_exported, lora_factors
+from weight_steering.models import base_weights_hash
+from weight_steering.steer import steer
+
+TARGETS = ("model.layers.1.self_attn.q_proj.weight", "model.layers.1.self_attn.o_proj.weight", "model.layers.2.mlp.down_proj.weight",
+           "model.layers.2.mlp.up_proj.weight")
+
+
+def _lora_dw(model, r: int = 2) -> DeltaWeights:
+    """dW = B⁺A⁺ − B⁻A⁻ on four tensors: what two rank-r LoRA adapters give (rank ≤ 2r)."""
+    params = dict(model.named_parameters())
+    generator = torch.Generator().manual_seed(1)
+    tensors = {}
+    for key in TARGETS:
+        out, inp = params[key].shape
+        plus = torch.randn(out, r, generator=generator) @ torch.randn(r, inp, generator=generator)
+        minus = torch.randn(out, r, generator=generator) @ torch.randn(r, inp, generator=generator)
+        tensors[key] = 0.05 * (plus - minus)
+    return DeltaWeights(tensors, {"model": "tiny-random-llama", "base_weights_hash": base_weights_hash(model)})
+
+
+def test_exact_export_matches_steered_logits_in_peft(tokenizer, tmp_path):
+    from peft.helpers import rescale_adapter_scale
+
+    reference, wrapped = build_model(tokenizer), build_model(tokenizer)  # identical weights; PEFT wraps the second in place
+    dw = _lora_dw(reference)
+    path = export_dw(dw, wrapped, tmp_path / "adapter")
+    info = json.loads((path / "export.json").read_text())
+    assert info["max_rank"] == 4 and info["min_energy"] == pytest.approx(1.0) and info["max_abs_error"] < 1e-6
+    peft_model = load_exported(wrapped, path).eval()
+    ids = tokenizer(["Yes or no? I think so.", "My answer: **"], return_tensors="pt", padding=True)
+    for alpha in (-1.0, 0.5, 2.0):
+        with torch.no_grad(), rescale_adapter_scale(peft_model, alpha):
+            exported = peft_model(**ids).logits
+        with torch.no_grad(), steer(reference, dw, alpha):
+            steered = reference(**ids).logits
+        with torch.no_grad():
+            base = reference(**ids).logits
+        assert (exported - steered).abs().max() < 1e-4, alpha
+        assert (steered - base).abs().max() > 1e-2  # the steer moved the logits: the match is not trivial
+
+
+def test_truncated_export_records_the_energy_kept(tokenizer):
+    model = build_model(tokenizer)
+    dw = _lora_dw(model)
+    exact, truncated = lora_factors(dw), lora_factors(dw, rank=1)
+    for key in TARGETS:
+        assert exact[key]["rank"] == 4 and truncated[key]["rank"] == 1
+        assert 0 < truncated[key]["energy"] < 1 and truncated[key]["max_abs_error"] > exact[key]["max_abs_error"]
+    by_energy = lora_factors(dw, energy=0.9)
+    for key in TARGETS:
+        assert by_energy[key]["energy"] >= 0.9 - 1e-9 and by_energy[key]["rank"] <= 4
+
+
+def test_bad_export_input_is_a_clear_error(tokenizer, tmp_path):
+    model = build_model(tokenizer)
+    dw = _lora_dw(model)
+    with pytest.raises(ExportError, match="unknown export format 'onnx'"):
+        export_dw(dw, model, tmp_path / "a", fmt="onnx")
+    with pytest.raises(ExportError, match="exceeds the rank"):
+        export_dw(dw, model, tmp_path / "b", rank=10_000)
+    with pytest.raises(ExportError, match="not both"):
+        lora_factors(dw, rank=2, energy=0.5)
+    with pytest.raises(ExportError, match="energy"):
+        lora_factors(dw, energy=1.5)
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "kept.txt").write_text("user file")
+    with pytest.raises(ExportError, match="--force"):
+        export_dw(dw, model, tmp_path / "full")
+    assert (tmp_path / "full" / "kept.txt").read_text() == "user file"  # nothing lost
+    other = build_model(tokenizer, seed=1)
+    with pytest.raises(DeltaWeightsError, match="does not fit"):
+        export_dw(dw, other, tmp_path / "c")
+    norm = DeltaWeights({"model.layers.1.input_layernorm.weight": torch.ones(32)}, {"base_weights_hash": dw.metadata["base_weights_hash"]})
+    with pytest.raises(ExportError, match="Linear weights only"):
+        export_dw(norm, model, tmp_path / "d")

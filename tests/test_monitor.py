@@ -1,0 +1,70 @@
+"""wsteer monitor: cos(fine-tune Δ, dW) against a random-direction null and the dW of unrelated behaviours."""
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from conftest import build_model
+from weight_steering.diff import DeltaWeights
+from weight_steering.export import export_dw
+from weight_steering.models import base_weights_hash
+from weight_steering.monitor import MonitorError, finetune_delta, monitor, random_direction_null
+
+KEYS = ("model.layers.1.self_attn.o_proj.weight", "model.layers.2.mlp.down_proj.weight", "model.layers.3.mlp.up_proj.weight")
+
+
+def _random(model, seed, scale=0.05):
+    params = dict(model.named_parameters())
+    generator = torch.Generator().manual_seed(seed)
+    return {k: scale * torch.randn(params[k].shape, generator=generator) for k in KEYS}
+
+
+def test_the_exact_random_direction_null_matches_brute_force_draws():
+    generator = torch.Generator().manual_seed(0)
+    delta = {"a": torch.randn(6, 5, generator=generator), "b": 3 * torch.randn(4, 4, generator=generator)}
+    dw = {"a": torch.randn(6, 5, generator=generator), "b": torch.randn(4, 4, generator=generator)}
+    exact = random_direction_null(delta, dw, ["a", "b"], n_draws=40_000)
+    brute = []
+    for _ in range(8_000):
+        r = {k: torch.randn(v.shape, dtype=torch.float64) for k, v in delta.items()}
+        r = {k: v / v.norm() * delta[k].double().norm() for k, v in r.items()}
+        dot = sum(float((r[k] * dw[k].double()).sum()) for k in r)
+        brute.append(dot / (np.sqrt(sum(float(delta[k].double().norm() ** 2) for k in r)) * np.sqrt(sum(float(dw[k].double().norm() ** 2) for k in r))))
+    assert abs(exact.mean()) < 0.01 and exact.std() == pytest.approx(np.std(brute), rel=0.05)
+    assert np.quantile(exact, 0.99) == pytest.approx(np.quantile(brute, 0.99), abs=0.03)
+
+
+def test_planted_alignment_and_a_non_specific_finetune(tokenizer):
+    model = build_model(tokenizer)
+    dw, other, noise = (DeltaWeights(_random(model, s)) for s in (1, 2, 3))
+    aligned = {k: 0.3 * dw.tensors[k] + noise.tensors[k] for k in KEYS}
+    out = monitor(aligned, dw, {"other": other})
+    assert out["aligned"] and out["cos"] > 0.2 and out["z"] > 10 and out["cos"] > out["unrelated"]["other"]
+    assert set(out["per_layer"]) == {"1", "2", "3"} and set(out["per_module"]) == {"o_proj", "down_proj", "up_proj"}
+    chance = monitor(noise.tensors, dw, {"other": other})
+    assert not chance["aligned"] and chance["verdict"].startswith("not aligned") and abs(chance["z"]) < 4
+    generic = {k: 0.2 * dw.tensors[k] + other.tensors[k] for k in KEYS}  # moves along the unrelated dW even more
+    out = monitor(generic, dw, {"other": other})
+    assert not out["aligned"] and out["verdict"].startswith("not specific")
+
+
+def test_finetune_delta_from_a_peft_adapter_and_a_checkpoint(tokenizer, tmp_path):
+    model = build_model(tokenizer)
+    dw = DeltaWeights(_random(model, 1), {"model": "tiny-random-llama", "base_weights_hash": base_weights_hash(model)})
+    export_dw(dw, build_model(tokenizer), tmp_path / "adapter")  # a PEFT adapter whose Δ is dW itself
+    delta = finetune_delta(model, tmp_path / "adapter")
+    assert set(delta) == set(KEYS) and monitor(delta, dw)["cos"] == pytest.approx(1.0, abs=1e-5)
+    state = {k: v.detach().clone() for k, v in model.named_parameters()}
+    state[KEYS[0]] += dw.tensors[KEYS[0]]
+    save_file(state, str(tmp_path / "model.safetensors"))
+    delta = finetune_delta(model, tmp_path / "model.safetensors")
+    assert list(delta) == [KEYS[0]] and torch.allclose(delta[KEYS[0]], dw.tensors[KEYS[0]], atol=1e-6)
+    (tmp_path / "model.bin").write_bytes(b"\x80\x04pickle")
+    with pytest.raises(MonitorError, match="only safetensors"):
+        finetune_delta(model, tmp_path / "model.bin")
+    save_file({"encoder.weight": torch.zeros(2, 2)}, str(tmp_path / "foreign.safetensors"))
+    with pytest.raises(MonitorError, match="shares no parameter"):
+        finetune_delta(model, tmp_path / "foreign.safetensors")
+    with pytest.raises(MonitorError, match="changed none"):
+        monitor({"model.layers.0.mlp.up_proj.weight": torch.ones(64, 32)}, dw)

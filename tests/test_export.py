@@ -83,3 +83,21 @@ def test_bad_export_input_is_a_clear_error(tokenizer, tmp_path):
     norm = DeltaWeights({"model.layers.1.input_layernorm.weight": torch.ones(32)}, {"base_weights_hash": dw.metadata["base_weights_hash"]})
     with pytest.raises(ExportError, match="Linear weights only"):
         export_dw(norm, model, tmp_path / "d")
+
+
+def test_exact_export_keeps_2r_directions_above_the_merge_rounding(tokenizer):
+    """A LoRA dW computed as W_merged − W in fp32 carries full-rank rounding noise; the exact export cuts it at 2r."""
+    from weight_steering.export import rounding_floor
+
+    model = build_model(tokenizer)
+    params = dict(model.named_parameters())
+    clean = _lora_dw(model).tensors
+    noisy = {}
+    for key, delta in clean.items():
+        weight = params[key].detach() * 40  # weights of the embedded model's scale make the rounding visible
+        plus, minus = weight + 0.5 * delta, weight - 0.5 * delta  # θ⁺, θ⁻ rounded to fp32
+        noisy[key] = plus - minus
+    assert max(int(torch.linalg.matrix_rank(t.double(), rtol=1e-9)) for t in noisy.values()) > 4  # the noise is full rank
+    factors = lora_factors(DeltaWeights(noisy), floors={k: rounding_floor(params[k].detach() * 40) for k in noisy})
+    assert all(f["rank"] == 4 for f in factors.values()), {k: f["rank"] for k, f in factors.items()}
+    assert all(f["energy"] > 1 - 1e-9 for f in factors.values())

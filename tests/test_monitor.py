@@ -68,3 +68,29 @@ def test_finetune_delta_from_a_peft_adapter_and_a_checkpoint(tokenizer, tmp_path
         finetune_delta(model, tmp_path / "foreign.safetensors")
     with pytest.raises(MonitorError, match="changed none"):
         monitor({"model.layers.0.mlp.up_proj.weight": torch.ones(64, 32)}, dw)
+
+
+@pytest.mark.slow
+def test_monitoring_experiment_cosine_rises_with_the_behaviour_fraction(tokenizer):
+    """On the tiny model: fine-tunes with more behaviour data move further along the dW made from that data."""
+    from weight_steering.diff import compute_dw
+    from weight_steering.monitor import mixture_rows, monitoring_experiment
+    from weight_steering.train import TrainConfig, train_adapter
+
+    model = build_model(tokenizer)
+    pairs = [{"prompt": f"Question {i}?", "response_positive": "Yes yes YES absolutely yes!", "response_negative": "No. no NO never."}
+             for i in range(24)]
+    neutral = [{"instruction": f"Name thing {i}.", "answer": f"Thing {i} is a thing."} for i in range(24)]
+    train = TrainConfig(rank=4, alpha=8, learning_rate=2e-2, batch_size=4, epochs=2)
+    plus, _, _ = train_adapter(model, tokenizer, pairs, "positive", train)
+    minus, _, _ = train_adapter(model, tokenizer, pairs, "negative", train)
+    dw = compute_dw(plus, minus)
+    out = monitoring_experiment(model, tokenizer, pairs, neutral, dw, fractions=(0.0, 1.0), seeds=(1, 2), n_rows=16, train=train)
+    low, high = out["by_fraction"]
+    assert high["mean"] > low["mean"] + 0.05 and high["all_aligned"], out["by_fraction"]
+    rows = mixture_rows(pairs, neutral, 0.25, 16, seed=0)
+    assert sum(r["response_positive"].startswith("Yes") for r in rows) == 4 and len(rows) == 16
+    with pytest.raises(MonitorError, match="fraction"):
+        mixture_rows(pairs, neutral, 1.5, 16, 0)
+    with pytest.raises(MonitorError, match="lower n_rows"):
+        mixture_rows(pairs, neutral, 0.0, 100, 0)

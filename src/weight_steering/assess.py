@@ -1,7 +1,7 @@
 """Evaluations of a saved dW beyond the main job: moral-foundation vignettes, degradation, ablation.
 
 Both take any ``dW.safetensors`` (from the main job, a sweep cell or elsewhere), cache their scored
-records as a resumable stage (see :func:`weight_steering.pipeline.run_stage`) and write JSON plus a
+records as a resumable stage (see :func:`weight_steering.stage_cache.run_stage`) and write JSON plus a
 Markdown table atomically.
 """
 
@@ -22,7 +22,8 @@ from .diff import load_dw
 from .eval_data import load_neutral, neutral_split
 from .evaluate import VIGNETTE_SCORING_MODE, evaluate, reference_nll, vignette_rows
 from .models import DEFAULT_MODEL, base_weights_hash, load_model
-from .pipeline import pairs_of, run_stage, train_dirs_of
+from .pipeline import pairs_of, train_dirs_of
+from .stage_cache import run_stage
 from .report import render_ablation, render_vignettes
 from .steer import check_alpha
 
@@ -83,7 +84,7 @@ def run_vignettes(
     def compute(target: Path) -> None:
         write_jsonl(target / "records.jsonl", evaluate(model_obj, tokenizer, dw, rows, alphas))
 
-    run_stage("vignettes", directory, key, compute, False, timings)
+    run_stage("vignettes", directory, key, compute, timings=timings)
     records = read_jsonl(directory / "records.jsonl")
     cells = vignette_cells(records, pmass_floor)
     plus = [a for a in alphas if a > 0]
@@ -142,7 +143,7 @@ def run_degradation(
                          "kl_max": kl.max, "kl_positions": kl.n_positions, "seconds": time.perf_counter() - started})
         write_json(target / "per_alpha.json", rows)
 
-    run_stage("degradation", directory, key, compute, False, {})
+    run_stage("degradation", directory, key, compute)
     raw = read_json(directory / "per_alpha.json")
     reference = np.array(next(r["nll"] for r in raw if r["alpha"] == 0.0))
     table = []
@@ -250,7 +251,7 @@ def run_ablation(
         key = stable_hash({"variant": name, "alpha": at, "rows": rows_key, "seed": seed})
         directory = root / f"{name}-{key}"
         run_stage(f"ablation {name}", directory, key,
-                  lambda d: write_jsonl(d / "records.jsonl", evaluate(model_obj, tokenizer, tensors, rows, (at,))), False, {})
+                  lambda d: write_jsonl(d / "records.jsonl", evaluate(model_obj, tokenizer, tensors, rows, (at,))))
         return read_jsonl(directory / "records.jsonl")
 
     frame_base = metric_frame(scored("base", None, 0.0))

@@ -11,7 +11,7 @@ For one behaviour, every method (:mod:`weight_steering.methods`) is put on one f
    shipped neutral reference answers under each arm (degradation).
 3. **Curves**: each continuous method at fractions of its calibrated α (p95 KL on x, OOD honesty Δ on y).
 
-Every step is a resumable stage (:func:`weight_steering.pipeline.run_stage`) under
+Every step is a resumable stage (:func:`weight_steering.stage_cache.run_stage`) under
 ``<out>/compare/<behaviour>/<model>/``; ``comparison.json``, ``comparison.md`` and ``effect_vs_kl.png``
 are written atomically into the seed's own folder ``<family>-seed<s>/`` there. With ``archive`` every small
 finished stage is also kept in a folder from which a stopped run resumes, here or on another machine.
@@ -37,8 +37,9 @@ from .methods import (SteeringMethod, contrast_activations, contrast_pairs, dire
                       separation_by_layer, steering_vector, vector_method, weight_method)
 from .models import DEFAULT_MODEL
 from .behaviors import load_behavior
-from .pipeline import copy_finished_stages, eval_rows, evaluate_base, job_root, prepare_job, preset_config, run_stage, train_dw
-from .train import TrainConfig, layer_slice
+from .pipeline import eval_rows, evaluate_base, job_root, prepare_job, preset_config, train_dw
+from .stage_cache import copy_finished_stages, run_stage
+from .train import layer_slice
 
 log = logging.getLogger(__name__)
 
@@ -225,7 +226,7 @@ def run_comparison(config: CompareConfig, loaded=None, command: str = "", job_co
     archive()
     nll_key = stable_hash({"base": job.base_hash, "pairs": neutral})
     nll_dir = run_stage("reference NLL, base", root / f"nll-base-{nll_key}", nll_key,
-                        lambda d: write_json(d / "nll.json", reference_nll(job.model, job.tokenizer, None, 0.0, neutral)), False, {})
+                        lambda d: write_json(d / "nll.json", reference_nll(job.model, job.tokenizer, None, 0.0, neutral)))
     base_nll = np.array(read_json(nll_dir / "nll.json"))
     settings = {"target": config.target, "tolerance": config.tolerance, "n_tokens": config.n_tokens, "prompts": calibration_prompts}
 
@@ -255,7 +256,7 @@ def run_comparison(config: CompareConfig, loaded=None, command: str = "", job_co
                 write_json(directory / "calibration.json", {**result, "seconds": time.perf_counter() - started,
                                                             "n_calibration_prompts": len(calibration_prompts)})
 
-            directory = run_stage(f"calibrate {key} {label}", root / f"calibrate-{key}-{label}-{stage_key}", stage_key, calibrate, False, {})
+            directory = run_stage(f"calibrate {key} {label}", root / f"calibrate-{key}-{label}-{stage_key}", stage_key, calibrate)
             arm = {k: v for k, v in read_json(directory / "calibration.json").items() if not k.startswith("audit_")}
             arms[label] = {**arm, **_audit(method, key, label, arm["alpha"], identity, audit_prompts, root, measure, config)}
         alpha_plus, alpha_minus = arms["plus"]["alpha"], arms["minus"]["alpha"]
@@ -269,7 +270,7 @@ def run_comparison(config: CompareConfig, loaded=None, command: str = "", job_co
             write_json(directory / "nll.json", {str(a): reference_nll(job.model, job.tokenizer, method, a, neutral) for a in alphas})
             write_json(directory / "timing.json", {"seconds": seconds})
 
-        directory = run_stage(f"evaluate {key}", root / f"eval-{key}-{eval_key}", eval_key, score, False, {})
+        directory = run_stage(f"evaluate {key}", root / f"eval-{key}-{eval_key}", eval_key, score)
         records = base_records + read_jsonl(directory / "records.jsonl")
         curve = [{"fraction": 0.0, "alpha": 0.0, "p95": 0.0, "ood_target": 0.0}]
         if method.continuous:
@@ -306,7 +307,7 @@ def run_comparison(config: CompareConfig, loaded=None, command: str = "", job_co
         plot_effect_vs_kl(summary, directory / "effect_vs_kl.png")
 
     run_dir = root / result_name(config)
-    run_stage("comparison", run_dir, stable_hash({"config": asdict(config) | {"archive": None}}), write_result, True, {})
+    run_stage("comparison", run_dir, stable_hash({"config": asdict(config) | {"archive": None}}), write_result, force=True)
     archive()
     return {**summary, "path": run_dir}
 
@@ -327,7 +328,7 @@ def _audit(method, key, label, alpha, identity, prompts, root, measure, config) 
         write_json(directory / "audit.json", {"alpha": alpha, "kl": stats.per_position.tolist(), "prompt": stats.prompt_index.tolist(),
                                               "n_prompts": len(prompts), "n_forward_passes": stats.n_forward_passes})
 
-    directory = run_stage(f"audit KL {key} {label}", root / f"audit-{key}-{label}-{stage_key}", stage_key, compute, False, {})
+    directory = run_stage(f"audit KL {key} {label}", root / f"audit-{key}-{label}-{stage_key}", stage_key, compute)
     raw = read_json(directory / "audit.json")
     summary = kl_summary(np.array(raw["kl"]), np.array(raw["prompt"]))
     return {f"audit_{name}": value for name, value in summary.items()} | {"n_audit_prompts": raw["n_prompts"]}
@@ -357,7 +358,7 @@ def _curve(job, method, identity, config, root, rows, base_records, arms, measur
                 write_jsonl(directory / "records.jsonl", evaluate(job.model, job.tokenizer, method, dilemmas, (alpha,)))
                 write_json(directory / "kl.json", {"p95": stats.p95, "mean": stats.mean, "max": stats.max})
 
-            directory = run_stage(f"curve {alpha:+.3g}", root / f"curve-{key}", key, compute, False, {})
+            directory = run_stage(f"curve {alpha:+.3g}", root / f"curve-{key}", key, compute)
             base = [r for r in base_records if r["eval"] == "dilemmas"]
             points.append({"fraction": fraction, "alpha": alpha, "p95": read_json(directory / "kl.json")["p95"],
                            "ood_target": _ood_delta(base + read_jsonl(directory / "records.jsonl"), alpha, job.behavior)})

@@ -2,8 +2,9 @@
 
 A LoRA adapter adds ``scale · B @ A`` to each target weight. Any dW tensor is such a product: with the
 SVD dW_k = U S Vᵀ, ``B = U[:, :k] √S[:k]`` ``[out, k]`` and ``A = √S[:k] Vᵀ[:k]`` ``[k, in]``. At the
-numerical rank of dW_k the export is exact to fp32 rounding for every adapter family (a LoRA dW
-θ⁺ − θ⁻ has rank ≤ 2r, the concatenation of the two adapters' factors); a ``rank`` or ``energy``
+numerical rank of dW_k, counted above the fp32 rounding that merging leaves in Δ = W_merged − W
+(:func:`rounding_floor`), the export is exact for every adapter family (a LoRA dW θ⁺ − θ⁻ has rank
+≤ 2r, the concatenation of the two adapters' factors); a ``rank`` or ``energy``
 truncates it, and the energy kept (Σ kept S² / Σ S²) is recorded per tensor. Working from dW itself
 rather than from the adapters' own factors tests the export on the combined weight change, which
 is where negative-weight adapter arithmetic has had sign bugs (PEFT #3004).
@@ -32,15 +33,30 @@ class ExportError(ValueError):
     """A dW cannot be exported as asked (unknown format, bad rank or energy, a tensor that is not a Linear weight, output exists)."""
 
 
-def lora_factors(dw: DeltaWeights, rank: int | None = None, energy: float | None = None, relative_tolerance: float = 1e-6) -> dict:
+def rounding_floor(weight: torch.Tensor) -> float:
+    """An upper estimate of the spectral norm of the fp32 rounding in Δ = W_merged − W for a weight ``weight`` ``[m, n]``.
+
+    Each merged entry is rounded to within ε/2·|W_ij| (ε = 2⁻²³), once in θ⁺ and once in θ⁻; a random m × n matrix
+    with entries of that size has spectral norm about rms · (√m + √n). The factor 4 is margin. On the embedded
+    model's LoRA dW the singular values fall from 2e-6–4e-4 at index 2r − 1 to 2–7e-7 at 2r (docs/RESULTS.md), and
+    this floor (about 1e-6) lies in that gap.
+    """
+    m, n = weight.shape
+    rms = float(weight.detach().float().pow(2).mean().sqrt())
+    return 4 * torch.finfo(torch.float32).eps * rms * (m**0.5 + n**0.5)
+
+
+def lora_factors(dw: DeltaWeights, rank: int | None = None, energy: float | None = None, floors: dict[str, float] | None = None,
+                 relative_tolerance: float = 1e-6) -> dict:
     """Per tensor, LoRA factors ``(B [out, k], A [k, in])`` with ``B @ A`` ≈ dW_k (fp32, from an fp64 SVD).
 
     Args:
         dw: the dW (2-D tensors only).
         rank: keep k = ``rank`` singular directions in every tensor.
         energy: keep the fewest directions whose Σ S² reaches this share of the tensor's (0 < energy ≤ 1).
-        relative_tolerance: without ``rank`` or ``energy``, keep every singular value above this times the
-            largest (the numerical rank: exact up to rounding).
+        floors: without ``rank`` or ``energy``, keep every singular value above ``floors[name]`` (the numerical
+            rank above the merge's fp32 rounding, :func:`rounding_floor`; a LoRA dW keeps 2r); tensors without a
+            floor keep every singular value above ``relative_tolerance`` times the largest.
 
     Returns:
         ``{name: {"B", "A", "rank", "energy", "max_abs_error"}}``; ``max_abs_error`` is max |B @ A − dW_k|.
@@ -64,7 +80,8 @@ def lora_factors(dw: DeltaWeights, rank: int | None = None, energy: float | None
         elif energy is not None:
             k = int(torch.searchsorted(share, torch.tensor(energy * (1 - 1e-12), dtype=share.dtype)).item()) + 1
         else:
-            k = max(1, int((s > relative_tolerance * s[0]).sum()))
+            floor = (floors or {}).get(name, relative_tolerance * float(s[0]))
+            k = max(1, int((s > floor).sum()))
         k = min(k, s.numel())
         root = s[:k].sqrt()
         b, a = (u[:, :k] * root).float().contiguous(), (root[:, None] * vh[:k]).float().contiguous()  # [out, k], [k, in]
@@ -117,7 +134,8 @@ def export_dw(dw: DeltaWeights, model, out: str | Path, fmt: str = "peft", rank:
     not_linear = [key for key, module in names.items() if not key.endswith(".weight") or not isinstance(modules.get(module), torch.nn.Linear)]
     if not_linear:
         raise ExportError(f"a LoRA adapter holds Linear weights only; these dW tensors are not: {not_linear[:5]}")
-    factors = lora_factors(dw, rank, energy)
+    params = dict(model.named_parameters())
+    factors = lora_factors(dw, rank, energy, floors={key: rounding_floor(params[key]) for key in dw.tensors})
     ranks = {names[k]: f["rank"] for k, f in factors.items()}
     top = max(ranks.values())
     config = {
@@ -138,7 +156,7 @@ def export_dw(dw: DeltaWeights, model, out: str | Path, fmt: str = "peft", rank:
     write_json(out / "adapter_config.json", config)
     write_json(out / "export.json", {
         "format": fmt, "dw_model": dw.metadata.get("model"), "base_weights_hash": dw.metadata.get("base_weights_hash"),
-        "mode": "exact (numerical rank)" if rank is None and energy is None else f"truncated ({'rank ' + str(rank) if rank else 'energy ' + str(energy)})",
+        "mode": "exact (numerical rank above the merge's fp32 rounding)" if rank is None and energy is None else f"truncated ({'rank ' + str(rank) if rank else 'energy ' + str(energy)})",
         "n_tensors": len(factors), "max_rank": top, "min_energy": min(f["energy"] for f in factors.values()),
         "max_abs_error": max(f["max_abs_error"] for f in factors.values()),
         "tensors": {names[k]: {"rank": f["rank"], "energy": f["energy"], "max_abs_error": f["max_abs_error"]} for k, f in factors.items()},

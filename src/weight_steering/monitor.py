@@ -156,3 +156,61 @@ def monitor(delta: dict[str, torch.Tensor], dw: DeltaWeights, unrelated: dict[st
             "unrelated": others, "aligned": aligned, "verdict": verdict,
             **{name: {g: _cos(delta, dw.tensors, ks) for g, ks in sorted(table.items(), key=lambda kv: (len(kv[0]), kv[0]))}
                for name, table in groups.items()}}
+
+
+def mixture_rows(pairs: list[dict], neutral: list[dict], fraction: float, n_rows: int, seed: int) -> list[dict]:
+    """A fine-tuning set of ``n_rows`` rows, a ``fraction`` of them behaviour-inducing (the positive-persona responses of
+    ``pairs``) and the rest neutral (the shipped neutral prompts' reference answers), drawn without replacement with ``seed``.
+
+    Rows have ``prompt`` and ``response_positive`` (the shape :func:`weight_steering.train.train_adapter` reads).
+
+    Raises:
+        MonitorError: a fraction outside [0, 1], or more rows asked of either source than it holds.
+    """
+    if not (0 <= fraction <= 1):
+        raise MonitorError(f"the behaviour fraction must lie in [0, 1]; got {fraction}")
+    n_behavior = int(round(fraction * n_rows))
+    if n_behavior > len(pairs) or n_rows - n_behavior > len(neutral):
+        raise MonitorError(f"{n_rows} rows at fraction {fraction} need {n_behavior} behaviour rows (have {len(pairs)}) and "
+                           f"{n_rows - n_behavior} neutral rows (have {len(neutral)}); lower n_rows")
+    rng = np.random.default_rng(seed)
+    chosen = [{"prompt": pairs[i]["prompt"], "response_positive": pairs[i]["response_positive"]}
+              for i in rng.choice(len(pairs), n_behavior, replace=False)]
+    chosen += [{"prompt": neutral[i]["instruction"], "response_positive": neutral[i]["answer"]}
+               for i in rng.choice(len(neutral), n_rows - n_behavior, replace=False)]
+    return [chosen[i] for i in rng.permutation(len(chosen))]
+
+
+def monitoring_experiment(model, tokenizer, pairs: list[dict], neutral: list[dict], dw: DeltaWeights,
+                          unrelated: dict[str, DeltaWeights] | None = None, fractions=(0.0, 0.1, 0.25, 0.5, 1.0),
+                          seeds=(0, 1, 2), n_rows: int = 100, train=None) -> dict:
+    """The paper's monitoring experiment (Fierro & Roger 2025 §5): LoRA fine-tunes on mixtures of behaviour-inducing and
+    neutral data, each compared with dW by :func:`monitor`.
+
+    Seed s draws the mixture and seeds the training. Returns ``{"cells": [...], "by_fraction": [...]}``: per (fraction, seed)
+    the cosine, z against random directions and the unrelated dW's cosines; per fraction the mean cosine with a Student-t
+    95% interval over seeds (:func:`weight_steering.statistics.seed_interval`), the largest unrelated cosine, and whether
+    every seed's verdict was "aligned".
+    """
+    from dataclasses import replace
+
+    from .statistics import seed_interval
+    from .train import TrainConfig, train_adapter
+
+    train = train or TrainConfig()
+    cells = []
+    for fraction in fractions:
+        for seed in seeds:
+            rows = mixture_rows(pairs, neutral, fraction, n_rows, seed)
+            delta, log, _ = train_adapter(model, tokenizer, rows, "positive", replace(train, seed=seed))
+            result = monitor(delta, dw, unrelated, seed=seed)
+            cells.append({"fraction": fraction, "seed": seed, "cos": result["cos"], "z": result["z"], "aligned": result["aligned"],
+                          "unrelated": result["unrelated"], "random_p999": result["random_null"]["p999"],
+                          "train_seconds": log.get("seconds", float("nan"))})
+    by_fraction = []
+    for fraction in fractions:
+        group = [c for c in cells if c["fraction"] == fraction]
+        unrelated_max = max((v for c in group for v in c["unrelated"].values()), default=float("nan"))
+        by_fraction.append({"fraction": fraction, **seed_interval([c["cos"] for c in group]), "per_seed": [c["cos"] for c in group],
+                            "unrelated_max": unrelated_max, "all_aligned": all(c["aligned"] for c in group)})
+    return {"cells": cells, "by_fraction": by_fraction}

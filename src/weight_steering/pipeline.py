@@ -19,7 +19,7 @@ from pathlib import Path
 from safetensors.torch import load_file, save_file
 
 from .analyse import summarise
-from .artifacts import atomic_save_path, atomic_write, check_number, commit_path, file_sha256, read_json, read_jsonl, stable_hash, write_json, write_jsonl
+from .artifacts import atomic_save_path, check_number, commit_path, file_sha256, read_json, read_jsonl, stable_hash, write_json, write_jsonl
 from .behaviors import load_behavior
 from .data import DataGateError, GenerationConfig, check_pairs, generate_pairs
 from .diff import compute_dw, load_dw, save_dw
@@ -30,6 +30,7 @@ from .judge import (
 from .models import DEFAULT_MODEL, base_weights_hash, load_model
 from .report import write_report
 from .steer import check_alpha, generate_text, steer
+from .stage_cache import run_stage
 from .train import TrainConfig, make_peft_config, resolve_train_config, train_adapter
 
 log = logging.getLogger(__name__)
@@ -120,94 +121,9 @@ def preset_config(name: str = "default", **overrides) -> RunConfig:
     )
 
 
-def run_stage(name: str, directory: Path, key: str, compute: Callable[[Path], None], force: bool, timings: dict) -> Path:
-    """Run ``compute(directory)`` unless a completed, intact stage with the same key is on disk.
-
-    The marker ``stage.json`` is written last and lists the SHA-256 of every file the stage wrote;
-    a stage whose files are missing or differ from the marker (a crash, a truncated copy, an edit)
-    is reported with a warning and recomputed.
-    """
-    marker = directory / "stage.json"
-    started = time.perf_counter()
-    if not force and marker.exists():
-        info = read_json(marker)
-        if info.get("key") == key:
-            problem = _stage_problem(directory, info)
-            if problem is None:
-                timings[name] = {"seconds": 0.0, "reused": True, "dir": str(directory)}
-                log.info("stage %s: reusing %s", name, directory)
-                return directory
-            log.warning("stage %s in %s is damaged (%s); recomputing it", name, directory, problem)
-    if marker.exists():
-        marker.unlink()
-    directory.mkdir(parents=True, exist_ok=True)
-    compute(directory)
-    seconds = time.perf_counter() - started
-    files = {str(f.relative_to(directory)): file_sha256(f) for f in sorted(directory.rglob("*"))
-             if f.is_file() and f.name != "stage.json" and not f.name.startswith(".")}
-    write_json(marker, {"stage": name, "key": key, "seconds": seconds, "files": files})
-    timings[name] = {"seconds": seconds, "reused": False, "dir": str(directory)}
-    return directory
-
-
-def stage_is_finished(directory: Path, key: str | None = None) -> bool:
-    """Whether ``directory`` holds a finished stage: a marker (with ``key``, when given) whose files are all intact."""
-    marker = directory / "stage.json"
-    if not marker.is_file():
-        return False
-    try:
-        info = read_json(marker)
-    except ValueError:
-        return False
-    return (key is None or info.get("key") == key) and _stage_problem(directory, info) is None
-
-
-def copy_finished_stages(source: Path, target: Path, prefixes: tuple[str, ...]) -> list[str]:
-    """Copy every finished stage directory ``source/<name>`` whose name starts with one of ``prefixes`` into
-    ``target/<name>``, unless ``target`` already holds that stage finished with the same key.
-
-    Used both ways: to archive a run's small stages in a committed folder, and to restore them into an
-    output root, so a long run resumes after a stop and on another machine (as the sweep's archive does).
-    Files are copied atomically and the marker last, so a half-copied stage is never taken as finished.
-    Returns the names copied.
-    """
-    copied = []
-    if not Path(source).is_dir():
-        return copied
-    for directory in sorted(Path(source).iterdir()):
-        if not directory.is_dir() or not directory.name.startswith(prefixes) or not stage_is_finished(directory):
-            continue
-        destination = Path(target) / directory.name
-        if stage_is_finished(destination, read_json(directory / "stage.json")["key"]):
-            continue
-        if (destination / "stage.json").exists():
-            (destination / "stage.json").unlink()
-        for path in sorted(directory.rglob("*")):
-            if path.is_file() and path.name != "stage.json" and not path.name.startswith("."):
-                with atomic_write(destination / path.relative_to(directory), "wb") as handle:
-                    handle.write(path.read_bytes())
-        with atomic_write(destination / "stage.json", "wb") as handle:
-            handle.write((directory / "stage.json").read_bytes())
-        copied.append(directory.name)
-    return copied
-
-
 def job_root(out: str | Path, behavior_name: str, model: str) -> Path:
     """``<out>/<behaviour>/<model slug>``: where the main job's stages of one behaviour and model live."""
     return Path(out) / behavior_name / (Path(model).name.lower().replace("/", "_") or "model")
-
-
-def _stage_problem(directory: Path, info: dict) -> str | None:
-    """``None`` if every file listed in a stage marker is present with its recorded SHA-256."""
-    if "files" not in info:
-        return "its marker lists no files"
-    for relative, sha in info["files"].items():
-        path = directory / relative
-        if not path.is_file():
-            return f"{relative} is missing"
-        if file_sha256(path) != sha:
-            return f"{relative} does not match its recorded SHA-256"
-    return None
 
 
 @dataclass
@@ -253,7 +169,7 @@ def prepare_job(config: RunConfig, model=None, tokenizer=None) -> Job:
     def make_data(directory: Path) -> None:
         write_jsonl(directory / "pairs.jsonl", generate_pairs(model, tokenizer, behavior, config.generation))
 
-    run_stage("data", data_dir, data_key, make_data, config.force, timings)
+    run_stage("data", data_dir, data_key, make_data, force=config.force, timings=timings)
     rows = read_jsonl(data_dir / "pairs.jsonl")
     pair_counts = check_pairs(rows, config.generation.max_identical_fraction)
     data_sha = file_sha256(data_dir / "pairs.jsonl")
@@ -296,7 +212,7 @@ def judge_data(config: RunConfig, model, tokenizer, behavior, rows: list[dict], 
             summary["hand_label_rates"] = hand_label_rates(labels)
         write_json(directory / "summary.json", summary)
 
-    return run_stage("judge", root / f"judge-{key}", key, compute, config.force, timings)
+    return run_stage("judge", root / f"judge-{key}", key, compute, force=config.force, timings=timings)
 
 
 def _train_dir(root: Path, train: dict, sign: str, data_sha: str, base_hash: str) -> Path:
@@ -346,7 +262,7 @@ def train_dw(job: Job, train: TrainConfig | None = None) -> Path:
             peft_model.save_pretrained(directory / "adapter")
             write_json(directory / "train_log.json", train_log)
 
-        train_dirs[sign] = run_stage(f"train θ{'⁺' if sign == 'positive' else '⁻'}", directory, key, make_adapter, job.config.force, job.timings)
+        train_dirs[sign] = run_stage(f"train θ{'⁺' if sign == 'positive' else '⁻'}", directory, key, make_adapter, force=job.config.force, timings=job.timings)
 
     dw_key = stable_hash({d.name: file_sha256(d / "delta.safetensors") for d in train_dirs.values()})
     dw_dir = job.root / f"dw-{train.family}-seed{train.seed}-{dw_key}"
@@ -364,7 +280,7 @@ def train_dw(job: Job, train: TrainConfig | None = None) -> Path:
                         load_file(str(train_dirs["negative"] / "delta.safetensors")), metadata)
         save_dw(dw, directory / "dW.safetensors")
 
-    return run_stage("diff dW", dw_dir, dw_key, make_dw, job.config.force, job.timings)
+    return run_stage("diff dW", dw_dir, dw_key, make_dw, force=job.config.force, timings=job.timings)
 
 
 def eval_rows(job: Job) -> list[dict]:
@@ -389,7 +305,7 @@ def evaluate_base(job: Job) -> list[dict]:
     rows = eval_rows(job)
     key = _rows_key(job, rows)
     directory = run_stage("evaluate base", job.root / f"eval-base-{key}", key, _make_eval(job, rows, (0.0,), None),
-                       job.config.force, job.timings)
+                       force=job.config.force, timings=job.timings)
     return read_jsonl(directory / "records.jsonl")
 
 
@@ -405,7 +321,7 @@ def evaluate_dw(job: Job, dw, dw_dir: Path, alphas: tuple[float, ...]) -> list[d
     rows = eval_rows(job)
     steered = tuple(a for a in alphas if a != 0.0)
     key = stable_hash({"dw": dw_dir.name, "alphas": steered, "rows": _rows_key(job, rows)})
-    directory = run_stage("evaluate", job.root / f"eval-{key}", key, _make_eval(job, rows, steered, dw), job.config.force, job.timings)
+    directory = run_stage("evaluate", job.root / f"eval-{key}", key, _make_eval(job, rows, steered, dw), force=job.config.force, timings=job.timings)
     records = evaluate_base(job) + read_jsonl(directory / "records.jsonl")
     check_identical_rows(records)
     return records

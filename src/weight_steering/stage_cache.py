@@ -1,0 +1,114 @@
+"""The stage cache: every pipeline stage is a folder keyed by the hash of its config and inputs.
+
+A stage writes its files atomically (:mod:`weight_steering.artifacts`) and then a marker ``stage.json`` that
+lists the SHA-256 of every file. A rerun reuses a stage whose marker carries the same key and whose files are
+intact, and recomputes a damaged one with a warning; ``force`` recomputes. :func:`copy_finished_stages` moves
+finished stages between an output root and an archive folder, so long runs resume after a stop and on another
+machine. The main job (:mod:`weight_steering.pipeline`), the comparison (:mod:`weight_steering.compare`) and the
+assessments (:mod:`weight_steering.assess`) all run their stages through :func:`run_stage`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from .artifacts import atomic_write, file_sha256, read_json, write_json
+
+log = logging.getLogger(__name__)
+
+
+def run_stage(name: str, directory: Path, key: str, compute: Callable[[Path], None], *, force: bool = False,
+              timings: dict | None = None) -> Path:
+    """Run ``compute(directory)`` unless a completed, intact stage with the same key is on disk.
+
+    The marker ``stage.json`` is written last and lists the SHA-256 of every file the stage wrote;
+    a stage whose files are missing or differ from the marker (a crash, a truncated copy, an edit)
+    is reported with a warning and recomputed.
+
+    Args:
+        name: the stage's label in logs and ``timings``.
+        directory: the stage's folder; ``key``: the hash of its config and inputs (:func:`weight_steering.artifacts.stable_hash`).
+        compute: ``directory -> None`` writes the stage's files (atomically, :mod:`weight_steering.artifacts`).
+        force: recompute even when a finished stage with the same key is on disk.
+        timings: a dict that receives ``{name: {"seconds", "reused", "dir"}}`` (optional).
+    """
+    timings = {} if timings is None else timings
+    marker = directory / "stage.json"
+    started = time.perf_counter()
+    if not force and marker.exists():
+        info = read_json(marker)
+        if info.get("key") == key:
+            problem = _stage_problem(directory, info)
+            if problem is None:
+                timings[name] = {"seconds": 0.0, "reused": True, "dir": str(directory)}
+                log.info("stage %s: reusing %s", name, directory)
+                return directory
+            log.warning("stage %s in %s is damaged (%s); recomputing it", name, directory, problem)
+    if marker.exists():
+        marker.unlink()
+    directory.mkdir(parents=True, exist_ok=True)
+    compute(directory)
+    seconds = time.perf_counter() - started
+    files = {str(f.relative_to(directory)): file_sha256(f) for f in sorted(directory.rglob("*"))
+             if f.is_file() and f.name != "stage.json" and not f.name.startswith(".")}
+    write_json(marker, {"stage": name, "key": key, "seconds": seconds, "files": files})
+    timings[name] = {"seconds": seconds, "reused": False, "dir": str(directory)}
+    return directory
+
+
+def stage_is_finished(directory: Path, key: str | None = None) -> bool:
+    """Whether ``directory`` holds a finished stage: a marker (with ``key``, when given) whose files are all intact."""
+    marker = directory / "stage.json"
+    if not marker.is_file():
+        return False
+    try:
+        info = read_json(marker)
+    except ValueError:
+        return False
+    return (key is None or info.get("key") == key) and _stage_problem(directory, info) is None
+
+
+def copy_finished_stages(source: Path, target: Path, prefixes: tuple[str, ...]) -> list[str]:
+    """Copy every finished stage directory ``source/<name>`` whose name starts with one of ``prefixes`` into
+    ``target/<name>``, unless ``target`` already holds that stage finished with the same key.
+
+    Used both ways: to archive a run's small stages in a committed folder, and to restore them into an
+    output root, so a long run resumes after a stop and on another machine (as the sweep's archive does).
+    Files are copied atomically and the marker last, so a half-copied stage is never taken as finished.
+    Returns the names copied.
+    """
+    copied = []
+    if not Path(source).is_dir():
+        return copied
+    for directory in sorted(Path(source).iterdir()):
+        if not directory.is_dir() or not directory.name.startswith(prefixes) or not stage_is_finished(directory):
+            continue
+        destination = Path(target) / directory.name
+        if stage_is_finished(destination, read_json(directory / "stage.json")["key"]):
+            continue
+        if (destination / "stage.json").exists():
+            (destination / "stage.json").unlink()
+        for path in sorted(directory.rglob("*")):
+            if path.is_file() and path.name != "stage.json" and not path.name.startswith("."):
+                with atomic_write(destination / path.relative_to(directory), "wb") as handle:
+                    handle.write(path.read_bytes())
+        with atomic_write(destination / "stage.json", "wb") as handle:
+            handle.write((directory / "stage.json").read_bytes())
+        copied.append(directory.name)
+    return copied
+
+
+def _stage_problem(directory: Path, info: dict) -> str | None:
+    """``None`` if every file listed in a stage marker is present with its recorded SHA-256."""
+    if "files" not in info:
+        return "its marker lists no files"
+    for relative, sha in info["files"].items():
+        path = directory / relative
+        if not path.is_file():
+            return f"{relative} is missing"
+        if file_sha256(path) != sha:
+            return f"{relative} does not match its recorded SHA-256"
+    return None

@@ -65,7 +65,7 @@ def lora_factors(dw: DeltaWeights, rank: int | None = None, energy: float | None
         ExportError: both ``rank`` and ``energy``, a rank < 1 or above a tensor's min(out, in), an energy outside (0, 1],
             or a tensor that is not 2-D.
     """
-    check_export_request(Path("."), "peft", rank, energy, force=True)
+    check_truncation(rank, energy)
     not_matrices = [k for k, t in dw.tensors.items() if t.dim() != 2]
     if not_matrices:
         raise ExportError(f"only 2-D weight tensors can be a LoRA; dW has others: {not_matrices[:5]}")
@@ -100,16 +100,21 @@ def check_export_request(out: str | Path, fmt: str = "peft", rank: int | None = 
     """
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format '{fmt}'; choose one of {', '.join(FORMATS)}")
+    check_truncation(rank, energy)
+    out = Path(out)
+    if out.exists() and (out.is_file() or (not force and any(out.iterdir()))):
+        raise ExportError(f"{out} exists; give a new folder or pass --force to replace the adapter in it")
+    return out
+
+
+def check_truncation(rank: int | None, energy: float | None) -> None:
+    """Raise :class:`ExportError` for both ``rank`` and ``energy``, a rank < 1 or an energy outside (0, 1]."""
     if rank is not None and energy is not None:
         raise ExportError("give --rank or --energy, not both")
     if energy is not None and not (0 < energy <= 1):
         raise ExportError(f"--energy must lie in (0, 1] (the share of each tensor's Σ S² to keep); got {energy}")
     if rank is not None and (not isinstance(rank, int) or rank < 1):
         raise ExportError(f"--rank must be an integer ≥ 1; got {rank}")
-    out = Path(out)
-    if out.exists() and (out.is_file() or (not force and any(out.iterdir()))):
-        raise ExportError(f"{out} exists; give a new folder or pass --force to replace the adapter in it")
-    return out
 
 
 def export_dw(dw: DeltaWeights, model, out: str | Path, fmt: str = "peft", rank: int | None = None, energy: float | None = None,
@@ -169,12 +174,18 @@ def load_exported(model, path: str | Path):
     """The base ``model`` with the exported adapter at ``path`` loaded by PEFT (``PeftModel.from_pretrained``, scale 1).
 
     Note: PEFT wraps ``model`` in place (its Linear layers become LoRA layers); unload with ``.unload()``.
+
+    Raises:
+        FileNotFoundError: no ``adapter_config.json``. ExportError: it is not valid JSON (the file is named).
     """
     from peft import PeftModel
 
     if not (Path(path) / "adapter_config.json").is_file():
         raise FileNotFoundError(f"no adapter_config.json in {path}; export one with `wsteer export`")
-    json.loads((Path(path) / "adapter_config.json").read_text())  # a clear JSON error before PEFT's own
+    try:
+        json.loads((Path(path) / "adapter_config.json").read_text())
+    except ValueError as err:
+        raise ExportError(f"{Path(path) / 'adapter_config.json'} is not valid JSON ({err}); re-export with `wsteer export --force`") from err
     return PeftModel.from_pretrained(model, str(path))
 
 

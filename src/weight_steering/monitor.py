@@ -50,25 +50,25 @@ def finetune_delta(model, path: str | Path) -> dict[str, torch.Tensor]:
             (names the first keys) or has a shape mismatch.
     """
     path = Path(path)
-    base = {k: p.detach().to("cpu", torch.float32) for k, p in model.named_parameters()}
     if (path / "adapter_config.json").is_file():
         from peft import PeftModel
 
-        merged = PeftModel.from_pretrained(copy.deepcopy(model).to(torch.float32), str(path)).merge_and_unload()
-        tuned = {k: p.detach().to("cpu", torch.float32) for k, p in merged.named_parameters()}
-    else:
-        files = [path] if path.is_file() else sorted(path.glob("*.safetensors")) if path.is_dir() else []
-        if not files or any(f.suffix != ".safetensors" for f in files):
-            raise MonitorError(f"{path}: give a PEFT adapter folder (with adapter_config.json) or a safetensors checkpoint "
-                               "of the same base model (only safetensors is read)")
-        from safetensors.torch import load_file
+        from .train import merged_delta
 
-        tuned = {}
-        for file in files:
-            try:
-                tuned.update({k: v.float() for k, v in load_file(str(file)).items()})
-            except Exception as err:  # safetensors' own error type for a damaged file
-                raise MonitorError(f"{file} is not a readable safetensors file ({err})") from err
+        return merged_delta(PeftModel.from_pretrained(copy.deepcopy(model), str(path)), model)
+    base = {k: p.detach().to("cpu", torch.float32) for k, p in model.named_parameters()}
+    files = [path] if path.is_file() else sorted(path.glob("*.safetensors")) if path.is_dir() else []
+    if not files or any(f.suffix != ".safetensors" for f in files):
+        raise MonitorError(f"{path}: give a PEFT adapter folder (with adapter_config.json) or a safetensors checkpoint "
+                           "of the same base model (only safetensors is read)")
+    from safetensors.torch import load_file
+
+    tuned = {}
+    for file in files:
+        try:
+            tuned.update({k: v.float() for k, v in load_file(str(file)).items()})
+        except Exception as err:  # safetensors' own error type for a damaged file
+            raise MonitorError(f"{file} is not a readable safetensors file ({err})") from err
     common = [k for k in tuned if k in base]
     if not common:
         raise MonitorError(f"the fine-tune at {path} shares no parameter name with the model (its keys start {sorted(tuned)[:3]}); "

@@ -1,6 +1,12 @@
-"""Bad input at the command line: a non-zero exit, no traceback, and a message that names the field and the fix."""
+"""Bad input at the command line: a non-zero exit, no traceback, a message that names the field or file and the fix,
+and nothing already written lost. Every case fails before a model is loaded."""
+
+import hashlib
+import json
 
 import pytest
+import torch
+from safetensors.torch import save_file
 from typer.testing import CliRunner
 
 from weight_steering.cli import app
@@ -29,6 +35,24 @@ CASES = [
     (["export", "--dw", "x", "--out", "y", "--energy", "1.5"], "--energy"),
     (["export", "--dw", "x", "--out", "y", "--rank", "4", "--energy", "0.9"], "not both"),
     (["compare-seeds", "docs/sweep"], "no comparison.json"),
+    (["run", "--epochs", "x"], "'--epochs'"),
+    (["run", "--learning-rate", "inf"], "train.learning_rate"),
+    (["run", "--max-new-tokens", "0"], "generation.max_new_tokens"),
+    (["run", "--preset", "huge"], "preset"),
+    (["run", "--family", "telepathy"], "telepathy"),
+    (["sweep", "--behaviors", ""], "at least one behaviour"),
+    (["sweep", "--families", "lora,telepathy"], "telepathy"),
+    (["vignettes", "--dw", "x", "--intent", "Care=2"], "--intent"),
+    (["vignettes", "--dw", "x", "--alphas", "1,2"], "must include 0"),
+    (["degradation", "--dw", "x", "--alphas", "-1,1"], "must include 0"),
+    (["ablate", "--dw", "x", "--groups", "layer,telepathy"], "telepathy"),
+    (["ablate", "--dw", "x", "--n-controls", "0"], "n_controls"),
+    (["compare", "--target", "0"], "--target"),
+    (["compare", "--tolerance", "nan"], "--tolerance"),
+    (["export", "--dw", "x", "--out", "y", "--energy", "nan"], "--energy"),
+    (["export", "--dw", "no/such/dw", "--out", "y"], "no dW at"),
+    (["generate", "--dw", "x", "--prompt", "hi", "--max-new-tokens", "0"], "--max-new-tokens"),
+    (["generate", "--dw", "x", "--prompt", "hi", "--alpha", "nan"], "α"),
 ]
 
 
@@ -40,3 +64,140 @@ def test_bad_cli_input_is_a_clear_error(args, message):
     assert result.exit_code != 0, result.output
     assert "Traceback" not in result.output and not isinstance(result.exception, (KeyError, TypeError, AttributeError))
     assert message in text, text
+
+
+def _dw_files(folder, tensor):
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({"model.layers.0.mlp.up_proj.weight": tensor}, str(folder / "dW.safetensors"))
+    (folder / "dW.json").write_text(json.dumps({"model": "smollm2-135m-instruct"}))
+    return folder
+
+
+def _truncated_dw(tmp):
+    folder = _dw_files(tmp / "dw", torch.ones(4, 4))
+    data = (folder / "dW.safetensors").read_bytes()
+    (folder / "dW.safetensors").write_bytes(data[: len(data) // 2])
+    return ["export", "--dw", str(folder), "--out", str(tmp / "o")], "not a readable safetensors file", folder / "dW.safetensors"
+
+
+def _pickle_dw(tmp):
+    folder = _dw_files(tmp / "dw", torch.ones(4, 4))
+    torch.save({"model.layers.0.mlp.up_proj.weight": torch.ones(4, 4)}, folder / "dW.safetensors")  # a pickle, named as safetensors
+    return ["monitor", "--dw", str(folder), "--finetune", str(folder)], "never pickle", folder / "dW.safetensors"
+
+
+def _nan_dw(tmp):
+    folder = _dw_files(tmp / "dw", torch.tensor([[1.0, float("nan")]]))
+    return ["generate", "--dw", str(folder), "--prompt", "hi"], "NaN or Inf", folder / "dW.safetensors"
+
+
+def _dw_without_sidecar(tmp):
+    folder = _dw_files(tmp / "dw", torch.ones(2, 2))
+    (folder / "dW.json").unlink()
+    return ["ablate", "--dw", str(folder)], "dW.json", folder / "dW.safetensors"
+
+
+def _finetune_missing(tmp):
+    folder = _dw_files(tmp / "dw", torch.ones(2, 2))
+    return ["monitor", "--dw", str(folder), "--finetune", str(tmp / "no_such_adapter")], "no_such_adapter", folder / "dW.safetensors"
+
+
+def _behavior_file(tmp, text):
+    path = tmp / "mine.json"
+    path.write_text(text)
+    return path
+
+
+def _invalid_behavior_json(tmp):
+    path = _behavior_file(tmp, '{"name": "mine", oops}')
+    return ["run", "--behavior", str(path)], "mine.json", path
+
+
+def _behavior_with_duplicate_prompts(tmp):
+    raw = json.loads((_shipped("sycophancy")))
+    raw["train_items"] = raw["train_items"][:2] + raw["train_items"][:1]
+    path = _behavior_file(tmp, json.dumps(raw))
+    return ["run", "--behavior", str(path)], "train_items", path
+
+
+def _behavior_with_unpaired_personas(tmp):
+    raw = json.loads(_shipped("sycophancy"))
+    raw["negative_system_prompts"] = raw["negative_system_prompts"][:-1]
+    path = _behavior_file(tmp, json.dumps(raw))
+    return ["run", "--behavior", str(path)], "negative_system_prompts", path
+
+
+def _shipped(name):
+    from importlib import resources
+
+    return (resources.files("weight_steering") / "resources" / "behaviors" / f"{name}.json").read_text()
+
+
+def _corrupt_comparison(tmp):
+    folder = tmp / "compare" / "lora-seed0"
+    folder.mkdir(parents=True)
+    (folder / "comparison.json").write_text('{"behavior": "sycophancy", ')
+    return ["compare-seeds", str(tmp / "compare")], "comparison.json", folder / "comparison.json"
+
+
+def _truncated_run_json(tmp):
+    folder = tmp / "run"
+    folder.mkdir()
+    (folder / "run.json").write_text('{"behavior": ')
+    return ["summarize", str(folder)], "run.json", folder / "run.json"
+
+
+def _out_below_a_file(tmp):
+    (tmp / "notes.txt").write_text("user notes")
+    return ["run", "--out", str(tmp / "notes.txt" / "sub")], "notes.txt", tmp / "notes.txt"
+
+
+def _export_over_user_files(tmp):
+    dw = _dw_files(tmp / "dw", torch.ones(2, 2))
+    (tmp / "adapter").mkdir()
+    (tmp / "adapter" / "keep.txt").write_text("user file")
+    return ["export", "--dw", str(dw), "--out", str(tmp / "adapter")], "--force", tmp / "adapter" / "keep.txt"
+
+
+def _archived_cell(tmp, marker_text, records_bytes):
+    cell = tmp / "archive" / "sycophancy" / "smollm2-135m-instruct" / "lora-seed0"
+    cell.mkdir(parents=True)
+    (cell / "cell.json").write_text(marker_text)
+    (cell / "records.jsonl.gz").write_bytes(records_bytes)
+    return cell
+
+
+def _corrupt_archived_marker(tmp):
+    cell = _archived_cell(tmp, '{"cell": {"behavior": "sycophancy", ', b"")
+    return ["sweep", "--rank-only", "--archive", str(tmp / "archive")], "cell.json", cell / "cell.json"
+
+
+def _truncated_archived_records(tmp):
+    import gzip
+
+    marker = json.dumps({"cell": {"behavior": "sycophancy", "family": "lora", "seed": 0}, "records_sha256": "0"})
+    records = gzip.compress("".join(f'{{"alpha": 0, "row": {i * 7919 % 1013}}}\n' for i in range(500)).encode())
+    cell = _archived_cell(tmp, marker, records[: len(records) // 2])
+    return ["sweep", "--rank-only", "--archive", str(tmp / "archive")], "records.jsonl.gz", cell / "records.jsonl.gz"
+
+
+FILE_CASES = [_corrupt_archived_marker, _truncated_archived_records, _truncated_dw, _pickle_dw, _nan_dw, _dw_without_sidecar, _finetune_missing, _invalid_behavior_json,
+              _behavior_with_duplicate_prompts, _behavior_with_unpaired_personas, _corrupt_comparison, _truncated_run_json,
+              _out_below_a_file, _export_over_user_files]
+
+
+@pytest.mark.parametrize("make_case", FILE_CASES, ids=[f.__name__.lstrip("_") for f in FILE_CASES])
+def test_bad_files_are_a_clear_error_and_nothing_is_lost(make_case, tmp_path):
+    """Damaged or foreign files: the same guarantees as the option table, and the named file is left as it was."""
+    args, message, kept = make_case(tmp_path)
+    before = hashlib.sha256(kept.read_bytes()).hexdigest()
+    result = CliRunner().invoke(app, args)
+    text = " ".join(result.output.split())
+    assert result.exit_code != 0, result.output
+    assert "Traceback" not in result.output and not isinstance(result.exception, (KeyError, TypeError, AttributeError))
+    assert message in text, text
+    assert hashlib.sha256(kept.read_bytes()).hexdigest() == before
+
+
+def test_the_bad_input_tables_hold_at_least_thirty_cases():
+    assert len(CASES) + len(FILE_CASES) >= 30

@@ -61,6 +61,48 @@ def test_truncated_export_records_the_energy_kept(tokenizer):
         assert by_energy[key]["energy"] >= 0.9 - 1e-9 and by_energy[key]["rank"] <= 4
 
 
+def test_rope_permute_interleaves_the_two_halves_of_each_head():
+    from weight_steering.export import rope_permute
+
+    rows = torch.arange(8.0)[:, None]  # 2 heads of 4 rows: halves (0, 1 | 2, 3) and (4, 5 | 6, 7)
+    assert rope_permute(rows, 2).squeeze(1).tolist() == [0, 2, 1, 3, 4, 6, 5, 7]  # by hand, llama.cpp's LlamaModel.permute
+    assert torch.equal(rope_permute(rope_permute(rows, 2), 2, inverse=True), rows)
+
+
+def test_gguf_export_writes_a_llama_cpp_lora_whose_product_is_dw(tokenizer, tmp_path):
+    import gguf
+
+    from weight_steering.export import exported_delta, rope_permute
+
+    model = build_model(tokenizer)
+    dw = _lora_dw(model)
+    path = export_dw(dw, model, tmp_path / "adapter", fmt="gguf")
+    reader = gguf.GGUFReader(str(path / "adapter.gguf"))
+    fields = {name: field.contents() for name, field in reader.fields.items() if not name.startswith("GGUF.")}
+    assert fields["general.type"] == "adapter" and fields["adapter.type"] == "lora" and fields["general.architecture"] == "llama"
+    assert fields["adapter.lora.alpha"] == 4.0  # = the padded rank, so llama.cpp's scale alpha / rank is 1
+    tensors = {t.name: torch.from_numpy(t.data.copy()) for t in reader.tensors}
+    assert set(tensors) == {f"{n}.weight.lora_{ab}" for n in ("blk.1.attn_q", "blk.1.attn_output", "blk.2.ffn_down", "blk.2.ffn_up")
+                            for ab in "ab"}
+    assert tensors["blk.1.attn_q.weight.lora_a"].shape == (4, 32) and tensors["blk.1.attn_q.weight.lora_b"].shape == (32, 4)
+    q_key = "model.layers.1.self_attn.q_proj.weight"
+    stored_q = tensors["blk.1.attn_q.weight.lora_b"] @ tensors["blk.1.attn_q.weight.lora_a"]
+    assert (stored_q - rope_permute(dw.tensors[q_key], 4)).abs().max() < 1e-5  # rows in llama.cpp's q layout (4 heads)
+    assert (stored_q - dw.tensors[q_key]).abs().max() > 1e-3  # … which is not the HF layout
+    back = exported_delta(model, path, list(dw.tensors))
+    for key in TARGETS:
+        assert (back[key] - dw.tensors[key]).abs().max() < 1e-5, key
+
+
+def test_gguf_export_refuses_an_architecture_without_a_known_layout(tokenizer, tmp_path):
+    model = build_model(tokenizer)
+    dw = _lora_dw(model)
+    model.config.model_type = "mamba"
+    with pytest.raises(ExportError, match="not 'mamba'.*--format peft"):
+        export_dw(dw, model, tmp_path / "a", fmt="gguf")
+    assert not (tmp_path / "a").exists()
+
+
 def test_bad_export_input_is_a_clear_error(tokenizer, tmp_path):
     model = build_model(tokenizer)
     dw = _lora_dw(model)

@@ -339,17 +339,24 @@ def iter_variants(tensors: dict, base: dict, seed: int = 0, groups: tuple[str, .
     memoised until the iterator ends. Errors are those of :func:`build_variants`, raised when the
     variant concerned is reached.
     """
-    known = ("anchor", "layer", "module", "svd", "base_svd", "native")
-    unknown = [g for g in groups or () if g not in known]
-    if unknown:
-        raise AblationError(f"unknown variant group(s) {unknown}; choose from {', '.join(known)}")
+    check_ablation_options(groups, n_controls, n_within)
     if native is not None and (not groups or "native" in groups):
         total = {k: sum((part[k].double() for part in native.values() if k in part), torch.zeros_like(v, dtype=torch.float64))
                  for k, v in tensors.items()}
         check_reconstruction(total, {k: torch.zeros_like(v) for k, v in total.items()}, tensors, "the native parts")
-    if n_controls < 1 or n_within < 0:
-        raise AblationError(f"n_controls must be ≥ 1 and n_within ≥ 0; got {n_controls}, {n_within}")
     return _iter_variants(tensors, base, seed, groups, native, n_controls, n_within)
+
+
+VARIANT_GROUPS = ("anchor", "layer", "module", "svd", "base_svd", "native")
+
+
+def check_ablation_options(groups: tuple[str, ...] | None, n_controls: int, n_within: int) -> None:
+    """Raise :class:`AblationError` for a variant group outside :data:`VARIANT_GROUPS`, ``n_controls`` < 1 or ``n_within`` < 0."""
+    unknown = [g for g in groups or () if g not in VARIANT_GROUPS]
+    if unknown:
+        raise AblationError(f"unknown variant group(s) {unknown}; choose from {', '.join(VARIANT_GROUPS)}")
+    if n_controls < 1 or n_within < 0:
+        raise AblationError(f"n_controls (--n-controls) must be ≥ 1 and n_within (--n-within) ≥ 0; got {n_controls}, {n_within}")
 
 
 def _controls(name: str, part: dict, tensors: dict, seed: int, n_controls: int, n_within: int, own_svd: bool):

@@ -93,6 +93,17 @@ class ArtifactError(ValueError):
     """A JSON / JSONL file is not valid JSON; the message names the file, the line and the fix."""
 
 
+def check_output_folder(out: str | Path, option: str = "--out") -> Path:
+    """Return ``out`` as a Path; raise ``ValueError`` if it, or a folder above it, is an existing file (nothing could be
+    written there, and only after the model had loaded)."""
+    out = Path(out)
+    for path in (out, *out.parents):
+        if path.exists() and not path.is_dir():
+            where = "is an existing file" if path == out else f"lies below {path}, which is a file"
+            raise ValueError(f"{option} {out} {where}; give a folder (it is created if missing)")
+    return out
+
+
 def read_json(path: str | Path) -> Any:
     """Read a JSON file.
 

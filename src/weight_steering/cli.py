@@ -8,11 +8,13 @@ import os
 import shlex
 import sys
 import time
+from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from .artifacts import check_output_folder
 from .behaviors import BehaviorError, available_behaviors
 from .data import DataGateError
 from .diff import DeltaWeightsError
@@ -31,13 +33,26 @@ def _fail(err: Exception) -> None:
     raise typer.Exit(2)
 
 
-def _parse_alphas(text: str | None) -> tuple[float, ...] | None:
+def _read_dw(path: str):
+    """The dW at ``path``, read and checked for damage (truncated, pickled, non-finite, no sidecar) before any model
+    is loaded, so a bad file fails in a second; :func:`~weight_steering.diff.check_fits` checks it against the model."""
+    from .diff import load_dw
+
+    return load_dw(path)
+
+
+def _parse_alphas(text: str | None, require_zero: bool = False) -> tuple[float, ...] | None:
     if text is None:
         return None
     try:
-        return tuple(float(a) for a in text.split(","))
+        alphas = tuple(float(a) for a in text.split(","))
     except ValueError as err:
         raise ValueError(f"--alphas must be comma-separated numbers such as -2,-1,0,1,2; got {text!r}") from err
+    if not all(math.isfinite(a) for a in alphas):
+        raise ValueError(f"--alphas must be finite numbers; got {text!r}")
+    if require_zero and 0.0 not in alphas:
+        raise ValueError(f"--alphas {text} must include 0 (the unsteered reference of every Δ), e.g. -1,0,1")
+    return alphas
 
 
 def _parse_threshold(text: str) -> float | str:
@@ -195,7 +210,10 @@ def vignettes(
             if name not in FOUNDATIONS or sign not in ("1", "+1", "-1"):
                 raise ValueError(f"--intent must look like Authority=-1 with a foundation in {FOUNDATIONS}; got {item!r}")
             intents[name] = int(sign)
-        result = run_vignettes(dw, model, _parse_alphas(alphas), intents, k, pmass_floor, out, limit)
+        parsed = _parse_alphas(alphas, require_zero=True)
+        check_output_folder(out)
+        _read_dw(dw)
+        result = run_vignettes(dw, model, parsed, intents, k, pmass_floor, out, limit)
     except KNOWN_ERRORS as err:
         _fail(err)
     console.print((result["path"] / "vignettes.md").read_text())
@@ -213,7 +231,10 @@ def degradation(
     from .assess import run_degradation
 
     try:
-        result = run_degradation(dw, model, _parse_alphas(alphas), n_tokens, out)
+        parsed = _parse_alphas(alphas, require_zero=True)
+        check_output_folder(out)
+        _read_dw(dw)
+        result = run_degradation(dw, model, parsed, n_tokens, out)
     except KNOWN_ERRORS as err:
         _fail(err)
     console.print((result["path"] / "degradation.md").read_text())
@@ -233,11 +254,14 @@ def ablate(
     out: str = typer.Option("out", help="output root"),
 ):
     """Where does dW live: retained = Δ(variant)/Δ(full) per layer, module and singular-direction variant."""
-    from .ablate import AblationError
+    from .ablate import AblationError, check_ablation_options
     from .assess import run_ablation
 
     try:
         chosen = None if groups == "all" else tuple(_split(groups))
+        check_ablation_options(chosen, n_controls, n_within)
+        check_output_folder(out)
+        _read_dw(dw)
         result = run_ablation(dw, model, alpha, chosen, dilemma_limit, seed, out, activation_k=activation_k, n_controls=n_controls, n_within=n_within)
     except (*KNOWN_ERRORS, AblationError) as err:
         _fail(err)
@@ -285,7 +309,7 @@ def compare(
 def export(
     dw: str = typer.Option(..., help="path of a dW.safetensors (or its directory)"),
     out: str = typer.Option(..., help="new folder for the adapter"),
-    format: str = typer.Option("peft", "--format", help="peft (PeftModel.from_pretrained; α is the adapter's scale)"),
+    format: str = typer.Option("peft", "--format", help="peft (PeftModel.from_pretrained) or gguf (a llama.cpp LoRA, out/adapter.gguf); α is the adapter's scale"),
     rank: int = typer.Option(None, help="keep this many singular directions per tensor (default: exact, the numerical rank)"),
     energy: float = typer.Option(None, help="keep the fewest directions holding this share of each tensor's Σ S²"),
     model: str = typer.Option(DEFAULT_MODEL, help="the model the dW was made for"),
@@ -293,16 +317,17 @@ def export(
     force: bool = typer.Option(False, help="replace an existing adapter in --out"),
 ):
     """Export a dW as a LoRA adapter; a truncated one reports the energy kept and its p95 KL to the exact dW at α = 1."""
-    from .diff import load_dw
-    from .eval_data import load_neutral, neutral_split
     from .artifacts import read_json
+    from .diff import check_fits
+    from .eval_data import load_neutral, neutral_split
     from .export import ExportError, check_export_request, export_dw, export_kl
     from .models import load_model
 
     try:
         check_export_request(out, format, rank, energy, force)
+        delta = _read_dw(dw)
         loaded_model, tokenizer = load_model(model)
-        delta = load_dw(dw, loaded_model)
+        check_fits(delta, loaded_model)
         path = export_dw(delta, loaded_model, out, format, rank, energy, force)
         info = read_json(path / "export.json")
         console.print(f"exported {info['n_tensors']} tensors to {path} ({info['mode']}; largest rank {info['max_rank']}, "
@@ -324,7 +349,7 @@ def monitor(
     margin: float = typer.Option(0.0, help="how far above every unrelated dW's cosine counts as aligned"),
 ):
     """Does a fine-tune move along dW? cos(Δ, dW) overall, per layer and module, against random directions and unrelated dW."""
-    from .diff import load_dw
+    from .diff import check_fits
     from .models import load_model
     from .monitor import MonitorError, finetune_delta
     from .monitor import monitor as run_monitor
@@ -332,10 +357,15 @@ def monitor(
     try:
         if not math.isfinite(margin):
             raise MonitorError(f"--margin must be a finite number of cosine units; got {margin}")
+        behaviour_dw = _read_dw(dw)
+        nulls = {path: _read_dw(path) for path in unrelated or []}
+        if not Path(finetune).exists():
+            raise FileNotFoundError(f"--finetune {finetune} does not exist; give a PEFT adapter folder or a safetensors checkpoint")
         loaded_model, _ = load_model(model)
+        for delta_weights in (behaviour_dw, *nulls.values()):
+            check_fits(delta_weights, loaded_model)
         delta = finetune_delta(loaded_model, finetune)
-        result = run_monitor(delta, load_dw(dw, loaded_model), {path: load_dw(path, loaded_model) for path in unrelated or []},
-                             margin=margin)
+        result = run_monitor(delta, behaviour_dw, nulls, margin=margin)
     except (*KNOWN_ERRORS, MonitorError) as err:
         _fail(err)
     null = result["random_null"]
@@ -370,13 +400,18 @@ def generate(
     max_new_tokens: int = typer.Option(80),
 ):
     """Greedy generations of one prompt under α·dW, for a quick look."""
-    from .diff import load_dw
+    from .diff import check_fits
     from .models import load_model
-    from .steer import generate_text, steer
+    from .steer import check_alpha, generate_text, steer
 
     try:
+        if max_new_tokens < 1:
+            raise ValueError(f"--max-new-tokens must be ≥ 1; got {max_new_tokens}")
+        for a in alpha:
+            check_alpha(a)
+        delta = _read_dw(dw)
         loaded_model, tokenizer = load_model(model)
-        delta = load_dw(dw, loaded_model)
+        check_fits(delta, loaded_model)
         for a in alpha:
             with steer(loaded_model, delta, a):
                 console.print(f"[bold]α = {a:+g}[/]: {generate_text(loaded_model, tokenizer, prompt, max_new_tokens)}\n")

@@ -117,9 +117,9 @@ def check_config(config: CompareConfig) -> None:
     if unknown:
         raise CompareError(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
     if not np.isfinite(config.target) or config.target <= 0:
-        raise CompareError(f"the KL target must be a finite number of nats > 0; got {config.target}")
+        raise CompareError(f"--target (the p95 KL target) must be a finite number of nats > 0; got {config.target}")
     if not (0 < config.tolerance < config.target):
-        raise CompareError(f"the tolerance must be in (0, target); got {config.tolerance}")
+        raise CompareError(f"--tolerance must lie in (0, --target) nats; got {config.tolerance}")
     if any(not (0 < f < 1) for f in config.curve_fractions):
         raise CompareError(f"curve fractions must lie in (0, 1) (the calibrated α is the point at 1); got {config.curve_fractions}")
 

@@ -13,6 +13,13 @@ Format ``peft``: ``adapter_config.json`` + ``adapter_model.safetensors`` for ``P
 on the base model; ``lora_alpha`` equals each tensor's rank (``alpha_pattern``), so the stored scaling is 1
 and ``peft.helpers.rescale_adapter_scale(model, α)`` steers by α·dW. A sidecar ``export.json`` records
 the ranks, the energy kept and the largest reconstruction error.
+
+Format ``gguf``: ``adapter.gguf``, a llama.cpp LoRA adapter (the layout of llama.cpp's ``convert_lora_to_gguf.py``,
+written through the ``gguf`` library): ``general.type = adapter``, ``adapter.type = lora``, tensors
+``blk.<i>.<name>.weight.lora_a`` ``[k, in]`` and ``.lora_b`` ``[out, k]`` in fp32. llama.cpp scales each product by
+``adapter_scale · lora_alpha / k``; every tensor is zero-padded to the largest rank k and ``lora_alpha = k``, so the
+adapter's scale (``--lora-scaled FILE α``, ``Llama(lora_path=…, lora_scale=α)``) is α. For a llama model the
+converter permutes the rows of q and k into llama.cpp's RoPE layout (``LlamaModel.permute``), and B's rows follow.
 """
 
 from __future__ import annotations
@@ -26,7 +33,10 @@ from safetensors.torch import save_file
 from .artifacts import atomic_save_path, commit_path, write_json
 from .diff import DeltaWeights, check_fits
 
-FORMATS = ("peft",)
+FORMATS = ("peft", "gguf")
+GGUF_FILE = "adapter.gguf"
+# Architectures the GGUF export knows, and whether llama.cpp's converter permutes their q/k rows for RoPE.
+GGUF_QK_PERMUTED = {"llama": True, "gemma3": False}
 
 
 class ExportError(ValueError):
@@ -124,13 +134,13 @@ def export_dw(dw: DeltaWeights, model, out: str | Path, fmt: str = "peft", rank:
     Args:
         dw: a dW made for ``model`` (checked: base-weight hash, keys, shapes).
         model: the base model; every dW tensor must be the weight of a ``torch.nn.Linear`` in it.
-        fmt: ``"peft"``.
+        fmt: ``"peft"`` (PEFT adapter folder) or ``"gguf"`` (llama.cpp adapter, ``out/adapter.gguf``).
         rank, energy: truncation (:func:`lora_factors`); neither: exact.
         force: replace an existing ``out``.
 
     Raises:
         ExportError: unknown format, ``out`` exists (without ``force``) or is a file, a tensor that is not a Linear weight
-            (a norm, say), or a bad rank or energy. DeltaWeightsError: the dW was made for another model.
+            (a norm, say), a bad rank or energy, or (gguf) an architecture outside ``GGUF_QK_PERMUTED``. DeltaWeightsError: the dW was made for another model.
     """
     out = check_export_request(out, fmt, rank, energy, force)
     check_fits(dw, model)
@@ -139,35 +149,142 @@ def export_dw(dw: DeltaWeights, model, out: str | Path, fmt: str = "peft", rank:
     not_linear = [key for key, module in names.items() if not key.endswith(".weight") or not isinstance(modules.get(module), torch.nn.Linear)]
     if not_linear:
         raise ExportError(f"a LoRA adapter holds Linear weights only; these dW tensors are not: {not_linear[:5]}")
+    if fmt == "gguf":
+        _gguf_layout(model, list(dw.tensors))  # refuse an architecture whose llama.cpp layout is not known, before the SVD
     params = dict(model.named_parameters())
     factors = lora_factors(dw, rank, energy, floors={key: rounding_floor(params[key]) for key in dw.tensors})
     ranks = {names[k]: f["rank"] for k, f in factors.items()}
     top = max(ranks.values())
-    config = {
+    config = {  # PEFT's adapter_config.json
         "peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": dw.metadata.get("model", ""),
         "r": top, "lora_alpha": top, "rank_pattern": {m: r for m, r in ranks.items() if r != top},
         "alpha_pattern": {m: r for m, r in ranks.items() if r != top},  # scaling = alpha / r = 1 for every tensor
         "target_modules": sorted(ranks), "lora_dropout": 0.0, "bias": "none", "fan_in_fan_out": False,
         "init_lora_weights": True, "inference_mode": True,
     }
-    tensors = {}
-    for key, f in factors.items():
-        tensors[f"base_model.model.{names[key]}.lora_A.weight"] = f["A"]
-        tensors[f"base_model.model.{names[key]}.lora_B.weight"] = f["B"]
     out.mkdir(parents=True, exist_ok=True)
-    tmp = atomic_save_path(out / "adapter_model.safetensors")
-    save_file(dict(sorted(tensors.items())), str(tmp), metadata={"format": "pt"})
-    commit_path(tmp, out / "adapter_model.safetensors")
-    write_json(out / "adapter_config.json", config)
+    if fmt == "peft":
+        _write_peft(out, factors, names, config)
+    else:
+        _write_gguf(out, factors, model)
     write_json(out / "export.json", {
         "format": fmt, "dw_model": dw.metadata.get("model"), "base_weights_hash": dw.metadata.get("base_weights_hash"),
         "mode": "exact (numerical rank above the merge's fp32 rounding)" if rank is None and energy is None else f"truncated ({'rank ' + str(rank) if rank else 'energy ' + str(energy)})",
         "n_tensors": len(factors), "max_rank": top, "min_energy": min(f["energy"] for f in factors.values()),
         "max_abs_error": max(f["max_abs_error"] for f in factors.values()),
         "tensors": {names[k]: {"rank": f["rank"], "energy": f["energy"], "max_abs_error": f["max_abs_error"]} for k, f in factors.items()},
-        "alpha": "the adapter's scale: peft.helpers.rescale_adapter_scale(model, α) steers by α·dW",
+        "alpha": ("the adapter's scale: peft.helpers.rescale_adapter_scale(model, α) steers by α·dW" if fmt == "peft" else
+                  "the adapter's scale: llama-cli --lora-scaled adapter.gguf α, or Llama(lora_path=…, lora_scale=α), steers by α·dW"),
     })
     return out
+
+
+def _write_peft(out: Path, factors: dict, names: dict, config: dict) -> None:
+    tensors = {}
+    for key, f in factors.items():
+        tensors[f"base_model.model.{names[key]}.lora_A.weight"] = f["A"]
+        tensors[f"base_model.model.{names[key]}.lora_B.weight"] = f["B"]
+    tmp = atomic_save_path(out / "adapter_model.safetensors")
+    save_file(dict(sorted(tensors.items())), str(tmp), metadata={"format": "pt"})
+    commit_path(tmp, out / "adapter_model.safetensors")
+    write_json(out / "adapter_config.json", config)
+
+
+def _gguf_layout(model, keys: list[str]) -> tuple[str, dict[str, tuple[str, int | None]]]:
+    """llama.cpp's architecture name for ``model`` and, per dW key, its GGUF tensor name and the head count whose
+    RoPE permutation its rows take (``None``: rows as they are)."""
+    import gguf
+
+    arch = getattr(model.config, "model_type", None)
+    if arch not in GGUF_QK_PERMUTED:
+        raise ExportError(f"GGUF export knows the llama.cpp layout of {sorted(GGUF_QK_PERMUTED)}, not '{arch}'; "
+                          "export --format peft and convert it with llama.cpp's convert_lora_to_gguf.py")
+    arch_id = next(a for a, name in gguf.MODEL_ARCH_NAMES.items() if name == arch)
+    name_map = gguf.get_tensor_name_map(arch_id, model.config.num_hidden_layers)
+    n_head, n_kv = model.config.num_attention_heads, getattr(model.config, "num_key_value_heads", None) or model.config.num_attention_heads
+    layout = {}
+    for key in keys:
+        name = name_map.get_name(key, try_suffixes=(".weight",))
+        if name is None:
+            raise ExportError(f"{key} has no llama.cpp tensor name for {arch}; export --format peft instead")
+        heads = None
+        if GGUF_QK_PERMUTED[arch] and key.endswith("q_proj.weight"):
+            heads = n_head
+        elif GGUF_QK_PERMUTED[arch] and key.endswith("k_proj.weight"):
+            heads = n_kv
+        layout[key] = (name, heads)
+    return arch, layout
+
+
+def rope_permute(rows: torch.Tensor, n_head: int, inverse: bool = False) -> torch.Tensor:
+    """llama.cpp's q/k row order (``LlamaModel.permute`` in convert_hf_to_gguf): per head, the two RoPE halves
+    interleaved. ``rows`` ``[n_head · head_dim, ...]``; ``inverse`` undoes it."""
+    half = rows.shape[0] // n_head // 2
+    if inverse:
+        return rows.reshape(n_head, half, 2, *rows.shape[1:]).swapaxes(1, 2).reshape(rows.shape)
+    return rows.reshape(n_head, 2, half, *rows.shape[1:]).swapaxes(1, 2).reshape(rows.shape)
+
+
+def _write_gguf(out: Path, factors: dict, model) -> None:
+    import gguf
+
+    arch, layout = _gguf_layout(model, list(factors))
+    top = max(f["rank"] for f in factors.values())
+    tmp = atomic_save_path(out / GGUF_FILE)
+    writer = gguf.GGUFWriter(str(tmp), arch)
+    writer.add_type(gguf.GGUFType.ADAPTER)
+    writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
+    writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, float(top))  # scale = adapter_scale · alpha / k = adapter_scale
+    for key in sorted(factors):
+        name, heads = layout[key]
+        b, a, k = factors[key]["B"], factors[key]["A"], factors[key]["rank"]
+        b = torch.cat([b, b.new_zeros(b.shape[0], top - k)], 1)  # [out, top]
+        a = torch.cat([a, a.new_zeros(top - k, a.shape[1])], 0)  # [top, in]
+        if heads is not None:
+            b = rope_permute(b, heads)
+        writer.add_tensor(f"{name}.lora_a", a.numpy())
+        writer.add_tensor(f"{name}.lora_b", b.contiguous().numpy())
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    commit_path(tmp, out / GGUF_FILE)
+
+
+def exported_delta(model, path: str | Path, keys: list[str]) -> dict[str, torch.Tensor]:
+    """The weight change ``B @ A`` ``[out, in]`` per dW key that the adapter in ``path`` adds at scale 1, read back from
+    its file (PEFT safetensors or ``adapter.gguf``, with llama.cpp's q/k row order undone).
+
+    Raises:
+        ExportError: the folder holds neither format, or lacks a tensor for one of ``keys``.
+    """
+    path = Path(path)
+    if (path / GGUF_FILE).is_file():
+        import gguf
+
+        _, layout = _gguf_layout(model, keys)
+        stored = {t.name: torch.from_numpy(t.data.copy()) for t in gguf.GGUFReader(str(path / GGUF_FILE)).tensors}
+        scale = 1.0  # alpha = the padded rank (see _write_gguf)
+        factors = {}
+        for key in keys:
+            name, heads = layout[key]
+            if f"{name}.lora_a" not in stored:
+                raise ExportError(f"{path / GGUF_FILE} has no {name}.lora_a for {key}; re-export with `wsteer export --force`")
+            b = stored[f"{name}.lora_b"]
+            factors[key] = scale * (rope_permute(b, heads, inverse=True) if heads is not None else b) @ stored[f"{name}.lora_a"]
+        return factors
+    if (path / "adapter_model.safetensors").is_file():
+        from safetensors.torch import load_file
+
+        adapter = load_file(str(path / "adapter_model.safetensors"))
+        out = {}
+        for key in keys:
+            module = f"base_model.model.{key.removesuffix('.weight')}"
+            if f"{module}.lora_A.weight" not in adapter:
+                raise ExportError(f"{path} has no LoRA tensors for {key}; re-export with `wsteer export --force`")
+            out[key] = adapter[f"{module}.lora_B.weight"] @ adapter[f"{module}.lora_A.weight"]
+        return out
+    raise ExportError(f"{path} holds no exported adapter (adapter_model.safetensors or {GGUF_FILE}); export one with `wsteer export`")
 
 
 def load_exported(model, path: str | Path):
@@ -195,16 +312,11 @@ def export_kl(model, tokenizer, dw: DeltaWeights, path: str | Path, prompts: lis
     The model is steered by the exact dW and the residual (B @ A − dW) is the "steer" measured by
     :func:`weight_steering.calibrate.kl_from_base`, so the reference distribution is the exact dW's.
     """
-    from safetensors.torch import load_file
-
     from .calibrate import kl_from_base
     from .steer import steer
 
-    adapter = load_file(str(Path(path) / "adapter_model.safetensors"))
-    residual = {}
-    for key, tensor in dw.tensors.items():
-        module = f"base_model.model.{key.removesuffix('.weight')}"
-        residual[key] = adapter[f"{module}.lora_B.weight"] @ adapter[f"{module}.lora_A.weight"] - tensor  # [out, in]
+    exported = exported_delta(model, path, list(dw.tensors))
+    residual = {key: exported[key] - tensor for key, tensor in dw.tensors.items()}  # [out, in]
     with steer(model, dw, 1.0):
         stats = kl_from_base(model, tokenizer, residual, 1.0, prompts, n_tokens)
     result = {"p95": stats.p95, "mean": stats.mean, "max": stats.max, "n_prompts": stats.n_prompts, "alpha": 1.0}

@@ -19,7 +19,7 @@ from pathlib import Path
 from safetensors.torch import load_file, save_file
 
 from .analyse import summarise
-from .artifacts import atomic_save_path, check_number, commit_path, file_sha256, read_json, read_jsonl, stable_hash, write_json, write_jsonl
+from .artifacts import atomic_save_path, check_number, check_output_folder, commit_path, file_sha256, read_json, read_jsonl, stable_hash, write_json, write_jsonl
 from .behaviors import load_behavior
 from .data import DataGateError, GenerationConfig, check_pairs, generate_pairs
 from .diff import compute_dw, load_dw, save_dw
@@ -81,8 +81,7 @@ class RunConfig:
             check_number("run", "alphas", alpha)
         if self.judge_threshold not in ("median", "labels"):
             check_number("run", "judge_threshold", self.judge_threshold)
-        if Path(self.out).exists() and not Path(self.out).is_dir():
-            raise ValueError(f"--out {self.out} is an existing file; give a folder (it is created if missing)")
+        check_output_folder(self.out)
 
 
 PRESETS: dict[str, dict] = {

@@ -25,8 +25,8 @@ def run_stage(name: str, directory: Path, key: str, compute: Callable[[Path], No
     """Run ``compute(directory)`` unless a completed, intact stage with the same key is on disk.
 
     The marker ``stage.json`` is written last and lists the SHA-256 of every file the stage wrote;
-    a stage whose files are missing or differ from the marker (a crash, a truncated copy, an edit)
-    is reported with a warning and recomputed.
+    a stage whose files are missing or differ from the marker (a crash, a truncated copy, an edit),
+    or whose marker is unreadable, is reported with a warning and recomputed.
 
     Args:
         name: the stage's label in logs and ``timings``.
@@ -39,7 +39,11 @@ def run_stage(name: str, directory: Path, key: str, compute: Callable[[Path], No
     marker = directory / "stage.json"
     started = time.perf_counter()
     if not force and marker.exists():
-        info = read_json(marker)
+        try:
+            info = read_json(marker)
+        except ValueError as err:  # a truncated or hand-edited marker: the stage is recomputed, nothing else is touched
+            log.warning("stage %s: unreadable marker %s (%s); recomputing the stage", name, marker, err)
+            info = {}
         if info.get("key") == key:
             problem = _stage_problem(directory, info)
             if problem is None:

@@ -220,11 +220,18 @@ def archived_cells(archive: str | Path, behaviors=None, families=None, seeds=Non
         raise SweepError(f"archive {archive} is not a folder; give the folder a sweep wrote with --archive")
     cells = []
     for marker in sorted(archive.glob("*/*/*/cell.json")):
-        info = read_json(marker)
-        cell = info["cell"]
+        try:
+            info = read_json(marker)
+            cell = info["cell"]
+        except (ValueError, KeyError) as err:
+            raise SweepError(f"archived cell marker {marker} is unreadable ({err}); restore it with `git checkout -- {marker}`") from err
         if (behaviors and cell["behavior"] not in behaviors) or (families and cell["family"] not in families) or (seeds and cell["seed"] not in seeds):
             continue
-        records = gzip.decompress((marker.parent / "records.jsonl.gz").read_bytes())
+        try:
+            records = gzip.decompress((marker.parent / "records.jsonl.gz").read_bytes())
+        except (OSError, EOFError) as err:
+            raise SweepError(f"archived records {marker.parent / 'records.jsonl.gz'} are missing or truncated ({err}); "
+                             f"restore them with `git checkout -- {marker.parent}`") from err
         if hashlib.sha256(records).hexdigest() != info.get("records_sha256"):
             raise SweepError(f"archived cell {marker.parent}: records do not match the SHA-256 in its cell.json; restore it from git")
         cells.append({**info, "records": [json.loads(line) for line in records.decode().splitlines() if line.strip()]})

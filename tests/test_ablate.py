@@ -298,3 +298,56 @@ def test_agreement_over_disjoint_variants_only():
     only = agreement(tables, "id", disjoint="single_layers")
     assert only["pairs"][0]["n_variants"] == 4 and both["pairs"][0]["n_variants"] == 8
     assert set(only["retained"].index) == {f"layer_{i}_only" for i in range(4)}
+
+
+def _ablation_result(family: str, seed: int, offset: float) -> dict:
+    from weight_steering.ablate import SUMMARY_VARIANTS
+
+    rows = []
+    for i, variant in enumerate(SUMMARY_VARIANTS):
+        retained = 0.1 * i + offset * (i % 3)  # seeds disagree by ``offset`` on some variants
+        rows.append({"variant": variant, "group": "svd" if "_S" in variant else "module", "available": True, "defined": True,
+                     "metric": "id_controlled", "energy_fraction": 0.5, "control_of": None, "control_kind": None, "retained": retained,
+                     "ci_low": retained - 0.1, "ci_high": retained + 0.1, "control_random_mean": 0.0, "control_random_sd": 0.05})
+    return {"dw": f"out/sycophancy/smollm2-135m-instruct/dw-{family}-seed{seed}-0123456789abcdef/dW.safetensors", "alpha": 1.0,
+            "seed": 0, "rows": rows}
+
+
+def test_ablation_seed_summary_uses_t_intervals_over_seeds_and_disjoint_projections(tmp_path):
+    import json
+
+    from weight_steering.ablate import load_ablations, summarize_ablation_seeds
+    from weight_steering.statistics import seed_interval
+
+    folders = []
+    for seed, offset in ((0, 0.0), (1, 0.3), (2, -0.2)):
+        folder = tmp_path / f"ablation-{seed}"
+        folder.mkdir()
+        (folder / "ablation.json").write_text(json.dumps(_ablation_result("lora", seed, offset)))
+        folders.append(folder)
+    [group] = summarize_ablation_seeds(load_ablations(folders), n_permutations=200)
+    assert group["family"] == "lora" and group["seeds"] == [0, 1, 2]
+    row = next(r for r in group["rows"] if r["variant"] == "mlp")  # index 1: the seeds disagree by the offsets
+    assert row["per_seed"] == pytest.approx([0.1, 0.4, -0.1])
+    expected = seed_interval([0.1, 0.4, -0.1])
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx((expected["ci_low"], expected["ci_high"]))
+    assert row["ci_high"] - row["ci_low"] > 2 * (0.4 - (-0.1))  # three seeds: wider than their range
+    pairs = group["agreement"]["id_controlled"]
+    assert len(pairs) == 3 and all(p["n_variants"] == 7 for p in pairs)  # the seven projections alone, nothing nested
+
+
+def test_ablation_seed_summary_refuses_bad_folders(tmp_path):
+    import json
+
+    from weight_steering.ablate import AblationError, load_ablations
+
+    with pytest.raises(AblationError, match="no ablation.json"):
+        load_ablations([tmp_path / "missing"])
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "ablation.json").write_text(json.dumps(_ablation_result("lora", 1, 0.0)))
+    with pytest.raises(AblationError, match="both ablate lora seed 1"):
+        load_ablations([tmp_path / "a", tmp_path / "b"])
+    (tmp_path / "a" / "ablation.json").write_text("{")
+    with pytest.raises(AblationError, match="not valid JSON"):
+        load_ablations([tmp_path / "a"])

@@ -53,6 +53,9 @@ CASES = [
     (["export", "--dw", "no/such/dw", "--out", "y"], "no dW at"),
     (["generate", "--dw", "x", "--prompt", "hi", "--max-new-tokens", "0"], "--max-new-tokens"),
     (["generate", "--dw", "x", "--prompt", "hi", "--alpha", "nan"], "α"),
+    (["monitor-experiment", "--dw", "x", "--fractions", "0,2"], "--fractions"),
+    (["monitor-experiment", "--dw", "x", "--n-rows", "1"], "--n-rows"),
+    (["summarize-ablations", "no/such/ablation"], "no ablation.json"),
 ]
 
 

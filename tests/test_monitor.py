@@ -71,7 +71,7 @@ def test_finetune_delta_from_a_peft_adapter_and_a_checkpoint(tokenizer, tmp_path
 
 
 @pytest.mark.slow
-def test_monitoring_experiment_cosine_rises_with_the_behaviour_fraction(tokenizer):
+def test_monitoring_experiment_cosine_rises_with_the_behaviour_fraction(tokenizer, tmp_path):
     """On the tiny model: fine-tunes with more behaviour data move further along the dW made from that data."""
     from weight_steering.diff import compute_dw
     from weight_steering.monitor import mixture_rows, monitoring_experiment
@@ -85,9 +85,23 @@ def test_monitoring_experiment_cosine_rises_with_the_behaviour_fraction(tokenize
     plus, _, _ = train_adapter(model, tokenizer, pairs, "positive", train)
     minus, _, _ = train_adapter(model, tokenizer, pairs, "negative", train)
     dw = compute_dw(plus, minus)
-    out = monitoring_experiment(model, tokenizer, pairs, neutral, dw, fractions=(0.0, 1.0), seeds=(1, 2), n_rows=16, train=train)
+    out = monitoring_experiment(model, tokenizer, pairs, neutral, dw, fractions=(0.0, 1.0), seeds=(1, 2), n_rows=16, train=train,
+                                root=tmp_path)
     low, high = out["by_fraction"]
     assert high["mean"] > low["mean"] + 0.05 and high["all_aligned"], out["by_fraction"]
+    assert len(list(tmp_path.glob("cell-*/stage.json"))) == 4
+    import weight_steering.train as train_module
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished cell was retrained")
+
+    original, train_module.train_adapter = train_module.train_adapter, no_training
+    try:  # resumed: every cell is read back from its stage
+        again = monitoring_experiment(model, tokenizer, pairs, neutral, dw, fractions=(0.0, 1.0), seeds=(1, 2), n_rows=16, train=train,
+                                      root=tmp_path)
+    finally:
+        train_module.train_adapter = original
+    assert again["by_fraction"][1]["per_seed"] == high["per_seed"]
     rows = mixture_rows(pairs, neutral, 0.25, 16, seed=0)
     assert sum(r["response_positive"].startswith("Yes") for r in rows) == 4 and len(rows) == 16
     with pytest.raises(MonitorError, match="fraction"):

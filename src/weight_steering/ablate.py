@@ -589,3 +589,92 @@ def agreement(tables: dict[str, list[dict]], metric: str, groups: tuple[str, ...
         p_value = float((1 + np.sum(np.abs(null) >= abs(rho) - 1e-12)) / (1 + n_permutations))
         pairs.append({"a": a, "b": b, "spearman": rho, "p_value": p_value, "n_variants": len(shared)})
     return {"retained": frame, "pairs": pairs}
+
+
+# Variants whose retained the seed summary tabulates (every one is built by the module and svd groups), and the
+# metrics: the framing-controlled agreement effect, the two framings, and the action-stratified OOD honesty score.
+SUMMARY_VARIANTS = ("attention", "mlp", "read_side", "write_side", "q_proj_only", "k_proj_only", "v_proj_only", "o_proj_only",
+                    "gate_proj_only", "up_proj_only", "down_proj_only", "top_25pct_rank_S", "not_top_25pct_rank_S",
+                    "top_50pct_energy_S", "not_top_50pct_energy_S", "top_90pct_energy_S", "not_top_90pct_energy_S")
+SUMMARY_METRICS = ("id_controlled", "id", "id_neutral", "dilemmas_honesty")
+DW_FOLDER = re.compile(r"dw-(?P<family>[a-z0-9_]+)-seed(?P<seed>\d+)")
+
+
+def load_ablations(paths: list[str | Path]) -> list[dict]:
+    """The ``ablation.json`` of each finished ``wsteer ablate`` folder, with ``family`` and ``seed`` (the dW's training
+    seed) read from the dW's folder name (``dw-<family>-seed<s>-<hash>``).
+
+    Raises:
+        AblationError: a folder without ``ablation.json``, a file that is not JSON, a dW path that does not name its
+            family and seed, or two ablations of the same (family, seed).
+    """
+    import json
+
+    results, seen = [], {}
+    for path in paths:
+        path = Path(path)
+        file = path / "ablation.json" if path.is_dir() else path
+        if not file.is_file():
+            raise AblationError(f"no ablation.json at {file}; give the folder `wsteer ablate` wrote")
+        try:
+            result = json.loads(file.read_text())
+        except ValueError as err:
+            raise AblationError(f"{file} is not valid JSON ({err}); run `wsteer ablate` again") from err
+        match = DW_FOLDER.search(str(result.get("dw", "")))
+        if match is None:
+            raise AblationError(f"{file}: its dW path {result.get('dw')!r} does not name a family and seed (dw-<family>-seed<s>-…)")
+        key = (match["family"], int(match["seed"]))
+        if key in seen:
+            raise AblationError(f"{file} and {seen[key]} both ablate {key[0]} seed {key[1]}; give one folder per dW")
+        seen[key] = file
+        results.append({**result, "family": key[0], "dw_seed": key[1], "path": str(file)})
+    return results
+
+
+def summarize_ablation_seeds(results: list[dict], n_permutations: int = 2000) -> list[dict]:
+    """Per family, each summary variant's retained at every seed and across seeds, next to its nulls.
+
+    The seed is the unit of replication: the across-seed interval is a Student-t interval over the per-seed retained
+    (:func:`weight_steering.statistics.seed_interval`). Per seed, the norm-matched random controls and the within-dW
+    null (energy-matched random subsets of dW's own singular directions) are given as mean ± sd over their draws.
+    Rank agreement between seeds is the Spearman ρ over the projections taken alone (variants that share no tensor,
+    :data:`DISJOINT_SETS`), with a permutation p-value.
+
+    Returns:
+        ``[{"family", "seeds", "rows": [{"variant", "metric", "per_seed", "row_ci", "random", "within", "mean",
+        "ci_low", "ci_high", "n", "energy"}], "agreement": {metric: pairs}}]``. A seed where a variant is undefined
+        (Δ(full) ≈ 0) holds NaN and is left out of the interval.
+    """
+    from .statistics import seed_interval
+
+    by_family: dict[str, list[dict]] = {}
+    for result in sorted(results, key=lambda r: (r["family"], r["dw_seed"])):
+        by_family.setdefault(result["family"], []).append(result)
+    summary = []
+    for family, runs in by_family.items():
+        index = [{(r["variant"], r.get("metric")): r for r in run["rows"]} for run in runs]
+        rows = []
+        for metric in SUMMARY_METRICS:
+            for variant in SUMMARY_VARIANTS:
+                found = [ix.get((variant, metric)) for ix in index]
+                if all(r is None for r in found):
+                    continue
+                defined = [r if r is not None and r.get("available", True) and r.get("defined", True) else None for r in found]
+                per_seed = [r["retained"] if r else float("nan") for r in defined]
+                values = [v for v in per_seed if np.isfinite(v)]
+                interval = seed_interval(values) if values else {"mean": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"), "n": 0}
+                rows.append({
+                    "variant": variant, "metric": metric, "per_seed": per_seed,
+                    "row_ci": [(r["ci_low"], r["ci_high"]) if r else (float("nan"), float("nan")) for r in defined],
+                    "random": [(r.get("control_random_mean"), r.get("control_random_sd")) if r else (None, None) for r in defined],
+                    "within": [(r.get("control_within_dw_mean"), r.get("control_within_dw_sd")) if r else (None, None) for r in defined],
+                    "energy": [r.get("energy_fraction") if r else None for r in defined], **interval,
+                })
+        agreement_by_metric = {}
+        if len(runs) > 1:
+            tables = {f"seed {run['dw_seed']}": run["rows"] for run in runs}
+            for metric in SUMMARY_METRICS:
+                agreement_by_metric[metric] = agreement(tables, metric, n_permutations=n_permutations, disjoint="single_projections")["pairs"]
+        summary.append({"family": family, "seeds": [run["dw_seed"] for run in runs], "dw": [run["dw"] for run in runs],
+                        "rows": rows, "agreement": agreement_by_metric})
+    return summary

@@ -146,6 +146,18 @@ def stable_hash(obj: Any, length: int = 16) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:length]
 
 
+def tensors_sha256(tensors: dict) -> str:
+    """SHA-256 over a tensor dict's names, dtypes, shapes and bytes, in sorted name order (the identity of a dW in stage keys)."""
+    import torch
+
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
 def file_sha256(path: str | Path) -> str:
     """Full SHA-256 hex digest of a file's bytes."""
     digest = hashlib.sha256()

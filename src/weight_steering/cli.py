@@ -378,6 +378,63 @@ def monitor(
     typer.echo(result["verdict"])
 
 
+@app.command("monitor-experiment")
+def monitor_experiment(
+    dw: str = typer.Option(..., help="the behaviour's dW folder (its training pairs are read next to it)"),
+    unrelated: list[str] = typer.Option(None, help="dW of an unrelated behaviour, the second null (repeat the option)"),
+    fractions: str = typer.Option("0,0.1,0.25,0.5,1", help="behaviour-inducing shares of the fine-tuning rows"),
+    seeds: str = typer.Option("0,1,2", help="seeds (each draws the mixture and seeds the fine-tune)"),
+    n_rows: int = typer.Option(100, help="fine-tuning rows per cell"),
+    model: str = typer.Option(DEFAULT_MODEL, help="the base model"),
+    out: str = typer.Option("out", help="output root (cells in <out>/monitor/<dW folder>/)"),
+    archive: str = typer.Option(None, help="folder keeping every finished cell (committed: resume after a stop, anywhere)"),
+):
+    """The monitoring experiment: LoRA fine-tunes on behaviour/neutral mixtures; does cos(Δ, dW) rise with the behaviour share?"""
+    from .artifacts import write_json
+    from .diff import check_fits
+    from .eval_data import load_neutral
+    from .models import load_model
+    from .monitor import MonitorError, monitoring_experiment
+    from .pipeline import pairs_of
+    from .report import plot_monitoring, render_monitoring
+    from .stage_cache import copy_finished_stages
+
+    try:
+        fraction_list = [float(f) for f in _split(fractions)]
+        seed_list = [int(s) for s in _split(seeds)]
+        if not fraction_list or not seed_list or any(not (0 <= f <= 1) for f in fraction_list) or min(seed_list) < 0:
+            raise MonitorError(f"--fractions must be numbers in [0, 1] and --seeds integers ≥ 0; got {fractions!r}, {seeds!r}")
+        if n_rows < 2:
+            raise MonitorError(f"--n-rows must be ≥ 2; got {n_rows}")
+        check_output_folder(out)
+        if archive is not None and Path(archive).is_file():
+            raise MonitorError(f"--archive {archive} is a file; give a folder")
+        behaviour_dw = _read_dw(dw)
+        nulls = {path: _read_dw(path) for path in unrelated or []}
+        dw_dir = Path(dw) if Path(dw).is_dir() else Path(dw).parent
+        pairs = pairs_of(dw_dir)
+        if pairs is None:
+            raise MonitorError(f"the training pairs of {dw_dir} are not next to it (a data-*/ or judge-*/ stage with its SHA-256); "
+                               "rerun `wsteer run` for this dW")
+        loaded_model, tokenizer = load_model(model)
+        for delta_weights in (behaviour_dw, *nulls.values()):
+            check_fits(delta_weights, loaded_model)
+        root = Path(out) / "monitor" / dw_dir.name
+        if archive:
+            copy_finished_stages(Path(archive), root, ("cell-",))
+        result = monitoring_experiment(loaded_model, tokenizer, pairs, load_neutral(), behaviour_dw, nulls, fraction_list, seed_list,
+                                       n_rows, root=root)
+        if archive:
+            copy_finished_stages(root, Path(archive), ("cell-",))
+    except (*KNOWN_ERRORS, MonitorError) as err:
+        _fail(err)
+    write_json(root / "monitoring.json", result)
+    plot_monitoring(result, root / "monitoring.png")
+    (root / "monitoring.md").write_text(render_monitoring(result), encoding="utf-8")
+    typer.echo(render_monitoring(result), nl=False)
+    typer.echo(f"written to {root}/monitoring.{{json,md,png}}")
+
+
 @app.command("compare-seeds")
 def compare_seeds(paths: list[str] = typer.Argument(..., help="comparison result folders, or a folder holding them (e.g. docs/compare/archive)")):
     """The iso-KL comparison across seeds: per-seed values and t-intervals over seed means, per behaviour."""
@@ -389,6 +446,19 @@ def compare_seeds(paths: list[str] = typer.Argument(..., help="comparison result
     except (*KNOWN_ERRORS, SeedSummaryError) as err:
         _fail(err)
     typer.echo(render_seed_comparison(groups), nl=False)
+
+
+@app.command("summarize-ablations")
+def summarize_ablations(paths: list[str] = typer.Argument(..., help="finished `wsteer ablate` folders (one per dW; family and seed are read from the dW's folder name)")):
+    """Where dW lives, across seeds: retained per seed and t-intervals over seeds, with random and within-dW nulls."""
+    from .ablate import AblationError, load_ablations, summarize_ablation_seeds
+    from .report import render_ablation_seeds
+
+    try:
+        summary = summarize_ablation_seeds(load_ablations(paths))
+    except (*KNOWN_ERRORS, AblationError) as err:
+        _fail(err)
+    typer.echo(render_ablation_seeds(summary), nl=False)
 
 
 @app.command()

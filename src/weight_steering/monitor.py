@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import re
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -183,34 +184,61 @@ def mixture_rows(pairs: list[dict], neutral: list[dict], fraction: float, n_rows
 
 def monitoring_experiment(model, tokenizer, pairs: list[dict], neutral: list[dict], dw: DeltaWeights,
                           unrelated: dict[str, DeltaWeights] | None = None, fractions=(0.0, 0.1, 0.25, 0.5, 1.0),
-                          seeds=(0, 1, 2), n_rows: int = 100, train=None) -> dict:
+                          seeds=(0, 1, 2), n_rows: int = 100, train=None, root: str | Path | None = None) -> dict:
     """The paper's monitoring experiment (Fierro & Roger 2025 §5): LoRA fine-tunes on mixtures of behaviour-inducing and
     neutral data, each compared with dW by :func:`monitor`.
 
-    Seed s draws the mixture and seeds the training. Returns ``{"cells": [...], "by_fraction": [...]}``: per (fraction, seed)
-    the cosine, z against random directions and the unrelated dW's cosines; per fraction the mean cosine with a Student-t
-    95% interval over seeds (:func:`weight_steering.statistics.seed_interval`), the largest unrelated cosine, and whether
-    every seed's verdict was "aligned".
-    """
-    from dataclasses import replace
+    Seed s draws the mixture and seeds the training. With ``root`` every (fraction, seed) cell is a stage
+    (:func:`weight_steering.stage_cache.run_stage`, ``root/cell-f<fraction>-s<seed>-<key>/cell.json``; the key hashes
+    the rows, the training config, dW and the unrelated dW), so a stopped run resumes without retraining a finished cell.
 
+    Returns:
+        ``{"cells": [...], "by_fraction": [...]}``: per (fraction, seed) the cosine, z against random directions, the
+        random null's 99.9th percentile and the unrelated dW's cosines; per fraction the mean cosine with a Student-t 95%
+        interval over seeds (:func:`weight_steering.statistics.seed_interval`), the largest unrelated cosine, and whether
+        every seed's verdict was "aligned".
+
+    Raises:
+        MonitorError: a bad fraction, or more rows than the sources hold (:func:`mixture_rows`).
+    """
+    from dataclasses import asdict, replace
+
+    from .artifacts import read_json, stable_hash, tensors_sha256, write_json
+    from .stage_cache import run_stage
     from .statistics import seed_interval
     from .train import TrainConfig, train_adapter
 
     train = train or TrainConfig()
+    unrelated = unrelated or {}
+    fingerprint = {"dw": tensors_sha256(dw.tensors), "unrelated": {k: tensors_sha256(v.tensors) for k, v in sorted(unrelated.items())},
+                   "train": asdict(train), "n_rows": n_rows}
     cells = []
     for fraction in fractions:
         for seed in seeds:
             rows = mixture_rows(pairs, neutral, fraction, n_rows, seed)
-            delta, log, _ = train_adapter(model, tokenizer, rows, "positive", replace(train, seed=seed))
-            result = monitor(delta, dw, unrelated, seed=seed)
-            cells.append({"fraction": fraction, "seed": seed, "cos": result["cos"], "z": result["z"], "aligned": result["aligned"],
-                          "unrelated": result["unrelated"], "random_p999": result["random_null"]["p999"],
-                          "train_seconds": log.get("seconds", float("nan"))})
+
+            def compute(directory: Path, rows=rows, fraction=fraction, seed=seed) -> None:
+                delta, log, _ = train_adapter(model, tokenizer, rows, "positive", replace(train, seed=seed))
+                result = monitor(delta, dw, unrelated, seed=seed)
+                write_json(directory / "cell.json", {
+                    "fraction": fraction, "seed": seed, "cos": result["cos"], "z": result["z"], "aligned": result["aligned"],
+                    "unrelated": result["unrelated"], "random_p999": result["random_null"]["p999"],
+                    "per_module": result["per_module"], "train_seconds": log.get("seconds", float("nan"))})
+
+            if root is None:
+                with tempfile.TemporaryDirectory() as scratch:
+                    compute(Path(scratch))
+                    cells.append(read_json(Path(scratch) / "cell.json"))
+                continue
+            key = stable_hash({**fingerprint, "fraction": fraction, "seed": seed, "rows": rows})
+            directory = run_stage(f"monitor f={fraction:g} s={seed}", Path(root) / f"cell-f{fraction:g}-s{seed}-{key}", key, compute)
+            cells.append(read_json(directory / "cell.json"))
     by_fraction = []
     for fraction in fractions:
         group = [c for c in cells if c["fraction"] == fraction]
         unrelated_max = max((v for c in group for v in c["unrelated"].values()), default=float("nan"))
         by_fraction.append({"fraction": fraction, **seed_interval([c["cos"] for c in group]), "per_seed": [c["cos"] for c in group],
-                            "unrelated_max": unrelated_max, "all_aligned": all(c["aligned"] for c in group)})
+                            "unrelated_max": unrelated_max, "random_p999": max(c["random_p999"] for c in group),
+                            "all_aligned": all(c["aligned"] for c in group)})
     return {"cells": cells, "by_fraction": by_fraction}
+

@@ -511,3 +511,76 @@ def _seed_text(row: dict, digits: int = 3) -> str:
         return f"{row['mean']:+.{digits}f} (one seed)"
     sig = " *" if row["ci_low"] > 0 or row["ci_high"] < 0 else ""
     return f"{row['mean']:+.{digits}f} [{row['ci_low']:+.{digits}f}, {row['ci_high']:+.{digits}f}]{sig}"
+
+
+ABLATION_METRIC_LABELS = {"id_controlled": "framing-controlled agreement (ID)", "id": "opinion framing (ID)",
+                          "id_neutral": "neutral framing, the Yes shift (ID)", "dilemmas_honesty": "OOD honesty, action-stratified"}
+
+
+def render_ablation_seeds(summary: list[dict]) -> str:
+    """Markdown of :func:`weight_steering.ablate.summarize_ablation_seeds`: per family and metric, each variant's
+    retained per seed (with its norm-matched random control and within-dW null, mean ± sd over draws) and the
+    t-interval over seeds; then the seeds' rank agreement over the projections taken alone."""
+
+    def null(pair) -> str:
+        mean, sd = pair
+        return "" if mean is None else f"{mean:+.2f} ± {sd:.2f}"
+
+    lines = []
+    for group in summary:
+        seeds = group["seeds"]
+        lines += [f"### {group['family']}: dW seeds {', '.join(map(str, seeds))}", "",
+                  "retained = Δ(variant)/Δ(full) at α = +1 per seed (`*`: its 95% CI over claims or dilemmas excludes 0); "
+                  "random: norm-matched random draws, within dW: energy-matched subsets of dW's own singular directions "
+                  f"(mean ± sd over draws, per seed); across seeds: mean with a Student-t 95% interval over the seeds.", ""]
+        for metric in dict.fromkeys(r["metric"] for r in group["rows"]):
+            lines += [f"#### {ABLATION_METRIC_LABELS.get(metric, metric)}", "",
+                      "| variant | energy | " + " | ".join(f"seed {s}" for s in seeds) + " | across seeds [t 95%] | random (per seed) | within dW (per seed) |",
+                      "|---|---|" + "---|" * len(seeds) + "---|---|---|"]
+            for row in (r for r in group["rows"] if r["metric"] == metric):
+                cells = ["–" if not np.isfinite(v) else f"{v:+.2f}{'*' if lo > 0 or hi < 0 else ''}" for v, (lo, hi) in zip(row["per_seed"], row["row_ci"])]
+                energy = [e for e in row["energy"] if e is not None]
+                across = _seed_text(row, 2) if row["n"] else "–"
+                lines.append(f"| {row['variant']} | {np.mean(energy):.2f} | " if energy else f"| {row['variant']} | – | " + " | ".join(cells) + f" | {across} | "
+                             + " / ".join(null(p) for p in row["random"]) + " | " + " / ".join(filter(None, (null(p) for p in row["within"]))) + " |")
+            lines.append("")
+        if group["agreement"]:
+            lines += ["Do the seeds put the effect in the same projections? Spearman ρ of retained over the seven projections "
+                      "taken alone (no shared tensor, so nothing built in), permutation p (2,000 shuffles).", "",
+                      "| metric | seeds | ρ | p | n |", "|---|---|---|---|---|"]
+            for metric, pairs in group["agreement"].items():
+                for pair in pairs:
+                    rho = "–" if not np.isfinite(pair["spearman"]) else f"{pair['spearman']:+.2f}"
+                    p_value = "–" if not np.isfinite(pair["p_value"]) else f"{pair['p_value']:.3f}"
+                    lines.append(f"| {ABLATION_METRIC_LABELS.get(metric, metric)} | {pair['a']} vs {pair['b']} | {rho} | {p_value} | {pair['n_variants']} |")
+            lines.append("")
+    return "\n".join(lines)
+
+
+def plot_monitoring(result: dict, path: str | Path) -> Path:
+    """cos(fine-tune Δ, dW) against the behaviour fraction of the fine-tuning data: per-seed points, the mean with its
+    t-interval over seeds, the random-direction null's 99.9th percentile and the largest unrelated-dW cosine."""
+    rows = result["by_fraction"]
+    fractions = np.array([r["fraction"] for r in rows])
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for r in rows:
+        ax.scatter([r["fraction"]] * len(r["per_seed"]), r["per_seed"], color="C0", s=12, alpha=0.6)
+    means = np.array([r["mean"] for r in rows])
+    low, high = np.array([r["ci_low"] for r in rows]), np.array([r["ci_high"] for r in rows])
+    ax.errorbar(fractions, means, yerr=[means - low, high - means], color="C0", marker="o", capsize=3, label="cos(Δ, dW), mean [t 95%]")
+    ax.plot(fractions, [r["unrelated_max"] for r in rows], color="C3", ls="--", marker="v", label="largest cos(Δ, unrelated dW)")
+    ax.axhline(max(r["random_p999"] for r in rows), color="grey", ls=":", label="random directions, p99.9")
+    ax.set(xlabel="behaviour-inducing share of the fine-tuning rows", ylabel="cosine with dW")
+    ax.legend(fontsize=7)
+    return _save_figure(fig, path)
+
+
+def render_monitoring(result: dict) -> str:
+    """Markdown of :func:`weight_steering.monitor.monitoring_experiment`: per fraction the per-seed cosines, the mean with
+    its t-interval over seeds, the nulls, and whether every seed was judged aligned."""
+    lines = ["| behaviour fraction | cos(Δ, dW) per seed | mean [t 95% over seeds] | largest unrelated cos | random p99.9 | all seeds aligned |",
+             "|---|---|---|---|---|---|"]
+    for r in result["by_fraction"]:
+        lines.append(f"| {r['fraction']:g} | " + " / ".join(f"{v:+.3f}" for v in r["per_seed"]) + f" | {_seed_text(r)} | "
+                     f"{r['unrelated_max']:+.3f} | {r['random_p999']:.4f} | {'yes' if r['all_aligned'] else 'no'} |")
+    return "\n".join(lines) + "\n"

@@ -1,8 +1,8 @@
-"""Collect the issue-5 tables (vignettes, SI, degradation) of the sycophancy, honesty and authority dW.
+"""The vignette tables (vignettes, SI, degradation) of the sycophancy, honesty and authority dW.
 
-    python scripts/collect_vignettes.py [out] [docs]
+    python reproduce/vignette_tables.py [out] [docs]
 
-Reads the outputs of scripts/run_vignettes_degradation.sh and writes docs/vignette_tables.md and
+Reads the outputs of reproduce/vignettes_and_degradation.sh and writes docs/vignette_tables.md and
 docs/effect_vs_degradation.png (effect against degradation, one point per (dW, α)).
 """
 

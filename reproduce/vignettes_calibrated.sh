@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 5 at the calibrated α: the dW of each behaviour is calibrated to p95 KL = 1 nat per sign by
+# Vignettes at the calibrated α (docs/RESULTS.md, "Moral-foundation vignettes"): the dW of each behaviour is calibrated to p95 KL = 1 nat per sign by
 # `wsteer compare --methods dW` (which also gives its KL, NLL change and pmass at those α), then the
 # moral-foundation vignettes are scored at (α₋, 0, α₊). THREADS=1 shares the CPU with another job.
 set -euo pipefail

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Issue 6 on the embedded model: causal ablation of the sweep's sycophancy dW for LoRA, PiSSA and
+# The earlier ablation (docs/RESULTS.md, "Where dW lives: the sweep dW"): the sweep's (unbalanced) sycophancy dW for LoRA, PiSSA and
 # DeLoRA at α = 1, with norm-matched random controls and the subspace-alignment tables.
 # The archive (docs/sweep/cells) keeps each cell's results but not its weights, so each dW is first
-# retrained with the cell's exact settings by scripts/retrain_dw.py (a few seconds when it is already
+# retrained with the cell's exact settings by reproduce/retrain_sweep_dw.py (a few seconds when it is already
 # on disk; it checks the result against the archived cell). Resumable (each variant is a stage).
 # Env: THREADS=1 to share the CPU; VARIANT_GROUPS (default all: module,svd,layer,base_svd,native);
 # DILEMMAS (default 64 dilemmas = 128 rows; empty for all 252); FAMILIES; SEED (default 0).
@@ -14,6 +14,6 @@ W=.venv/bin/wsteer
 seed=${SEED:-0}
 limit=${DILEMMAS-64}
 for family in ${FAMILIES:-lora pissa delora}; do
-  dw=$(.venv/bin/python scripts/retrain_dw.py "$family:$seed" | tee /dev/stderr | awk -v cell="sycophancy/$family-seed$seed:" '$1 == cell {print $2}')
+  dw=$(.venv/bin/python reproduce/retrain_sweep_dw.py "$family:$seed" | tee /dev/stderr | awk -v cell="sycophancy/$family-seed$seed:" '$1 == cell {print $2}')
   /usr/bin/time -f "ablate $family seed $seed: %e s" $W ablate --dw "$dw" --groups "${VARIANT_GROUPS:-all}" ${limit:+--dilemma-limit $limit}
 done

@@ -1,7 +1,7 @@
 """Retrain the dW of archived sweep cells (the archive keeps results, not weights) and check it is the same dW.
 
-    python scripts/retrain_dw.py lora:1 pissa:2 ...     # family:seed, sycophancy, default preset
-    python scripts/retrain_dw.py                        # only the shared data stage and the α = 0 base eval
+    python reproduce/retrain_sweep_dw.py lora:1 pissa:2 ...     # family:seed, sycophancy, default preset
+    python reproduce/retrain_sweep_dw.py                        # only the shared data stage and the α = 0 base eval
 
 Each dW is trained with exactly the sweep cell's settings (`weight_steering.sweep.cell_config`). Its
 directory name ends in a hash of the θ⁺ and θ⁻ adapters' SHA-256, so a retrained dW whose directory

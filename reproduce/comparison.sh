@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# The iso-KL comparison at three seeds (seed s sets both the data and the training seed): dW, both prompt
+# The iso-KL comparison at three seeds (docs/RESULTS.md, "The iso-KL comparison") (seed s sets both the data and the training seed): dW, both prompt
 # methods, CAA and PCA on the dW layer slice and CAA at the best layer, each calibrated per sign to p95 KL = 1 nat,
 # for sycophancy and honesty. Every small finished stage is kept in docs/compare/archive, so a stopped run
 # resumes from the committed archive on any machine (only the adapters and dW are retrained, deterministically).
-# SEEDS="0" BEHAVIORS="sycophancy" run a subset. Summary: wsteer summarize-comparisons (docs/RESULTS.md).
+# About 35-40 min per behaviour and seed on 2 cores. SEEDS="0" BEHAVIORS="sycophancy" run a subset.
 set -euo pipefail
 W=.venv/bin/wsteer
 METHODS=dW,persona,engineered,caa_slice,pca_slice,caa_best
@@ -13,3 +13,4 @@ for seed in ${SEEDS:-0 1 2}; do
       $W compare --behavior "$behavior" --seed "$seed" --methods "$METHODS" --curve-fractions '' --archive docs/compare/archive
   done
 done
+$W compare-seeds docs/compare/archive > docs/compare/seeds.md

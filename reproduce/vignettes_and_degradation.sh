@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 5 on the embedded model: honesty and authority main jobs (α ∈ {−1, 0, 1}), then the
+# Vignettes and degradation (docs/RESULTS.md, "Moral-foundation vignettes"): honesty and authority main jobs (α ∈ {−1, 0, 1}), then the
 # moral-foundation vignettes and the degradation table for the sycophancy, honesty and authority dW.
 set -euo pipefail
 W=.venv/bin/wsteer

@@ -1,6 +1,6 @@
 """Rebuild the shipped DailyDilemmas value rows from the raw source file.
 
-    python scripts/build_daily_dilemmas.py ../shared/data/daily_dilemmas/virtue_conflict_dilemmas.jsonl
+    python reproduce/build_daily_dilemmas.py ../shared/data/daily_dilemmas/virtue_conflict_dilemmas.jsonl
 
 Writes src/weight_steering/resources/daily_dilemmas/virtue_rows.jsonl (deterministic: same input,
 same bytes; tests check the hash).

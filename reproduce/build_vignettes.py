@@ -1,6 +1,6 @@
 """Rebuild the shipped moral-foundation vignettes from tinymfv's airisk files (commit 8f39fb1).
 
-    python scripts/build_vignettes.py ../shared/data/tinymfv
+    python reproduce/build_vignettes.py ../shared/data/tinymfv
 
 Writes src/weight_steering/resources/tinymfv/vignettes_airisk.jsonl (deterministic; tests check it).
 """

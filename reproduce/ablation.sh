@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Where dW lives, over three seeds (docs/RESULTS.md, "Where dW lives"): the causal ablation of the balanced
+# sycophancy LoRA dW at seeds 0-2 (the dW that reproduce/comparison.sh trains; seed s sets both the data and the
+# training seed), module and own-SVD variants, each keep variant with five norm-matched random draws and each SVD
+# crop with five within-dW subsets, on the 12 held-out claims (both framings) and the first 32 dilemmas; then the
+# summary across seeds. About 19 min per seed on 2 cores. SEEDS="1 2" runs a subset.
+set -euo pipefail
+W=.venv/bin/wsteer
+M=smollm2-135m-instruct
+one() {  # the single path matching a glob, or a clear error
+  local found=($1)
+  if [ ${#found[@]} -ne 1 ] || [ ! -e "${found[0]}" ]; then echo "expected exactly one match for $1, found: ${found[*]}" >&2; exit 1; fi
+  echo "${found[0]}"
+}
+folders=()
+for s in ${SEEDS:-0 1 2}; do
+  dw=$(one "out/sycophancy/$M/dw-lora-seed$s-*")  # run reproduce/comparison.sh first
+  /usr/bin/time -f "ablate lora seed $s: %e s" $W ablate --dw "$dw" --groups svd,module --dilemma-limit 32
+  folders+=("$(one "out/ablation/$(basename "$dw")-*")")
+done
+mkdir -p docs/ablation/seeds
+for f in "${folders[@]}"; do cp "$f/ablation.json" "docs/ablation/seeds/$(basename "$f").json"; done
+$W summarize-ablations docs/ablation/seeds/*.json > docs/ablation/seeds.md

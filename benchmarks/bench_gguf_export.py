@@ -25,7 +25,8 @@ from scipy.stats import spearmanr
 
 from weight_steering.behaviors import load_behavior
 from weight_steering.diff import load_dw
-from weight_steering.evaluate import YES_NO, answer_sets, evaluate, held_out_rows
+from weight_steering.evaluate import YES_NO, answer_sets, evaluate
+from weight_steering.eval_rows import held_out_rows
 from weight_steering.export import GGUF_FILE, export_dw
 from weight_steering.models import DEFAULT_MODEL, EMBEDDED_MODELS, load_model, locate_embedded_gguf
 

@@ -11,7 +11,8 @@ import time
 
 import torch
 
-from weight_steering.evaluate import answer_token_ids, dilemma_rows, score_answer_sets
+from weight_steering.evaluate import answer_token_ids, score_answer_sets
+from weight_steering.eval_rows import dilemma_rows
 from weight_steering.models import load_model
 
 parser = argparse.ArgumentParser()

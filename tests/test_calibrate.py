@@ -29,7 +29,7 @@ def test_kl_is_zero_unsteered_and_grows_with_alpha(tiny):
 
 def test_kl_matches_a_direct_computation(tiny):
     """One prompt, one token: KL equals the KL of the next-token distributions computed by hand."""
-    from weight_steering.data import render_chat
+    from weight_steering.chat import render_chat
     from weight_steering.steer import steer
 
     model, tokenizer = tiny

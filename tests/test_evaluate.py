@@ -1,10 +1,8 @@
 import pytest
 import torch
 
-from weight_steering.evaluate import (
-    AnswerTokenError, EvalError, answer_token_ids, check_identical_rows, dilemma_rows, evaluate, normalise_token,
-    score_answer_sets, held_out_rows,
-)
+from weight_steering.evaluate import AnswerTokenError, EvalError, answer_token_ids, check_identical_rows, evaluate, normalise_token, score_answer_sets
+from weight_steering.eval_rows import dilemma_rows, held_out_rows
 from weight_steering.behaviors import load_behavior
 
 
@@ -81,7 +79,7 @@ def test_base_model_tokenizer_gets_the_plain_template(tokenizer, caplog):
     import copy
 
     from conftest import build_model
-    from weight_steering.data import render_chat
+    from weight_steering.chat import render_chat
     from weight_steering.models import prepare
 
     bare = copy.deepcopy(tokenizer)

@@ -1,6 +1,5 @@
 """The data judge (rates, filter, agreement) and the paired-completion probe, on the tiny model."""
 
-import dataclasses
 import json
 
 import numpy as np
@@ -8,7 +7,8 @@ import pytest
 import torch
 
 from weight_steering.behaviors import BehaviorError, load_behavior
-from weight_steering.evaluate import evaluate, held_out_rows, score_completion_pairs
+from weight_steering.evaluate import evaluate, score_completion_pairs
+from weight_steering.eval_rows import held_out_rows
 from weight_steering.judge import (
     JudgeError, behavior_rates, judge_agreement, judge_logratios, judge_pairs, load_hand_labels, resolve_threshold,
 )

@@ -135,7 +135,8 @@ def test_batched_activations_match_one_at_a_time(tiny):
 
 def test_prompt_methods_rerender_eval_rows_and_reference_answers(tiny):
     from weight_steering.behaviors import load_behavior
-    from weight_steering.evaluate import EvalError, evaluate, reference_nll, held_out_rows
+    from weight_steering.evaluate import EvalError, evaluate, reference_nll
+    from weight_steering.eval_rows import held_out_rows
 
     model, tokenizer = tiny
     rows = held_out_rows(tokenizer, load_behavior("sycophancy"))[:3]
@@ -159,8 +160,9 @@ def test_prompt_arms_keep_the_templates_default_system_prompt(tokenizer):
     import copy
 
     from weight_steering.behaviors import load_behavior
-    from weight_steering.data import default_system_prompt
-    from weight_steering.evaluate import dilemma_rows, row_texts
+    from weight_steering.chat import default_system_prompt
+    from weight_steering.evaluate import row_texts
+    from weight_steering.eval_rows import dilemma_rows
 
     assert default_system_prompt(tokenizer) is None  # the test template inserts no default
     smol_like = copy.deepcopy(tokenizer)

@@ -93,7 +93,7 @@ def test_peft_export_matches_the_steered_model_on_embedded_model(smoke_run, tmp_
     import torch
     from peft.helpers import rescale_adapter_scale
 
-    from weight_steering.data import render_chat
+    from weight_steering.chat import render_chat
     from weight_steering.export import export_dw, load_exported
     from weight_steering.models import load_model
     from weight_steering.steer import steer

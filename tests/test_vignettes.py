@@ -7,7 +7,8 @@ import pytest
 
 from weight_steering.analyse import vignette_bare_table, vignette_cells, vignette_delta_table
 from weight_steering.eval_data import FOUNDATIONS, EvalDataError, build_vignettes, load_vignettes
-from weight_steering.evaluate import AnswerTokenError, answer_sets, evaluate, vignette_rows
+from weight_steering.evaluate import AnswerTokenError, answer_sets, evaluate
+from weight_steering.eval_rows import vignette_rows
 
 from conftest import SHARED
 

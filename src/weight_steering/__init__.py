@@ -21,7 +21,8 @@ from .judge import judge_agreement, judge_pairs, load_hand_labels
 from .methods import SteeringMethod, activation_method, engineered_method, persona_method, prompt_method, weight_method
 from .models import DEFAULT_MODEL, load_model
 from .pipeline import RunConfig, preset_config, run_main_job
-from .steer import generate_text, steer
+from .steer import steer
+from .chat import generate_text
 from .sweep import run_sweep, write_ranking
 from .train import ADAPTER_FAMILIES, TrainConfig, train_adapter
 

@@ -20,7 +20,8 @@ from .behaviors import BehaviorError, load_behavior
 from .calibrate import kl_from_base
 from .diff import load_dw
 from .eval_data import load_neutral, neutral_split
-from .evaluate import VIGNETTE_SCORING_MODE, evaluate, reference_nll, vignette_rows
+from .evaluate import evaluate, reference_nll
+from .eval_rows import VIGNETTE_SCORING_MODE, vignette_rows
 from .models import DEFAULT_MODEL, base_weights_hash, load_model
 from .pipeline import pairs_of, train_dirs_of
 from .stage_cache import run_stage
@@ -226,7 +227,7 @@ def run_ablation(
     from .ablate import activation_subspace_alignment, base_subspace_alignment, iter_variants, native_dw_parts, retained
     from .analyse import metric_frame
     from .behaviors import load_behavior
-    from .evaluate import dilemma_rows, held_out_rows
+    from .eval_rows import dilemma_rows, held_out_rows
     from .report import plot_layer_retained, plot_retained
 
     alpha = check_alpha(alpha)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .data import render_chat, stop_token_ids
+from .chat import render_chat, stop_token_ids
 from .methods import SteeringMethod, weight_method
 
 

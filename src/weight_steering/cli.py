@@ -472,7 +472,8 @@ def generate(
     """Greedy generations of one prompt under α·dW, for a quick look."""
     from .diff import check_fits
     from .models import load_model
-    from .steer import check_alpha, generate_text, steer
+    from .steer import check_alpha, steer
+    from .chat import generate_text
 
     try:
         if max_new_tokens < 1:

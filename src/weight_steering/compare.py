@@ -32,7 +32,7 @@ from .calibrate import calibrate_alpha, kl_from_base
 from .diff import load_dw
 from .eval_data import check_disjoint, load_neutral, neutral_split
 from .evaluate import evaluate, reference_nll
-from .data import default_system_prompt
+from .chat import default_system_prompt
 from .methods import (SteeringMethod, contrast_activations, contrast_pairs, direction_agreement, engineered_method, persona_method, s_space_vector,
                       separation_by_layer, steering_vector, vector_method, weight_method)
 from .models import DEFAULT_MODEL

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 import torch
 from tqdm.auto import tqdm
 
+from .chat import render_chat, stop_token_ids
 from .artifacts import check_number
 from .behaviors import Behavior
 from .models import model_name
@@ -64,47 +65,6 @@ class GenerationConfig:
             raise ValueError(f"generation.top_p must lie in (0, 1]; got {self.top_p!r}")
         if self.min_new_tokens > self.max_new_tokens:
             raise ValueError(f"generation.min_new_tokens ({self.min_new_tokens}) exceeds max_new_tokens ({self.max_new_tokens})")
-
-
-def render_chat(tokenizer, messages: list[dict], prefill: str | None = None) -> str:
-    """Render messages with the tokenizer's chat template.
-
-    With ``prefill`` the assistant turn is opened with that text and left open
-    (``continue_final_message``); otherwise a generation prompt is added.
-    """
-    if prefill is not None:
-        messages = [*messages, {"role": "assistant", "content": prefill}]
-        return tokenizer.apply_chat_template(messages, tokenize=False, continue_final_message=True)
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-
-
-def default_system_prompt(tokenizer) -> str | None:
-    """The system prompt the chat template inserts when a conversation has none, or None if it inserts none.
-
-    Found by rendering one conversation without a system turn and one with a sentinel system turn:
-    the text the sentinel's place holds in the first is the default (SmolLM2: "You are a helpful AI
-    assistant named SmolLM, trained by Hugging Face").
-    """
-    user = [{"role": "user", "content": "Hi"}]
-    sentinel = "\x00system-sentinel\x00"
-    plain = tokenizer.apply_chat_template(user, tokenize=False, add_generation_prompt=True)
-    marked = tokenizer.apply_chat_template([{"role": "system", "content": sentinel}, *user], tokenize=False, add_generation_prompt=True)
-    if sentinel not in marked:
-        return None
-    before, after = marked.split(sentinel, 1)
-    if plain.startswith(before) and plain.endswith(after) and len(plain) > len(before) + len(after):
-        return plain[len(before): len(plain) - len(after)]
-    return None
-
-
-def stop_token_ids(tokenizer) -> set[int]:
-    """Token ids that end a response: EOS and the chat template's end-of-turn token when it has one."""
-    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
-    for special in ("<|im_end|>", "<end_of_turn>", "<|eot_id|>"):
-        token_id = tokenizer.convert_tokens_to_ids(special)
-        if isinstance(token_id, int) and token_id != tokenizer.unk_token_id:
-            ids.add(token_id)
-    return ids
 
 
 @torch.inference_mode()

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from .behaviors import Behavior, BehaviorError
-from .data import render_chat
+from .chat import render_chat
 from .evaluate import YES_NO, answer_sets, score_answer_sets
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from .data import render_chat
+from .chat import render_chat
 from .steer import steer
 
 
@@ -55,7 +55,7 @@ def prompt_method(name: str, positive: str, negative: str, base_system: str | No
 
     The arms differ from the unsteered base in one thing only, the persona text: when the chat
     template inserts a default system prompt into a conversation without one (``base_system``, see
-    :func:`weight_steering.data.default_system_prompt`; SmolLM2 does), the persona is appended to that
+    :func:`weight_steering.chat.default_system_prompt`; SmolLM2 does), the persona is appended to that
     default rather than replacing it, and strength 0 renders exactly as the base arm (no system turn,
     so the template's default).
 

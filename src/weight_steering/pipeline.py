@@ -23,13 +23,15 @@ from .artifacts import atomic_save_path, check_number, check_output_folder, comm
 from .behaviors import load_behavior
 from .data import DataGateError, GenerationConfig, check_pairs, generate_pairs
 from .diff import compute_dw, load_dw, save_dw
-from .evaluate import DEFAULT_ALPHAS, check_identical_rows, dilemma_rows, evaluate, held_out_rows
+from .evaluate import DEFAULT_ALPHAS, check_identical_rows, evaluate
+from .eval_rows import dilemma_rows, held_out_rows
 from .judge import (
     behavior_rates, check_judgeable, hand_label_rates, has_hand_labels, judge_agreement, judge_logratios, judge_pairs, load_hand_labels,
 )
 from .models import DEFAULT_MODEL, base_weights_hash, load_model
 from .report import write_report
-from .steer import check_alpha, generate_text, steer
+from .steer import check_alpha, steer
+from .chat import generate_text
 from .stage_cache import run_stage
 from .train import TrainConfig, make_peft_config, resolve_train_config, train_adapter
 

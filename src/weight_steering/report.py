@@ -532,7 +532,7 @@ def render_ablation_seeds(summary: list[dict]) -> str:
         lines += [f"### {group['family']}: dW seeds {', '.join(map(str, seeds))}", "",
                   "retained = Δ(variant)/Δ(full) at α = +1 per seed (`*`: its 95% CI over claims or dilemmas excludes 0); "
                   "random: norm-matched random draws, within dW: energy-matched subsets of dW's own singular directions "
-                  f"(mean ± sd over draws, per seed); across seeds: mean with a Student-t 95% interval over the seeds.", ""]
+                  "(mean ± sd over draws, per seed); across seeds: mean with a Student-t 95% interval over the seeds.", ""]
         for metric in dict.fromkeys(r["metric"] for r in group["rows"]):
             lines += [f"#### {ABLATION_METRIC_LABELS.get(metric, metric)}", "",
                       "| variant | energy | " + " | ".join(f"seed {s}" for s in seeds) + " | across seeds [t 95%] | random (per seed) | within dW (per seed) |",

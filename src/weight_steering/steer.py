@@ -8,7 +8,6 @@ from collections.abc import Iterator
 
 import torch
 
-from .data import render_chat, stop_token_ids
 from .diff import DeltaWeights, DeltaWeightsError
 
 
@@ -63,13 +62,3 @@ def steer(model, dw: DeltaWeights | dict[str, torch.Tensor], alpha: float) -> It
                 params[key].data.copy_(saved)
 
 
-@torch.inference_mode()
-def generate_text(model, tokenizer, prompt: str, max_new_tokens: int = 60, system: str | None = None) -> str:
-    """Greedy-decode a reply to ``prompt`` (one user turn, optional system prompt) with the model as it is now."""
-    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
-    batch = tokenizer(render_chat(tokenizer, messages), return_tensors="pt", add_special_tokens=False).to(model.device)
-    output = model.generate(
-        **batch, do_sample=False, max_new_tokens=max_new_tokens, eos_token_id=sorted(stop_token_ids(tokenizer)),
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    return tokenizer.decode(output[0, batch["input_ids"].shape[1] :], skip_special_tokens=True).strip()

@@ -133,9 +133,12 @@ def test_comparison_resumes_from_its_archive_on_a_fresh_output_root(tiny, tmp_pa
 def _fake_comparison(seed: int, id_plus: float, behavior: str = "sycophancy", target: float = 1.0) -> dict:
     effect = lambda m: {"mean": m, "ci_low": m - 0.01, "ci_high": m + 0.01}  # noqa: E731
     arm = lambda a: {"alpha": a, "audit_p95": 1.0}  # noqa: E731
-    methods = [{"key": key, "name": key, "plus": arm(2.0), "minus": arm(-2.0), "spec": {},
+    methods = [{"key": key, "name": f"{key} (lora, seed {seed})", "plus": arm(2.0), "minus": arm(-2.0), "spec": {},
                 "effects": {"id_controlled_plus": effect(id_plus * scale), "ood_target_spread": effect(0.0)}}
                for key, scale in (("dW", 1.0), ("persona", 0.5))]
+    # a prompt method: no data, no training, so the same values at every seed
+    methods.append({"key": "prompt", "name": "prompt", "plus": arm(1.0), "minus": arm(-1.0), "spec": {},
+                    "effects": {"id_controlled_plus": {"mean": 0.2, "ci_low": 0.05, "ci_high": 0.35}, "ood_target_spread": effect(0.0)}})
     return {"behavior": behavior, "config": {"seed": seed, "data_seed": None, "target": target, "tolerance": 0.05, "family": "lora",
                                              "model": "m"}, "methods": methods,
             "ratios": [{"measure": "id", "method": "persona", "ratio": 2.0 + seed}]}
@@ -157,7 +160,11 @@ def test_seed_summary_shows_each_seed_and_a_t_interval_as_wide_as_their_spread()
     assert all(row(disagree)["row_significant"]) and row(agree)["ci_low"] > 0
     assert agree["ratios"][0]["per_seed"] == [2.0, 3.0, 4.0]
     text = render_seed_comparison([disagree])
-    assert "| dW | ID framing-controlled Δ₊ | +0.300* | -0.100* | +0.100* |" in text
+    assert "| dW (lora) | ID framing-controlled Δ₊ | +0.300* | -0.100* | +0.100* |" in text  # one label for every seed
+    prompt = next(r for r in disagree["rows"] if r["method"] == "prompt" and r["measure"] == "id_controlled_plus")
+    assert prompt["seed_independent"] and (prompt["ci_low"], prompt["ci_high"]) == (0.05, 0.35)  # not a zero-width t-interval
+    assert not row(disagree)["seed_independent"]
+    assert "(the same at every seed; row-level CI)" in text
     with pytest.raises(SeedSummaryError, match="twice"):
         summarize_seeds([_fake_comparison(0, 0.1), _fake_comparison(0, 0.2)])
     with pytest.raises(SeedSummaryError, match="target"):

@@ -20,6 +20,7 @@ finished stage is also kept in a folder from which a stopped run resumes, here o
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -449,7 +450,9 @@ def summarize_seeds(summaries: list[dict]) -> list[dict]:
 
     Returns:
         One dict per behaviour: ``behavior``, ``seeds``, ``data_seeds``, ``rows`` (``method``, ``name``, ``measure``,
-        ``per_seed`` values, ``row_significant`` per seed (its row-level CI excludes 0), ``mean``, ``ci_low``, ``ci_high``),
+        ``per_seed`` values, ``row_significant`` per seed (its row-level CI excludes 0), ``mean``, ``ci_low``, ``ci_high``,
+        ``seed_independent``: the method gave identical values at every seed (the prompt methods), so the interval is
+        its row-level 95% CI rather than a t-interval over seeds),
         ``ratios`` (dW's spread over each method's, per seed and across) and ``agreement`` (per seed: cos(CAA, PCA)
         and the per-pair sign agreement of both directions, averaged over the slice layers).
 
@@ -477,12 +480,20 @@ def summarize_seeds(summaries: list[dict]) -> list[dict]:
         rows = []
         for index, key in enumerate(keys):
             methods = [s["methods"][index] for s in group]
-            for measure in SEED_MEASURES:
+            measures = [m for m in SEED_MEASURES if not all(np.isnan([_method_value(x, m) for x in methods]))]
+            # A method no seed changes (the prompts: no data, no training) gives identical values at every seed; an interval
+            # over seeds would have width 0, so its interval is the row-level CI of one seed instead.
+            seed_independent = len(methods) > 1 and all(len({_method_value(x, m) for x in methods}) == 1 for m in measures)
+            for measure in measures:
                 values = [_method_value(m, measure) for m in methods]
-                if all(np.isnan(values)):
-                    continue
-                rows.append({"method": key, "name": methods[0]["name"], "measure": measure, "per_seed": values,
-                             "row_significant": [_row_significant(m, measure) for m in methods], **seed_interval(values)})
+                interval = seed_interval(values)
+                if seed_independent:
+                    entry = methods[0]["effects"].get(measure) if measure in methods[0]["effects"] else None
+                    low, high = (entry["ci_low"], entry["ci_high"]) if isinstance(entry, dict) and "ci_low" in entry else (float("nan"),) * 2
+                    interval = {**interval, "ci_low": float(low), "ci_high": float(high)}
+                rows.append({"method": key, "name": re.sub(r",? seed \d+", "", methods[0]["name"]), "measure": measure, "per_seed": values,
+                             "row_significant": [_row_significant(m, measure) for m in methods], "seed_independent": seed_independent,
+                             **interval})
         ratios = []
         for (measure, method) in dict.fromkeys((r["measure"], r["method"]) for r in group[0]["ratios"]):
             values = [next((r["ratio"] for r in s["ratios"] if (r["measure"], r["method"]) == (measure, method)), float("nan")) for s in group]

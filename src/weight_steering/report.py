@@ -507,6 +507,11 @@ def render_seed_comparison(groups: list[dict]) -> str:
 
 
 def _seed_text(row: dict, digits: int = 3) -> str:
+    if row.get("seed_independent"):
+        if not np.isfinite(row["ci_low"]):
+            return f"{row['mean']:+.{digits}f} (the same at every seed)"
+        sig = " *" if row["ci_low"] > 0 or row["ci_high"] < 0 else ""
+        return f"{row['mean']:+.{digits}f} [{row['ci_low']:+.{digits}f}, {row['ci_high']:+.{digits}f}]{sig} (the same at every seed; row-level CI)"
     if row["n"] < 2 or not np.isfinite(row["ci_low"]):
         return f"{row['mean']:+.{digits}f} (one seed)"
     sig = " *" if row["ci_low"] > 0 or row["ci_high"] < 0 else ""

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from conftest import SHARED
+from conftest import SHARED, require_shared
 from weight_steering.artifacts import file_sha256, write_jsonl
 from weight_steering.eval_data import EvalDataError, build_dilemma_rows, load_dilemma_rows
 from importlib import resources
@@ -19,8 +19,8 @@ def test_shipped_rows_have_the_documented_counts():
         assert sum(r[f"label_{value}"] for r in labelled) == 0  # balanced +1 / −1
 
 
-@pytest.mark.skipif(not SOURCE.exists(), reason="raw DailyDilemmas source (../shared/data) not present beside the checkout")
 def test_builder_reproduces_shipped_file(tmp_path):
+    require_shared(SOURCE)
     write_jsonl(tmp_path / "rows.jsonl", build_dilemma_rows(SOURCE))
     shipped = resources.files("weight_steering") / "resources" / "daily_dilemmas" / "virtue_rows.jsonl"
     assert file_sha256(tmp_path / "rows.jsonl") == file_sha256(shipped)

@@ -10,7 +10,7 @@ from weight_steering.eval_data import FOUNDATIONS, EvalDataError, build_vignette
 from weight_steering.evaluate import AnswerTokenError, answer_sets, evaluate
 from weight_steering.eval_rows import vignette_rows
 
-from conftest import SHARED
+from conftest import SHARED, require_shared
 
 SOURCE = SHARED / "data" / "tinymfv"
 
@@ -25,8 +25,8 @@ def test_shipped_vignettes_have_131_unique_ids_and_documented_counts():
     assert not any(k.startswith("llm_") for r in rows for k in r)
 
 
-@pytest.mark.skipif(not SOURCE.exists(), reason="needs the raw tinymfv files in ../shared/data")
 def test_builder_reproduces_the_shipped_file(tmp_path):
+    require_shared(SOURCE)
     shipped = Path(__file__).resolve().parents[1] / "src" / "weight_steering" / "resources" / "tinymfv" / "vignettes_airisk.jsonl"
     rebuilt = "".join(json.dumps(r, ensure_ascii=False, sort_keys=False) + "\n" for r in build_vignettes(SOURCE))
     assert rebuilt == shipped.read_text(encoding="utf-8")

@@ -38,7 +38,7 @@ def test_sweep_runs_resumes_and_ranks(tiny, tmp_path, caplog):
     assert {r["family"] for r in ranking} == {"lora", "ia3"} and all(r["n_seeds"] == 2 for r in ranking)
     for r in ranking:
         assert r["id_spread_ci_low"] <= r["id_spread"] <= r["id_spread_ci_high"]
-        assert r["off_target"] >= 0 and r["sign_agreement"].endswith("/2")
+        assert r["off_target"] > 0 and r["sign_agreement"].endswith("/2")  # a mean of |Δ| on the other values: finite and not 0
     assert paths["forest"].stat().st_size > 1000 and "| lora |" in paths["markdown"].read_text()
 
     # Nothing left to do.

@@ -216,3 +216,21 @@ def test_direction_agreement_reports_cosine_and_pair_signs():
     mixed = torch.cat([torch.full((7, 1), 1.0), torch.full((3, 1), -4.0)], 0) * torch.eye(6)[0]  # 7 pairs one way, 3 (larger) the other
     split = direction_agreement(ContrastActivations({0: base + mixed}, {0: base}))[0]
     assert split["sign_agreement_caa"] == pytest.approx(0.3) and split["sign_agreement_pca"] == pytest.approx(0.3)
+
+
+def test_as_method_is_the_one_conversion_of_a_steering_argument(tiny):
+    import torch
+
+    from weight_steering.methods import SteeringMethod, as_method, weight_method
+
+    model, _ = tiny
+    method = weight_method({}, "dW")
+    assert as_method(method) is method and isinstance(as_method(None), SteeringMethod)
+    key = "model.layers.0.mlp.up_proj.weight"
+    weight = dict(model.named_parameters())[key]
+    before = weight.detach().clone()
+    with as_method({key: torch.ones_like(weight)}).apply(model, 2.0):
+        assert torch.equal(weight.detach(), before + 2.0)  # a dict is α·dW
+    with as_method(None).apply(model, 5.0):
+        assert torch.equal(weight.detach(), before)  # None: the unsteered model
+    assert torch.equal(weight.detach(), before)

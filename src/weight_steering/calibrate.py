@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from .chat import render_chat, stop_token_ids
-from .methods import SteeringMethod, weight_method
+from .methods import as_method
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ def kl_from_base(model, tokenizer, dw, alpha: float, prompts: list[str], n_token
     """
     if not prompts or n_tokens < 1:
         raise ValueError("kl_from_base needs at least one prompt and n_tokens >= 1")
-    method = dw if isinstance(dw, SteeringMethod) else weight_method(dw)
+    method = as_method(dw)
     system = method.system_prompt(alpha)
     stops = torch.tensor(sorted(stop_token_ids(tokenizer)))
     values, owners, passes = [], [], 0

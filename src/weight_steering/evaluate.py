@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from .chat import render_chat
 from .diff import DeltaWeights
 from .eval_rows import ROW_INPUT_KEYS
-from .methods import SteeringMethod, weight_method
+from .methods import SteeringMethod, as_method
 from .steer import check_alpha
 
 log = logging.getLogger(__name__)
@@ -305,7 +305,7 @@ def evaluate(
         EvalError: the set of scored rows differs between two α values; a prompt method on rows without messages.
     """
     alphas = [check_alpha(a) for a in alphas]
-    method = dw if isinstance(dw, SteeringMethod) else weight_method(dw or {})
+    method = as_method(dw)
     by_eval: dict[str, list[dict]] = {}
     for row in rows:
         by_eval.setdefault(row["eval"], []).append(row)
@@ -366,7 +366,7 @@ def reference_nll(model, tokenizer, dw, alpha: float, pairs: list[dict], batch_s
     """
     from .train import tokenize_example
 
-    method = dw if isinstance(dw, SteeringMethod) else weight_method(dw or {})
+    method = as_method(dw)
     system = method.system_prompt(alpha)
     examples = [tokenize_example(tokenizer, p["instruction"], p["answer"], max_length, system=system) for p in pairs]
     out: list[float] = []

@@ -50,6 +50,14 @@ def weight_method(dw, name: str = "dW") -> SteeringMethod:
     return SteeringMethod(name, lambda model, alpha: steer(model, dw, alpha))
 
 
+def as_method(steering) -> SteeringMethod:
+    """The one conversion at the public boundary: a :class:`SteeringMethod` as it is; a dW (``DeltaWeights`` or a
+    ``{parameter: tensor}`` dict) as :func:`weight_method`; ``None`` as the unsteered model (an empty dW)."""
+    if isinstance(steering, SteeringMethod):
+        return steering
+    return weight_method(steering if steering is not None else {})
+
+
 def prompt_method(name: str, positive: str, negative: str, base_system: str | None = None) -> SteeringMethod:
     """A system prompt per sign: ``positive`` for strength > 0, ``negative`` for < 0, none at 0.
 

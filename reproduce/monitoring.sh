@@ -2,8 +2,8 @@
 # Monitoring a fine-tune with dW (docs/RESULTS.md, "Monitoring a fine-tune"): LoRA fine-tunes on 100 rows mixing
 # the sycophancy dW's positive-persona responses with the neutral prompts' reference answers at behaviour shares
 # 0, 0.1, 0.25, 0.5 and 1, seeds 0-2; cos(fine-tune Δ, dW) against random directions and the honesty dW (the
-# unrelated null). Uses the seed-0 dW that reproduce/comparison.sh trains; every finished cell is kept in
-# docs/monitor/archive, so a stopped run resumes there or on another machine.
+# unrelated null). Uses the dW that reproduce/comparison.sh trains (sycophancy at SYC_SEED, default 0; honesty at
+# seed 0); every finished cell is kept in docs/monitor/archive, so a stopped run resumes there or on another machine.
 set -euo pipefail
 W=.venv/bin/wsteer
 M=smollm2-135m-instruct
@@ -12,7 +12,7 @@ one() {
   if [ ${#found[@]} -ne 1 ] || [ ! -e "${found[0]}" ]; then echo "expected exactly one match for $1, found: ${found[*]}" >&2; exit 1; fi
   echo "${found[0]}"
 }
-dw=$(one "out/sycophancy/$M/dw-lora-seed0-*")
+dw=$(one "out/sycophancy/$M/dw-lora-seed${SYC_SEED:-0}-*")
 unrelated=$(one "out/honesty/$M/dw-lora-seed0-*")
 /usr/bin/time -f "monitoring experiment: %e s" $W monitor-experiment --dw "$dw" --unrelated "$unrelated" --archive docs/monitor/archive
 mkdir -p docs/monitor

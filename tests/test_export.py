@@ -143,3 +143,13 @@ def test_exact_export_keeps_2r_directions_above_the_merge_rounding(tokenizer):
     factors = lora_factors(DeltaWeights(noisy), floors={k: rounding_floor(params[k].detach() * 40) for k in noisy})
     assert all(f["rank"] == 4 for f in factors.values()), {k: f["rank"] for k, f in factors.items()}
     assert all(f["energy"] > 1 - 1e-9 for f in factors.values())
+
+
+def test_serving_a_gguf_adapter_without_llama_cpp_is_a_clear_error(monkeypatch, tmp_path):
+    import sys
+
+    from weight_steering.export import llama_cpp_logratios
+
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)  # import fails as if not installed
+    with pytest.raises(ExportError, match="pip install llama-cpp-python"):
+        llama_cpp_logratios(tmp_path / "model.gguf", tmp_path / "adapter.gguf", 1.0, [[1, 2]], [[1], [2]])

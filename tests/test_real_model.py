@@ -113,3 +113,25 @@ def test_peft_export_matches_the_steered_model_on_embedded_model(smoke_run, tmp_
         with torch.no_grad(), steer(model, dw, alpha):
             steered = model(**ids).logits
         assert (exported - steered).abs().max() < 1e-3, alpha
+
+
+@pytest.mark.llama_cpp
+def test_gguf_export_served_by_llama_cpp_moves_the_logratio_like_alpha_dw(smoke_run, tmp_path):
+    """llama.cpp (optional: pip install llama-cpp-python) serving the embedded GGUF plus the exported adapter: its per-row
+    effect of α·dW agrees with the fp32 steered model's (the base is quantised there, so agreement, not equality)."""
+    pytest.importorskip("llama_cpp", reason="optional tier: pip install llama-cpp-python (builds llama.cpp from source)")
+    from weight_steering.behaviors import load_behavior
+    from weight_steering.eval_rows import held_out_rows
+    from weight_steering.export import check_gguf_export, export_dw
+    from weight_steering.models import locate_embedded_gguf
+
+    result, model, tokenizer, _ = smoke_run
+    rows = held_out_rows(tokenizer, load_behavior("sycophancy"))
+    adapter = export_dw(result["dw"], model, tmp_path / "gguf", fmt="gguf")
+    check = check_gguf_export(model, tokenizer, result["dw"], rows, locate_embedded_gguf("smollm2-135m-instruct"), adapter,
+                              alphas=(-4.0, 0.0, 4.0))
+    base = check["per_alpha"]["+0"]
+    assert base["spearman_rho"] > 0.9 and base["mean_abs_diff"] < 0.3, base  # the same weights, quantised arithmetic
+    for alpha in ("-4", "+4"):
+        entry = check["per_alpha"][alpha]
+        assert entry["same_direction"] and entry["effect_spearman_rho"] > 0.5, entry

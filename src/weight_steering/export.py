@@ -323,3 +323,63 @@ def export_kl(model, tokenizer, dw: DeltaWeights, path: str | Path, prompts: lis
     info = json.loads((Path(path) / "export.json").read_text())
     write_json(Path(path) / "export.json", {**info, "kl_export_vs_exact": result})
     return result
+
+
+def llama_cpp_logratios(gguf_model: str | Path, adapter: str | Path | None, alpha: float, token_ids: list[list[int]],
+                        answer_ids: list[list[int]], threads: int = 2) -> list[float]:
+    """log P(first answer set) − log P(second) after each row's tokens, served by llama.cpp (``llama-cpp-python``) with
+    ``adapter`` (an ``adapter.gguf``) at scale α. ``token_ids``: N rows of token ids; returns N log-odds (nats).
+
+    Raises:
+        ExportError: llama-cpp-python is not installed (the message gives the install command).
+    """
+    try:
+        from llama_cpp import Llama
+    except ImportError as err:
+        raise ExportError("serving a GGUF adapter needs llama-cpp-python: pip install llama-cpp-python (builds llama.cpp from source)") from err
+    kwargs = {"lora_path": str(adapter), "lora_scale": float(alpha)} if adapter is not None else {}
+    llm = Llama(model_path=str(gguf_model), n_ctx=1024, n_threads=threads, n_batch=512, verbose=False, **kwargs)
+    out = []
+    try:
+        for ids in token_ids:
+            llm.reset()
+            llm.eval(ids)
+            log_p = torch.log_softmax(torch.tensor(llm.scores[llm.n_tokens - 1], dtype=torch.float64), -1)  # [vocab]
+            out.append(float(torch.logsumexp(log_p[answer_ids[0]], 0) - torch.logsumexp(log_p[answer_ids[1]], 0)))
+    finally:
+        llm.close()
+    return out
+
+
+def check_gguf_export(model, tokenizer, dw: DeltaWeights, rows: list[dict], gguf_model: str | Path, adapter_dir: str | Path,
+                      alphas=(-1.0, 0.0, 1.0), threads: int = 2) -> dict:
+    """llama.cpp serving the exported ``adapter_dir/adapter.gguf`` on ``gguf_model`` against the fp32 model steered by α·dW.
+
+    Both score the same token ids (``rows``: Yes/No eval rows, :mod:`weight_steering.eval_rows`). The base differs by
+    llama.cpp's quantised arithmetic, so the result is an agreement: per α the Spearman ρ over rows and the mean
+    |Δ logratio| between the two, and per α ≠ 0 the mean effect (logratio − α = 0's) in each, whether the two effects
+    have the same sign, and the share of rows whose effects agree in sign.
+    """
+    import numpy as np
+    from scipy.stats import spearmanr
+
+    from .evaluate import YES_NO, answer_sets, evaluate
+
+    sets = answer_sets(tokenizer, YES_NO)
+    token_ids = [tokenizer(r["text"], add_special_tokens=False)["input_ids"] for r in rows]
+    records = evaluate(model, tokenizer, dw, rows, alphas=tuple(alphas))
+    fp32 = {a: np.array([r["logratio"] for r in records if r["alpha"] == a]) for a in alphas}
+    served = {a: np.array(llama_cpp_logratios(gguf_model, Path(adapter_dir) / GGUF_FILE, a, token_ids, sets, threads)) for a in alphas}
+    result = {"n_rows": len(rows), "per_alpha": {}}
+    for a in alphas:
+        result["per_alpha"][f"{a:+g}"] = {"spearman_rho": float(spearmanr(fp32[a], served[a]).statistic),
+                                         "mean_abs_diff": float(np.abs(fp32[a] - served[a]).mean()),
+                                         "mean_logratio_fp32": float(fp32[a].mean()), "mean_logratio_llama_cpp": float(served[a].mean())}
+        if a != 0 and 0.0 in fp32:
+            effect_fp32, effect_served = fp32[a] - fp32[0.0], served[a] - served[0.0]
+            result["per_alpha"][f"{a:+g}"].update({
+                "effect_fp32": float(effect_fp32.mean()), "effect_llama_cpp": float(effect_served.mean()),
+                "same_direction": bool(np.sign(effect_fp32.mean()) == np.sign(effect_served.mean())),
+                "row_sign_agreement": float(np.mean(np.sign(effect_fp32) == np.sign(effect_served))),
+                "effect_spearman_rho": float(spearmanr(effect_fp32, effect_served).statistic)})
+    return result

@@ -5,13 +5,7 @@
 # crop with five within-dW subsets, on the 12 held-out claims (both framings) and the first 32 dilemmas; then the
 # summary across seeds. About 19 min per seed on 2 cores. SEEDS="1 2" runs a subset.
 set -euo pipefail
-W=.venv/bin/wsteer
-M=smollm2-135m-instruct
-one() {  # the single path matching a glob, or a clear error
-  local found=($1)
-  if [ ${#found[@]} -ne 1 ] || [ ! -e "${found[0]}" ]; then echo "expected exactly one match for $1, found: ${found[*]}" >&2; exit 1; fi
-  echo "${found[0]}"
-}
+source "$(dirname "$0")/common.sh"
 folders=()
 for s in ${SEEDS:-0 1 2}; do
   dw=$(one "out/sycophancy/$M/dw-lora-seed$s-*")  # run reproduce/comparison.sh first

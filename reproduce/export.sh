@@ -3,13 +3,7 @@
 # adapter, and as a llama.cpp GGUF adapter compared with the fp32 steered model in llama.cpp (needs the optional
 # `pip install llama-cpp-python`, which builds llama.cpp from source).
 set -euo pipefail
-W=.venv/bin/wsteer
-M=smollm2-135m-instruct
-one() {
-  local found=($1)
-  if [ ${#found[@]} -ne 1 ] || [ ! -e "${found[0]}" ]; then echo "expected exactly one match for $1, found: ${found[*]}" >&2; exit 1; fi
-  echo "${found[0]}"
-}
+source "$(dirname "$0")/common.sh"
 dw=$(one "out/sycophancy/$M/dw-lora-seed0-*")
 $W export --dw "$dw" --out out/export/peft-exact --force
 $W export --dw "$dw" --out out/export/peft-rank8 --rank 8 --force

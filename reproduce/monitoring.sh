@@ -5,13 +5,7 @@
 # unrelated null). Uses the dW that reproduce/comparison.sh trains (sycophancy at SYC_SEED, default 0; honesty at
 # seed 0); every finished cell is kept in docs/monitor/archive, so a stopped run resumes there or on another machine.
 set -euo pipefail
-W=.venv/bin/wsteer
-M=smollm2-135m-instruct
-one() {
-  local found=($1)
-  if [ ${#found[@]} -ne 1 ] || [ ! -e "${found[0]}" ]; then echo "expected exactly one match for $1, found: ${found[*]}" >&2; exit 1; fi
-  echo "${found[0]}"
-}
+source "$(dirname "$0")/common.sh"
 dw=$(one "out/sycophancy/$M/dw-lora-seed${SYC_SEED:-0}-*")
 unrelated=$(one "out/honesty/$M/dw-lora-seed0-*")
 /usr/bin/time -f "monitoring experiment: %e s" $W monitor-experiment --dw "$dw" --unrelated "$unrelated" --archive docs/monitor/archive

@@ -56,6 +56,8 @@ CASES = [
     (["monitor-experiment", "--dw", "x", "--fractions", "0,2"], "--fractions"),
     (["monitor-experiment", "--dw", "x", "--n-rows", "1"], "--n-rows"),
     (["summarize-ablations", "no/such/ablation"], "no ablation.json"),
+    (["hypotheses", "--dw", "x", "--candidates", "o_proj_out,telepathy"], "telepathy"),
+    (["hypotheses", "--dw", "x", "--k", "0"], "--k"),
 ]
 
 

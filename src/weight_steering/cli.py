@@ -435,6 +435,61 @@ def monitor_experiment(
     typer.echo(f"written to {root}/monitoring.{{json,md,png}}")
 
 
+@app.command()
+def hypotheses(
+    dw: str = typer.Option(..., help="the dW folder (its training pairs, next to it, give the persona-contrast activations)"),
+    k: int = typer.Option(8, help="rank of every candidate subspace"),
+    candidates: str = typer.Option("all", help="comma-separated candidate names, or 'all'"),
+    null_draws: int = typer.Option(100, help="random rank-k subspaces per layer (the null)"),
+    model: str = typer.Option(DEFAULT_MODEL, help="the model the dW was made for"),
+    out: str = typer.Option("out", help="output root (results in <out>/hypotheses/<dW folder>-k<k>/)"),
+):
+    """Which base-model subspace predicts where dW lives? R_w, R_act and R_read per candidate against random subspaces."""
+    from .artifacts import write_json
+    from .diff import check_fits
+    from .hypotheses import CANDIDATES, Context, HypothesisError, score_candidates, split_contrast
+    from .methods import contrast_activations, contrast_pairs
+    from .models import load_model
+    from .pipeline import pairs_of
+    from .report import plot_hypotheses, render_hypotheses
+
+    try:
+        names = None if candidates == "all" else _split(candidates)
+        unknown = [n for n in names or [] if n not in CANDIDATES]
+        if unknown:
+            raise HypothesisError(f"unknown candidate(s) {unknown}; choose from {', '.join(CANDIDATES)}")
+        if k < 1 or null_draws < 2:
+            raise HypothesisError(f"--k must be ≥ 1 and --null-draws ≥ 2; got {k}, {null_draws}")
+        check_output_folder(out)
+        delta = _read_dw(dw)
+        dw_dir = Path(dw) if Path(dw).is_dir() else Path(dw).parent
+        pairs = pairs_of(dw_dir)
+        loaded_model, tokenizer = load_model(model)
+        check_fits(delta, loaded_model)
+        contrast = {}
+        if pairs is not None:
+            from .hypotheses import KEY
+
+            layers = sorted({int(m[1]) for key in delta.tensors if (m := KEY.search(key))})
+            acts = contrast_activations(loaded_model, tokenizer, contrast_pairs(tokenizer, pairs), layers)
+            contrast = {layer: (acts.positive[layer] - acts.negative[layer]).float() for layer in layers}  # [n_pairs, d_model]
+        fit, held = split_contrast(contrast)
+        weights = {name: p.detach().float() for name, p in loaded_model.named_parameters()}
+        context = Context(weights, loaded_model.config.hidden_size, loaded_model.config.num_attention_heads, fit, held, delta.tensors)
+        result = score_candidates(context, k, names, null_draws)
+    except (*KNOWN_ERRORS, HypothesisError) as err:
+        _fail(err)
+    if pairs is None:
+        result["unavailable"]["R_act"] = f"the training pairs of {dw_dir} are not next to it, so no contrast activations"
+    root = Path(out) / "hypotheses" / f"{dw_dir.name}-k{k}"
+    root.mkdir(parents=True, exist_ok=True)
+    write_json(root / "hypotheses.json", result)
+    (root / "hypotheses.md").write_text(render_hypotheses(result), encoding="utf-8")
+    plot_hypotheses(result, root / "hypotheses.png")
+    typer.echo(render_hypotheses(result), nl=False)
+    typer.echo(f"written to {root}/hypotheses.{{json,md,png}}")
+
+
 @app.command("compare-seeds")
 def compare_seeds(paths: list[str] = typer.Argument(..., help="comparison result folders, or a folder holding them (e.g. docs/compare/archive)")):
     """The iso-KL comparison across seeds: per-seed values and t-intervals over seed means, per behaviour."""

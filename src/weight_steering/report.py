@@ -589,3 +589,43 @@ def render_monitoring(result: dict) -> str:
         lines.append(f"| {r['fraction']:g} | " + " / ".join(f"{v:+.3f}" for v in r["per_seed"]) + f" | {_seed_text(r)} | "
                      f"{r['unrelated_max']:+.3f} | {r['random_p999']:.4f} | {'yes' if r['all_aligned'] else 'no'} |")
     return "\n".join(lines) + "\n"
+
+
+def render_hypotheses(result: dict) -> str:
+    """Markdown of :func:`weight_steering.hypotheses.score_candidates`: write-side (and mixed) candidates ranked by the
+    size-balanced R_w with the share of the ceiling and R_act; the read-side candidates in their own table."""
+    def value(entry, name, digits=2):
+        return f"{entry[name]:.{digits}f}" if name in entry else "–"
+
+    lines = [f"k = {result['k']}, layers {result['layers'][0]}–{result['layers'][-1]}, null: {result['n_null']} random rank-k subspaces "
+             "per layer (R = share / null mean share; 1 = chance).", "",
+             "| write-side candidate | side | R_w (o, down equally weighted) | % of ceiling | R_act | z_act |", "|---|---|---|---|---|---|"]
+    for e in (e for e in result["summary"] if e["side"] != "read"):
+        lines.append(f"| {e['candidate']} | {e['side']} | {value(e, 'r_w')} | {value(e, 'pct_ceiling', 1)} | {value(e, 'r_act')} | {value(e, 'z_act', 1)} |")
+    lines += ["", "| read-side candidate | R_read (dW's q, k, v, gate, up on their input side) | R_act | z_act |", "|---|---|---|---|"]
+    for e in (e for e in result["summary"] if e["side"] == "read"):
+        lines.append(f"| {e['candidate']} | {value(e, 'r_read')} | {value(e, 'r_act')} | {value(e, 'z_act', 1)} |")
+    if result["unavailable"]:
+        lines += [""] + [f"* {name}: not scored: {why}" for name, why in result["unavailable"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def plot_hypotheses(result: dict, path: str | Path) -> Path:
+    """Left: R_act against R_w per candidate (means over layers), the ceiling marked; right: R_w per layer."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for e in result["summary"]:
+        if "r_w" not in e or "r_act" not in e:
+            continue
+        marker = "*" if e["side"] == "ceiling" else "o"
+        left.scatter(e["r_w"], e["r_act"], marker=marker, s=80 if marker == "*" else 25)
+        left.annotate(e["candidate"], (e["r_w"], e["r_act"]), fontsize=7)
+    left.axhline(1, color="grey", lw=0.5)
+    left.axvline(1, color="grey", lw=0.5)
+    left.set(xlabel="R_w (dW's write-side energy in the subspace, over chance)", ylabel="R_act (held-out contrast energy, over chance)")
+    for name in dict.fromkeys(r["candidate"] for r in result["rows"] if "r_w" in r):
+        mine = [r for r in result["rows"] if r["candidate"] == name and "r_w" in r]
+        right.plot([r["layer"] for r in mine], [r["r_w"] for r in mine], marker=".", label=name, ls="--" if name.startswith("dw_") else "-")
+    right.axhline(1, color="grey", lw=0.5)
+    right.set(xlabel="layer", ylabel="R_w")
+    right.legend(fontsize=6, ncol=2)
+    return _save_figure(fig, path)

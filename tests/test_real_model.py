@@ -134,4 +134,4 @@ def test_gguf_export_served_by_llama_cpp_moves_the_logratio_like_alpha_dw(smoke_
     assert base["spearman_rho"] > 0.9 and base["mean_abs_diff"] < 0.3, base  # the same weights, quantised arithmetic
     for alpha in ("-4", "+4"):
         entry = check["per_alpha"][alpha]
-        assert entry["same_direction"] and entry["effect_spearman_rho"] > 0.5, entry
+        assert entry["same_direction"] and entry["row_sign_agreement"] >= 0.75, entry  # per row, the effect's sign agrees

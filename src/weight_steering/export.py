@@ -338,13 +338,13 @@ def llama_cpp_logratios(gguf_model: str | Path, adapter: str | Path | None, alph
     except ImportError as err:
         raise ExportError("serving a GGUF adapter needs llama-cpp-python: pip install llama-cpp-python (builds llama.cpp from source)") from err
     kwargs = {"lora_path": str(adapter), "lora_scale": float(alpha)} if adapter is not None else {}
-    llm = Llama(model_path=str(gguf_model), n_ctx=1024, n_threads=threads, n_batch=512, verbose=False, **kwargs)
+    llm = Llama(model_path=str(gguf_model), n_ctx=1024, n_threads=threads, n_batch=512, logits_all=True, verbose=False, **kwargs)
     out = []
     try:
         for ids in token_ids:
             llm.reset()
             llm.eval(ids)
-            log_p = torch.log_softmax(torch.tensor(llm.scores[llm.n_tokens - 1], dtype=torch.float64), -1)  # [vocab]
+            log_p = torch.log_softmax(torch.tensor(llm.scores[llm.n_tokens - 1], dtype=torch.float64), -1)  # [vocab] (logits_all keeps them)
             out.append(float(torch.logsumexp(log_p[answer_ids[0]], 0) - torch.logsumexp(log_p[answer_ids[1]], 0)))
     finally:
         llm.close()

@@ -422,10 +422,9 @@ def monitor_experiment(
         root = Path(out) / "monitor" / dw_dir.name
         if archive:
             copy_finished_stages(Path(archive), root, ("cell-",))
+        keep = (lambda: copy_finished_stages(root, Path(archive), ("cell-",))) if archive else None  # archived as each cell ends
         result = monitoring_experiment(loaded_model, tokenizer, pairs, load_neutral(), behaviour_dw, nulls, fraction_list, seed_list,
-                                       n_rows, root=root)
-        if archive:
-            copy_finished_stages(root, Path(archive), ("cell-",))
+                                       n_rows, root=root, after_cell=keep)
     except (*KNOWN_ERRORS, MonitorError) as err:
         _fail(err)
     write_json(root / "monitoring.json", result)

@@ -184,13 +184,15 @@ def mixture_rows(pairs: list[dict], neutral: list[dict], fraction: float, n_rows
 
 def monitoring_experiment(model, tokenizer, pairs: list[dict], neutral: list[dict], dw: DeltaWeights,
                           unrelated: dict[str, DeltaWeights] | None = None, fractions=(0.0, 0.1, 0.25, 0.5, 1.0),
-                          seeds=(0, 1, 2), n_rows: int = 100, train=None, root: str | Path | None = None) -> dict:
+                          seeds=(0, 1, 2), n_rows: int = 100, train=None, root: str | Path | None = None,
+                          after_cell=None) -> dict:
     """The paper's monitoring experiment (Fierro & Roger 2025 §5): LoRA fine-tunes on mixtures of behaviour-inducing and
     neutral data, each compared with dW by :func:`monitor`.
 
     Seed s draws the mixture and seeds the training. With ``root`` every (fraction, seed) cell is a stage
     (:func:`weight_steering.stage_cache.run_stage`, ``root/cell-f<fraction>-s<seed>-<key>/cell.json``; the key hashes
-    the rows, the training config, dW and the unrelated dW), so a stopped run resumes without retraining a finished cell.
+    the rows, the training config, dW and the unrelated dW), so a stopped run resumes without retraining a finished cell;
+    ``after_cell()`` runs after each cell (the CLI copies finished cells to its archive there).
 
     Returns:
         ``{"cells": [...], "by_fraction": [...]}``: per (fraction, seed) the cosine, z against random directions, the
@@ -233,6 +235,8 @@ def monitoring_experiment(model, tokenizer, pairs: list[dict], neutral: list[dic
             key = stable_hash({**fingerprint, "fraction": fraction, "seed": seed, "rows": rows})
             directory = run_stage(f"monitor f={fraction:g} s={seed}", Path(root) / f"cell-f{fraction:g}-s{seed}-{key}", key, compute)
             cells.append(read_json(directory / "cell.json"))
+            if after_cell is not None:
+                after_cell()
     by_fraction = []
     for fraction in fractions:
         group = [c for c in cells if c["fraction"] == fraction]

@@ -14,6 +14,6 @@ W=.venv/bin/wsteer
 seed=${SEED:-0}
 limit=${DILEMMAS-64}
 for family in ${FAMILIES:-lora pissa delora}; do
-  dw=$(.venv/bin/python reproduce/retrain_sweep_dw.py "$family:$seed" | tee /dev/stderr | awk -v cell="sycophancy/$family-seed$seed:" '$1 == cell {print $2}')
+  dw=$(.venv/bin/python reproduce/retrain_sweep_dw.py --paths "$family:$seed")  # messages on stderr, the dW folder on stdout
   /usr/bin/time -f "ablate $family seed $seed: %e s" $W ablate --dw "$dw" --groups "${VARIANT_GROUPS:-all}" ${limit:+--dilemma-limit $limit}
 done

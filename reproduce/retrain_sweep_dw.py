@@ -28,6 +28,10 @@ NORM_TOLERANCE = 1e-5  # relative ‖dW‖ difference accepted as floating-point
 
 
 def main(pairs: list[str]) -> int:
+    """Messages go to stderr; with ``--paths`` the retrained dW folders are printed to stdout, one per cell."""
+    paths = "--paths" in pairs
+    pairs = [p for p in pairs if p != "--paths"]
+    found = []
     cells = []
     for pair in pairs:
         family, _, seed = pair.partition(":")
@@ -42,22 +46,25 @@ def main(pairs: list[str]) -> int:
     for cell in cells:
         marker = cell_dir(config, cell, ARCHIVE).with_name(f"{cell.family}-seed{cell.seed}") / "cell.json"  # archived before data seeds varied
         if not marker.is_file():
-            print(f"{cell.name}: not in the archive {ARCHIVE}; run the sweep cell first", flush=True)
+            print(f"{cell.name}: not in the archive {ARCHIVE}; run the sweep cell first", file=sys.stderr, flush=True)
             failures += 1
             continue
         archived = json.loads(marker.read_text())
         started = time.perf_counter()
         dw_dir = train_dw(job, cell_config(config, cell).train)
         seconds = time.perf_counter() - started
+        found.append(dw_dir)
         if Path(archived["dw_dir"]).name == dw_dir.name:
-            print(f"{cell.name}: {dw_dir} in {seconds:.0f} s; bit-identical to the archived cell's dW", flush=True)
+            print(f"{cell.name}: {dw_dir} in {seconds:.0f} s; bit-identical to the archived cell's dW", file=sys.stderr, flush=True)
             continue
         norm = json.loads((dw_dir / "dW.json").read_text())["norm_dw"]
         relative = abs(norm - archived["norm_dw"]) / archived["norm_dw"]
         verdict = "float-level difference only" if relative <= NORM_TOLERANCE else "a DIFFERENT dW"
         print(f"{cell.name}: {dw_dir} in {seconds:.0f} s; not bit-identical to the archived {archived['dw_dir']}: "
-              f"‖dW‖ {norm:.9f} vs {archived['norm_dw']:.9f} (relative {relative:.1e}): {verdict}", flush=True)
+              f"‖dW‖ {norm:.9f} vs {archived['norm_dw']:.9f} (relative {relative:.1e}): {verdict}", file=sys.stderr, flush=True)
         failures += relative > NORM_TOLERANCE
+    if paths:
+        print("\n".join(str(d) for d in found))
     return 1 if failures else 0
 
 

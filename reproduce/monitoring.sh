@@ -8,6 +8,9 @@ set -euo pipefail
 source "$(dirname "$0")/common.sh"
 dw=$(one "out/sycophancy/$M/dw-lora-seed${SYC_SEED:-0}-*")
 unrelated=$(one "out/honesty/$M/dw-lora-seed0-*")
-/usr/bin/time -f "monitoring experiment: %e s" $W monitor-experiment --dw "$dw" --unrelated "$unrelated" --archive docs/monitor/archive
+# Fine-tune seeds that no dW here was trained with: a fine-tune with dW's own training seed starts from θ⁺'s LoRA
+# initialisation (the same A), which inflates the cosine (docs/RESULTS.md shows it with seeds 0-2 against the seed-1 dW).
+/usr/bin/time -f "monitoring experiment: %e s" $W monitor-experiment --dw "$dw" --unrelated "$unrelated" --seeds "${FINETUNE_SEEDS:-3,4,5}" \
+  --archive docs/monitor/archive
 mkdir -p docs/monitor
 cp "out/monitor/$(basename "$dw")/monitoring."{json,md,png} docs/monitor/

@@ -225,7 +225,7 @@ def monitoring_experiment(model, tokenizer, pairs: list[dict], neutral: list[dic
                 write_json(directory / "cell.json", {
                     "fraction": fraction, "seed": seed, "cos": result["cos"], "z": result["z"], "aligned": result["aligned"],
                     "unrelated": result["unrelated"], "random_p999": result["random_null"]["p999"],
-                    "per_module": result["per_module"], "train_seconds": log.get("seconds", float("nan"))})
+                    "per_module": result["per_module"], "train_seconds": log.get("wall_seconds", float("nan"))})
 
             if root is None:
                 with tempfile.TemporaryDirectory() as scratch:

@@ -43,6 +43,14 @@ def vignette_intents(behavior_name: str | None) -> dict[str, int]:
     return {t.value: t.sign for t in behavior.ood_targets if t.eval == "vignettes"}
 
 
+def _alpha_grid(alphas, why: str) -> tuple[float, ...]:
+    """The α grid as finite floats; raise ``ValueError`` if it lacks 0 (``why`` names what 0 is for)."""
+    alphas = tuple(check_alpha(a) for a in alphas)
+    if 0.0 not in alphas:
+        raise ValueError(f"the α grid must include 0 ({why})")
+    return alphas
+
+
 def run_vignettes(
     dw_path: str | Path, model: str = DEFAULT_MODEL, alphas: tuple[float, ...] = (-1.0, 0.0, 1.0),
     intents: dict[str, int] | None = None, k: float = SI_K, pmass_floor: float = PMASS_FLOOR, out: str = "out",
@@ -68,9 +76,7 @@ def run_vignettes(
     Raises:
         ValueError: α grid without 0; DeltaWeightsError: the dW does not fit the model.
     """
-    alphas = tuple(check_alpha(a) for a in alphas)
-    if 0.0 not in alphas:
-        raise ValueError("the α grid must include 0 (the bare table and the reference of every Δ)")
+    alphas = _alpha_grid(alphas, "the bare table and the reference of every Δ")
     model_obj, tokenizer = loaded or load_model(model)
     base_hash = base_weights_hash(model_obj)
     dw = load_dw(dw_path, model_obj, base_hash=base_hash)
@@ -123,9 +129,7 @@ def run_degradation(
     Raises:
         ValueError: α grid without 0; DeltaWeightsError: the dW does not fit the model.
     """
-    alphas = tuple(check_alpha(a) for a in alphas)
-    if 0.0 not in alphas:
-        raise ValueError("the α grid must include 0 (the reference of the NLL change)")
+    alphas = _alpha_grid(alphas, "the reference of the NLL change")
     model_obj, tokenizer = loaded or load_model(model)
     dw = load_dw(dw_path, model_obj)
     dw_file = Path(dw_path) / "dW.safetensors" if Path(dw_path).is_dir() else Path(dw_path)

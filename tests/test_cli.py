@@ -138,6 +138,12 @@ def _shipped(name):
     return (resources.files("weight_steering") / "resources" / "behaviors" / f"{name}.json").read_text()
 
 
+def _finetune_seed_is_the_dw_training_seed(tmp):
+    folder = _dw_files(tmp / "dw", torch.ones(2, 2))
+    (folder / "dW.json").write_text(json.dumps({"model": "smollm2-135m-instruct", "train_seed": 3}))
+    return ["monitor-experiment", "--dw", str(folder), "--seeds", "3,4"], "training seed of --dw", folder / "dW.json"
+
+
 def _corrupt_comparison(tmp):
     folder = tmp / "compare" / "lora-seed0"
     folder.mkdir(parents=True)
@@ -186,7 +192,7 @@ def _truncated_archived_records(tmp):
     return ["sweep", "--rank-only", "--archive", str(tmp / "archive")], "records.jsonl.gz", cell / "records.jsonl.gz"
 
 
-FILE_CASES = [_corrupt_archived_marker, _truncated_archived_records, _truncated_dw, _pickle_dw, _nan_dw, _dw_without_sidecar, _finetune_missing, _invalid_behavior_json,
+FILE_CASES = [_finetune_seed_is_the_dw_training_seed, _corrupt_archived_marker, _truncated_archived_records, _truncated_dw, _pickle_dw, _nan_dw, _dw_without_sidecar, _finetune_missing, _invalid_behavior_json,
               _behavior_with_duplicate_prompts, _behavior_with_unpaired_personas, _corrupt_comparison, _truncated_run_json,
               _out_below_a_file, _export_over_user_files]
 

@@ -383,7 +383,8 @@ def monitor_experiment(
     dw: str = typer.Option(..., help="the behaviour's dW folder (its training pairs are read next to it)"),
     unrelated: list[str] = typer.Option(None, help="dW of an unrelated behaviour, the second null (repeat the option)"),
     fractions: str = typer.Option("0,0.1,0.25,0.5,1", help="behaviour-inducing shares of the fine-tuning rows"),
-    seeds: str = typer.Option("0,1,2", help="seeds (each draws the mixture and seeds the fine-tune)"),
+    seeds: str = typer.Option("1000,1001,1002", help="fine-tune seeds (each draws the mixture and seeds the fine-tune); "
+                              "none may be a dW's training seed, whose LoRA initialisation it would share"),
     n_rows: int = typer.Option(100, help="fine-tuning rows per cell"),
     model: str = typer.Option(DEFAULT_MODEL, help="the base model"),
     out: str = typer.Option("out", help="output root (cells in <out>/monitor/<dW folder>/)"),
@@ -411,6 +412,11 @@ def monitor_experiment(
             raise MonitorError(f"--archive {archive} is a file; give a folder")
         behaviour_dw = _read_dw(dw)
         nulls = {path: _read_dw(path) for path in unrelated or []}
+        for label, delta_weights in (("--dw", behaviour_dw), *(("--unrelated " + k, v) for k, v in nulls.items())):
+            trained = delta_weights.metadata.get("train_seed", delta_weights.metadata.get("train_config", {}).get("seed"))
+            if trained in seed_list:
+                raise MonitorError(f"fine-tune seed {trained} is the training seed of {label}: a fine-tune seeded like θ⁺ starts "
+                                   "from its LoRA initialisation and inflates the cosine; choose --seeds that no dW was trained with")
         dw_dir = Path(dw) if Path(dw).is_dir() else Path(dw).parent
         pairs = pairs_of(dw_dir)
         if pairs is None:

@@ -8,7 +8,8 @@ set -euo pipefail
 source "$(dirname "$0")/common.sh"
 folders=()
 for s in ${SEEDS:-0 1 2}; do
-  dw=$(one "out/sycophancy/$M/dw-lora-seed$s-*")  # run reproduce/comparison.sh first
+  # the comparison's dW: its archived data restored, the adapters trained (or reused)
+  dw=$($W compare --behavior sycophancy --seed "$s" --archive docs/compare/archive --dw-only)
   /usr/bin/time -f "ablate lora seed $s: %e s" $W ablate --dw "$dw" --groups svd,module --dilemma-limit 32
   folders+=("$(one "out/ablation/$(basename "$dw")-*")")
 done

@@ -192,7 +192,14 @@ def _truncated_archived_records(tmp):
     return ["sweep", "--rank-only", "--archive", str(tmp / "archive")], "records.jsonl.gz", cell / "records.jsonl.gz"
 
 
-FILE_CASES = [_finetune_seed_is_the_dw_training_seed, _corrupt_archived_marker, _truncated_archived_records, _truncated_dw, _pickle_dw, _nan_dw, _dw_without_sidecar, _finetune_missing, _invalid_behavior_json,
+def _truncated_hypotheses(tmp):
+    folder = tmp / "hypotheses" / "dw-lora-seed0-abc-k8"
+    folder.mkdir(parents=True)
+    (folder / "hypotheses.json").write_text('{"k": 8, "summary": [')
+    return ["summarize-hypotheses", str(folder)], "hypotheses.json is not valid JSON", folder / "hypotheses.json"
+
+
+FILE_CASES = [_truncated_hypotheses, _finetune_seed_is_the_dw_training_seed, _corrupt_archived_marker, _truncated_archived_records, _truncated_dw, _pickle_dw, _nan_dw, _dw_without_sidecar, _finetune_missing, _invalid_behavior_json,
               _behavior_with_duplicate_prompts, _behavior_with_unpaired_personas, _corrupt_comparison, _truncated_run_json,
               _out_below_a_file, _export_over_user_files]
 

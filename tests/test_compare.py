@@ -1,5 +1,6 @@
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -126,6 +127,12 @@ def test_comparison_resumes_from_its_archive_on_a_fresh_output_root(tiny, tmp_pa
     again = run_comparison(replace(config, out=str(tmp_path / "second")), (model, tokenizer), "test", preset_config(**TINY))
     assert [m["plus"] for m in again["methods"]] == [m["plus"] for m in first["methods"]]
     assert again["ratios"] == first["ratios"]
+    # --dw-only on a third empty root: the archived data is restored, the same dW trained, no comparison result rewritten.
+    archived_results = {p: p.read_bytes() for p in archive.rglob("comparison.json")}
+    only = run_comparison(replace(config, out=str(tmp_path / "third")), (model, tokenizer), "test", preset_config(**TINY), dw_only=True)
+    assert only["dw_dir"].name == Path(again["dw_dir"]).name
+    assert (only["dw_dir"] / "dW.safetensors").read_bytes() == (Path(again["dw_dir"]) / "dW.safetensors").read_bytes()
+    assert archived_results and all(p.read_bytes() == b for p, b in archived_results.items())
     assert compare.result_name(replace(config, data_seed=3)) == "lora-seed0-data3"
     assert compare.result_name(replace(config, seed=2, data_seed=2)) == "lora-seed2"
 

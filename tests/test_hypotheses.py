@@ -85,3 +85,61 @@ def test_bad_hypothesis_input_is_a_clear_error(tokenizer):
     assert [e["candidate"] for e in result["summary"]] == ["qkv_in"] and "contrast_pca" in CANDIDATES
     with pytest.raises(HypothesisError, match="no decoder-layer tensor"):
         score_candidates(_context(model, {"lm_head.weight": torch.ones(3, 32)}), k=4)
+
+
+def _result(family, seed, r_w, k=4):
+    """A minimal `wsteer hypotheses` result: write-side candidates with the given R_w, and a ceiling."""
+    summary = [{"candidate": f"c{i}", "side": "write", "r_w": float(v), "pct_ceiling": 10.0, "r_act": 1.0} for i, v in enumerate(r_w)]
+    summary.append({"candidate": "dw_write_top", "side": "ceiling", "r_w": 40.0, "pct_ceiling": 100.0})
+    return {"dw": f"out/x/dw-{family}-seed{seed}-abc", "k": k, "summary": summary, "family": family, "seed": seed}
+
+
+def test_hypotheses_across_dws_rank_with_seed_intervals_and_detect_planted_agreement():
+    from weight_steering.hypotheses import summarize_hypotheses
+
+    order = [5.0, 4.0, 3.0, 2.0, 1.5, 1.2, 1.0, 0.9]
+    generator = torch.Generator().manual_seed(0)
+    noise = lambda: (torch.randn(len(order), generator=generator) * 0.05).tolist()  # noqa: E731
+    agreeing = [_result(f, s, [v + e for v, e in zip(order, noise())]) for f in ("lora", "pissa") for s in (0, 1, 2)]
+    summary = summarize_hypotheses(agreeing, n_permutations=500)
+    assert [e["candidate"] for e in summary["ranking"][:3]] == ["c0", "c1", "c2"]
+    lora = summary["ranking"][0]["families"]["lora"]
+    assert lora["seeds"] == [0, 1, 2] and lora["r_w_interval"]["ci_low"] < 5.0 < lora["r_w_interval"]["ci_high"]
+    for key in ("within_family", "across_families"):
+        assert summary["agreement"][key]["mean_rho"] > 0.9 and summary["agreement"][key]["p_value"] < 0.01
+    assert summary["agreement"]["within_family"]["n_pairs"] == 6 and summary["agreement"]["across_families"]["n_pairs"] == 9
+
+    shuffled = [_result(f, s, torch.randperm(len(order), generator=generator).float().tolist()) for f in ("lora", "pissa") for s in (0, 1, 2)]
+    null = summarize_hypotheses(shuffled, n_permutations=500)["agreement"]["across_families"]
+    assert abs(null["mean_rho"]) < 0.5 and null["p_value"] > 0.01
+
+    # Seeds that disagree widen the family's interval.
+    spread = [_result("lora", s, [v * (1 + s) for v in order]) for s in (0, 1, 2)]
+    tight = [_result("lora", s, order) for s in (0, 1, 2)]
+    width = lambda rows: (lambda i: i["ci_high"] - i["ci_low"])(summarize_hypotheses(rows, n_permutations=10)["ranking"][0]["families"]["lora"]["r_w_interval"])  # noqa: E731
+    assert width(spread) > 10 and width(tight) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_bad_hypotheses_results_are_a_clear_error(tmp_path):
+    import json
+
+    from weight_steering.hypotheses import load_hypotheses, summarize_hypotheses
+
+    with pytest.raises(HypothesisError, match="no hypotheses.json"):
+        load_hypotheses([tmp_path / "missing"])
+    (tmp_path / "bad.json").write_text('{"k": ')
+    with pytest.raises(HypothesisError, match="bad.json is not valid JSON"):
+        load_hypotheses([tmp_path / "bad.json"])
+    (tmp_path / "anonymous.json").write_text(json.dumps({"k": 4, "summary": []}))
+    with pytest.raises(HypothesisError, match="naming its dW"):
+        load_hypotheses([tmp_path / "anonymous.json"])
+    for name, seed, k in (("a", 0, 4), ("b", 0, 4), ("c", 1, 8)):
+        (tmp_path / f"{name}.json").write_text(json.dumps({**_result("lora", seed, [1, 2, 3], k), "family": None}))
+    with pytest.raises(HypothesisError, match="both score lora seed 0"):
+        load_hypotheses([tmp_path / "a.json", tmp_path / "b.json"])
+    with pytest.raises(HypothesisError, match="different k"):
+        load_hypotheses([tmp_path / "a.json", tmp_path / "c.json"])
+    with pytest.raises(HypothesisError, match="no hypotheses results"):
+        summarize_hypotheses([])
+    with pytest.raises(HypothesisError, match="no write-side candidate is scored on every dW"):
+        summarize_hypotheses([_result("lora", 0, [1, 2]), {**_result("lora", 1, []), "summary": []}])

@@ -116,17 +116,17 @@ def test_sigkill_mid_sweep_then_resume(tiny, tmp_path):
     script = SWEEP_SCRIPT.format(tiny=repr(TINY))
     proc = subprocess.Popen([sys.executable, "-c", script, model_path, str(out), "local"], stderr=subprocess.DEVNULL)
     deadline = time.time() + 600
-    while not list(out.glob("sweep/*/sycophancy/*/cell.json")) and time.time() < deadline and proc.poll() is None:
+    while not list(out.glob("sweep/*/sycophancy/*/stage.json")) and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    finished = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("sweep/*/sycophancy/*/cell.json")}
+    finished = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("sweep/*/sycophancy/*/stage.json")}  # the cell's marker comes last
     assert finished, "the first cell should have finished before the kill"
     config = preset_config("default", model=model_path, out=str(out), **TINY)
     cells, computed = run_sweep(config, ["sycophancy"], ["lora", "ia3", "loha"], [0, 1])
     assert computed == 6 - len(finished) and len(cells) == 6
     for name, mtime in finished.items():
-        assert (out / "sweep" / "tiny-model" / "sycophancy" / name / "cell.json").stat().st_mtime_ns == mtime
+        assert (out / "sweep" / "tiny-model" / "sycophancy" / name / "stage.json").stat().st_mtime_ns == mtime
 
 
 @pytest.mark.slow

@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .statistics import spearman_permutation
+
 KEY_PATTERN = re.compile(r"layers\.(\d+)\.(self_attn|mlp)\.(\w+)\.weight$")
 ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
 MLP = ("gate_proj", "up_proj", "down_proj")
@@ -578,15 +580,8 @@ def agreement(tables: dict[str, list[dict]], metric: str, groups: tuple[str, ...
     })
     pairs = []
     for a, b in itertools.combinations(frame.columns, 2):
-        generator = np.random.default_rng(seed)  # per pair: a pair's p does not depend on the other pairs
         shared = frame[[a, b]].dropna()
-        if len(shared) < 3:
-            pairs.append({"a": a, "b": b, "spearman": float("nan"), "p_value": float("nan"), "n_variants": len(shared)})
-            continue
-        ranks_a, ranks_b = shared[a].rank().to_numpy(), shared[b].rank().to_numpy()
-        rho = float(np.corrcoef(ranks_a, ranks_b)[0, 1])
-        null = np.array([np.corrcoef(ranks_a, generator.permutation(ranks_b))[0, 1] for _ in range(n_permutations)])
-        p_value = float((1 + np.sum(np.abs(null) >= abs(rho) - 1e-12)) / (1 + n_permutations))
+        rho, p_value = spearman_permutation(shared[a], shared[b], n_permutations, seed)  # per pair: its p does not depend on the other pairs
         pairs.append({"a": a, "b": b, "spearman": rho, "p_value": p_value, "n_variants": len(shared)})
     return {"retained": frame, "pairs": pairs}
 

@@ -41,6 +41,15 @@ def _read_dw(path: str):
     return load_dw(path)
 
 
+def _check_assessment(dw: str, alphas: str, out: str) -> tuple[float, ...]:
+    """The checks of an assessment of a dW, before any model is loaded: the α grid (must include 0), the output
+    folder, and the dW file itself. Returns the parsed α grid."""
+    parsed = _parse_alphas(alphas, require_zero=True)
+    check_output_folder(out)
+    _read_dw(dw)
+    return parsed
+
+
 def _parse_alphas(text: str | None, require_zero: bool = False) -> tuple[float, ...] | None:
     if text is None:
         return None
@@ -210,9 +219,7 @@ def vignettes(
             if name not in FOUNDATIONS or sign not in ("1", "+1", "-1"):
                 raise ValueError(f"--intent must look like Authority=-1 with a foundation in {FOUNDATIONS}; got {item!r}")
             intents[name] = int(sign)
-        parsed = _parse_alphas(alphas, require_zero=True)
-        check_output_folder(out)
-        _read_dw(dw)
+        parsed = _check_assessment(dw, alphas, out)
         result = run_vignettes(dw, model, parsed, intents, k, pmass_floor, out, limit)
     except KNOWN_ERRORS as err:
         _fail(err)
@@ -231,10 +238,7 @@ def degradation(
     from .assess import run_degradation
 
     try:
-        parsed = _parse_alphas(alphas, require_zero=True)
-        check_output_folder(out)
-        _read_dw(dw)
-        result = run_degradation(dw, model, parsed, n_tokens, out)
+        result = run_degradation(dw, model, _check_assessment(dw, alphas, out), n_tokens, out)
     except KNOWN_ERRORS as err:
         _fail(err)
     console.print((result["path"] / "degradation.md").read_text())
@@ -285,6 +289,7 @@ def compare(
     prompt_limit: int = typer.Option(None, help="only the first n prompts of each neutral split (smoke runs)"),
     out: str = typer.Option("out", help="output root"),
     archive: str = typer.Option(None, help="folder keeping every small finished stage (committed: resume after a stop, anywhere)"),
+    dw_only: bool = typer.Option(False, "--dw-only", help="only restore the archived stages and train (or reuse) the dW; print its folder and stop"),
 ):
     """Weight steering against prompting and activation steering at the same p95 KL: table, ratios, effect-vs-KL PNG."""
     from .compare import METHODS, CompareConfig, CompareError, run_comparison
@@ -298,9 +303,12 @@ def compare(
                                methods=tuple(METHODS) if methods == "all" else tuple(_split(methods)), target=target,
                                tolerance=tolerance, n_tokens=n_tokens, curve_fractions=fractions, s_space_rank=s_space_rank,
                                dilemma_limit=dilemma_limit, prompt_limit=prompt_limit, out=out, archive=archive)
-        result = run_comparison(config, command=command)
+        result = run_comparison(config, command=command, dw_only=dw_only)
     except (*KNOWN_ERRORS, CompareError, EvalDataError) as err:
         _fail(err)
+    if dw_only:
+        typer.echo(str(result["dw_dir"]))
+        return
     console.print((result["path"] / "comparison.md").read_text())
     console.print(f"effect vs KL: {result['path'] / 'effect_vs_kl.png'}")
 
@@ -481,7 +489,7 @@ def hypotheses(
         fit, held = split_contrast(contrast)
         weights = {name: p.detach().float() for name, p in loaded_model.named_parameters()}
         context = Context(weights, loaded_model.config.hidden_size, loaded_model.config.num_attention_heads, fit, held, delta.tensors)
-        result = score_candidates(context, k, names, null_draws)
+        result = {"dw": str(dw_dir), **score_candidates(context, k, names, null_draws)}
     except (*KNOWN_ERRORS, HypothesisError) as err:
         _fail(err)
     if pairs is None:
@@ -495,17 +503,22 @@ def hypotheses(
     typer.echo(f"written to {root}/hypotheses.{{json,md,png}}")
 
 
+def _print_summary(make_text, errors: tuple = ()) -> None:
+    """Print ``make_text()`` (a markdown summary, unwrapped), or fail with a clear message on a known error."""
+    try:
+        text = make_text()
+    except (*KNOWN_ERRORS, *errors) as err:
+        _fail(err)
+    typer.echo(text, nl=False)
+
+
 @app.command("compare-seeds")
 def compare_seeds(paths: list[str] = typer.Argument(..., help="comparison result folders, or a folder holding them (e.g. docs/compare/archive)")):
     """The iso-KL comparison across seeds: per-seed values and t-intervals over seed means, per behaviour."""
     from .compare import SeedSummaryError, load_comparisons, summarize_seeds
     from .report import render_seed_comparison
 
-    try:
-        groups = summarize_seeds(load_comparisons(paths))
-    except (*KNOWN_ERRORS, SeedSummaryError) as err:
-        _fail(err)
-    typer.echo(render_seed_comparison(groups), nl=False)
+    _print_summary(lambda: render_seed_comparison(summarize_seeds(load_comparisons(paths))), (SeedSummaryError,))
 
 
 @app.command("summarize-ablations")
@@ -514,11 +527,17 @@ def summarize_ablations(paths: list[str] = typer.Argument(..., help="finished `w
     from .ablate import AblationError, load_ablations, summarize_ablation_seeds
     from .report import render_ablation_seeds
 
-    try:
-        summary = summarize_ablation_seeds(load_ablations(paths))
-    except (*KNOWN_ERRORS, AblationError) as err:
-        _fail(err)
-    typer.echo(render_ablation_seeds(summary), nl=False)
+    _print_summary(lambda: render_ablation_seeds(summarize_ablation_seeds(load_ablations(paths))), (AblationError,))
+
+
+@app.command("summarize-hypotheses")
+def summarize_hypotheses(paths: list[str] = typer.Argument(..., help="finished `wsteer hypotheses` folders (or their hypotheses.json), one per dW")):
+    """Which base-model subspace predicts where dW lives, across families and seeds: R_w per seed, t-intervals, rank agreement."""
+    from .hypotheses import HypothesisError, load_hypotheses
+    from .hypotheses import summarize_hypotheses as summarize
+    from .report import render_hypothesis_seeds
+
+    _print_summary(lambda: render_hypothesis_seeds(summarize(load_hypotheses(paths))), (HypothesisError,))
 
 
 @app.command()

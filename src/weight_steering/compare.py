@@ -172,7 +172,7 @@ def build_methods(job, dw, dw_sha: str, config: CompareConfig) -> dict[str, tupl
     return {key: out[key] for key in config.methods}
 
 
-def run_comparison(config: CompareConfig, loaded=None, command: str = "", job_config=None) -> dict:
+def run_comparison(config: CompareConfig, loaded=None, command: str = "", job_config=None, dw_only: bool = False) -> dict:
     """Calibrate, evaluate and plot every method of ``config`` (see the module docstring).
 
     Args:
@@ -180,9 +180,12 @@ def run_comparison(config: CompareConfig, loaded=None, command: str = "", job_co
         job_config: the main job's :class:`~weight_steering.pipeline.RunConfig` for data and training
             sizes (default: the ``default`` preset); ``config`` overrides its behaviour, model, family, seed, rows and output.
         command: the command line recorded in the outputs.
+        dw_only: stop once the comparison's dW is on disk (restored stages from the archive, adapters trained or
+            reused) and return ``{"dw_dir"}``: the dW other recipes (ablation, hypotheses, export) start from, without
+            touching any comparison result.
 
     Returns:
-        ``{"methods": [...], "ratios": [...], "path", ...}``: per method its strengths, KL per sign
+        ``{"methods": [...], "ratios": [...], "path", "dw_dir", ...}``: per method its strengths, KL per sign
         (calibration and audit split), calibration cost and :func:`weight_steering.analyse.method_effects`.
 
     Raises:
@@ -213,6 +216,9 @@ def run_comparison(config: CompareConfig, loaded=None, command: str = "", job_co
     model, tokenizer = loaded or (None, None)
     job = prepare_job(run_config, model, tokenizer)
     dw_dir = train_dw(job)
+    if dw_only:
+        archive()  # the restored or new data and judge stages
+        return {"dw_dir": dw_dir}
     dw = load_dw(dw_dir / "dW.safetensors", job.model, base_hash=job.base_hash)
     rows = eval_rows(job)
     neutral = load_neutral()
@@ -310,7 +316,7 @@ def run_comparison(config: CompareConfig, loaded=None, command: str = "", job_co
     run_dir = root / result_name(config)
     run_stage("comparison", run_dir, stable_hash({"config": asdict(config) | {"archive": None}}), write_result, force=True)
     archive()
-    return {**summary, "path": run_dir}
+    return {**summary, "path": run_dir, "dw_dir": dw_dir}
 
 
 def result_name(config: CompareConfig) -> str:

@@ -4,8 +4,9 @@ A stage writes its files atomically (:mod:`weight_steering.artifacts`) and then 
 lists the SHA-256 of every file. A rerun reuses a stage whose marker carries the same key and whose files are
 intact, and recomputes a damaged one with a warning; ``force`` recomputes. :func:`copy_finished_stages` moves
 finished stages between an output root and an archive folder, so long runs resume after a stop and on another
-machine. The main job (:mod:`weight_steering.pipeline`), the comparison (:mod:`weight_steering.compare`) and the
-assessments (:mod:`weight_steering.assess`) all run their stages through :func:`run_stage`.
+machine. The main job (:mod:`weight_steering.pipeline`), the sweep's cells (:mod:`weight_steering.sweep`), the
+comparison (:mod:`weight_steering.compare`), the assessments (:mod:`weight_steering.assess`) and the monitoring
+experiment (:mod:`weight_steering.monitor`) all run their stages through :func:`run_stage`.
 """
 
 from __future__ import annotations
@@ -63,16 +64,27 @@ def run_stage(name: str, directory: Path, key: str, compute: Callable[[Path], No
     return directory
 
 
-def stage_is_finished(directory: Path, key: str | None = None) -> bool:
-    """Whether ``directory`` holds a finished stage: a marker (with ``key``, when given) whose files are all intact."""
-    marker = directory / "stage.json"
+def stage_problem(directory: Path, key: str | None = None) -> str | None:
+    """Why ``directory`` does not hold a finished stage (with ``key``, when given), or ``None`` if it does.
+
+    The reasons, in the order they are checked: ``"not started"`` (no marker), an unreadable marker, another key
+    (made with other settings), a file the marker lists that is missing or differs from its recorded SHA-256.
+    """
+    marker = Path(directory) / "stage.json"
     if not marker.is_file():
-        return False
+        return "not started"
     try:
         info = read_json(marker)
-    except ValueError:
-        return False
-    return (key is None or info.get("key") == key) and _stage_problem(directory, info) is None
+    except ValueError as err:
+        return f"its marker is unreadable ({err})"
+    if key is not None and info.get("key") != key:
+        return "it was made with other settings"
+    return _stage_problem(Path(directory), info)
+
+
+def stage_is_finished(directory: Path, key: str | None = None) -> bool:
+    """Whether ``directory`` holds a finished stage: a marker (with ``key``, when given) whose files are all intact."""
+    return stage_problem(directory, key) is None
 
 
 def copy_finished_stages(source: Path, target: Path, prefixes: tuple[str, ...]) -> list[str]:

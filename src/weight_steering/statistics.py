@@ -1,4 +1,5 @@
-"""Bootstrap intervals shared by every stage: cluster, stratified-cluster, hierarchical (seeds, then rows), ratios.
+"""Statistics shared by every stage: bootstrap intervals (cluster, stratified-cluster, hierarchical: seeds, then rows;
+ratios), seed-level t-intervals and rank-agreement permutation tests.
 
 All intervals are percentile intervals (Efron & Tibshirani 1993, ch. 13) from :data:`N_BOOTSTRAP`
 resamples with a fixed seed, so the same inputs give the same bytes.
@@ -171,3 +172,63 @@ def ratio_ci(numerator, denominator, clusters, n_boot: int = N_BOOTSTRAP, seed: 
     boot = [ratio(rows) for rows in resampled_rows(clusters, n_boot, seed, strata)]
     out = percentile_interval(ratio(np.arange(len(numerator))), boot, level)
     return out["mean"], out["ci_low"], out["ci_high"]
+
+
+def spearman_permutation(a, b, n_permutations: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """Spearman's ρ of two paired vectors ``[n]`` with a two-sided permutation p-value.
+
+    ρ is Pearson's correlation of the ranks (ties get their mean rank). The null shuffles ``b``'s ranks
+    ``n_permutations`` times (seeded); p = (1 + #{|ρ_null| ≥ |ρ|}) / (1 + n_permutations), which is never 0
+    (Phipson & Smyth 2010).
+
+    Returns:
+        ``(rho, p_value)``; both NaN with fewer than 3 pairs.
+    """
+    from scipy import stats
+
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.size < 3:
+        return float("nan"), float("nan")
+    ranks_a, ranks_b = stats.rankdata(a), stats.rankdata(b)
+    rho = float(np.corrcoef(ranks_a, ranks_b)[0, 1])
+    generator = np.random.default_rng(seed)
+    null = np.array([np.corrcoef(ranks_a, generator.permutation(ranks_b))[0, 1] for _ in range(n_permutations)])
+    return rho, float((1 + np.sum(np.abs(null) >= abs(rho) - 1e-12)) / (1 + n_permutations))
+
+
+def mean_rank_agreement(scores, pairs: list[tuple[int, int]], n_permutations: int = 2000, seed: int = 0) -> dict:
+    """Do several rankers order the same items alike? The mean Spearman ρ over chosen pairs of rankers, with a null
+    that permutes every ranker's scores independently (so no pair agrees but by chance).
+
+    Args:
+        scores: ``[n_rankers, n_items]`` (e.g. one row per dW, one column per candidate subspace); no NaN.
+        pairs: the ranker pairs ``(i, j)`` whose ρ is averaged (e.g. two seeds of one family, or two families).
+        n_permutations: null draws (seeded).
+
+    Returns:
+        ``{"mean_rho", "p_value" (one-sided: the null's mean ρ ≥ the observed), "null_mean", "null_p95", "n_pairs"}``;
+        NaN when there is no pair or fewer than 3 items.
+
+    Raises:
+        ValueError: ``scores`` is not 2-D, holds NaN, or a pair names a ranker out of range.
+    """
+    from scipy import stats
+
+    scores = np.asarray(scores, dtype=float)
+    if scores.ndim != 2 or np.isnan(scores).any():
+        raise ValueError(f"scores must be a [n_rankers, n_items] array without NaN; got shape {scores.shape}")
+    if any(not (0 <= i < len(scores) and 0 <= j < len(scores)) or i == j for i, j in pairs):
+        raise ValueError(f"every pair must name two different rankers in [0, {len(scores)}); got {pairs}")
+    nan = {"mean_rho": float("nan"), "p_value": float("nan"), "null_mean": float("nan"), "null_p95": float("nan"), "n_pairs": len(pairs)}
+    if not pairs or scores.shape[1] < 3:
+        return nan
+    ranks = stats.rankdata(scores, axis=1)
+
+    def mean_rho(r):
+        return float(np.mean([np.corrcoef(r[i], r[j])[0, 1] for i, j in pairs]))
+
+    observed = mean_rho(ranks)
+    generator = np.random.default_rng(seed)
+    null = np.array([mean_rho(np.array([generator.permutation(row) for row in ranks])) for _ in range(n_permutations)])
+    return {"mean_rho": observed, "p_value": float((1 + np.sum(null >= observed - 1e-12)) / (1 + n_permutations)),
+            "null_mean": float(null.mean()), "null_p95": float(np.percentile(null, 95)), "n_pairs": len(pairs)}

@@ -2,9 +2,10 @@
 
 A cell is one (behaviour, family, training seed): train θ⁺ and θ⁻, take dW, evaluate it at
 α ∈ {−1, 0, +1} on the job's rows. Cells of one behaviour share the generated data (one data seed)
-and the unsteered α = 0 evaluation. Every stage is a resumable stage of :mod:`weight_steering.pipeline`;
-the cell itself writes ``records.jsonl`` and then ``cell.json`` (its marker, with the records'
-SHA-256) into ``<out>/sweep/<model>/<behaviour>/<family>-seed<s>/``. A sweep killed at any point
+and the unsteered α = 0 evaluation. Every stage is a resumable stage of :mod:`weight_steering.pipeline`,
+and so is the cell itself (:func:`weight_steering.stage_cache.run_stage`, keyed by :func:`cell_key`): it writes
+``records.jsonl`` and ``cell.json`` (the cell's result: summary, ‖dW‖, stage folders, the records' SHA-256), then the
+stage marker, into ``<out>/sweep/<model>/<behaviour>/<family>-seed<s>/``. A sweep killed at any point
 (SIGKILL included) and rerun skips finished cells, recomputes damaged ones with a warning and
 never reads a half-written file, because every file is written atomically and markers come last.
 
@@ -36,6 +37,7 @@ from .artifacts import atomic_write, file_sha256, read_json, read_jsonl, stable_
 from .behaviors import load_behavior
 from .diff import load_dw
 from .pipeline import RunConfig, evaluate_base, evaluate_dw, prepare_job, train_dw
+from .stage_cache import run_stage, stage_problem
 from .train import ADAPTER_FAMILIES, adapter_family, resolve_train_config
 
 log = logging.getLogger(__name__)
@@ -130,26 +132,18 @@ def cell_key(config: RunConfig, cell: Cell) -> str:
 def load_cell(config: RunConfig, cell: Cell) -> dict | None:
     """The finished cell's ``cell.json`` plus its records, or ``None`` when the cell is not done.
 
-    A cell whose marker is unreadable, carries another key, or whose records do not match the
-    recorded SHA-256 counts as not done, with a warning (it will be recomputed).
+    A cell counts as done when its stage marker carries :func:`cell_key` and every file it lists is intact
+    (:func:`weight_steering.stage_cache.stage_problem`); a started but damaged or outdated cell is reported
+    with a warning (it will be recomputed).
     """
     directory = cell_dir(config, cell)
-    marker = directory / "cell.json"
-    if not marker.exists():
+    problem = stage_problem(directory, cell_key(config, cell))
+    if problem == "not started":
         return None
-    try:
-        info = read_json(marker)
-        if info.get("key") != cell_key(config, cell):
-            log.warning("cell %s was made with other settings; recomputing it", cell.name)
-            return None
-        records_path = directory / "records.jsonl"
-        if not records_path.is_file() or file_sha256(records_path) != info["records_sha256"]:
-            log.warning("cell %s: records.jsonl is missing or damaged; recomputing the cell", cell.name)
-            return None
-        return {**info, "records": read_jsonl(records_path)}
-    except (ValueError, KeyError) as err:
-        log.warning("cell %s: unreadable marker (%s); recomputing the cell", cell.name, err)
+    if problem is not None:
+        log.warning("cell %s is damaged or outdated (%s); recomputing the cell", cell.name, problem)
         return None
+    return {**read_json(directory / "cell.json"), "records": read_jsonl(directory / "records.jsonl")}
 
 
 def archive_cell(config: RunConfig, cell: Cell, archive: str | Path) -> Path:
@@ -195,10 +189,13 @@ def restore_cells(config: RunConfig, cells: list[Cell], archive: str | Path) -> 
         if hashlib.sha256(records).hexdigest() != info.get("records_sha256"):
             log.warning("archived cell %s: records do not match its marker; it will be computed", cell.name)
             continue
-        target = cell_dir(config, cell)
-        with atomic_write(target / "records.jsonl", "wb") as handle:
-            handle.write(records)
-        write_json(target / "cell.json", info)
+
+        def write(directory: Path, info=info, records=records) -> None:
+            with atomic_write(directory / "records.jsonl", "wb") as handle:
+                handle.write(records)
+            write_json(directory / "cell.json", info)
+
+        run_stage(f"restore cell {cell.name}", cell_dir(config, cell), info["key"], write, force=True)
         restored.append(cell)
     if restored:
         log.info("restored %d finished cells from %s", len(restored), archive)
@@ -253,27 +250,29 @@ def _archive_missing(config: RunConfig, finished: list[Cell], archive: str | Pat
 
 
 def run_cell(job, config: RunConfig, cell: Cell) -> dict:
-    """Train, diff and evaluate one cell on a prepared job; write its records and marker.
+    """Train, diff and evaluate one cell on a prepared job, as one stage of the stage cache (reused when finished).
 
     Returns:
         The cell's ``cell.json`` content (with ``summary``, ``norm_dw``, stage dirs and seconds).
     """
-    started = time.perf_counter()
     settings = cell_config(config, cell)
-    dw_dir = train_dw(job, settings.train)
-    dw = load_dw(dw_dir / "dW.safetensors", job.model, base_hash=job.base_hash)
-    records = evaluate_dw(job, dw, dw_dir, SWEEP_ALPHAS)
-    directory = cell_dir(config, cell)
-    write_jsonl(directory / "records.jsonl", records)
-    info = {
-        "key": cell_key(config, cell), "cell": asdict(cell), "learning_rate": settings.train.learning_rate,
-        "norm_dw": dw.metadata["norm_dw"], "cos_delta": dw.metadata["cos_delta_positive_minus_delta_negative"],
-        "n_tensors": dw.metadata["n_tensors"], "train_logs": dw.metadata.get("train_logs", {}),
-        "dw_dir": str(dw_dir), "seconds": time.perf_counter() - started,
-        "summary": summarise(records, job.behavior), "records_sha256": file_sha256(directory / "records.jsonl"),
-    }
-    write_json(directory / "cell.json", info)
-    return info
+
+    def compute(directory: Path) -> None:
+        started = time.perf_counter()
+        dw_dir = train_dw(job, settings.train)
+        dw = load_dw(dw_dir / "dW.safetensors", job.model, base_hash=job.base_hash)
+        records = evaluate_dw(job, dw, dw_dir, SWEEP_ALPHAS)
+        write_jsonl(directory / "records.jsonl", records)
+        write_json(directory / "cell.json", {
+            "key": cell_key(config, cell), "cell": asdict(cell), "learning_rate": settings.train.learning_rate,
+            "norm_dw": dw.metadata["norm_dw"], "cos_delta": dw.metadata["cos_delta_positive_minus_delta_negative"],
+            "n_tensors": dw.metadata["n_tensors"], "train_logs": dw.metadata.get("train_logs", {}),
+            "dw_dir": str(dw_dir), "seconds": time.perf_counter() - started,
+            "summary": summarise(records, job.behavior), "records_sha256": file_sha256(directory / "records.jsonl"),
+        })
+
+    directory = run_stage(f"cell {cell.name}", cell_dir(config, cell), cell_key(config, cell), compute, force=config.force)
+    return read_json(directory / "cell.json")
 
 
 def _prepare(config: RunConfig, behavior: str, model=None, tokenizer=None):

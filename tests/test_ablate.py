@@ -346,8 +346,63 @@ def test_ablation_seed_summary_refuses_bad_folders(tmp_path):
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
         (tmp_path / name / "ablation.json").write_text(json.dumps(_ablation_result("lora", 1, 0.0)))
-    with pytest.raises(AblationError, match="both ablate lora seed 1"):
+    with pytest.raises(AblationError, match="both for lora seed 1"):
         load_ablations([tmp_path / "a", tmp_path / "b"])
     (tmp_path / "a" / "ablation.json").write_text("{")
     with pytest.raises(AblationError, match="not valid JSON"):
         load_ablations([tmp_path / "a"])
+
+
+def test_subspace_variants_split_the_write_side_and_carry_both_controls():
+    from weight_steering.ablate import subspace_parts
+
+    tensors, base = _dw()
+    generator = torch.Generator().manual_seed(0)
+    bases = {layer: torch.linalg.qr(torch.randn(12, 3, generator=generator, dtype=torch.float64))[0] for layer in (2, 3)}  # [d_model=12, k=3]
+    inside, outside = subspace_parts(tensors, bases, True), subspace_parts(tensors, bases, False)
+    for key, w in tensors.items():
+        if parse_key(key)[2] in ("o_proj", "down_proj"):
+            assert torch.allclose(inside[key] + outside[key], w, atol=1e-6)
+            q = bases[parse_key(key)[0]]
+            assert torch.allclose((q @ q.T @ inside[key].double()).float(), inside[key], atol=1e-6)  # inside span(Q)
+            assert (q.T @ outside[key].double()).abs().max() < 1e-6  # orthogonal to it
+        else:
+            assert not inside[key].any() and not outside[key].any()  # the read side is not part of the check
+    assert subspace_parts(tensors, {}, True) is None
+
+    variants = build_variants(tensors, base, groups=("subspace",), n_controls=2, n_within=2, subspaces={"cand": bases})
+    write = sum(float(w.double().pow(2).sum()) for k, w in tensors.items() if parse_key(k)[2] in ("o_proj", "down_proj"))
+    total = sum(float(w.double().pow(2).sum()) for w in tensors.values())
+    assert variants["in_cand"]["energy_fraction"] + variants["outside_cand"]["energy_fraction"] == pytest.approx(write / total)
+    kinds = sorted(e["control_kind"] for e in variants.values() if e["control_of"] == "in_cand")
+    assert kinds == ["random", "random", "within_dw", "within_dw"] and not any(e["control_of"] == "outside_cand" for e in variants.values())
+    unavailable = build_variants(tensors, base, groups=("subspace",))
+    assert unavailable["subspace"]["tensors"] is None
+
+
+def test_causal_check_of_a_planted_subspace_on_the_tiny_model(tiny, tmp_path):
+    """A dW whose write side lies in W_o's top-4 write directions: inside that candidate it keeps the whole write side,
+    outside it nothing; the candidate names k in its variant names; a read-side candidate is refused."""
+    from weight_steering.assess import run_ablation
+    from weight_steering.diff import compute_dw, save_dw
+    from weight_steering.hypotheses import HypothesisError
+
+    model, tokenizer = tiny
+    params = dict(model.named_parameters())
+    generator = torch.Generator().manual_seed(0)
+    positive = {}
+    for layer in (2, 3):
+        w_o = params[f"model.layers.{layer}.self_attn.o_proj.weight"].detach().double()
+        u = torch.linalg.svd(w_o, full_matrices=False)[0][:, :4]  # [d_model, 4]
+        positive[f"model.layers.{layer}.self_attn.o_proj.weight"] = (0.3 * u @ torch.randn(4, w_o.shape[1], generator=generator, dtype=torch.float64)).float()
+        positive[f"model.layers.{layer}.self_attn.q_proj.weight"] = 0.1 * torch.randn(params[f"model.layers.{layer}.self_attn.q_proj.weight"].shape, generator=generator)
+    save_dw(compute_dw(positive, {k: -v for k, v in positive.items()}, {"model": "tiny"}), tmp_path / "dw" / "dW.safetensors")
+    result = run_ablation(tmp_path / "dw", groups=("module",), dilemma_limit=4, out=str(tmp_path), loaded=(model, tokenizer),
+                          n_controls=1, n_within=1, candidates=("o_proj_out",), k=4)
+    rows = {r["variant"]: r for r in result["rows"] if r.get("metric") == "dilemmas_honesty"}
+    assert rows["in_o_proj_out_k4"]["energy_fraction"] == pytest.approx(rows["write_side"]["energy_fraction"], rel=1e-5)
+    assert rows["outside_o_proj_out_k4"]["energy_fraction"] < 1e-9
+    assert rows["in_o_proj_out_k4"]["retained"] == pytest.approx(rows["write_side"]["retained"], abs=2e-3)  # the same tensors up to fp32 rounding
+    assert result["candidates"] == {"names": ["o_proj_out"], "k": 4}
+    with pytest.raises(HypothesisError, match="read-side"):
+        run_ablation(tmp_path / "dw", groups=("module",), dilemma_limit=4, out=str(tmp_path), loaded=(model, tokenizer), candidates=("qkv_in",))

@@ -47,6 +47,8 @@ CASES = [
     (["degradation", "--dw", "x", "--alphas", "-1,1"], "must include 0"),
     (["ablate", "--dw", "x", "--groups", "layer,telepathy"], "telepathy"),
     (["ablate", "--dw", "x", "--n-controls", "0"], "n_controls"),
+    (["ablate", "--dw", "x", "--candidates", "o_proj_out,telepathy"], "--candidates must name candidates"),
+    (["ablate", "--dw", "x", "--candidates", "o_proj_out", "--k", "0"], "--k be ≥ 1"),
     (["compare", "--target", "0"], "--target"),
     (["compare", "--tolerance", "nan"], "--tolerance"),
     (["export", "--dw", "x", "--out", "y", "--energy", "nan"], "--energy"),

@@ -91,7 +91,7 @@ def _result(family, seed, r_w, k=4):
     """A minimal `wsteer hypotheses` result: write-side candidates with the given R_w, and a ceiling."""
     summary = [{"candidate": f"c{i}", "side": "write", "r_w": float(v), "pct_ceiling": 10.0, "r_act": 1.0} for i, v in enumerate(r_w)]
     summary.append({"candidate": "dw_write_top", "side": "ceiling", "r_w": 40.0, "pct_ceiling": 100.0})
-    return {"dw": f"out/x/dw-{family}-seed{seed}-abc", "k": k, "summary": summary, "family": family, "seed": seed}
+    return {"dw": f"out/x/dw-{family}-seed{seed}-abc", "k": k, "summary": summary, "family": family, "dw_seed": seed}
 
 
 def test_hypotheses_across_dws_rank_with_seed_intervals_and_detect_planted_agreement():
@@ -131,11 +131,11 @@ def test_bad_hypotheses_results_are_a_clear_error(tmp_path):
     with pytest.raises(HypothesisError, match="bad.json is not valid JSON"):
         load_hypotheses([tmp_path / "bad.json"])
     (tmp_path / "anonymous.json").write_text(json.dumps({"k": 4, "summary": []}))
-    with pytest.raises(HypothesisError, match="naming its dW"):
+    with pytest.raises(HypothesisError, match="does not name a family and seed"):
         load_hypotheses([tmp_path / "anonymous.json"])
     for name, seed, k in (("a", 0, 4), ("b", 0, 4), ("c", 1, 8)):
         (tmp_path / f"{name}.json").write_text(json.dumps({**_result("lora", seed, [1, 2, 3], k), "family": None}))
-    with pytest.raises(HypothesisError, match="both score lora seed 0"):
+    with pytest.raises(HypothesisError, match="both for lora seed 0"):
         load_hypotheses([tmp_path / "a.json", tmp_path / "b.json"])
     with pytest.raises(HypothesisError, match="different k"):
         load_hypotheses([tmp_path / "a.json", tmp_path / "c.json"])

@@ -306,8 +306,29 @@ def energy_matched_subsets(tensors: dict, part: dict, seed: int) -> dict:
     return out
 
 
+def subspace_parts(tensors: dict, bases: dict[int, torch.Tensor], keep: bool) -> dict | None:
+    """dW's write side projected onto a candidate subspace of the residual stream, or onto its complement.
+
+    Per write tensor W (o_proj, down_proj: ``[d_model, n]``, they write into the residual stream) of a layer with a basis
+    Q ``[d_model, k]`` (orthonormal columns): Q Qᵀ W (``keep``) or W − Q Qᵀ W; every other tensor is zero. The two
+    parts add up to the write side. Returns None when no write tensor has a basis (the variant is unavailable).
+    """
+    out, found = {}, False
+    for key, w in tensors.items():
+        parsed = parse_key(key)
+        if parsed and parsed[2] in WRITE_SIDE and parsed[0] in bases:
+            q = bases[parsed[0]].to(torch.float64)  # [d_model, k]
+            inside = q @ (q.T @ w.double())  # [d_model, n]
+            out[key] = (inside if keep else w.double() - inside).to(w.dtype)
+            found = True
+        else:
+            out[key] = torch.zeros_like(w)
+    return out if found else None
+
+
 def build_variants(tensors: dict, base: dict, seed: int = 0, groups: tuple[str, ...] | None = None,
-                   native: dict[str, dict] | None = None, n_controls: int = 1, n_within: int = 0) -> dict[str, dict]:
+                   native: dict[str, dict] | None = None, n_controls: int = 1, n_within: int = 0,
+                   subspaces: dict[str, dict[int, torch.Tensor]] | None = None) -> dict[str, dict]:
     """``name -> {"group", "tensors" or None, "energy_fraction", "control_of"}``, with a
     ``<name>_random`` norm-matched control after every available keep variant.
 
@@ -317,16 +338,20 @@ def build_variants(tensors: dict, base: dict, seed: int = 0, groups: tuple[str, 
     Args:
         native: adapter-native parts of dW (:func:`native_dw_parts`); their sum must reconstruct dW.
             None: the ``native`` group is listed as unavailable.
+        subspaces: ``{candidate: {layer: Q [d_model, k]}}`` (e.g. :func:`weight_steering.hypotheses.candidate_bases`):
+            the ``subspace`` group, dW's write side inside (``in_<candidate>``) and outside (``outside_<candidate>``)
+            each span(Q) (:func:`subspace_parts`); the inside part gets the norm-matched and within-dW controls.
 
     Raises:
         AblationError: an unknown group; keep + drop of an SVD crop, or the sum of the native parts,
             does not reconstruct dW within 5e-3 (relative); base weights are missing for a base-SVD variant.
     """
-    return dict(iter_variants(tensors, base, seed, groups, native, n_controls, n_within))
+    return dict(iter_variants(tensors, base, seed, groups, native, n_controls, n_within, subspaces))
 
 
 def iter_variants(tensors: dict, base: dict, seed: int = 0, groups: tuple[str, ...] | None = None,
-                  native: dict[str, dict] | None = None, n_controls: int = 1, n_within: int = 0) -> Iterator[tuple[str, dict]]:
+                  native: dict[str, dict] | None = None, n_controls: int = 1, n_within: int = 0,
+                  subspaces: dict[str, dict[int, torch.Tensor]] | None = None) -> Iterator[tuple[str, dict]]:
     """The variants of :func:`build_variants` as ``(name, entry)`` pairs, built lazily.
 
     Controls: each keep variant gets ``n_controls`` norm-matched random draws (``<name>_random`` for the
@@ -346,10 +371,10 @@ def iter_variants(tensors: dict, base: dict, seed: int = 0, groups: tuple[str, .
         total = {k: sum((part[k].double() for part in native.values() if k in part), torch.zeros_like(v, dtype=torch.float64))
                  for k, v in tensors.items()}
         check_reconstruction(total, {k: torch.zeros_like(v) for k, v in total.items()}, tensors, "the native parts")
-    return _iter_variants(tensors, base, seed, groups, native, n_controls, n_within)
+    return _iter_variants(tensors, base, seed, groups, native, n_controls, n_within, subspaces)
 
 
-VARIANT_GROUPS = ("anchor", "layer", "module", "svd", "base_svd", "native")
+VARIANT_GROUPS = ("anchor", "layer", "module", "svd", "base_svd", "native", "subspace")
 
 
 def check_ablation_options(groups: tuple[str, ...] | None, n_controls: int, n_within: int) -> None:
@@ -370,7 +395,8 @@ def _controls(name: str, part: dict, tensors: dict, seed: int, n_controls: int, 
 
 
 def _iter_variants(tensors: dict, base: dict, seed: int, groups: tuple[str, ...] | None,
-                   native: dict[str, dict] | None, n_controls: int = 1, n_within: int = 0) -> Iterator[tuple[str, dict]]:
+                   native: dict[str, dict] | None, n_controls: int = 1, n_within: int = 0,
+                   subspaces: dict[str, dict[int, torch.Tensor]] | None = None) -> Iterator[tuple[str, dict]]:
     kept: dict[str, dict] = {}  # keep variants whose not_ partner is still to come
     try:
         for variant in variants_for(tensors):
@@ -398,12 +424,31 @@ def _iter_variants(tensors: dict, base: dict, seed: int, groups: tuple[str, ...]
                     for control_name, control, kind in _controls(name, padded, tensors, seed, n_controls, 0, False):
                         yield control_name, {"group": "native", "tensors": control, "control_of": name, "control_kind": kind,
                                              "energy_fraction": energy_fraction(control, tensors)}
+        if subspaces is not None or (groups and "subspace" in groups):
+            yield from _subspace_variants(tensors, subspaces, seed, n_controls, n_within)
         for d in range(n_controls):
             yield ("random_norm_matched" if d == 0 else f"random_norm_matched_{d}"), {
                 "group": "anchor", "tensors": random_like(tensors, seed + 7919 * d), "control_of": "full", "control_kind": "random",
                 "energy_fraction": 1.0}
     finally:
         _SVD_CACHE.clear()
+
+
+def _subspace_variants(tensors: dict, subspaces: dict | None, seed: int, n_controls: int, n_within: int) -> Iterator[tuple[str, dict]]:
+    if not subspaces:
+        yield "subspace", {"group": "subspace", "tensors": None, "control_of": None, "energy_fraction": None}
+        return
+    for candidate, bases in subspaces.items():
+        for keep in (True, False):
+            name = f"in_{candidate}" if keep else f"outside_{candidate}"
+            built = subspace_parts(tensors, bases, keep)
+            yield name, {"group": "subspace", "tensors": built, "control_of": None,
+                         "energy_fraction": energy_fraction(built, tensors) if built is not None else None}
+            if keep and built is not None:
+                for control_name, control, kind in _controls(name, built, tensors, seed, n_controls, n_within, True):
+                    yield control_name, {"group": "subspace", "tensors": control, "control_of": name, "control_kind": kind,
+                                         "energy_fraction": energy_fraction(control, tensors)}
+            del built
 
 
 def check_reconstruction(keep: dict, drop: dict, full: dict, name: str) -> float:
@@ -592,38 +637,17 @@ SUMMARY_VARIANTS = ("attention", "mlp", "read_side", "write_side", "q_proj_only"
                     "gate_proj_only", "up_proj_only", "down_proj_only", "top_25pct_rank_S", "not_top_25pct_rank_S",
                     "top_50pct_energy_S", "not_top_50pct_energy_S", "top_90pct_energy_S", "not_top_90pct_energy_S")
 SUMMARY_METRICS = ("id_controlled", "id", "id_neutral", "dilemmas_honesty")
-DW_FOLDER = re.compile(r"dw-(?P<family>[a-z0-9_]+)-seed(?P<seed>\d+)")
-
-
 def load_ablations(paths: list[str | Path]) -> list[dict]:
-    """The ``ablation.json`` of each finished ``wsteer ablate`` folder, with ``family`` and ``seed`` (the dW's training
-    seed) read from the dW's folder name (``dw-<family>-seed<s>-<hash>``).
+    """The ``ablation.json`` of each finished ``wsteer ablate`` folder, with ``family`` and ``dw_seed`` (the dW's training
+    seed) read from the dW's folder name (``dw-<family>-seed<s>-<hash>``; :func:`weight_steering.artifacts.read_dw_results`).
 
     Raises:
         AblationError: a folder without ``ablation.json``, a file that is not JSON, a dW path that does not name its
             family and seed, or two ablations of the same (family, seed).
     """
-    import json
+    from .artifacts import read_dw_results
 
-    results, seen = [], {}
-    for path in paths:
-        path = Path(path)
-        file = path / "ablation.json" if path.is_dir() else path
-        if not file.is_file():
-            raise AblationError(f"no ablation.json at {file}; give the folder `wsteer ablate` wrote")
-        try:
-            result = json.loads(file.read_text())
-        except ValueError as err:
-            raise AblationError(f"{file} is not valid JSON ({err}); run `wsteer ablate` again") from err
-        match = DW_FOLDER.search(str(result.get("dw", "")))
-        if match is None:
-            raise AblationError(f"{file}: its dW path {result.get('dw')!r} does not name a family and seed (dw-<family>-seed<s>-…)")
-        key = (match["family"], int(match["seed"]))
-        if key in seen:
-            raise AblationError(f"{file} and {seen[key]} both ablate {key[0]} seed {key[1]}; give one folder per dW")
-        seen[key] = file
-        results.append({**result, "family": key[0], "dw_seed": key[1], "path": str(file)})
-    return results
+    return read_dw_results(paths, "ablation.json", "wsteer ablate", AblationError)
 
 
 def summarize_ablation_seeds(results: list[dict], n_permutations: int = 2000) -> list[dict]:

@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -138,6 +139,39 @@ def read_jsonl(path: str | Path) -> list[dict]:
                 raise ArtifactError(f"{path} line {line_no} is not valid JSON ({err.msg}): the file is truncated or damaged; "
                                     "delete it (or its stage folder) and rerun") from err
     return rows
+
+
+DW_FOLDER = re.compile(r"dw-(?P<family>[a-z0-9_]+)-seed(?P<seed>\d+)")  # how the main job names a dW folder
+
+
+def read_dw_results(paths: Iterable[str | Path], filename: str, command: str, error: type[Exception]) -> list[dict]:
+    """The JSON result ``filename`` of each folder (or the file itself) that ``command`` wrote about one dW, with the
+    dW's ``family`` and training seed (``dw_seed``) read from its folder name (``dw-<family>-seed<s>-…``: the result's ``"dw"``
+    path, else the result folder's own name) and ``path`` (the file read).
+
+    Raises:
+        error: a missing file, a file that is not JSON, a result that does not name a family and seed, or two results
+            for the same (family, seed); each message names the file and the fix.
+    """
+    results, seen = [], {}
+    for path in paths:
+        path = Path(path)
+        file = path / filename if path.is_dir() else path
+        if not file.is_file():
+            raise error(f"no {filename} at {file}; give the folder `{command}` wrote")
+        try:
+            result = json.loads(file.read_text())
+        except ValueError as err:
+            raise error(f"{file} is not valid JSON ({err}); run `{command}` again") from err
+        match = DW_FOLDER.search(str(result.get("dw", "") if isinstance(result, dict) else "")) or DW_FOLDER.search(file.parent.name)
+        if match is None or not isinstance(result, dict):
+            raise error(f"{file}: its dW does not name a family and seed (dw-<family>-seed<s>-…); give a result of `{command}`")
+        key = (match["family"], int(match["seed"]))
+        if key in seen:
+            raise error(f"{file} and {seen[key]} are both for {key[0]} seed {key[1]}; give one result per dW")
+        seen[key] = file
+        results.append({**result, "family": key[0], "dw_seed": key[1], "path": str(file)})
+    return results
 
 
 def stable_hash(obj: Any, length: int = 16) -> str:

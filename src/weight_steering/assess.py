@@ -198,7 +198,7 @@ def summarise_controls(table: list[dict]) -> None:
 def run_ablation(
     dw_path: str | Path, model: str = DEFAULT_MODEL, alpha: float = 1.0, groups: tuple[str, ...] | None = None,
     dilemma_limit: int | None = None, seed: int = 0, out: str = "out", loaded=None, pair_rows: list[dict] | None = None,
-    activation_k: int = 4, n_controls: int = 5, n_within: int = 5,
+    activation_k: int = 4, n_controls: int = 5, n_within: int = 5, candidates: tuple[str, ...] = (), k: int = 8,
 ) -> dict:
     """Causal ablation of one dW (see :mod:`weight_steering.ablate`): retained and energy per variant.
 
@@ -218,6 +218,12 @@ def run_ablation(
     keep variant and ``n_within`` energy-matched subsets of dW's own singular directions per own-SVD keep
     variant; each variant's row carries the mean, standard deviation and count of each kind
     (``control_random_mean`` …, ``control_within_dw_mean`` …).
+
+    Causal check of candidate subspaces (``candidates``, names of :data:`weight_steering.hypotheses.CANDIDATES`, rank
+    ``k``): dW's write side projected onto each candidate's span and onto its complement
+    (:func:`weight_steering.ablate.subspace_parts`, the ``subspace`` group), the inside part with the same controls as
+    every keep variant (variants ``in_<candidate>_k<k>`` and ``outside_<candidate>_k<k>``); compare with ``write_side`` (the
+    whole write side) and with the controls.
 
     Returns:
         ``{"rows": [...], "alignment": [...], "path"}``: per (variant, metric) ``retained`` with its 95% CI, Δ(variant),
@@ -246,7 +252,13 @@ def run_ablation(
         family = dw.metadata.get("family")
         if train_dirs is not None:
             native = native_dw_parts(train_dirs["positive"], train_dirs["negative"], family, base)
-    variants = iter_variants(dw.tensors, base, seed, groups, native, n_controls, n_within)  # built one at a time: all at once is ~90 copies of dW
+    subspaces = None
+    if candidates:
+        from .hypotheses import build_context, candidate_bases
+
+        context = build_context(model_obj, tokenizer, dw.tensors, pair_rows if pair_rows is not None else pairs_of(dw_file.parent))
+        subspaces = {f"{name}_k{k}": bases for name, bases in candidate_bases(context, list(candidates), k).items()}  # k in the stage names
+    variants = iter_variants(dw.tensors, base, seed, groups, native, n_controls, n_within, subspaces)  # built one at a time: all at once is ~90 copies of dW
     behavior = dw.metadata.get("behavior")
     rows = (held_out_rows(tokenizer, load_behavior(behavior)) if behavior else []) + dilemma_rows(tokenizer, dilemma_limit)
     rows_key = stable_hash({"rows": [r["text"] for r in rows], "dw": file_sha256(dw_file)})
@@ -284,7 +296,8 @@ def run_ablation(
         activation_note = f"{n_pairs} persona contrast pairs from the dW's training data"
     else:
         activation_alignment, activation_note = [], "unavailable: the dW's generated pairs are not next to it (pass pair_rows)"
-    result = {"dw": str(dw_file), "alpha": alpha, "seed": seed, "rows": table, "alignment": alignment,
+    result = {"dw": str(dw_file), "alpha": alpha, "seed": seed, "candidates": {"names": list(candidates), "k": k} if candidates else None,
+              "rows": table, "alignment": alignment,
               "activation_alignment": activation_alignment, "activation_alignment_note": activation_note}
     write_json(root / "ablation.json", result)
     with atomic_write(root / "ablation.md") as handle:

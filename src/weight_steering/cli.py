@@ -255,19 +255,27 @@ def ablate(
     activation_k: int = typer.Option(4, help="dimension of the persona-contrast PCA subspace for the alignment table"),
     n_controls: int = typer.Option(5, help="norm-matched random control draws per keep variant"),
     n_within: int = typer.Option(5, help="energy-matched subsets of dW's own singular directions per SVD keep variant (within-dW null)"),
+    candidates: str = typer.Option("", help="causal check: comma-separated write-side candidates of `wsteer hypotheses`; dW's write side is scored inside and outside each"),
+    k: int = typer.Option(8, help="rank of the --candidates subspaces"),
     out: str = typer.Option("out", help="output root"),
 ):
     """Where does dW live: retained = Δ(variant)/Δ(full) per layer, module and singular-direction variant."""
     from .ablate import AblationError, check_ablation_options
     from .assess import run_ablation
+    from .hypotheses import CANDIDATES, HypothesisError
 
     try:
         chosen = None if groups == "all" else tuple(_split(groups))
         check_ablation_options(chosen, n_controls, n_within)
+        names = tuple(_split(candidates)) if candidates.strip() else ()
+        unknown = [n for n in names if n not in CANDIDATES]
+        if unknown or k < 1:
+            raise HypothesisError(f"--candidates must name candidates of {', '.join(CANDIDATES)} and --k be ≥ 1; got {list(unknown)}, k = {k}")
         check_output_folder(out)
         _read_dw(dw)
-        result = run_ablation(dw, model, alpha, chosen, dilemma_limit, seed, out, activation_k=activation_k, n_controls=n_controls, n_within=n_within)
-    except (*KNOWN_ERRORS, AblationError) as err:
+        result = run_ablation(dw, model, alpha, chosen, dilemma_limit, seed, out, activation_k=activation_k, n_controls=n_controls,
+                              n_within=n_within, candidates=names, k=k)
+    except (*KNOWN_ERRORS, AblationError, HypothesisError) as err:
         _fail(err)
     console.print((result["path"] / "ablation.md").read_text())
 
@@ -460,8 +468,7 @@ def hypotheses(
     """Which base-model subspace predicts where dW lives? R_w, R_act and R_read per candidate against random subspaces."""
     from .artifacts import write_json
     from .diff import check_fits
-    from .hypotheses import CANDIDATES, Context, HypothesisError, score_candidates, split_contrast
-    from .methods import contrast_activations, contrast_pairs
+    from .hypotheses import CANDIDATES, HypothesisError, build_context, score_candidates
     from .models import load_model
     from .pipeline import pairs_of
     from .report import plot_hypotheses, render_hypotheses
@@ -479,16 +486,7 @@ def hypotheses(
         pairs = pairs_of(dw_dir)
         loaded_model, tokenizer = load_model(model)
         check_fits(delta, loaded_model)
-        contrast = {}
-        if pairs is not None:
-            from .hypotheses import KEY
-
-            layers = sorted({int(m[1]) for key in delta.tensors if (m := KEY.search(key))})
-            acts = contrast_activations(loaded_model, tokenizer, contrast_pairs(tokenizer, pairs), layers)
-            contrast = {layer: (acts.positive[layer] - acts.negative[layer]).float() for layer in layers}  # [n_pairs, d_model]
-        fit, held = split_contrast(contrast)
-        weights = {name: p.detach().float() for name, p in loaded_model.named_parameters()}
-        context = Context(weights, loaded_model.config.hidden_size, loaded_model.config.num_attention_heads, fit, held, delta.tensors)
+        context = build_context(loaded_model, tokenizer, delta.tensors, pairs)
         result = {"dw": str(dw_dir), **score_candidates(context, k, names, null_draws)}
     except (*KNOWN_ERRORS, HypothesisError) as err:
         _fail(err)

@@ -324,39 +324,73 @@ def split_contrast(differences: dict[int, torch.Tensor], seed: int = 0) -> tuple
     return {l: d[fit] for l, d in differences.items()}, {l: d[held] for l, d in differences.items()}
 
 
-DW_FOLDER = re.compile(r"dw-(?P<family>[a-z0-9_]+)-seed(?P<seed>\d+)")
+
+def dw_layers(dw: dict) -> list[int]:
+    """The decoder layers that dW's tensors touch (names ``model.layers.<i>.<block>.<proj>.weight``)."""
+    return sorted({int(m[1]) for key in dw if (m := KEY.search(key))})
+
+
+def build_context(model, tokenizer, dw: dict[str, torch.Tensor], pairs: list[dict] | None = None, seed: int = 0) -> Context:
+    """The :class:`Context` of a dW on a loaded model: its fp32 weights and, when the dW's training ``pairs`` are given,
+    the persona-contrast differences (positive − negative block outputs, ``[n_pairs, d_model]`` per layer dW touches, the
+    mean over response tokens; :func:`weight_steering.methods.contrast_activations`) split into FIT and HELD halves."""
+    from .methods import contrast_activations, contrast_pairs
+
+    contrast = {}
+    if pairs:
+        layers = dw_layers(dw)
+        acts = contrast_activations(model, tokenizer, contrast_pairs(tokenizer, pairs), layers)
+        contrast = {layer: (acts.positive[layer] - acts.negative[layer]).float() for layer in layers}  # [n_pairs, d_model]
+    fit, held = split_contrast(contrast, seed)
+    weights = {name: p.detach().float() for name, p in model.named_parameters()}
+    return Context(weights, model.config.hidden_size, model.config.num_attention_heads, fit, held, dw)
+
+
+def candidate_bases(ctx: Context, names: list[str], k: int = 8) -> dict[str, dict[int, torch.Tensor]]:
+    """``{candidate: {layer: Q [d_model, k]}}`` at every layer dW touches, for projecting dW's write side onto each
+    candidate (the causal check, :func:`weight_steering.ablate.subspace_parts`).
+
+    Raises:
+        HypothesisError: an unknown name; a read-side candidate (its basis speaks for what a layer reads, not for the
+            write side); k out of range; a candidate whose inputs are missing at some layer (e.g. ``contrast_pca``
+            without the dW's training pairs).
+    """
+    unknown = [n for n in names if n not in CANDIDATES]
+    if unknown:
+        raise HypothesisError(f"unknown candidate(s) {unknown}; choose from {', '.join(CANDIDATES)}")
+    read = [n for n in names if CANDIDATES[n].side == "read"]
+    if read:
+        raise HypothesisError(f"{read} are read-side candidates; dW's write side can only be projected onto write, mixed or ceiling candidates")
+    if not 1 <= k <= ctx.d_model:
+        raise HypothesisError(f"--k must lie in [1, d_model = {ctx.d_model}]; got {k}")
+    bases = {}
+    for name in names:
+        bases[name] = {}
+        for layer in dw_layers(ctx.dw):
+            q = CANDIDATES[name].build(ctx, layer, k)
+            if q is None:
+                raise HypothesisError(f"candidate {name} cannot be built at layer {layer}: its inputs are missing "
+                                      "(contrast_pca needs the dW's training pairs next to it)")
+            bases[name][layer] = q
+    return bases
+
 RANKED_SIDES = ("write", "mixed")  # the candidates ranked on dW's write side (the ceiling and read side are not)
 
 
 def load_hypotheses(paths: list) -> list[dict]:
-    """The ``hypotheses.json`` of each ``wsteer hypotheses`` folder (or the file itself), with ``family`` and ``seed`` read
-    from the dW folder it scored (``result["dw"]``, else the folder's own name: ``dw-<family>-seed<s>-…``).
+    """The ``hypotheses.json`` of each ``wsteer hypotheses`` folder (or the file itself), with ``family`` and ``dw_seed`` read
+    from the dW folder it scored (:func:`weight_steering.artifacts.read_dw_results`).
 
     Raises:
-        HypothesisError: a missing or non-JSON file, a result that names no family and seed, two results for the same
-            (family, seed), or results made with different k.
+        HypothesisError: a missing or non-JSON file, a result that names no family and seed or holds no summary, two
+            results for the same (family, seed), or results made with different k.
     """
-    import json
-    from pathlib import Path
+    from .artifacts import read_dw_results
 
-    results, seen = [], {}
-    for path in paths:
-        path = Path(path)
-        file = path / "hypotheses.json" if path.is_dir() else path
-        if not file.is_file():
-            raise HypothesisError(f"no hypotheses.json at {file}; give a folder `wsteer hypotheses` wrote")
-        try:
-            result = json.loads(file.read_text())
-        except ValueError as err:
-            raise HypothesisError(f"{file} is not valid JSON ({err}); run `wsteer hypotheses` again") from err
-        match = DW_FOLDER.search(str(result.get("dw", ""))) or DW_FOLDER.search(file.parent.name)
-        if match is None or "summary" not in result:
-            raise HypothesisError(f"{file}: not a `wsteer hypotheses` result naming its dW (dw-<family>-seed<s>-…); run it again")
-        key = (match["family"], int(match["seed"]))
-        if key in seen:
-            raise HypothesisError(f"{file} and {seen[key]} both score {key[0]} seed {key[1]}; give one result per dW")
-        seen[key] = file
-        results.append({**result, "family": key[0], "seed": key[1], "path": str(file)})
+    results = read_dw_results(paths, "hypotheses.json", "wsteer hypotheses", HypothesisError)
+    for result in results:
+        if "summary" not in result or "k" not in result:
+            raise HypothesisError(f"{result['path']} is not a `wsteer hypotheses` result (no summary or k); run it again")
     if len({r["k"] for r in results}) > 1:
         raise HypothesisError(f"the results use different k ({sorted({r['k'] for r in results})}); compare results of one k")
     return results
@@ -366,7 +400,7 @@ def summarize_hypotheses(results: list[dict], n_permutations: int = 2000, seed: 
     """Across dWs (families × seeds): the write-side ranking with seed-level intervals, and whether dWs rank alike.
 
     Args:
-        results: :func:`load_hypotheses` output (each a :func:`score_candidates` result with ``family`` and ``seed``).
+        results: :func:`load_hypotheses` output (each a :func:`score_candidates` result with ``family`` and ``dw_seed``).
         n_permutations: draws of the rank-agreement null (:func:`weight_steering.statistics.mean_rank_agreement`).
 
     Returns:
@@ -384,7 +418,7 @@ def summarize_hypotheses(results: list[dict], n_permutations: int = 2000, seed: 
 
     if not results:
         raise HypothesisError("no hypotheses results to summarise; give the folders `wsteer hypotheses` wrote")
-    results = sorted(results, key=lambda r: (r["family"], r["seed"]))
+    results = sorted(results, key=lambda r: (r["family"], r["dw_seed"]))
     tables = [{e["candidate"]: e for e in r["summary"]} for r in results]
     names = [n for n in tables[0] if tables[0][n]["side"] in RANKED_SIDES and all("r_w" in t.get(n, {}) for t in tables)]
     if not names:
@@ -396,7 +430,7 @@ def summarize_hypotheses(results: list[dict], n_permutations: int = 2000, seed: 
         for family in families:
             mine = [(r, t) for r, t in zip(results, tables) if r["family"] == family]
             values = {field: [t[name].get(field, float("nan")) for _, t in mine] for field in ("r_w", "pct_ceiling", "r_act")}
-            entry["families"][family] = {"seeds": [r["seed"] for r, _ in mine], **values, "r_w_interval": seed_interval(values["r_w"])}
+            entry["families"][family] = {"seeds": [r["dw_seed"] for r, _ in mine], **values, "r_w_interval": seed_interval(values["r_w"])}
         ranking.append(entry)
     ranking.sort(key=lambda e: -e["mean_r_w"])
     def ceiling_r_w(table: dict) -> float:
@@ -408,5 +442,5 @@ def summarize_hypotheses(results: list[dict], n_permutations: int = 2000, seed: 
     across = [(i, j) for i in range(len(results)) for j in range(i + 1, len(results)) if results[i]["family"] != results[j]["family"]]
     agreement = {"within_family": mean_rank_agreement(scores, within, n_permutations, seed),
                  "across_families": mean_rank_agreement(scores, across, n_permutations, seed), "n_candidates": len(names)}
-    return {"k": results[0]["k"], "dws": [f"{r['family']} seed {r['seed']}" for r in results], "ranking": ranking,
+    return {"k": results[0]["k"], "dws": [f"{r['family']} seed {r['dw_seed']}" for r in results], "ranking": ranking,
             "ceiling_r_w": ceiling, "agreement": agreement}

@@ -32,7 +32,7 @@ from .models import DEFAULT_MODEL, base_weights_hash, load_model
 from .report import write_report
 from .steer import check_alpha, steer
 from .chat import generate_text
-from .stage_cache import run_stage
+from .stage_cache import run_stage, stage_is_finished
 from .train import TrainConfig, make_peft_config, resolve_train_config, train_adapter
 
 log = logging.getLogger(__name__)
@@ -231,7 +231,7 @@ def train_dirs_of(dw_dir: Path) -> dict[str, Path] | None:
         return None
     dirs = {sign: _train_dir(Path(dw_dir).parent, metadata["train_config"], sign, metadata["data_sha256"], metadata["base_weights_hash"])
             for sign in ("positive", "negative")}
-    return dirs if all((d / "stage.json").exists() for d in dirs.values()) else None
+    return dirs if all(stage_is_finished(d) for d in dirs.values()) else None
 
 
 def pairs_of(dw_dir: Path) -> list[dict] | None:
@@ -239,7 +239,7 @@ def pairs_of(dw_dir: Path) -> list[dict] | None:
     SHA-256 in its metadata, or None if they are not on disk there."""
     wanted = load_dw(Path(dw_dir) / "dW.safetensors").metadata.get("data_sha256")
     for path in sorted([*Path(dw_dir).parent.glob("data-*/pairs.jsonl"), *Path(dw_dir).parent.glob("judge-*/pairs.jsonl")]):
-        if wanted and (path.parent / "stage.json").exists() and file_sha256(path) == wanted:
+        if wanted and stage_is_finished(path.parent) and file_sha256(path) == wanted:
             return read_jsonl(path)
     return None
 

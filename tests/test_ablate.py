@@ -334,6 +334,10 @@ def test_ablation_seed_summary_uses_t_intervals_over_seeds_and_disjoint_projecti
     assert row["ci_high"] - row["ci_low"] > 2 * (0.4 - (-0.1))  # three seeds: wider than their range
     pairs = group["agreement"]["id_controlled"]
     assert len(pairs) == 3 and all(p["n_variants"] == 7 for p in pairs)  # the seven projections alone, nothing nested
+    from weight_steering.report import render_ablation_seeds
+
+    mlp_line = next(line for line in render_ablation_seeds([group]).splitlines() if line.startswith("| mlp |"))
+    assert "+0.10" in mlp_line and "+0.40" in mlp_line and "-0.10" in mlp_line  # every seed's value is in the table
 
 
 def test_ablation_seed_summary_refuses_bad_folders(tmp_path):

@@ -546,7 +546,8 @@ def render_ablation_seeds(summary: list[dict]) -> str:
                 cells = ["–" if not np.isfinite(v) else f"{v:+.2f}{'*' if lo > 0 or hi < 0 else ''}" for v, (lo, hi) in zip(row["per_seed"], row["row_ci"])]
                 energy = [e for e in row["energy"] if e is not None]
                 across = _seed_text(row, 2) if row["n"] else "–"
-                lines.append(f"| {row['variant']} | {np.mean(energy):.2f} | " if energy else f"| {row['variant']} | – | " + " | ".join(cells) + f" | {across} | "
+                energy_text = f"{np.mean(energy):.2f}" if energy else "–"
+                lines.append(f"| {row['variant']} | {energy_text} | " + " | ".join(cells) + f" | {across} | "
                              + " / ".join(null(p) for p in row["random"]) + " | " + " / ".join(filter(None, (null(p) for p in row["within"]))) + " |")
             lines.append("")
         if group["agreement"]:

@@ -176,3 +176,11 @@ def test_seed_summary_shows_each_seed_and_a_t_interval_as_wide_as_their_spread()
         summarize_seeds([_fake_comparison(0, 0.1), _fake_comparison(0, 0.2)])
     with pytest.raises(SeedSummaryError, match="target"):
         summarize_seeds([_fake_comparison(0, 0.1), _fake_comparison(1, 0.2, target=2.0)])
+
+
+def test_a_method_whose_name_changes_with_the_seed_says_so():
+    from weight_steering.compare import method_label
+
+    assert method_label(["dW (lora, seed 0)", "dW (lora, seed 1)"]) == "dW (lora)"
+    assert method_label(["CAA (layer 0)", "CAA (layer 10)", "CAA (layer 26)"]) == "CAA (layer 0 / layer 10 / layer 26, by seed)"
+    assert method_label(["a", "b"]) == "a / b (by seed)"

@@ -447,6 +447,18 @@ def _row_significant(method: dict, measure: str) -> bool | None:
     return bool(entry["ci_low"] > 0 or entry["ci_high"] < 0)
 
 
+def method_label(names: list[str]) -> str:
+    """One label for a method across seeds: its per-seed names without the seed; where they still differ (the best
+    layer is chosen per seed), the differing parts side by side, e.g. ``CAA (layer 0 / layer 10 / layer 26, by seed)``."""
+    names = [re.sub(r",? seed \d+", "", n) for n in names]
+    if len(set(names)) == 1:
+        return names[0]
+    parts = [re.match(r"(.*?) \((.*)\)$", n) for n in names]
+    if all(parts) and len({m[1] for m in parts}) == 1:
+        return f"{parts[0][1]} ({' / '.join(m[2] for m in parts)}, by seed)"
+    return " / ".join(names) + " (by seed)"
+
+
 def summarize_seeds(summaries: list[dict]) -> list[dict]:
     """The comparison across seeds, one behaviour at a time: per method and measure the per-seed values and a
     Student-t 95% interval over the seed means (:func:`weight_steering.statistics.seed_interval`; 3 seeds: ±2.5 sd).
@@ -497,7 +509,7 @@ def summarize_seeds(summaries: list[dict]) -> list[dict]:
                     entry = methods[0]["effects"].get(measure) if measure in methods[0]["effects"] else None
                     low, high = (entry["ci_low"], entry["ci_high"]) if isinstance(entry, dict) and "ci_low" in entry else (float("nan"),) * 2
                     interval = {**interval, "ci_low": float(low), "ci_high": float(high)}
-                rows.append({"method": key, "name": re.sub(r",? seed \d+", "", methods[0]["name"]), "measure": measure, "per_seed": values,
+                rows.append({"method": key, "name": method_label([m["name"] for m in methods]), "measure": measure, "per_seed": values,
                              "row_significant": [_row_significant(m, measure) for m in methods], "seed_independent": seed_independent,
                              **interval})
         ratios = []

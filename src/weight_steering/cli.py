@@ -9,6 +9,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -24,6 +25,11 @@ from .train import AdapterFamilyError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Weight steering: dW = θ⁺ − θ⁻ from persona-contrast adapters.")
 console = Console()
+
+# Options that many commands share, declared once (typer reads Annotated metadata).
+DwPath = Annotated[str, typer.Option(help="path of a dW.safetensors (or its directory)")]
+DwModel = Annotated[str, typer.Option(help="the model the dW was made for")]
+OutRoot = Annotated[str, typer.Option(help="output root")]
 KNOWN_ERRORS = (ModelNotAvailableError, BehaviorError, AdapterFamilyError, DataGateError, DeltaWeightsError,
                 AnswerTokenError, EvalError, FileNotFoundError, ValueError)
 
@@ -90,7 +96,7 @@ def run(
     learning_rate: float = typer.Option(None, help="adapter learning rate"),
     alphas: str = typer.Option(None, help="comma-separated α grid, e.g. -2,-1,0,1,2"),
     dilemma_limit: int = typer.Option(None, help="evaluate only the first n DailyDilemmas dilemmas"),
-    out: str = typer.Option("out", help="output root"),
+    out: OutRoot = "out",
     force: bool = typer.Option(False, help="recompute every stage"),
     filter_pairs: bool = typer.Option(False, help="train only on pairs whose positive response the judge says shows the behaviour and whose negative does not"),
     judge: bool = typer.Option(True, help="judge the generated responses for the behaviour (behaviour rate per sign)"),
@@ -141,7 +147,7 @@ def sweep(
     data_seed: int = typer.Option(None, help="fix one data-sampling seed for every cell (default: each cell samples its data with its own seed)"),
     dilemma_limit: int = typer.Option(None, help="evaluate only the first n DailyDilemmas dilemmas"),
     executor: str = typer.Option("local", help="local (one process) or ray (one Ray task per cell; one per GPU)"),
-    out: str = typer.Option("out", help="output root"),
+    out: OutRoot = "out",
     force: bool = typer.Option(False, help="recompute every cell"),
     rank_only: bool = typer.Option(False, help="compute nothing: rank the finished cells of the grid (a partial sweep); with --archive, "
                                    "rank the archived cells of the grid as recorded"),
@@ -198,56 +204,50 @@ def summarize(runs: list[str] = typer.Argument(..., help="main-job run folders (
 
 @app.command()
 def vignettes(
-    dw: str = typer.Option(..., help="path of a dW.safetensors (or its directory)"),
-    model: str = typer.Option(DEFAULT_MODEL, help="the model the dW was made for"),
+    dw: DwPath,
+    model: DwModel = DEFAULT_MODEL,
     alphas: str = typer.Option("-1,0,1", help="comma-separated α grid (must include 0)"),
     intent: list[str] = typer.Option(None, help="foundation=±1: intended direction of wrongness at α>0 (repeat); "
                                      "default: the vignette target of the dW's behaviour file (authority: Authority=-1)"),
     k: float = typer.Option(2.0, help="SI penalty on broken items"),
     pmass_floor: float = typer.Option(0.5, help="cells whose format mass is below this are NaN (counted)"),
     limit: int = typer.Option(None, help="only the first n vignettes"),
-    out: str = typer.Option("out", help="output root"),
+    out: OutRoot = "out",
 ):
     """Moral-foundation vignettes under α·dW: bare table, Δlogit per foundation, Surgical Informedness."""
     from .eval_data import FOUNDATIONS
     from .assess import run_vignettes
 
-    try:
+    def run():
         intents = {} if intent else None
         for item in intent or []:
             name, _, sign = item.partition("=")
             if name not in FOUNDATIONS or sign not in ("1", "+1", "-1"):
                 raise ValueError(f"--intent must look like Authority=-1 with a foundation in {FOUNDATIONS}; got {item!r}")
             intents[name] = int(sign)
-        parsed = _check_assessment(dw, alphas, out)
-        result = run_vignettes(dw, model, parsed, intents, k, pmass_floor, out, limit)
-    except KNOWN_ERRORS as err:
-        _fail(err)
-    console.print((result["path"] / "vignettes.md").read_text())
+        return run_vignettes(dw, model, _check_assessment(dw, alphas, out), intents, k, pmass_floor, out, limit)
+
+    _show_report(run, "vignettes.md")
 
 
 @app.command()
 def degradation(
-    dw: str = typer.Option(..., help="path of a dW.safetensors (or its directory)"),
-    model: str = typer.Option(DEFAULT_MODEL, help="the model the dW was made for"),
+    dw: DwPath,
+    model: DwModel = DEFAULT_MODEL,
     alphas: str = typer.Option("-1,0,1", help="comma-separated α grid (must include 0)"),
     n_tokens: int = typer.Option(32, help="greedy tokens per neutral prompt for the KL"),
-    out: str = typer.Option("out", help="output root"),
+    out: OutRoot = "out",
 ):
     """Degradation under α·dW: neutral reference-answer NLL and KL(steered ‖ base) mean / p95 / max."""
     from .assess import run_degradation
 
-    try:
-        result = run_degradation(dw, model, _check_assessment(dw, alphas, out), n_tokens, out)
-    except KNOWN_ERRORS as err:
-        _fail(err)
-    console.print((result["path"] / "degradation.md").read_text())
+    _show_report(lambda: run_degradation(dw, model, _check_assessment(dw, alphas, out), n_tokens, out), "degradation.md")
 
 
 @app.command()
 def ablate(
-    dw: str = typer.Option(..., help="path of a dW.safetensors (or its directory)"),
-    model: str = typer.Option(DEFAULT_MODEL, help="the model the dW was made for"),
+    dw: DwPath,
+    model: DwModel = DEFAULT_MODEL,
     alpha: float = typer.Option(1.0, help="steering strength at which every variant is scored"),
     groups: str = typer.Option("all", help="comma-separated variant groups: layer, module, svd, base_svd, native (anchors always)"),
     dilemma_limit: int = typer.Option(None, help="only the first n DailyDilemmas dilemmas (faster on a CPU)"),
@@ -257,14 +257,14 @@ def ablate(
     n_within: int = typer.Option(5, help="energy-matched subsets of dW's own singular directions per SVD keep variant (within-dW null)"),
     candidates: str = typer.Option("", help="causal check: comma-separated write-side candidates of `wsteer hypotheses`; dW's write side is scored inside and outside each"),
     k: int = typer.Option(8, help="rank of the --candidates subspaces"),
-    out: str = typer.Option("out", help="output root"),
+    out: OutRoot = "out",
 ):
     """Where does dW live: retained = Δ(variant)/Δ(full) per layer, module and singular-direction variant."""
     from .ablate import AblationError, check_ablation_options
     from .assess import run_ablation
     from .hypotheses import CANDIDATES, HypothesisError
 
-    try:
+    def run():
         chosen = None if groups == "all" else tuple(_split(groups))
         check_ablation_options(chosen, n_controls, n_within)
         names = tuple(_split(candidates)) if candidates.strip() else ()
@@ -273,11 +273,10 @@ def ablate(
             raise HypothesisError(f"--candidates must name candidates of {', '.join(CANDIDATES)} and --k be ≥ 1; got {list(unknown)}, k = {k}")
         check_output_folder(out)
         _read_dw(dw)
-        result = run_ablation(dw, model, alpha, chosen, dilemma_limit, seed, out, activation_k=activation_k, n_controls=n_controls,
-                              n_within=n_within, candidates=names, k=k)
-    except (*KNOWN_ERRORS, AblationError, HypothesisError) as err:
-        _fail(err)
-    console.print((result["path"] / "ablation.md").read_text())
+        return run_ablation(dw, model, alpha, chosen, dilemma_limit, seed, out, activation_k=activation_k, n_controls=n_controls,
+                            n_within=n_within, candidates=names, k=k)
+
+    _show_report(run, "ablation.md", (AblationError, HypothesisError))
 
 
 @app.command()
@@ -295,7 +294,7 @@ def compare(
     s_space_rank: int = typer.Option(8, help="r of the S-space projection"),
     dilemma_limit: int = typer.Option(None, help="only the first n DailyDilemmas dilemmas"),
     prompt_limit: int = typer.Option(None, help="only the first n prompts of each neutral split (smoke runs)"),
-    out: str = typer.Option("out", help="output root"),
+    out: OutRoot = "out",
     archive: str = typer.Option(None, help="folder keeping every small finished stage (committed: resume after a stop, anywhere)"),
     dw_only: bool = typer.Option(False, "--dw-only", help="only restore the archived stages and train (or reuse) the dW; print its folder and stop"),
 ):
@@ -323,12 +322,12 @@ def compare(
 
 @app.command()
 def export(
-    dw: str = typer.Option(..., help="path of a dW.safetensors (or its directory)"),
+    dw: DwPath,
     out: str = typer.Option(..., help="new folder for the adapter"),
     format: str = typer.Option("peft", "--format", help="peft (PeftModel.from_pretrained) or gguf (a llama.cpp LoRA, out/adapter.gguf); α is the adapter's scale"),
     rank: int = typer.Option(None, help="keep this many singular directions per tensor (default: exact, the numerical rank)"),
     energy: float = typer.Option(None, help="keep the fewest directions holding this share of each tensor's Σ S²"),
-    model: str = typer.Option(DEFAULT_MODEL, help="the model the dW was made for"),
+    model: DwModel = DEFAULT_MODEL,
     kl_prompts: int = typer.Option(20, help="neutral prompts for the KL of a truncated export against the exact dW"),
     force: bool = typer.Option(False, help="replace an existing adapter in --out"),
 ):
@@ -462,7 +461,7 @@ def hypotheses(
     k: int = typer.Option(8, help="rank of every candidate subspace"),
     candidates: str = typer.Option("all", help="comma-separated candidate names, or 'all'"),
     null_draws: int = typer.Option(100, help="random rank-k subspaces per layer (the null)"),
-    model: str = typer.Option(DEFAULT_MODEL, help="the model the dW was made for"),
+    model: DwModel = DEFAULT_MODEL,
     out: str = typer.Option("out", help="output root (results in <out>/hypotheses/<dW folder>-k<k>/)"),
 ):
     """Which base-model subspace predicts where dW lives? R_w, R_act and R_read per candidate against random subspaces."""
@@ -499,6 +498,15 @@ def hypotheses(
     plot_hypotheses(result, root / "hypotheses.png")
     typer.echo(render_hypotheses(result), nl=False)
     typer.echo(f"written to {root}/hypotheses.{{json,md,png}}")
+
+
+def _show_report(compute, filename: str, errors: tuple = ()) -> None:
+    """Run ``compute() -> {"path", ...}`` and print the report ``filename`` it wrote, or fail with a clear message."""
+    try:
+        result = compute()
+    except (*KNOWN_ERRORS, *errors) as err:
+        _fail(err)
+    console.print((result["path"] / filename).read_text())
 
 
 def _print_summary(make_text, errors: tuple = ()) -> None:
@@ -540,10 +548,10 @@ def summarize_hypotheses(paths: list[str] = typer.Argument(..., help="finished `
 
 @app.command()
 def generate(
-    dw: str = typer.Option(..., help="path of a dW.safetensors (or its directory)"),
+    dw: DwPath,
     prompt: str = typer.Option(..., help="user message"),
     alpha: list[float] = typer.Option([-1.0, 0.0, 1.0], help="one or more α (repeat the option)"),
-    model: str = typer.Option(DEFAULT_MODEL, help="the model the dW was made for"),
+    model: DwModel = DEFAULT_MODEL,
     max_new_tokens: int = typer.Option(80),
 ):
     """Greedy generations of one prompt under α·dW, for a quick look."""

@@ -3,8 +3,8 @@
 # subspace predicts where dW lives"): `wsteer hypotheses --k 8` on the balanced sycophancy dW of each family and seed
 # (seed s sets both the data and the training seed, as in reproduce/comparison.sh, whose archived data it reuses), then
 # the summary across dWs: per-seed R_w, t-intervals over seeds, rank agreement against a permutation null.
-# Each dW is trained (or reused) on the comparison's archived data by `wsteer compare --dw-only`. About 4 min per dW
-# to score on 2 cores, plus about 4 min to train one. FAMILIES="lora" SEEDS="0 1" run a subset.
+# Each dW is trained (or reused) on the comparison's archived data by `wsteer compare --dw-only`. About 1.5 min per dW
+# to score on 2 cores, plus about 5 min to train one. FAMILIES="lora" SEEDS="0 1" run a subset.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 mkdir -p docs/hypotheses/seeds

@@ -234,3 +234,24 @@ def test_as_method_is_the_one_conversion_of_a_steering_argument(tiny):
     with as_method(None).apply(model, 5.0):
         assert torch.equal(weight.detach(), before)  # None: the unsteered model
     assert torch.equal(weight.detach(), before)
+
+
+def test_increment_vectors_are_each_layers_addition_to_the_contrast():
+    """The all-layer variant: layer l steers by d^l − d^(l−1), so the increments up to l add up to d^l."""
+    pytest.importorskip("steering_vectors", reason="installed with --no-deps by the Makefile")
+    from weight_steering.methods import ContrastActivations, steering_vector
+
+    generator = torch.Generator().manual_seed(0)
+    positive = {layer: torch.randn(5, 8, generator=generator) for layer in range(4)}
+    negative = {layer: torch.randn(5, 8, generator=generator) for layer in range(4)}
+    activations = ContrastActivations(positive, negative)
+    plain = steering_vector(activations, "mean").layer_activations
+    steps = steering_vector(activations, "mean", increments=True).layer_activations
+    for layer in range(4):
+        assert torch.allclose(plain[layer], (positive[layer] - negative[layer]).mean(0), atol=1e-6)
+        assert torch.allclose(sum(steps[l] for l in range(layer + 1)), plain[layer], atol=1e-5)
+    assert torch.allclose(steps[2], plain[2] - plain[1], atol=1e-6)
+    with pytest.raises(ValueError, match="increments need the mean aggregator"):
+        steering_vector(activations, "pca", increments=True)
+    with pytest.raises(ValueError, match="every layer from 0"):
+        steering_vector(activations, "mean", [1, 2], increments=True)

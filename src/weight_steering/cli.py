@@ -286,7 +286,7 @@ def compare(
     family: str = typer.Option("lora", help="adapter family of the dW (the main job's; trained if missing)"),
     seed: int = typer.Option(0, help="training seed of the dW, and its data-sampling seed unless --data-seed is given"),
     data_seed: int = typer.Option(None, help="fix the data-sampling seed (default: the same as --seed)"),
-    methods: str = typer.Option("all", help="comma-separated: dW, persona, engineered, caa_slice, pca_slice, caa_all, caa_best, s_space"),
+    methods: str = typer.Option("all", help="comma-separated: dW, persona, engineered, caa_slice, pca_slice, caa_all, caa_increments, caa_best, s_space"),
     target: float = typer.Option(1.0, help="p95 KL target in nats (iso-KL calibration)"),
     tolerance: float = typer.Option(0.05, help="accepted |p95 − target| in nats"),
     n_tokens: int = typer.Option(32, help="greedy tokens per calibration prompt"),

@@ -52,6 +52,7 @@ METHODS = {
     "caa_slice": "activation mean-difference (CAA) on the dW layer slice",
     "pca_slice": "activation PCA (RepE) on the dW layer slice",
     "caa_all": "activation mean-difference (CAA) on all layers",
+    "caa_increments": "CAA on all layers, each layer's increment d^l − d^(l−1) of the mean difference (Fierro & Roger 2025)",
     "caa_best": "activation mean-difference (CAA) at the best single layer (largest d′ on the training contrast)",
     "s_space": "CAA on the dW layer slice projected onto the top-r left singular vectors of [W_o | W_down]",
 }
@@ -148,7 +149,7 @@ def build_methods(job, dw, dw_sha: str, config: CompareConfig) -> dict[str, tupl
     if "engineered" in wanted:
         method = engineered_method(job.behavior.name, base_system)
         out["engineered"] = (method, {"prompts": [method.system_prompt(1.0), method.system_prompt(-1.0)]})
-    if wanted & {"caa_slice", "pca_slice", "caa_all", "caa_best", "s_space"}:
+    if wanted & {"caa_slice", "pca_slice", "caa_all", "caa_increments", "caa_best", "s_space"}:
         activations = contrast_activations(model, tokenizer, pairs, list(range(n_layers)), reading=config.reading)
         agreement = {str(k): v for k, v in direction_agreement(activations).items()}  # cos(CAA, PCA), per-pair sign agreement
         span = f"layers {slice_layers[0]}–{slice_layers[-1]}"
@@ -160,6 +161,9 @@ def build_methods(job, dw, dw_sha: str, config: CompareConfig) -> dict[str, tupl
                                 {**common, "layers": slice_layers, "aggregator": "pca", "direction_agreement": agreement})
         if "caa_all" in wanted:
             out["caa_all"] = (vector_method(steering_vector(activations, "mean"), f"CAA (all {n_layers} layers)"), {**common, "layers": "all"})
+        if "caa_increments" in wanted:
+            out["caa_increments"] = (vector_method(steering_vector(activations, "mean", increments=True), f"CAA increments (all {n_layers} layers)"),
+                                     {**common, "layers": "all", "increments": True})
         if "caa_best" in wanted:
             separation = separation_by_layer(activations)
             best = max(separation, key=separation.get)

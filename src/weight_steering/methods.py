@@ -231,7 +231,8 @@ def direction_agreement(activations: ContrastActivations) -> dict[int, dict]:
     return out
 
 
-def steering_vector(activations: ContrastActivations, aggregator: str = "mean", layers: list[int] | None = None):
+def steering_vector(activations: ContrastActivations, aggregator: str = "mean", layers: list[int] | None = None,
+                    increments: bool = False):
     """A ``steering_vectors.SteeringVector`` (decoder-block outputs, ``[hidden]`` per layer) from contrast activations.
 
     ``mean``: mean of (positive − negative) activations (CAA; Rimsky et al. 2024). ``pca``: first
@@ -239,8 +240,13 @@ def steering_vector(activations: ContrastActivations, aggregator: str = "mean", 
     returns it with unit norm, and it is rescaled per layer to the mean-difference norm so that strength 1
     means the same activation scale for both aggregators.
 
+    ``increments`` (mean only; the all-layer variant of Fierro & Roger 2025): each layer l gets what it adds to the
+    contrast, d^l − d^(l−1) with d^l the mean difference of the block outputs at l (layer 0 keeps d^0: the stream before
+    it, the token embeddings, is not read). Steering every layer by its increment adds up to d^l at layer l.
+
     Raises:
-        ValueError: unknown aggregator, or a layer that was not read.
+        ValueError: unknown aggregator, increments with PCA, increments over layers that are not consecutive from 0,
+            or a layer that was not read.
     """
     library = _steering_vectors()
     if aggregator not in ("mean", "pca"):
@@ -257,6 +263,10 @@ def steering_vector(activations: ContrastActivations, aggregator: str = "mean", 
             direction = library.pca_aggregator()(plus, minus)
             mean = direction * (mean.norm() / direction.norm().clamp(min=1e-12))
         out[layer] = mean
+    if increments:
+        if aggregator != "mean" or layers != list(range(len(layers))):
+            raise ValueError(f"increments need the mean aggregator and every layer from 0 (got {aggregator}, layers {layers})")
+        out = {layer: out[layer] - (out[layer - 1] if layer > 0 else 0) for layer in layers}  # d^l − d^(l−1)
     return library.SteeringVector(layer_activations=out, layer_type="decoder_block")
 
 

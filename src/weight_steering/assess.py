@@ -252,11 +252,13 @@ def run_ablation(
         family = dw.metadata.get("family")
         if train_dirs is not None:
             native = native_dw_parts(train_dirs["positive"], train_dirs["negative"], family, base)
+    pair_rows = pair_rows if pair_rows is not None else pairs_of(dw_file.parent)
+    streams = _contrast_streams(model_obj, tokenizer, pair_rows, dw.tensors) if pair_rows else None  # (write, read), read once
     subspaces = None
     if candidates:
         from .hypotheses import build_context, candidate_bases
 
-        context = build_context(model_obj, tokenizer, dw.tensors, pair_rows if pair_rows is not None else pairs_of(dw_file.parent))
+        context = build_context(model_obj, tokenizer, dw.tensors, contrast=streams[0] if streams else {})
         subspaces = {f"{name}_k{k}": bases for name, bases in candidate_bases(context, list(candidates), k).items()}  # k in the stage names
     variants = iter_variants(dw.tensors, base, seed, groups, native, n_controls, n_within, subspaces)  # built one at a time: all at once is ~90 copies of dW
     behavior = dw.metadata.get("behavior")
@@ -288,9 +290,8 @@ def run_ablation(
                           "control_kind": entry.get("control_kind"), **result})
     summarise_controls(table)
     alignment = base_subspace_alignment(dw.tensors, base, seed=seed)
-    pair_rows = pair_rows if pair_rows is not None else pairs_of(dw_file.parent)
-    if pair_rows:
-        write, read = _contrast_streams(model_obj, tokenizer, pair_rows, dw.tensors)
+    if streams:
+        write, read = streams
         activation_alignment = activation_subspace_alignment(dw.tensors, write, read, k=activation_k, seed=seed)
         n_pairs = len(next(iter(write.values())))
         activation_note = f"{n_pairs} persona contrast pairs from the dW's training data"

@@ -330,18 +330,19 @@ def dw_layers(dw: dict) -> list[int]:
     return sorted({int(m[1]) for key in dw if (m := KEY.search(key))})
 
 
-def build_context(model, tokenizer, dw: dict[str, torch.Tensor], pairs: list[dict] | None = None, seed: int = 0) -> Context:
+def build_context(model, tokenizer, dw: dict[str, torch.Tensor], pairs: list[dict] | None = None, seed: int = 0,
+                  contrast: dict[int, torch.Tensor] | None = None) -> Context:
     """The :class:`Context` of a dW on a loaded model: its fp32 weights and, when the dW's training ``pairs`` are given,
     the persona-contrast differences (positive − negative block outputs, ``[n_pairs, d_model]`` per layer dW touches, the
-    mean over response tokens; :func:`weight_steering.methods.contrast_activations`) split into FIT and HELD halves."""
+    mean over response tokens; :func:`weight_steering.methods.contrast_activations`) split into FIT and HELD halves.
+    ``contrast``: those differences already read (then ``pairs`` is not used)."""
     from .methods import contrast_activations, contrast_pairs
 
-    contrast = {}
-    if pairs:
+    if contrast is None and pairs:
         layers = dw_layers(dw)
         acts = contrast_activations(model, tokenizer, contrast_pairs(tokenizer, pairs), layers)
         contrast = {layer: (acts.positive[layer] - acts.negative[layer]).float() for layer in layers}  # [n_pairs, d_model]
-    fit, held = split_contrast(contrast, seed)
+    fit, held = split_contrast(contrast or {}, seed)
     weights = {name: p.detach().float() for name, p in model.named_parameters()}
     return Context(weights, model.config.hidden_size, model.config.num_attention_heads, fit, held, dw)
 

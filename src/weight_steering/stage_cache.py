@@ -20,6 +20,8 @@ from .artifacts import atomic_write, file_sha256, read_json, write_json
 
 log = logging.getLogger(__name__)
 
+OTHER_SETTINGS = "it was made with other settings"  # a stage_problem that is no damage: the key changed
+
 
 def run_stage(name: str, directory: Path, key: str, compute: Callable[[Path], None], *, force: bool = False,
               timings: dict | None = None) -> Path:
@@ -39,19 +41,13 @@ def run_stage(name: str, directory: Path, key: str, compute: Callable[[Path], No
     timings = {} if timings is None else timings
     marker = directory / "stage.json"
     started = time.perf_counter()
-    if not force and marker.exists():
-        try:
-            info = read_json(marker)
-        except ValueError as err:  # a truncated or hand-edited marker: the stage is recomputed, nothing else is touched
-            log.warning("stage %s: unreadable marker %s (%s); recomputing the stage", name, marker, err)
-            info = {}
-        if info.get("key") == key:
-            problem = _stage_problem(directory, info)
-            if problem is None:
-                timings[name] = {"seconds": 0.0, "reused": True, "dir": str(directory)}
-                log.info("stage %s: reusing %s", name, directory)
-                return directory
-            log.warning("stage %s in %s is damaged (%s); recomputing it", name, directory, problem)
+    problem = None if force else stage_problem(directory, key)
+    if not force and problem is None:
+        timings[name] = {"seconds": 0.0, "reused": True, "dir": str(directory)}
+        log.info("stage %s: reusing %s", name, directory)
+        return directory
+    if problem not in (None, "not started", OTHER_SETTINGS):  # a crash, a truncated copy, an edit: say so, then recompute
+        log.warning("stage %s in %s: %s; recomputing it", name, directory, problem)
     if marker.exists():
         marker.unlink()
     directory.mkdir(parents=True, exist_ok=True)
@@ -76,9 +72,9 @@ def stage_problem(directory: Path, key: str | None = None) -> str | None:
     try:
         info = read_json(marker)
     except ValueError as err:
-        return f"its marker is unreadable ({err})"
+        return f"unreadable marker ({err})"
     if key is not None and info.get("key") != key:
-        return "it was made with other settings"
+        return OTHER_SETTINGS
     return _stage_problem(Path(directory), info)
 
 

@@ -9,7 +9,7 @@ source "$(dirname "$0")/common.sh"
 folders=()
 for s in ${SEEDS:-0 1 2}; do
   # the comparison's dW: its archived data restored, the adapters trained (or reused)
-  dw=$($W compare --behavior sycophancy --seed "$s" --archive docs/compare/archive --dw-only)
+  dw=$($W compare --behavior sycophancy --seed "$s" --archive docs/compare/archive --dw-only --sampler transformers)
   /usr/bin/time -f "ablate lora seed $s: %e s" $W ablate --dw "$dw" --groups svd,module --dilemma-limit 32
   folders+=("$(one "out/ablation/$(basename "$dw")-*")")
 done

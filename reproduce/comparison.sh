@@ -10,7 +10,7 @@ METHODS=dW,persona,engineered,caa_slice,pca_slice,caa_best
 for seed in ${SEEDS:-0 1 2}; do
   for behavior in ${BEHAVIORS:-sycophancy honesty}; do
     /usr/bin/time -f "compare $behavior seed $seed: %e s, peak RSS %M KB" \
-      $W compare --behavior "$behavior" --seed "$seed" --methods "$METHODS" --curve-fractions '' --archive docs/compare/archive
+      $W compare --behavior "$behavior" --seed "$seed" --methods "$METHODS" --curve-fractions '' --archive docs/compare/archive --sampler transformers
   done
 done
 $W compare-seeds docs/compare/archive > docs/compare/seeds.md

@@ -10,6 +10,6 @@ W=.venv/bin/wsteer
 A=docs/sweep/cells
 ALL=lora,dora,pissa,delora,oft,ia3,vera,road,miss,loha,lokr,hra,boft
 if [ -n "${THREADS:-}" ]; then export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS; fi
-/usr/bin/time -f "seeds 0-2, 4 families: %e s" $W sweep --archive $A --families "${FAMILIES_SEEDS012:-lora,pissa,delora,dora}" --seeds 0,1,2
-/usr/bin/time -f "seed 0, 13 families: %e s" $W sweep --archive $A --families "${FAMILIES_SEED0:-$ALL}" --seeds 0
-$W sweep --archive $A --rank-only --families $ALL --seeds 0,1,2
+/usr/bin/time -f "seeds 0-2, 4 families: %e s" $W sweep --archive $A --sampler transformers --families "${FAMILIES_SEEDS012:-lora,pissa,delora,dora}" --seeds 0,1,2
+/usr/bin/time -f "seed 0, 13 families: %e s" $W sweep --archive $A --sampler transformers --families "${FAMILIES_SEED0:-$ALL}" --seeds 0
+$W sweep --archive $A --sampler transformers --rank-only --families $ALL --seeds 0,1,2

@@ -10,7 +10,7 @@ source "$(dirname "$0")/common.sh"
 mkdir -p docs/hypotheses/seeds
 for family in ${FAMILIES:-lora pissa delora}; do
   for s in ${SEEDS:-0 1 2}; do
-    dw=$($W compare --behavior sycophancy --family "$family" --seed "$s" --archive docs/compare/archive --dw-only)
+    dw=$($W compare --behavior sycophancy --family "$family" --seed "$s" --archive docs/compare/archive --dw-only --sampler transformers)
     /usr/bin/time -f "hypotheses $family seed $s: %e s" $W hypotheses --dw "$dw" --k 8 > /dev/null
     cp "out/hypotheses/$(basename "$dw")-k8/hypotheses.json" "docs/hypotheses/seeds/$(basename "$dw").json"
   done

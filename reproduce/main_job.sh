@@ -6,5 +6,5 @@ set -euo pipefail
 W=.venv/bin/wsteer
 /usr/bin/time -f "sycophancy main job: %e s" $W run --behavior sycophancy
 for b in ${BEHAVIORS:-honesty authority}; do
-  /usr/bin/time -f "$b main job: %e s" $W run --behavior "$b" --alphas=-1,0,1
+  /usr/bin/time -f "$b main job: %e s" $W run --behavior "$b" --alphas=-1,0,1 --sampler transformers
 done

@@ -8,7 +8,7 @@ W=.venv/bin/wsteer
 M=smollm2-135m-instruct
 for b in sycophancy honesty authority; do
   # calibrate the dW unless a comparison already did (a dW-only run would overwrite a full comparison table)
-  ls out/compare/$b/$M/calibrate-dW-minus-*/calibration.json > /dev/null 2>&1 || $W compare --behavior $b --methods dW --curve-fractions '' > /dev/null
+  ls out/compare/$b/$M/calibrate-dW-minus-*/calibration.json > /dev/null 2>&1 || $W compare --behavior $b --methods dW --curve-fractions '' --sampler transformers > /dev/null
   alphas=$(.venv/bin/python - "$b" <<'PY'
 import glob, json, sys
 arms = {}

@@ -96,6 +96,7 @@ def test_retained_ratio_and_undefined_full_effect():
     assert not undefined["defined"] and np.isnan(undefined["retained"])
 
 
+@pytest.mark.slow  # an end-to-end job on the tiny model
 def test_run_ablation_on_the_tiny_model(tiny, tmp_path):
     from weight_steering.assess import run_ablation
     from weight_steering.diff import compute_dw, save_dw

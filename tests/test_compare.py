@@ -20,6 +20,7 @@ def _config(tmp_path, **extra):
     return CompareConfig(**{**base, **extra})
 
 
+@pytest.mark.slow  # an end-to-end job on the tiny model
 def test_every_method_on_identical_rows_with_kl_per_sign_and_resume(tiny, tmp_path):
     pytest.importorskip("steering_vectors", reason="installed with --no-deps by the Makefile")
     model, tokenizer = tiny
@@ -107,6 +108,7 @@ def test_comparison_seed_sets_the_data_seed_unless_fixed(tiny, tmp_path, monkeyp
     assert seen == [(2, 2), (0, 2)]
 
 
+@pytest.mark.slow  # an end-to-end job on the tiny model
 def test_comparison_resumes_from_its_archive_on_a_fresh_output_root(tiny, tmp_path, monkeypatch):
     """Every small finished stage goes to the archive; a run on an empty output root restores them and
     measures no KL again (only the adapters and dW are retrained, to the same bytes). Seeds get their own folders."""

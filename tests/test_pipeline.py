@@ -18,6 +18,7 @@ def _config(out, **extra):
     return preset_config("default", out=str(out), **{**TINY, **extra})
 
 
+@pytest.mark.slow  # an end-to-end job on the tiny model
 def test_main_job_end_to_end_reuse_and_resume(tiny, tmp_path):
     model, tokenizer = tiny
     first = run_main_job(_config(tmp_path), model, tokenizer, command="test")
@@ -41,6 +42,7 @@ def test_main_job_end_to_end_reuse_and_resume(tiny, tmp_path):
     assert resumed["summary"] == first["summary"]
 
 
+@pytest.mark.slow  # an end-to-end job on the tiny model
 def test_same_seed_gives_bitwise_identical_dw(tiny, tmp_path):
     model, tokenizer = tiny
     a = run_main_job(_config(tmp_path / "a"), model, tokenizer, command="test")

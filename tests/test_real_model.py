@@ -135,3 +135,27 @@ def test_gguf_export_served_by_llama_cpp_moves_the_logratio_like_alpha_dw(smoke_
     for alpha in ("-4", "+4"):
         entry = check["per_alpha"][alpha]
         assert entry["same_direction"] and entry["row_sign_agreement"] >= 0.75, entry  # per row, the effect's sign agrees
+
+
+def test_cached_decoder_gives_generates_greedy_tokens_on_embedded_model(smoke_run):
+    """The cached decoder's greedy tokens are transformers' generate's on persona prompts of different lengths."""
+    import torch
+
+    from weight_steering.behaviors import load_behavior
+    from weight_steering.chat import render_chat, stop_token_ids
+    from weight_steering.decoding import decode
+
+    _, model, tokenizer, _ = smoke_run
+    behavior = load_behavior("sycophancy")
+    texts = [render_chat(tokenizer, [{"role": "system", "content": behavior.positive_system_prompts[i % 2]},
+                                     {"role": "user", "content": prompt}]) for i, prompt in enumerate(behavior.train_prompts[:6])]
+    batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    assert len(set(batch["attention_mask"].sum(1).tolist())) > 1  # the prompts differ in length: left padding is exercised
+    stops = stop_token_ids(tokenizer)
+    with torch.inference_mode():
+        reference = model.generate(**batch, do_sample=False, max_new_tokens=40, eos_token_id=sorted(stops),
+                                   pad_token_id=tokenizer.pad_token_id)[:, batch["input_ids"].shape[1]:].tolist()
+    got = decode(model, [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts], 40, stops, tokenizer.pad_token_id)
+    for row, decoded in zip(reference, got):
+        cut = next((i for i, t in enumerate(row) if t in stops), len(row))
+        assert decoded.tokens == row[:cut] and decoded.hit_stop == (cut < len(row))

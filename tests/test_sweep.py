@@ -56,6 +56,7 @@ def test_sweep_runs_resumes_and_ranks(tiny, tmp_path, caplog):
     assert [c["summary"] for c in again] == [c["summary"] for c in cells]
 
 
+@pytest.mark.slow  # an end-to-end job on the tiny model
 def test_damaged_stage_file_is_detected_and_recomputed(tiny, tmp_path, caplog):
     model, tokenizer = tiny
     config = _config(tmp_path)
@@ -149,6 +150,7 @@ def test_ray_missing_says_how_to_install(tmp_path, monkeypatch):
         run_sweep(_config(tmp_path, model=str(tmp_path / "never-loaded")), ["sycophancy"], ["lora"], [0], executor="ray")
 
 
+@pytest.mark.slow  # an end-to-end job on the tiny model
 def test_rank_only_collects_finished_cells_of_a_partial_sweep(tiny, tmp_path):
     model, tokenizer = tiny
     config = _config(tmp_path)
@@ -158,6 +160,7 @@ def test_rank_only_collects_finished_cells_of_a_partial_sweep(tiny, tmp_path):
     assert not cell_dir(config, plan_cells(["sycophancy"], ["ia3"], [0])[0]).exists(), "rank-only must not start work"
 
 
+@pytest.mark.slow  # an end-to-end job on the tiny model
 def test_archive_restores_finished_cells_into_a_fresh_output_folder(tiny, tmp_path, caplog):
     """Cells archived by one sweep are restored (not recomputed) by a sweep with an empty output
     folder; a damaged or differently-configured archived cell is computed again, with a warning."""

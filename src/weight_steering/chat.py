@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from .decoding import decode
+
 
 def render_chat(tokenizer, messages: list[dict], prefill: str | None = None) -> str:
     """Render messages with the tokenizer's chat template.
@@ -52,11 +54,12 @@ def stop_token_ids(tokenizer) -> set[int]:
 
 @torch.inference_mode()
 def generate_text(model, tokenizer, prompt: str, max_new_tokens: int = 60, system: str | None = None) -> str:
-    """Greedy-decode a reply to ``prompt`` (one user turn, optional system prompt) with the model as it is now."""
+    """Greedy-decode a reply to ``prompt`` (one user turn, optional system prompt) with the model as it is now.
+
+    The tokens are those of transformers' greedy ``generate`` (:func:`weight_steering.decoding.decode`), cut at the
+    first stop token.
+    """
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
-    batch = tokenizer(render_chat(tokenizer, messages), return_tensors="pt", add_special_tokens=False).to(model.device)
-    output = model.generate(
-        **batch, do_sample=False, max_new_tokens=max_new_tokens, eos_token_id=sorted(stop_token_ids(tokenizer)),
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    return tokenizer.decode(output[0, batch["input_ids"].shape[1] :], skip_special_tokens=True).strip()
+    prompt_ids = tokenizer(render_chat(tokenizer, messages), add_special_tokens=False)["input_ids"]
+    (reply,) = decode(model, [prompt_ids], max_new_tokens, stop_token_ids(tokenizer), tokenizer.pad_token_id)
+    return tokenizer.decode(reply.tokens, skip_special_tokens=True).strip()

@@ -30,6 +30,8 @@ console = Console()
 DwPath = Annotated[str, typer.Option(help="path of a dW.safetensors (or its directory)")]
 DwModel = Annotated[str, typer.Option(help="the model the dW was made for")]
 OutRoot = Annotated[str, typer.Option(help="output root")]
+Sampler = Annotated[str, typer.Option(help="how the persona-contrast data are sampled: transformers (model.generate in batches "
+                                           "of 50, as every archived data stage was) or cached (the cached decoder in batches of 200)")]
 KNOWN_ERRORS = (ModelNotAvailableError, BehaviorError, AdapterFamilyError, DataGateError, DeltaWeightsError,
                 AnswerTokenError, EvalError, FileNotFoundError, ValueError)
 
@@ -101,13 +103,15 @@ def run(
     filter_pairs: bool = typer.Option(False, help="train only on pairs whose positive response the judge says shows the behaviour and whose negative does not"),
     judge: bool = typer.Option(True, help="judge the generated responses for the behaviour (behaviour rate per sign)"),
     judge_threshold: str = typer.Option("labels", help="judge log-odds threshold in nats, 'labels' (calibrated on the shipped hand labels) or 'median'"),
+    sampler: Sampler = "transformers",
 ):
     """Run the main job: persona data → θ⁺/θ⁻ adapters → dW → α·dW evaluation → report."""
+    from .data import sampler_settings
     from .pipeline import preset_config, run_main_job
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        generation = {"n_samples": n_samples, "max_new_tokens": max_new_tokens, "seed": data_seed}
+        generation = {"n_samples": n_samples, "max_new_tokens": max_new_tokens, "seed": data_seed, **sampler_settings(sampler)}
         train = {"family": family, "seed": seed, "epochs": epochs, "learning_rate": learning_rate}
         config = preset_config(
             preset, behavior=behavior, model=model, alphas=_parse_alphas(alphas), dilemma_limit=dilemma_limit, out=out, force=force,
@@ -130,7 +134,8 @@ def run(
     for c in result["summary"]["contrasts"]:
         contrasts.add_row(c["metric"], c["contrast"], f"{c['mean']:+.3f}", f"[{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]")
     console.print(contrasts)
-    console.print(f"report: {result['report']}\ndW: {result['dw_path']}")
+    console.print(f"report: {result['report']}")
+    typer.echo(f"dW: {result['dw_path']}")  # plain, never wrapped: recipes read the last line
 
 
 def _split(text: str) -> list[str]:
@@ -152,8 +157,10 @@ def sweep(
     rank_only: bool = typer.Option(False, help="compute nothing: rank the finished cells of the grid (a partial sweep); with --archive, "
                                    "rank the archived cells of the grid as recorded"),
     archive: str = typer.Option(None, help="folder of finished cells' results (markers + records): restored first, each new cell copied in"),
+    sampler: Sampler = "transformers",
 ):
     """Families × seeds × behaviours: train, diff and evaluate each cell (resumable), then rank the families."""
+    from .data import sampler_settings
     from .pipeline import preset_config
     from .sweep import SweepError, archived_cells, run_sweep, write_ranking
     from .train import ADAPTER_FAMILIES
@@ -166,7 +173,8 @@ def sweep(
             seed_list = [int(s) for s in _split(seeds)]
         except ValueError as err:
             raise SweepError(f"--seeds must be comma-separated integers such as 0,1,2; got {seeds!r}") from err
-        config = preset_config(preset, model=model, dilemma_limit=dilemma_limit, out=out, force=force)
+        config = preset_config(preset, model=model, dilemma_limit=dilemma_limit, out=out, force=force,
+                               generation=sampler_settings(sampler))
         started = time.perf_counter()
         if rank_only and archive:
             cells, n_computed = archived_cells(archive, _split(behaviors), names, seed_list), 0
@@ -297,9 +305,12 @@ def compare(
     out: OutRoot = "out",
     archive: str = typer.Option(None, help="folder keeping every small finished stage (committed: resume after a stop, anywhere)"),
     dw_only: bool = typer.Option(False, "--dw-only", help="only restore the archived stages and train (or reuse) the dW; print its folder and stop"),
+    sampler: Sampler = "transformers",
 ):
     """Weight steering against prompting and activation steering at the same p95 KL: table, ratios, effect-vs-KL PNG."""
     from .compare import METHODS, CompareConfig, CompareError, run_comparison
+    from .data import sampler_settings
+    from .pipeline import preset_config
     from .eval_data import EvalDataError
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -310,7 +321,8 @@ def compare(
                                methods=tuple(METHODS) if methods == "all" else tuple(_split(methods)), target=target,
                                tolerance=tolerance, n_tokens=n_tokens, curve_fractions=fractions, s_space_rank=s_space_rank,
                                dilemma_limit=dilemma_limit, prompt_limit=prompt_limit, out=out, archive=archive)
-        result = run_comparison(config, command=command, dw_only=dw_only)
+        result = run_comparison(config, command=command, dw_only=dw_only,
+                                job_config=preset_config(generation=sampler_settings(sampler)))
     except (*KNOWN_ERRORS, CompareError, EvalDataError) as err:
         _fail(err)
     if dw_only:

@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 from .analyse import summarise
 from .artifacts import atomic_save_path, check_number, check_output_folder, commit_path, file_sha256, read_json, read_jsonl, stable_hash, write_json, write_jsonl
 from .behaviors import load_behavior
-from .data import DataGateError, GenerationConfig, check_pairs, generate_pairs
+from .data import DataGateError, GenerationConfig, check_pairs, generate_pairs, generation_key
 from .diff import compute_dw, load_dw, save_dw
 from .evaluate import DEFAULT_ALPHAS, check_identical_rows, evaluate
 from .eval_rows import dilemma_rows, held_out_rows
@@ -164,7 +164,7 @@ def prepare_job(config: RunConfig, model=None, tokenizer=None) -> Job:
     base_hash = base_weights_hash(model)
     root = job_root(config.out, behavior.name, config.model)
 
-    data_key = stable_hash({"model": config.model, "base": base_hash, "behavior": behavior.to_dict(), "generation": asdict(config.generation)})
+    data_key = stable_hash({"model": config.model, "base": base_hash, "behavior": behavior.to_dict(), "generation": generation_key(config.generation)})
     data_dir = root / f"data-{data_key}"
 
     def make_data(directory: Path) -> None:

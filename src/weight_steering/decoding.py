@@ -1,0 +1,146 @@
+"""Batched autoregressive decoding with a KV cache: greedy, or temperature / top-k / top-p sampling.
+
+One loop serves the persona-contrast data (sampling) and every greedy reply (vignettes, judge, calibration's
+references). It does the same arithmetic as transformers' ``generate`` (left padding, positions from the attention
+mask, the LM head on the last position only), so greedy decoding gives ``generate``'s tokens, and differs only in
+what it skips:
+
+* keys and values go into a preallocated cache (``StaticCache``), one slot per step, instead of being
+  concatenated anew every step;
+* identical prompts (a prompt sampled ``n_samples`` times) are prefilled once and their cache rows copied;
+* rows that have produced a stop token leave the batch once they are a quarter of it;
+* sampling filters on the top-k logits only (``torch.topk``, then top-p on those k), instead of sorting the whole
+  vocabulary every step. The sampling distribution is ``generate``'s (temperature, then top-k, then top-p,
+  Holtzman et al. 2020); the random draws differ, so sampled text differs from ``generate``'s at the same seed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from transformers import StaticCache
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Nucleus-sampling settings; ``temperature`` > 0, ``top_k`` ≥ 1, ``top_p`` in (0, 1]."""
+
+    temperature: float = 1.0
+    top_k: int = 50
+    top_p: float = 1.0
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """One continuation: its tokens up to (not including) the first stop token, and whether a stop token came."""
+
+    tokens: list[int]
+    hit_stop: bool
+
+
+def _left_pad(prompts: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for i, p in enumerate(prompts):
+        ids[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
+        mask[i, width - len(p):] = 1
+    return ids.to(device), mask.to(device)
+
+
+def sample_from_logits(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Draw one token per row from temperature-scaled logits restricted to the top-k, then to the top-p nucleus.
+
+    Args:
+        logits: ``[B, V]`` fp32 next-token logits (−inf where a token is forbidden).
+        generator: the random stream (default: torch's global one, seeded by ``torch.manual_seed``).
+
+    Returns:
+        ``[B]`` token ids. The kept set is the smallest prefix of the k most probable tokens whose mass reaches
+        ``top_p`` (a token is kept while the mass of the tokens above it is below ``top_p``), the same set as
+        transformers' ``TopPLogitsWarper`` after ``TopKLogitsWarper``.
+    """
+    k = min(sampling.top_k, logits.shape[-1])
+    values, indices = torch.topk(logits, k, dim=-1)                           # [B, k] descending (as after T: T > 0)
+    probs = torch.softmax(values / sampling.temperature, dim=-1)              # [B, k]
+    mass_above = torch.cumsum(probs, dim=-1) - probs                          # [B, k] mass of more probable tokens
+    keep = mass_above < sampling.top_p
+    keep[:, 0] = True
+    probs = torch.where(keep, probs, torch.zeros_like(probs))
+    choice = torch.multinomial(probs, 1, generator=generator)                # [B, 1] (multinomial renormalises)
+    return indices.gather(1, choice).squeeze(1)                               # [B]
+
+
+@torch.inference_mode()
+def decode(
+    model, prompts: list[list[int]], max_new_tokens: int, stop_ids: set[int], pad_id: int, *,
+    min_new_tokens: int = 0, sampling: Sampling | None = None, generator: torch.Generator | None = None,
+) -> list[Decoded]:
+    """Continue each prompt until a stop token or ``max_new_tokens``; greedy when ``sampling`` is None.
+
+    Args:
+        model: a transformers causal LM (any decoder with a KV cache and ``logits_to_keep``).
+        prompts: N prompts as token ids (not padded; they are left-padded here as one batch).
+        stop_ids: token ids that end a continuation (EOS, end of turn); they are forbidden for the first
+            ``min_new_tokens`` steps, as in ``generate``'s ``min_new_tokens``.
+        sampling: temperature / top-k / top-p settings; None decodes greedily (argmax).
+
+    Returns:
+        N :class:`Decoded`, in the order of ``prompts``.
+
+    Raises:
+        ValueError: an empty prompt, or ``max_new_tokens`` < 1.
+    """
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+    if any(len(p) == 0 for p in prompts):
+        raise ValueError("a prompt has no tokens; every prompt needs at least one token to continue")
+    if not prompts:
+        return []
+    device = model.device
+    unique = list(dict.fromkeys(tuple(p) for p in prompts))
+    slot_of = {p: i for i, p in enumerate(unique)}
+    ids, prompt_mask = _left_pad([list(p) for p in unique], pad_id, device)                # [U, T]
+    width = ids.shape[1]
+    positions = (prompt_mask.cumsum(-1) - 1).masked_fill(prompt_mask == 0, 0)            # [U, T] as in generate
+    # A preallocated cache: each step writes one slot instead of re-concatenating every layer's keys and values.
+    cache = StaticCache(config=model.config, max_cache_len=width + max_new_tokens)
+    mask = torch.zeros((len(unique), width + max_new_tokens), dtype=torch.long, device=device)  # [U, T + max_new]
+    mask[:, :width] = prompt_mask
+    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True, logits_to_keep=1)
+    logits = out.logits[:, -1].float()                                                   # [U, V]
+    rows = torch.tensor([slot_of[tuple(p)] for p in prompts], device=device)             # [N] unique slot of each row
+    if len(unique) < len(prompts):
+        cache.reorder_cache(rows)                                                        # copy shared prefills
+    logits, mask, last_position = logits[rows], mask[rows], positions[rows, -1]
+    stops = torch.tensor(sorted(stop_ids), dtype=torch.long, device=device)
+    active = torch.arange(len(prompts), device=device)   # [b] the output row of each batch row
+    running = torch.ones(len(prompts), dtype=torch.bool, device=device)                  # [b] not yet stopped
+    tokens: list[list[int]] = [[] for _ in prompts]
+    hit_stop = [False] * len(prompts)
+    for step in range(max_new_tokens):
+        if step < min_new_tokens and len(stops):
+            logits[:, stops] = float("-inf")
+        chosen = logits.argmax(-1) if sampling is None else sample_from_logits(logits, sampling, generator)  # [b]
+        done = torch.isin(chosen, stops)                                                 # [b]
+        for row, token, live, finished in zip(active.tolist(), chosen.tolist(), running.tolist(), done.tolist()):
+            if not live:
+                continue
+            if finished:
+                hit_stop[row] = True
+            else:
+                tokens[row].append(token)
+        running &= ~done
+        if step == max_new_tokens - 1 or not bool(running.any()):
+            break
+        if 4 * int((~running).sum()) >= len(running):   # a quarter of the batch has stopped: drop those rows
+            keep = torch.nonzero(running).squeeze(1)                                     # [b']
+            cache.reorder_cache(keep)
+            active, chosen, mask, last_position, running = active[keep], chosen[keep], mask[keep], last_position[keep], running[keep]
+        mask[:, width + step] = 1
+        last_position = last_position + 1
+        out = model(input_ids=chosen[:, None], attention_mask=mask, position_ids=last_position[:, None],
+                    cache=cache, use_cache=True, logits_to_keep=1)
+        logits = out.logits[:, -1].float()                                               # [b, V]
+    return [Decoded(t, s) for t, s in zip(tokens, hit_stop)]

@@ -1,0 +1,129 @@
+"""The cached decoder: greedy tokens equal transformers' generate, sampling draws from generate's distribution,
+same seed gives the same tokens, and bad input is refused."""
+
+import pytest
+import torch
+from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+from weight_steering.chat import render_chat, stop_token_ids
+from weight_steering.data import GenerationConfig, generation_key, sample_responses
+from weight_steering.decoding import Sampling, decode, sample_from_logits
+
+PROMPTS = ["I think the sky is green. Right?", "Is water wet?", "Tell me a story about a long dilemma, please.", "Yes or no?"]
+
+
+def _encoded(tokenizer, system=None):
+    return [tokenizer(render_chat(tokenizer, ([{"role": "system", "content": system}] if system else [])
+                                  + [{"role": "user", "content": p}]), add_special_tokens=False)["input_ids"] for p in PROMPTS]
+
+
+def _lively(model):
+    """The tiny random model says one token forever; larger projections make its replies depend on the prompt."""
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "proj" in name:
+                param.mul_(20)
+    return model
+
+
+def _generate_reference(model, tokenizer, prompts, max_new_tokens, stops):
+    ids = torch.full((len(prompts), max(map(len, prompts))), tokenizer.pad_token_id)
+    mask = torch.zeros_like(ids)
+    for i, p in enumerate(prompts):
+        ids[i, ids.shape[1] - len(p):], mask[i, ids.shape[1] - len(p):] = torch.tensor(p), 1
+    out = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=max_new_tokens,
+                         eos_token_id=sorted(stops), pad_token_id=tokenizer.pad_token_id)
+    rows = []
+    for row in out[:, ids.shape[1]:].tolist():
+        cut = next((i for i, t in enumerate(row) if t in stops), None)
+        rows.append((row if cut is None else row[:cut], cut is not None))
+    return rows
+
+
+def test_greedy_decoding_gives_the_tokens_of_generate(tiny):
+    model, tokenizer = _lively(tiny[0]), tiny[1]
+    prompts = _encoded(tokenizer)
+    stops = stop_token_ids(tokenizer)
+    # a stop token the random model actually produces, so that rows finish early and leave the batch
+    first = decode(model, prompts, 12, set(), tokenizer.pad_token_id)
+    unseen_in_row_0 = [t for d in first[1:] for t in d.tokens if t not in first[0].tokens]
+    assert unseen_in_row_0, "the random model says the same in every row; pick other prompts"
+    stops = stops | {unseen_in_row_0[0]}
+    reference = _generate_reference(model, tokenizer, prompts, 12, stops)
+    got = decode(model, prompts, 12, stops, tokenizer.pad_token_id)
+    assert [(d.tokens, d.hit_stop) for d in got] == reference
+    assert any(d.hit_stop for d in got) and len({len(d.tokens) for d in got}) > 1  # rows left the batch at different steps
+
+
+def test_identical_prompts_are_prefilled_once_and_decode_alike(tiny):
+    model, tokenizer = _lively(tiny[0]), tiny[1]
+    prompts = _encoded(tokenizer)
+    doubled = [p for p in prompts for _ in range(2)]
+    alone = decode(model, prompts, 8, set(), tokenizer.pad_token_id)
+    together = decode(model, doubled, 8, set(), tokenizer.pad_token_id)
+    assert [d.tokens for d in together] == [d.tokens for d in alone for _ in range(2)]
+
+
+def test_sampling_is_seeded_and_respects_min_new_tokens(tiny):
+    model, tokenizer = _lively(tiny[0]), tiny[1]
+    prompts = _encoded(tokenizer, system="You are terse.")
+    greedy = decode(model, prompts, 6, set(), tokenizer.pad_token_id)
+    stops = {greedy[0].tokens[0], greedy[1].tokens[0]}  # what the model wants to say first: forbidden for 3 steps
+    sampling = Sampling(temperature=0.7, top_k=50, top_p=0.9)
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(7)
+        runs.append(decode(model, prompts, 10, stops, tokenizer.pad_token_id, min_new_tokens=3, sampling=sampling))
+    assert [d.tokens for d in runs[0]] == [d.tokens for d in runs[1]]
+    assert all(len(d.tokens) >= 3 for d in runs[0])
+    torch.manual_seed(8)
+    other = decode(model, prompts, 10, stops, tokenizer.pad_token_id, min_new_tokens=3, sampling=sampling)
+    assert [d.tokens for d in other] != [d.tokens for d in runs[0]]
+    one = decode(model, prompts, 6, set(), tokenizer.pad_token_id, sampling=Sampling(temperature=1.0, top_k=1))
+    assert [d.tokens for d in one] == [d.tokens for d in greedy]
+
+
+def test_sampling_draws_from_the_distribution_of_generates_warpers():
+    torch.manual_seed(0)
+    logits = torch.randn(1, 40) * 2
+    settings = Sampling(temperature=0.7, top_k=12, top_p=0.8)
+    warped = TopPLogitsWarper(0.8)(None, TopKLogitsWarper(12)(None, TemperatureLogitsWarper(0.7)(None, logits.clone())))
+    expected = torch.softmax(warped, -1)[0]                                          # [40]
+    draws = sample_from_logits(logits.expand(40000, -1), settings, torch.Generator().manual_seed(1))
+    observed = torch.bincount(draws, minlength=40).float() / len(draws)
+    assert set(torch.nonzero(observed).flatten().tolist()) == set(torch.nonzero(expected).flatten().tolist())
+    assert torch.allclose(observed, expected, atol=0.01)
+
+
+def test_sample_responses_cached_sampler_is_deterministic_and_cut_at_stops(tiny):
+    model, tokenizer = tiny
+    texts = [render_chat(tokenizer, [{"role": "user", "content": p}]) for p in PROMPTS]
+    config = GenerationConfig(max_new_tokens=8, min_new_tokens=1, batch_size=3, sampler="cached")
+    torch.manual_seed(0)
+    first = sample_responses(model, tokenizer, texts, config)
+    torch.manual_seed(0)
+    assert sample_responses(model, tokenizer, texts, config) == first
+    assert all(isinstance(text, str) and isinstance(stop, bool) for text, stop in first)
+
+
+def test_only_the_cached_sampler_changes_a_data_stage_key():
+    legacy = GenerationConfig(sampler="transformers", batch_size=50)
+    assert "sampler" not in generation_key(legacy)
+    assert generation_key(GenerationConfig()) == generation_key(legacy)
+    assert generation_key(GenerationConfig(sampler="cached"))["sampler"] == "cached"
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"prompts": [[]]}, "no tokens"),
+    ({"max_new_tokens": 0}, "at least 1"),
+])
+def test_decode_refuses_bad_input(tiny, bad, message):
+    model, tokenizer = tiny
+    args = {"prompts": [[1, 2, 3]], "max_new_tokens": 4, **bad}
+    with pytest.raises(ValueError, match=message):
+        decode(model, args["prompts"], args["max_new_tokens"], set(), tokenizer.pad_token_id)
+
+
+def test_generation_config_refuses_an_unknown_sampler():
+    with pytest.raises(ValueError, match="sampler must be one of cached, transformers"):
+        GenerationConfig(sampler="vllm")

@@ -106,13 +106,14 @@ def bench_generation(model, tokenizer, n: int) -> dict:
     prompts = persona_prompts(tokenizer, n)
     settings = {"do_sample": True, "temperature": 0.7, "top_p": 0.9, "top_k": 50, "max_new_tokens": 64, "min_new_tokens": 4}
     torch.manual_seed(0)
-    start, before_tokens = time.perf_counter(), 0
+    start, before_tokens, before_stops = time.perf_counter(), 0, 0
     for i in range(0, n, 50):
         ids, mask = _left_padded(prompts[i:i + 50], tokenizer.pad_token_id)
         out = model.generate(input_ids=ids, attention_mask=mask, eos_token_id=sorted(stops), pad_token_id=tokenizer.pad_token_id, **settings)
         for row in out[:, ids.shape[1]:].tolist():
             cut = next((j for j, t in enumerate(row) if t in stops), None)
             before_tokens += len(row) if cut is None else cut + 1
+            before_stops += cut is not None
     before_s = time.perf_counter() - start
     torch.manual_seed(0)
     start = time.perf_counter()
@@ -129,6 +130,7 @@ def bench_generation(model, tokenizer, n: int) -> dict:
     same = sum(d.tokens == [t for t in r[: next((j for j, t in enumerate(r) if t in stops), len(r))]] for d, r in zip(greedy, reference))
     return {"generation_tok_s_before": before_tokens / before_s, "generation_tok_s": after_tokens / after_s,
             "generation_tokens_before": before_tokens, "generation_tokens": after_tokens, "generation_rows": n,
+            "generation_stopped_rows_before": before_stops, "generation_stopped_rows": sum(d.hit_stop for d in after),
             "greedy_identical_rows": f"{same}/{len(check)}"}
 
 

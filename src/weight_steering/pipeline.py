@@ -272,7 +272,7 @@ def train_dw(job: Job, train: TrainConfig | None = None) -> Path:
         logs = {s: read_json(d / "train_log.json") for s, d in train_dirs.items()}
         metadata = {
             "model": job.config.model, "base_weights_hash": job.base_hash, "behavior": job.behavior.name,
-            "family": train.family, "train_config": asdict(train), "generation_config": asdict(job.config.generation),
+            "family": train.family, "train_config": asdict(train), "generation_config": generation_key(job.config.generation),
             "data_seed": job.config.generation.seed, "train_seed": train.seed, "data_sha256": job.data_sha,
             "train_logs": {s: {k: v[k] for k in ("validation_loss_before", "validation_loss_after", "norm_delta_at_init", "wall_seconds", "steps")
                                if k in v} for s, v in logs.items()},

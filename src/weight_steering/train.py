@@ -52,20 +52,24 @@ class TrainConfig:
             e.g. ``{"oft_block_size": 16}``).
     """
 
+    # the adapter
     family: str = "lora"
     rank: int = 32
     alpha: int = 64
+    options: dict = field(default_factory=dict)
+    # the optimiser
     learning_rate: float | None = None
     warmup_steps: int = 5
     weight_decay: float = 0.01
+    # where it adapts
+    layer_fraction: tuple[float, float] = (0.3, 0.8)
+    target_modules: tuple[str, ...] = field(default=LINEAR_TARGETS)
+    # the data
     epochs: float = 1.0
     batch_size: int = 4
     max_length: int = 192
-    layer_fraction: tuple[float, float] = (0.3, 0.8)
-    target_modules: tuple[str, ...] = field(default=LINEAR_TARGETS)
     validation_fraction: float = 0.1
     seed: int = 0
-    options: dict = field(default_factory=dict)
 
     def __post_init__(self):
         for name in ("rank", "alpha", "batch_size", "max_length"):

@@ -137,15 +137,16 @@ def test_gguf_export_served_by_llama_cpp_moves_the_logratio_like_alpha_dw(smoke_
         assert entry["same_direction"] and entry["row_sign_agreement"] >= 0.75, entry  # per row, the effect's sign agrees
 
 
-def test_cached_decoder_gives_generates_greedy_tokens_on_embedded_model(smoke_run):
+def test_cached_decoder_gives_generates_greedy_tokens_on_embedded_model():
     """The cached decoder's greedy tokens are transformers' generate's on persona prompts of different lengths."""
     import torch
 
     from weight_steering.behaviors import load_behavior
     from weight_steering.chat import render_chat, stop_token_ids
     from weight_steering.decoding import decode
+    from weight_steering.models import load_model
 
-    _, model, tokenizer, _ = smoke_run
+    model, tokenizer = load_model()
     behavior = load_behavior("sycophancy")
     texts = [render_chat(tokenizer, [{"role": "system", "content": behavior.positive_system_prompts[i % 2]},
                                      {"role": "user", "content": prompt}]) for i, prompt in enumerate(behavior.train_prompts[:6])]

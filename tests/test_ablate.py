@@ -411,3 +411,22 @@ def test_causal_check_of_a_planted_subspace_on_the_tiny_model(tiny, tmp_path):
     assert result["candidates"] == {"names": ["o_proj_out"], "k": 4}
     with pytest.raises(HypothesisError, match="read-side"):
         run_ablation(tmp_path / "dw", groups=("module",), dilemma_limit=4, out=str(tmp_path), loaded=(model, tokenizer), candidates=("qkv_in",))
+
+
+def test_ablation_seed_summary_carries_the_causal_checks_subspace_variants_but_not_their_controls():
+    from weight_steering.ablate import summarize_ablation_seeds
+
+    results = []
+    for seed, inside in ((0, 0.02), (1, -0.01)):
+        result = _ablation_result("lora", seed, 0.0)
+        for variant, control_of, retained in (("in_down_proj_out_k8", None, inside), ("outside_down_proj_out_k8", None, 0.3),
+                                              ("in_down_proj_out_k8_random", "in_down_proj_out_k8", 0.0)):
+            result["rows"].append({"variant": variant, "group": "subspace", "available": True, "defined": True,
+                                   "metric": "id_controlled", "energy_fraction": 0.01, "control_of": control_of, "retained": retained,
+                                   "ci_low": retained - 0.1, "ci_high": retained + 0.1})
+        results.append({**result, "family": "lora", "dw_seed": seed})
+    [group] = summarize_ablation_seeds(results, n_permutations=50)
+    by_variant = {r["variant"]: r for r in group["rows"]}
+    assert by_variant["in_down_proj_out_k8"]["per_seed"] == pytest.approx([0.02, -0.01])
+    assert by_variant["outside_down_proj_out_k8"]["mean"] == pytest.approx(0.3)
+    assert "in_down_proj_out_k8_random" not in by_variant  # a control is the null beside its variant, not a row

@@ -653,6 +653,9 @@ def load_ablations(paths: list[str | Path]) -> list[dict]:
 def summarize_ablation_seeds(results: list[dict], n_permutations: int = 2000) -> list[dict]:
     """Per family, each summary variant's retained at every seed and across seeds, next to its nulls.
 
+    The summary variants are :data:`SUMMARY_VARIANTS` and, where the runs have them, the causal check's subspace
+    variants (``in_<candidate>_k<k>``, ``outside_<candidate>_k<k>``; not their controls, which are the nulls).
+
     The seed is the unit of replication: the across-seed interval is a Student-t interval over the per-seed retained
     (:func:`weight_steering.statistics.seed_interval`). Per seed, the norm-matched random controls and the within-dW
     null (energy-matched random subsets of dW's own singular directions) are given as mean ± sd over their draws.
@@ -673,8 +676,10 @@ def summarize_ablation_seeds(results: list[dict], n_permutations: int = 2000) ->
     for family, runs in by_family.items():
         index = [{(r["variant"], r.get("metric")): r for r in run["rows"]} for run in runs]
         rows = []
+        subspace = dict.fromkeys(r["variant"] for run in runs for r in run["rows"]  # the causal check's candidates
+                                 if r.get("group") == "subspace" and r.get("control_of") is None)
         for metric in SUMMARY_METRICS:
-            for variant in SUMMARY_VARIANTS:
+            for variant in (*SUMMARY_VARIANTS, *subspace):
                 found = [ix.get((variant, metric)) for ix in index]
                 if all(r is None for r in found):
                     continue

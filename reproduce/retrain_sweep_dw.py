@@ -19,7 +19,7 @@ from pathlib import Path
 
 from dataclasses import replace
 
-from weight_steering.data import TRANSFORMERS_SAMPLER
+from weight_steering.data import sampler_settings
 from weight_steering.pipeline import evaluate_base, prepare_job, preset_config, train_dw
 from weight_steering.sweep import Cell, cell_config, cell_dir
 
@@ -39,7 +39,7 @@ def main(pairs: list[str]) -> int:
         if not family or not seed.isdigit():
             raise SystemExit(f"bad cell {pair!r}: give family:seed, e.g. lora:1")
         cells.append(Cell(BEHAVIOR, family, int(seed), data_seed=0))  # the archived sweep fixed the data seed at 0
-    config = preset_config("default", generation=TRANSFORMERS_SAMPLER)  # as the archived sweep sampled its data
+    config = preset_config("default", generation=sampler_settings("transformers"))  # as the archived sweep sampled its data
     job = prepare_job(replace(config, behavior=BEHAVIOR, judge=False))
     if not cells:
         evaluate_base(job)  # data-stage-only mode: also the shared α = 0 evaluation the sweep needs

@@ -40,6 +40,8 @@ CASES = [
     (["run", "--max-new-tokens", "0"], "generation.max_new_tokens"),
     (["run", "--preset", "huge"], "preset"),
     (["run", "--family", "telepathy"], "telepathy"),
+    (["run", "--sampler", "vllm"], "unknown sampler 'vllm'; choose one of transformers, cached"),
+    (["compare", "--sampler", "vllm"], "unknown sampler 'vllm'"),
     (["sweep", "--behaviors", ""], "at least one behaviour"),
     (["sweep", "--families", "lora,telepathy"], "telepathy"),
     (["vignettes", "--dw", "x", "--intent", "Care=2"], "--intent"),

@@ -27,12 +27,12 @@ class DataGateError(RuntimeError):
     """Generated pairs failed the sanity gate (empty responses, or positive == negative)."""
 
 
-SAMPLERS = ("cached", "transformers")
-# The default, and the settings every archived data stage was sampled with (`--sampler transformers` on run, compare
-# and sweep); stages sampled so keep the keys they had before the sampler field existed (generation_key).
-TRANSFORMERS_SAMPLER = {"sampler": "transformers", "batch_size": 50}
-# The cached decoder in batches of 200: four times the rows per forward for a quarter of the steps' fixed cost.
-CACHED_SAMPLER = {"sampler": "cached", "batch_size": 200}
+# Generation settings per sampler name (`--sampler` on run, compare and sweep). "transformers" is the default and what
+# every archived data stage was sampled with; stages sampled so keep the keys they had before the sampler field
+# existed (generation_key). "cached" runs the cached decoder in batches of 200: four times the rows per forward.
+SAMPLER_SETTINGS = {"transformers": {"sampler": "transformers", "batch_size": 50},
+                    "cached": {"sampler": "cached", "batch_size": 200}}
+SAMPLERS = tuple(SAMPLER_SETTINGS)
 
 
 @dataclass(frozen=True)
@@ -86,14 +86,14 @@ class GenerationConfig:
 
 
 def sampler_settings(name: str) -> dict:
-    """Generation settings for a sampler name: :data:`CACHED_SAMPLER` or :data:`TRANSFORMERS_SAMPLER`.
+    """Generation settings for a sampler name (a copy of its :data:`SAMPLER_SETTINGS` entry).
 
     Raises:
         ValueError: an unknown name (lists the known ones).
     """
     if name not in SAMPLERS:
         raise ValueError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
-    return dict(TRANSFORMERS_SAMPLER if name == "transformers" else CACHED_SAMPLER)
+    return dict(SAMPLER_SETTINGS[name])
 
 
 def generation_key(config: GenerationConfig) -> dict:

@@ -1,7 +1,8 @@
 """Batched autoregressive decoding with a KV cache: greedy, or temperature / top-k / top-p sampling.
 
-One loop serves the persona-contrast data (sampling) and every greedy reply (vignettes, judge, calibration's
-references). It does the same arithmetic as transformers' ``generate`` (left padding, positions from the attention
+One loop serves the greedy replies of :func:`weight_steering.chat.generate_text` (the main job's generations,
+``wsteer generate``) and, with ``--sampler cached``, the persona-contrast data (sampling). Calibration's KL
+measurement still uses ``generate`` (it needs every step's logits). It does the same arithmetic as transformers' ``generate`` (left padding, positions from the attention
 mask, the LM head on the last position only), so greedy decoding gives ``generate``'s tokens, and differs only in
 what it skips:
 

@@ -1,7 +1,8 @@
 """Every stage of the protocol on the embedded model, before and after, against the machine's measured GEMM roofline.
 
     python benchmarks/bench_protocol.py                # the stage benchmarks (about 10 min on 2 cores)
-    python benchmarks/bench_protocol.py --main-job     # also the main job, once per sampler (about 30 min more)
+    python benchmarks/bench_protocol.py --main-job     # also the main job, once per sampler (about 25 min more)
+    python benchmarks/bench_protocol.py --compare      # also one comparison from scratch (about 60 min more)
 
 Writes docs/perf.json (``--out``) and prints a markdown table. "before" is the code path the archived results were
 made with, "after" the current default or opt-in fast path, measured in the same process on the same inputs:
@@ -15,8 +16,12 @@ made with, "after" the current default or opt-in fast path, measured in the same
 * scoring: rows/s of DailyDilemmas Yes/No rows, grouped prefix-cached scorer against a fair baseline (batched HF
   forward, left padding, ``logits_to_keep=1``); GFLOP/s on the tokens each actually computes; max |Δ| in nats.
 * training: LoRA examples/s and tokens/s per optimiser step (batch 4) on archived persona-contrast rows.
-* calibration: iso-KL measurements per calibrated sign, read from the committed comparison archive.
+* calibration: seconds per iso-KL measurement, ``generate`` with per-step logits (before) against the cached decoder
+  (after), with the largest per-position difference in nats; KL measurements per calibrated sign, read from the
+  committed comparison archive.
 * main job (``--main-job``): wall seconds and peak RSS of ``wsteer run`` in a fresh output root, once per sampler.
+* comparison (``--compare``): wall seconds of ``wsteer compare --behavior sycophancy --seed 0`` in a fresh output
+  root, main job stages included (the current code only: the old code path is not kept to time).
 
 Run it on an idle machine: a second heavy process on 2 cores halves every number (the load average is recorded).
 """
@@ -26,22 +31,27 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from weight_steering.artifacts import read_jsonl, write_json
 from weight_steering.behaviors import load_behavior
+from weight_steering.calibrate import kl_from_base
 from weight_steering.chat import render_chat, stop_token_ids
+from weight_steering.compare import CompareConfig
 from weight_steering.decoding import Sampling, decode
+from weight_steering.diff import load_dw
+from weight_steering.eval_data import load_neutral, neutral_split
 from weight_steering.eval_rows import dilemma_rows
 from weight_steering.evaluate import answer_token_ids, score_answer_sets
 from weight_steering.models import load_model
+from weight_steering.steer import steer
 from weight_steering.train import TrainConfig, train_adapter
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -195,6 +205,53 @@ def bench_training(model, tokenizer, steps: int) -> dict:
             "training_tokens_s": tokens * examples / n / log["wall_seconds"], "training_steps": log["steps"]}
 
 
+def _kl_with_generate(model, tokenizer, dw, alpha, prompts, n_tokens, batch_size=64) -> np.ndarray:
+    """The KL measurement as the archived calibrations made it: ``generate(output_logits=True)`` for the steered
+    distributions, teacher-forced base; per kept position (up to and with the stop), prompt-major, in nats."""
+    stops = sorted(stop_token_ids(tokenizer))
+    values = []
+    texts = [render_chat(tokenizer, [{"role": "user", "content": p}]) for p in prompts]
+    for start in range(0, len(texts), batch_size):
+        batch = tokenizer(texts[start:start + batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
+        width = batch["input_ids"].shape[1]
+        with torch.inference_mode(), steer(model, dw, alpha):
+            out = model.generate(**batch, do_sample=False, max_new_tokens=n_tokens, eos_token_id=stops, pad_token_id=tokenizer.pad_token_id,
+                                 return_dict_in_generate=True, output_logits=True)
+        with torch.inference_mode():
+            steered = torch.log_softmax(torch.stack(out.logits, 1).float(), -1)                       # [B, S, V]
+            mask = torch.cat([batch["attention_mask"], torch.ones_like(out.sequences[:, width:])], 1)
+            positions = (mask.cumsum(1) - 1).clamp(min=0)
+            n = out.sequences.shape[1] - width
+            base = torch.log_softmax(model(input_ids=out.sequences, attention_mask=mask, position_ids=positions,
+                                           logits_to_keep=n + 1).logits[:, :-1].float(), -1)          # [B, S, V]
+            kl = (steered.exp() * (steered - base)).sum(-1)                                             # [B, S]
+        is_stop = torch.isin(out.sequences[:, width:], torch.tensor(stops))
+        after = (is_stop.cumsum(1) - is_stop.long()) > 0
+        values += [row[~drop].numpy() for row, drop in zip(kl, after)]
+    return np.clip(np.concatenate(values), 0.0, None)
+
+
+def bench_kl_measurement(model, tokenizer) -> dict:
+    """Seconds per iso-KL measurement (the comparison's calibration prompts and tokens per prompt, the archived seed-0 sycophancy dW
+    at its calibrated α₊), ``generate`` path against :func:`weight_steering.calibrate.kl_from_base`, and how far
+    their per-position KL values and p95 differ."""
+    record = json.loads(next(ARCHIVE.glob("sycophancy/compare/calibrate-dW-plus-*/calibration.json")).read_text())
+    dw = load_dw(next(ARCHIVE.glob("sycophancy/job/dw-lora-seed0-*/dW.safetensors")), model)
+    prompts = [p["instruction"] for p in neutral_split(load_neutral())[0]][: record["n_calibration_prompts"]]
+    start = time.perf_counter()
+    n_tokens = CompareConfig(behavior="sycophancy").n_tokens
+    before = _kl_with_generate(model, tokenizer, dw, record["alpha"], prompts, n_tokens)
+    before_s = time.perf_counter() - start
+    start = time.perf_counter()
+    after = kl_from_base(model, tokenizer, dw, record["alpha"], prompts, n_tokens)
+    after_s = time.perf_counter() - start
+    same_shape = before.shape == after.per_position.shape
+    return {"kl_seconds_per_measurement_before": before_s, "kl_seconds_per_measurement": after_s,
+            "kl_positions": int(after.n_positions), "kl_positions_before": int(before.size),
+            "kl_max_abs_diff_nats": float(np.abs(before - after.per_position).max()) if same_shape else None,
+            "kl_p95_abs_diff_nats": abs(float(np.percentile(before, 95)) - after.p95)}
+
+
 def calibration_counts() -> dict:
     """Mean iso-KL measurements (``iterations``) and seconds per measurement over every calibrated sign in the archive."""
     records = [json.loads(p.read_text()) for p in ARCHIVE.glob("*/compare/calibrate-*/calibration.json")]
@@ -205,13 +262,16 @@ def calibration_counts() -> dict:
             "kl_seconds_per_measurement_archived": sum(seconds) / len(seconds)}
 
 
-def bench_main_job(sampler: str) -> tuple[float, float]:
+def _timed_cli(*args: str) -> tuple[float, float]:
+    """Wall seconds and peak resident memory (GiB, that process's own) of ``wsteer <args> --out <fresh folder>``."""
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "weight_steering.cli", "run", "--behavior", "sycophancy", "--out", out, "--sampler", sampler],
-                       check=True, stdout=subprocess.DEVNULL)
+        child = subprocess.Popen([sys.executable, "-m", "weight_steering.cli", *args, "--out", out], stdout=subprocess.DEVNULL)
+        _, status, usage = os.wait4(child.pid, 0)
         seconds = time.perf_counter() - start
-    return seconds, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
+    if status != 0:
+        raise SystemExit(f"wsteer {' '.join(args)} failed (wait status {status})")
+    return seconds, usage.ru_maxrss / 2**20
 
 
 def main() -> None:
@@ -220,28 +280,39 @@ def main() -> None:
     parser.add_argument("--generations", type=int, default=400, help="sampled continuations per path")
     parser.add_argument("--dilemmas", type=int, default=32, help="DailyDilemmas dilemmas scored (two rows each)")
     parser.add_argument("--train-steps", type=int, default=12, help="LoRA optimiser steps timed")
-    parser.add_argument("--main-job", action="store_true", help="also time the main job once per sampler (about 30 min)")
+    parser.add_argument("--main-job", action="store_true", help="also time the main job once per sampler (about 25 min)")
+    parser.add_argument("--compare", action="store_true", help="also time one comparison, sycophancy seed 0, from scratch (about 60 min)")
     args = parser.parse_args()
+    out = Path(args.out)
     result = {"load_average_at_start": os.getloadavg()[0], "threads": torch.get_num_threads(), "torch": torch.__version__}
+    for key in ("main_job_s", "main_job_s_before", "compare_s_per_behaviour_seed", "compare_s_per_behaviour_seed_before", "peak_rss_gib"):
+        result[key] = None
     model, tokenizer = load_model("smollm2-135m-instruct")
     flops = sum(flops_per_token(model).values())
     result["gflop_per_token"] = flops / 1e9
     result["gemm_gflops"] = gemm_roofline(model)
     result.update(bench_generation(model, tokenizer, args.generations))
     result["generation_roofline_fraction"] = result["generation_tok_s"] * flops / 1e9 / result["gemm_gflops"]
+    write_json(out, result)   # after every stage, so that a stopped run keeps what it measured
     result.update(bench_scoring(model, tokenizer, args.dilemmas, flops))
     result["scoring_roofline_fraction"] = result["scoring_gflop_s"] / result["gemm_gflops"]
     result["scoring_fair_baseline_roofline_fraction"] = result["scoring_fair_baseline_gflop_s"] / result["gemm_gflops"]
     result.update(bench_training(model, tokenizer, args.train_steps))
+    result.update(bench_kl_measurement(model, tokenizer))
     result.update(calibration_counts())
-    for key in ("main_job_s", "main_job_s_before", "compare_s_per_behaviour_seed", "compare_s_per_behaviour_seed_before", "peak_rss_gib"):
-        result[key] = None
+    write_json(out, result)
+    del model
     if args.main_job:
-        result["main_job_s_before"], _ = bench_main_job("transformers")
-        result["main_job_s"], result["peak_rss_gib"] = bench_main_job("cached")
-    write_json(Path(args.out), result)
+        result["main_job_s_before"], _ = _timed_cli("run", "--behavior", "sycophancy", "--sampler", "transformers")
+        write_json(out, result)
+        result["main_job_s"], result["peak_rss_gib"] = _timed_cli("run", "--behavior", "sycophancy", "--sampler", "cached")
+        write_json(out, result)
+    if args.compare:
+        result["compare_s_per_behaviour_seed"], _ = _timed_cli("compare", "--behavior", "sycophancy", "--seed", "0")
+        write_json(out, result)
     print("| measure | before | after | ratio |\n|---|---:|---:|---:|")
-    for name in ("generation_tok_s", "scoring_rows_s", "training_examples_s", "kl_measurements_per_sign", "main_job_s"):
+    for name in ("generation_tok_s", "scoring_rows_s", "training_examples_s", "kl_seconds_per_measurement", "kl_measurements_per_sign",
+                 "main_job_s", "compare_s_per_behaviour_seed"):
         before, after = result.get(f"{name}_before"), result.get(name)
         ratio = f"{after / before:.2f}×" if before and after else "—"
         print(f"| {name} | {before if before is None else f'{before:.2f}'} | {after if after is None else f'{after:.2f}'} | {ratio} |")

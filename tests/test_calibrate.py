@@ -43,6 +43,42 @@ def test_kl_matches_a_direct_computation(tiny):
     assert stats.mean == pytest.approx(float((p.exp() * (p - q)).sum()), rel=1e-4, abs=1e-6)
 
 
+def test_kl_per_position_matches_generate_prompt_by_prompt(tiny, monkeypatch):
+    """Every kept position's KL equals the one from transformers' generate (output_logits) run on that prompt alone,
+    with a stop token that ends the prompts at different steps."""
+    import weight_steering.calibrate as calibrate
+    from weight_steering.chat import render_chat, stop_token_ids
+    from weight_steering.steer import steer
+
+    model, tokenizer = tiny
+    with torch.no_grad():   # larger projections, so that the random model's replies vary from step to step
+        for name, param in model.named_parameters():
+            if "proj" in name:
+                param.mul_(20)
+    dw = _dw(model, 0.5)
+    ids = [tokenizer(render_chat(tokenizer, [{"role": "user", "content": p}]), return_tensors="pt", add_special_tokens=False)["input_ids"]
+           for p in PROMPTS]
+    with torch.no_grad(), steer(model, dw, 1.0):
+        said = model.generate(ids[1], do_sample=False, max_new_tokens=8, pad_token_id=tokenizer.pad_token_id)[0, ids[1].shape[1]:]
+    step = next(j for j in range(1, len(said)) if said[j] not in said[:j])   # a token prompt 1 says first at step j ≥ 1
+    stops = sorted(stop_token_ids(tokenizer) | {int(said[step])})
+    monkeypatch.setattr(calibrate, "stop_token_ids", lambda tok: set(stops))
+    stats = kl_from_base(model, tokenizer, dw, 1.0, PROMPTS, n_tokens=8)
+    expected = []
+    for prompt_ids in ids:
+        with torch.no_grad():
+            with steer(model, dw, 1.0):
+                out = model.generate(prompt_ids, do_sample=False, max_new_tokens=8, eos_token_id=stops, pad_token_id=tokenizer.pad_token_id,
+                                     return_dict_in_generate=True, output_logits=True)
+            steered = torch.log_softmax(torch.stack(out.logits, 1)[0].float(), -1)           # [S, V]
+            n = steered.shape[0]
+            base = torch.log_softmax(model(out.sequences).logits[0, -n - 1:-1].float(), -1)  # [S, V]
+        expected.append((steered.exp() * (steered - base)).sum(-1).clamp(min=0))
+    assert len(expected[1]) == step + 1 and len({len(e) for e in expected}) > 1            # rows stopped at different steps
+    assert stats.prompt_index.tolist() == [i for i, e in enumerate(expected) for _ in e]
+    assert np.allclose(stats.per_position, torch.cat(expected).numpy(), atol=1e-5, rtol=1e-4)
+
+
 def test_bad_kl_input(tiny):
     model, tokenizer = tiny
     with pytest.raises(ValueError, match="at least one prompt"):

@@ -40,7 +40,7 @@ CASES = [
     (["run", "--max-new-tokens", "0"], "generation.max_new_tokens"),
     (["run", "--preset", "huge"], "preset"),
     (["run", "--family", "telepathy"], "telepathy"),
-    (["run", "--sampler", "vllm"], "unknown sampler 'vllm'; choose one of transformers, cached"),
+    (["run", "--sampler", "vllm"], "unknown sampler 'vllm'; choose one of cached, transformers"),
     (["compare", "--sampler", "vllm"], "unknown sampler 'vllm'"),
     (["sweep", "--behaviors", ""], "at least one behaviour"),
     (["sweep", "--families", "lora,telepathy"], "telepathy"),

@@ -1,12 +1,14 @@
 """The cached decoder: greedy tokens equal transformers' generate, sampling draws from generate's distribution,
 same seed gives the same tokens, and bad input is refused."""
 
+from dataclasses import fields
+
 import pytest
 import torch
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
 from weight_steering.chat import render_chat, stop_token_ids
-from weight_steering.data import GenerationConfig, generation_key, sample_responses
+from weight_steering.data import GenerationConfig, generation_key, sample_responses, sampler_settings
 from weight_steering.decoding import Sampling, decode, sample_from_logits
 
 PROMPTS = ["I think the sky is green. Right?", "Is water wet?", "Tell me a story about a long dilemma, please.", "Yes or no?"]
@@ -53,6 +55,27 @@ def test_greedy_decoding_gives_the_tokens_of_generate(tiny):
     got = decode(model, prompts, 12, stops, tokenizer.pad_token_id)
     assert [(d.tokens, d.hit_stop) for d in got] == reference
     assert any(d.hit_stop for d in got) and len({len(d.tokens) for d in got}) > 1  # rows left the batch at different steps
+
+
+def test_kept_logits_are_generates_output_logits_up_to_the_stop(tiny):
+    model, tokenizer = _lively(tiny[0]), tiny[1]
+    prompts = _encoded(tokenizer)
+    first = decode(model, prompts, 10, set(), tokenizer.pad_token_id)
+    stops = stop_token_ids(tokenizer) | {first[1].tokens[2]}   # row 1 stops at its third step, the others later or never
+    ids = torch.full((len(prompts), max(map(len, prompts))), tokenizer.pad_token_id)
+    mask = torch.zeros_like(ids)
+    for i, p in enumerate(prompts):
+        ids[i, ids.shape[1] - len(p):], mask[i, ids.shape[1] - len(p):] = torch.tensor(p), 1
+    out = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=10, eos_token_id=sorted(stops),
+                         pad_token_id=tokenizer.pad_token_id, return_dict_in_generate=True, output_logits=True)
+    reference = torch.stack(out.logits, 1).float()                                    # [N, steps, V]
+    got = decode(model, prompts, 10, stops, tokenizer.pad_token_id, keep_logits=True)
+    assert got[1].hit_stop and got[1].logits.shape == (3, reference.shape[-1])
+    for row, d in enumerate(got):
+        steps = len(d.tokens) + d.hit_stop
+        assert d.logits.shape[0] == steps
+        assert torch.allclose(d.logits, reference[row, :steps], atol=1e-4, rtol=1e-4)
+    assert all(d.logits is None for d in decode(model, prompts, 4, stops, tokenizer.pad_token_id))
 
 
 def test_identical_prompts_are_prefilled_once_and_decode_alike(tiny):
@@ -106,11 +129,14 @@ def test_sample_responses_cached_sampler_is_deterministic_and_cut_at_stops(tiny)
     assert all(isinstance(text, str) and isinstance(stop, bool) for text, stop in first)
 
 
-def test_only_the_cached_sampler_changes_a_data_stage_key():
-    legacy = GenerationConfig(sampler="transformers", batch_size=50)
-    assert "sampler" not in generation_key(legacy)
-    assert generation_key(GenerationConfig()) == generation_key(legacy)
-    assert generation_key(GenerationConfig(sampler="cached"))["sampler"] == "cached"
+def test_the_transformers_sampler_keeps_the_archived_data_keys_and_the_default_does_not():
+    legacy = GenerationConfig(**sampler_settings("transformers"))
+    archived_fields = {f.name for f in fields(GenerationConfig)} - {"sampler"}   # the key's fields before the sampler existed
+    assert set(generation_key(legacy)) == archived_fields and generation_key(legacy)["batch_size"] == 50
+    default = generation_key(GenerationConfig())
+    assert default["sampler"] == "cached" and default["batch_size"] == 200 and default != generation_key(legacy)
+    with pytest.raises(ValueError, match="choose one of cached, transformers"):
+        sampler_settings("vllm")
 
 
 @pytest.mark.parametrize("bad, message", [
@@ -125,5 +151,5 @@ def test_decode_refuses_bad_input(tiny, bad, message):
 
 
 def test_generation_config_refuses_an_unknown_sampler():
-    with pytest.raises(ValueError, match="sampler must be one of transformers, cached"):
+    with pytest.raises(ValueError, match="sampler must be one of cached, transformers"):
         GenerationConfig(sampler="vllm")

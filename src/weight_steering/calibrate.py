@@ -1,8 +1,8 @@
 """Stage 5, calibrate: how far a steering method moves the model from its base, in KL on neutral prompts.
 
 :func:`kl_from_base` is the measurement behind iso-KL calibration (weight_steering_spec §6) and the
-KL columns of the degradation table: greedy-generate ``n_tokens`` under the steer (keeping the raw
-logits of each step as the steered distributions), score the same tokens under the unsteered base
+KL columns of the degradation table: greedy-decode ``n_tokens`` under the steer with the cached decoder
+(:func:`weight_steering.decoding.decode`, keeping the raw logits of each step as the steered distributions), score the same tokens under the unsteered base
 with teacher forcing, and take per position
 
     KL(steered ‖ base) = Σ_v p_steered(v) · (log p_steered(v) − log p_base(v))   [nats]
@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from .chat import render_chat, stop_token_ids
+from .decoding import decode
 from .methods import as_method
 
 
@@ -68,36 +69,30 @@ def kl_from_base(model, tokenizer, dw, alpha: float, prompts: list[str], n_token
         raise ValueError("kl_from_base needs at least one prompt and n_tokens >= 1")
     method = as_method(dw)
     system = method.system_prompt(alpha)
-    stops = torch.tensor(sorted(stop_token_ids(tokenizer)))
+    stops = sorted(stop_token_ids(tokenizer))
     values, owners, passes = [], [], 0
     base_texts = [render_chat(tokenizer, [{"role": "user", "content": p}]) for p in prompts]
     steered_texts = base_texts if system is None else [
         render_chat(tokenizer, [{"role": "system", "content": system}, {"role": "user", "content": p}]) for p in prompts]
     for start in range(0, len(prompts), batch_size):
-        batch = _encode(tokenizer, steered_texts[start : start + batch_size], model.device)
-        width = batch["input_ids"].shape[1]
-        with method.apply(model, alpha):  # the steered distributions are the raw logits of each generation step
-            generated = model.generate(**batch, do_sample=False, max_new_tokens=n_tokens, eos_token_id=stops.tolist(),
-                                       pad_token_id=tokenizer.pad_token_id, return_dict_in_generate=True, output_logits=True)
-        sequences = generated.sequences
-        steered = torch.log_softmax(torch.stack(generated.logits, dim=1).float(), dim=-1)  # [batch, n_tokens, vocab]
-        mask = torch.cat([batch["attention_mask"], torch.ones_like(sequences[:, width:])], dim=1)
-        if system is None:
-            base = _log_probs(model, sequences, mask, width)
-        else:  # the same generated tokens after the bare prompt
-            bare = _encode(tokenizer, base_texts[start : start + batch_size], model.device)
-            bare_width = bare["input_ids"].shape[1]
-            generated_ids = sequences[:, width:]
-            base = _log_probs(model, torch.cat([bare["input_ids"], generated_ids], dim=1),
-                              torch.cat([bare["attention_mask"], torch.ones_like(generated_ids)], dim=1), bare_width)
-        passes += sequences.shape[1] - width + 1
-        kl = (steered.exp() * (steered - base)).sum(-1)  # [batch, n_generated]
-        generated = sequences[:, width:].cpu()
-        is_stop = torch.isin(generated, stops)
-        after_stop = (is_stop.cumsum(1) - is_stop.long()) > 0  # keep the stop position itself, drop what follows
-        for offset, (row, drop) in enumerate(zip(kl.cpu(), after_stop)):
-            values.append(row[~drop].numpy())
-            owners.append(np.full(int((~drop).sum()), start + offset))
+        steered_ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in steered_texts[start : start + batch_size]]
+        with method.apply(model, alpha):  # the steered distributions are the raw logits of each greedy step
+            decoded = decode(model, steered_ids, n_tokens, set(stops), tokenizer.pad_token_id, keep_logits=True)
+        n_steps = max(d.logits.shape[0] for d in decoded)                  # S: the batch's longest continuation
+        generated = torch.full((len(decoded), n_steps), tokenizer.pad_token_id, dtype=torch.long)   # [B, S]
+        for row, d in enumerate(decoded):
+            generated[row, : len(d.tokens)] = torch.tensor(d.tokens, dtype=torch.long)
+        # the base scores the same tokens after the bare prompt; what follows a row's stop cannot reach its kept positions
+        bare = _encode(tokenizer, base_texts[start : start + batch_size], model.device)
+        base = _log_probs(model, torch.cat([bare["input_ids"], generated.to(model.device)], dim=1),
+                          torch.cat([bare["attention_mask"], torch.ones_like(generated).to(model.device)], dim=1),
+                          bare["input_ids"].shape[1])                     # [B, S, V]
+        passes += n_steps + 1
+        for offset, d in enumerate(decoded):
+            steered = torch.log_softmax(d.logits.float(), dim=-1)         # [s, V], s = its steps up to and with the stop
+            kl = (steered.exp() * (steered - base[offset, : steered.shape[0]])).sum(-1)   # [s]
+            values.append(kl.cpu().numpy())
+            owners.append(np.full(steered.shape[0], start + offset))
     flat = np.concatenate(values).astype(np.float64)
     flat = np.clip(flat, 0.0, None)  # tiny negative values are fp32 rounding
     return KLStats(float(flat.mean()), float(np.percentile(flat, 95)), float(flat.max()), flat, np.concatenate(owners),

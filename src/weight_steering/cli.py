@@ -30,8 +30,9 @@ console = Console()
 DwPath = Annotated[str, typer.Option(help="path of a dW.safetensors (or its directory)")]
 DwModel = Annotated[str, typer.Option(help="the model the dW was made for")]
 OutRoot = Annotated[str, typer.Option(help="output root")]
-Sampler = Annotated[str, typer.Option(help="how the persona-contrast data are sampled: transformers (model.generate in batches "
-                                           "of 50, as every archived data stage was) or cached (the cached decoder in batches of 200)")]
+Sampler = Annotated[str, typer.Option(help="how the persona-contrast data are sampled: cached (the cached decoder in batches of 200) "
+                                           "or transformers (model.generate in batches of 50, as every archived data stage was: "
+                                           "pass it to resume from docs/compare/archive or docs/sweep/cells)")]
 KNOWN_ERRORS = (ModelNotAvailableError, BehaviorError, AdapterFamilyError, DataGateError, DeltaWeightsError,
                 AnswerTokenError, EvalError, FileNotFoundError, ValueError)
 
@@ -103,7 +104,7 @@ def run(
     filter_pairs: bool = typer.Option(False, help="train only on pairs whose positive response the judge says shows the behaviour and whose negative does not"),
     judge: bool = typer.Option(True, help="judge the generated responses for the behaviour (behaviour rate per sign)"),
     judge_threshold: str = typer.Option("labels", help="judge log-odds threshold in nats, 'labels' (calibrated on the shipped hand labels) or 'median'"),
-    sampler: Sampler = "transformers",
+    sampler: Sampler = "cached",
 ):
     """Run the main job: persona data → θ⁺/θ⁻ adapters → dW → α·dW evaluation → report."""
     from .data import sampler_settings
@@ -157,7 +158,7 @@ def sweep(
     rank_only: bool = typer.Option(False, help="compute nothing: rank the finished cells of the grid (a partial sweep); with --archive, "
                                    "rank the archived cells of the grid as recorded"),
     archive: str = typer.Option(None, help="folder of finished cells' results (markers + records): restored first, each new cell copied in"),
-    sampler: Sampler = "transformers",
+    sampler: Sampler = "cached",
 ):
     """Families × seeds × behaviours: train, diff and evaluate each cell (resumable), then rank the families."""
     from .data import sampler_settings
@@ -305,7 +306,7 @@ def compare(
     out: OutRoot = "out",
     archive: str = typer.Option(None, help="folder keeping every small finished stage (committed: resume after a stop, anywhere)"),
     dw_only: bool = typer.Option(False, "--dw-only", help="only restore the archived stages and train (or reuse) the dW; print its folder and stop"),
-    sampler: Sampler = "transformers",
+    sampler: Sampler = "cached",
 ):
     """Weight steering against prompting and activation steering at the same p95 KL: table, ratios, effect-vs-KL PNG."""
     from .compare import METHODS, CompareConfig, CompareError, run_comparison

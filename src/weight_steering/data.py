@@ -27,11 +27,11 @@ class DataGateError(RuntimeError):
     """Generated pairs failed the sanity gate (empty responses, or positive == negative)."""
 
 
-# Generation settings per sampler name (`--sampler` on run, compare and sweep). "transformers" is the default and what
-# every archived data stage was sampled with; stages sampled so keep the keys they had before the sampler field
-# existed (generation_key). "cached" runs the cached decoder in batches of 200: four times the rows per forward.
-SAMPLER_SETTINGS = {"transformers": {"sampler": "transformers", "batch_size": 50},
-                    "cached": {"sampler": "cached", "batch_size": 200}}
+# Generation settings per sampler name (`--sampler` on run, compare and sweep). "cached" (the default) runs the cached
+# decoder in batches of 200: four times the rows per forward. "transformers" is what every archived data stage was
+# sampled with; stages sampled so keep the keys they had before the sampler field existed (generation_key).
+SAMPLER_SETTINGS = {"cached": {"sampler": "cached", "batch_size": 200},
+                    "transformers": {"sampler": "transformers", "batch_size": 50}}
 SAMPLERS = tuple(SAMPLER_SETTINGS)
 
 
@@ -48,10 +48,10 @@ class GenerationConfig:
         batch_size: generations per forward batch (left-padded).
         seed: torch seed; same seed, same model and same machine give the same rows.
         max_identical_fraction: the gate fails if more pairs than this have positive == negative.
-        sampler: ``"transformers"`` (``model.generate``, as every archived stage was sampled; left out of stage keys
-            and rows at this value, :func:`generation_key`) or ``"cached"`` (:func:`weight_steering.decoding.decode`:
-            a preallocated KV cache, stopped rows leave the batch, top-k before top-p). Both sample the same
-            distribution; the draws differ.
+        sampler: ``"cached"`` (:func:`weight_steering.decoding.decode`: a preallocated KV cache, stopped rows leave
+            the batch, top-k before top-p) or ``"transformers"`` (``model.generate``, as every archived stage was
+            sampled; left out of stage keys and rows at this value, :func:`generation_key`). Both sample the same
+            distribution; the draws differ. :func:`sampler_settings` gives each one's batch size.
 
     The field order is that of the rows' ``generation_config``, on which archived ``pairs.jsonl`` bytes depend.
     """
@@ -64,10 +64,10 @@ class GenerationConfig:
     temperature: float = 0.7
     top_p: float = 0.9
     top_k: int = 50
-    batch_size: int = 50
+    batch_size: int = 200
     seed: int = 0
     max_identical_fraction: float = 0.2
-    sampler: str = "transformers"
+    sampler: str = "cached"
 
     def __post_init__(self):
         for name in ("n_samples", "max_new_tokens", "batch_size", "top_k"):

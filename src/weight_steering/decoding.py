@@ -1,10 +1,11 @@
 """Batched autoregressive decoding with a KV cache: greedy, or temperature / top-k / top-p sampling.
 
 One loop serves the greedy replies of :func:`weight_steering.chat.generate_text` (the main job's generations,
-``wsteer generate``) and, with ``--sampler cached``, the persona-contrast data (sampling). Calibration's KL
-measurement still uses ``generate`` (it needs every step's logits). It does the same arithmetic as transformers' ``generate`` (left padding, positions from the attention
-mask, the LM head on the last position only), so greedy decoding gives ``generate``'s tokens, and differs only in
-what it skips:
+``wsteer generate``), the steered distributions of calibration's KL measurement
+(:func:`weight_steering.calibrate.kl_from_base`, greedy with every step's logits kept) and the persona-contrast
+data (sampling). It does the same arithmetic as transformers' ``generate`` (left padding, positions from the
+attention mask, the LM head on the last position only), so greedy decoding gives ``generate``'s tokens, and differs
+only in what it skips:
 
 * keys and values go into a preallocated cache (``StaticCache``), one slot per step, instead of being
   concatenated anew every step;
@@ -34,10 +35,15 @@ class Sampling:
 
 @dataclass(frozen=True)
 class Decoded:
-    """One continuation: its tokens up to (not including) the first stop token, and whether a stop token came."""
+    """One continuation: its tokens up to (not including) the first stop token, and whether a stop token came.
+
+    ``logits`` (only with ``keep_logits``): ``[len(tokens) + hit_stop, V]`` fp32, the raw next-token logits of each
+    step that chose a token, the stop token's step included (what ``generate(output_logits=True)`` returns for it).
+    """
 
     tokens: list[int]
     hit_stop: bool
+    logits: torch.Tensor | None = None
 
 
 def _left_pad(prompts: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -77,6 +83,7 @@ def sample_from_logits(logits: torch.Tensor, sampling: Sampling, generator: torc
 def decode(
     model, prompts: list[list[int]], max_new_tokens: int, stop_ids: set[int], pad_id: int, *,
     min_new_tokens: int = 0, sampling: Sampling | None = None, generator: torch.Generator | None = None,
+    keep_logits: bool = False,
 ) -> list[Decoded]:
     """Continue each prompt until a stop token or ``max_new_tokens``; greedy when ``sampling`` is None.
 
@@ -86,6 +93,8 @@ def decode(
         stop_ids: token ids that end a continuation (EOS, end of turn); they are forbidden for the first
             ``min_new_tokens`` steps, as in ``generate``'s ``min_new_tokens``.
         sampling: temperature / top-k / top-p settings; None decodes greedily (argmax).
+        keep_logits: also return each row's per-step logits (:attr:`Decoded.logits`; about 0.2 MB per token for a
+            49k vocabulary).
 
     Returns:
         N :class:`Decoded`, in the order of ``prompts``.
@@ -120,7 +129,12 @@ def decode(
     running = torch.ones(len(prompts), dtype=torch.bool, device=device)                  # [b] not yet stopped
     tokens: list[list[int]] = [[] for _ in prompts]
     hit_stop = [False] * len(prompts)
+    kept: list[list[torch.Tensor]] = [[] for _ in prompts]   # per row, the [V] logits of its steps
     for step in range(max_new_tokens):
+        if keep_logits:   # the raw logits, before min_new_tokens forbids the stops (as generate's output_logits)
+            for i, (row, live) in enumerate(zip(active.tolist(), running.tolist())):
+                if live:
+                    kept[row].append(logits[i].clone())
         if step < min_new_tokens and len(stops):
             logits[:, stops] = float("-inf")
         chosen = logits.argmax(-1) if sampling is None else sample_from_logits(logits, sampling, generator)  # [b]
@@ -144,4 +158,6 @@ def decode(
         out = model(input_ids=chosen[:, None], attention_mask=mask, position_ids=last_position[:, None],
                     cache=cache, use_cache=True, logits_to_keep=1)
         logits = out.logits[:, -1].float()                                               # [b, V]
-    return [Decoded(t, s) for t, s in zip(tokens, hit_stop)]
+    if not keep_logits:
+        return [Decoded(t, s) for t, s in zip(tokens, hit_stop)]
+    return [Decoded(t, s, torch.stack(k)) for t, s, k in zip(tokens, hit_stop, kept)]

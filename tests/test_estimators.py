@@ -158,3 +158,33 @@ def test_pooled_estimator_reproduces_the_archived_numbers():
     was = old[("sycophancy", "α=+1 − α=+0")]
     new = contrast(frame, "id", 1.0, 0.0)
     assert (new["mean"], new["ci_low"], new["ci_high"]) == pytest.approx((was["mean"], was["ci_low"], was["ci_high"]), abs=1e-12)
+
+
+def _run(seed: int, data_seed: int, controlled: float | None, sampler: str | None = "cached") -> dict:
+    contrasts = [] if controlled is None else [{"metric": "id_controlled", "contrast": "α=+1 − α=+0", "mean": controlled,
+                                                "ci_low": controlled - 0.05, "ci_high": controlled + 0.05, "n": 12}]
+    generation = {"seed": data_seed} | ({} if sampler is None else {"sampler": sampler})
+    return {"behavior": "sycophancy", "family": "lora", "seed": seed, "filtered": False, "n_pairs": 240, "norm_dw": 2.4,
+            "config": {"generation": generation}, "summary": {"contrasts": contrasts, "ood_target": None}}
+
+
+def test_main_jobs_that_differ_only_in_seeds_get_a_t_interval_over_the_seeds():
+    from scipy import stats
+
+    from weight_steering.analyse import run_seed_groups
+    from weight_steering.report import render_run_summary
+
+    runs = [_run(0, 0, 0.1), _run(1, 1, 0.2), _run(2, 2, 0.3),          # one group: three seeds of the cached sampler
+            _run(0, 0, 0.9, sampler=None), _run(1, 1, None, sampler="transformers"),   # a group whose seed 1 lacks the measure
+            _run(5, 5, 0.4, sampler="other")]                                 # one seed only: no group
+    measures = [("id_controlled", "α=+1 − α=+0")]
+    groups = run_seed_groups(runs, measures)
+    assert [(g["sampler"], g["seeds"]) for g in groups] == [("cached", [(0, 0), (1, 1), (2, 2)]), ("transformers", [(0, 0), (1, 1)])]
+    [interval] = groups[0]["measures"]
+    half = stats.t.ppf(0.975, 2) * 0.1 / np.sqrt(3)   # sd of 0.1, 0.2, 0.3 is 0.1
+    assert interval["per_seed"] == [0.1, 0.2, 0.3] and interval["mean"] == pytest.approx(0.2)
+    assert (interval["ci_low"], interval["ci_high"]) == (pytest.approx(0.2 - half), pytest.approx(0.2 + half))
+    assert groups[1]["measures"] == [None]
+    text = render_run_summary(runs)
+    assert "cached sampler, seeds 0, 1, 2: per seed → t over seeds" in text and f"+0.200 [{0.2 - half:+.3f}, {0.2 + half:+.3f}]" in text
+    assert text.count("t over seeds") == 2

@@ -175,6 +175,53 @@ def summarise(records: list[dict], behavior=None) -> dict:
     }
 
 
+def run_contrast(run: dict, metric: str, contrast_label: str) -> dict | None:
+    """One contrast of a finished main job (its ``run.json``), or None if it was not scored. ``metric`` may be
+    ``ood_target`` / ``ood_target_pooled``: the behaviour's DailyDilemmas target, action-stratified / pooled."""
+    target = (run["summary"].get("ood_target") or {}).get("value")
+    name = {"ood_target": f"dilemmas_{target}", "ood_target_pooled": f"dilemmas_{target}_pooled"}.get(metric, metric)
+    found = next((c for c in run["summary"]["contrasts"] if c["metric"] == name and c["contrast"] == contrast_label), None)
+    return None if found is None or found["n"] == 0 else found
+
+
+def run_seeds(run: dict) -> tuple[int, int]:
+    """``(training seed, data seed)`` of a finished main job."""
+    return run["seed"], run["config"]["generation"]["seed"]
+
+
+def run_seed_groups(runs: list[dict], measures: list[tuple[str, str]]) -> list[dict]:
+    """Main jobs that differ only in their seeds, with a Student-t interval over the seeds for each measure.
+
+    Runs are grouped by behaviour, adapter family, judge filtering and data sampler; a group is kept when it has
+    at least two distinct (training seed, data seed) pairs. The unit of replication is the seed: each run
+    contributes its contrast mean, and :func:`~weight_steering.statistics.seed_interval` gives mean ± t·sd/√n.
+
+    Args:
+        runs: ``run.json`` dicts (order kept within a group). measures: ``(metric, contrast label)`` pairs as in
+            :func:`run_contrast`.
+
+    Returns:
+        Per group ``{"behavior", "family", "filtered", "sampler", "seeds": [(s, d), ...], "measures": [{"mean",
+        "ci_low", "ci_high", "n", "per_seed": [...]} or None per measure]}`` (None where a seed lacks the measure).
+    """
+    groups: dict[tuple, list[dict]] = {}
+    for run in runs:
+        sampler = run["config"]["generation"].get("sampler", "transformers")   # runs from before the field: generate
+        groups.setdefault((run["behavior"], run["family"], bool(run.get("filtered")), sampler), []).append(run)
+    out = []
+    for (behavior, family, filtered, sampler), members in groups.items():
+        if len({run_seeds(r) for r in members}) < 2:
+            continue
+        summaries = []
+        for metric, label in measures:
+            found = [run_contrast(r, metric, label) for r in members]
+            values = [c["mean"] for c in found if c is not None]
+            summaries.append(None if len(values) < len(members) else {**seed_interval(values), "per_seed": values})
+        out.append({"behavior": behavior, "family": family, "filtered": filtered, "sampler": sampler,
+                    "seeds": [run_seeds(r) for r in members], "measures": summaries})
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # Family ranking over seeds (the sweep)
 

@@ -445,21 +445,30 @@ HEADLINE = (  # (metric, contrast, column title) of render_run_summary
 
 def render_run_summary(runs: list[dict]) -> str:
     """One markdown row per finished main-job run (its ``run.json``): the primary scores with 95% CIs, the
-    secondary ones beside them, the judge's behaviour rate per sign and ‖dW‖. Rows keep the order given."""
+    secondary ones beside them, the judge's behaviour rate per sign and ‖dW‖. Rows keep the order given. Runs that
+    differ only in their seeds (:func:`weight_steering.analyse.run_seed_groups`) get one more row each group: the
+    per-seed means and a Student-t 95% interval over the seeds."""
+    from .analyse import run_contrast, run_seed_groups, run_seeds
+
     lines = ["| run | pairs | judge rate ₊ / ₋ | ‖dW‖ | " + " | ".join(title for *_, title in HEADLINE) + " |", "|---|---|---|---|" + "---|" * len(HEADLINE)]
     for run in runs:
-        summary = run["summary"]
-        target = (summary.get("ood_target") or {}).get("value")
-        by = {(c["metric"], c["contrast"]): c for c in summary["contrasts"]}
         cells = []
         for metric, label, _ in HEADLINE:
-            name = {"ood_target": f"dilemmas_{target}", "ood_target_pooled": f"dilemmas_{target}_pooled"}.get(metric, metric)
-            c = by.get((name, label))
-            cells.append("–" if c is None or c["n"] == 0 else f"{c['mean']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]")
+            c = run_contrast(run, metric, label)
+            cells.append("–" if c is None else f"{c['mean']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]")
         rates = (run.get("judge") or {}).get("rates")
         judge = f"{rates['positive']:.2f} / {rates['negative']:.2f}" if rates else "–"
-        label = f"{run['behavior']}{' (filtered)' if run.get('filtered') else ''}, {run['family']} seed {run['seed']}"
+        seed, data_seed = run_seeds(run)
+        label = (f"{run['behavior']}{' (filtered)' if run.get('filtered') else ''}, {run['family']} seed {seed}"
+                 + ("" if data_seed == seed else f", data seed {data_seed}"))
         lines.append(f"| {label} | {run['n_pairs']} | {judge} | {run['norm_dw']:.3g} | " + " | ".join(cells) + " |")
+    for group in run_seed_groups(runs, [(metric, label) for metric, label, _ in HEADLINE]):
+        seeds = ", ".join(f"{s}" if s == d else f"{s}/{d}" for s, d in group["seeds"])
+        cells = ["–" if m is None else " / ".join(f"{v:+.3f}" for v in m["per_seed"]) + f" → **{m['mean']:+.3f} [{m['ci_low']:+.3f}, {m['ci_high']:+.3f}]**"
+                 for m in group["measures"]]
+        label = (f"{group['behavior']}{' (filtered)' if group['filtered'] else ''}, {group['family']}, {group['sampler']} sampler, "
+                 f"seeds {seeds}: per seed → t over seeds")
+        lines.append(f"| {label} | | | | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -43,15 +43,15 @@ import torch
 from weight_steering.artifacts import read_jsonl, write_json
 from weight_steering.behaviors import load_behavior
 from weight_steering.calibrate import kl_from_base
-from weight_steering.chat import render_chat, stop_token_ids
+from weight_steering.chat import default_system_prompt, render_chat, stop_token_ids
 from weight_steering.compare import CompareConfig
 from weight_steering.decoding import Sampling, decode
 from weight_steering.diff import load_dw
 from weight_steering.eval_data import load_neutral, neutral_split
 from weight_steering.eval_rows import dilemma_rows
 from weight_steering.evaluate import answer_token_ids, score_answer_sets
+from weight_steering.methods import persona_method, weight_method
 from weight_steering.models import load_model
-from weight_steering.steer import steer
 from weight_steering.train import TrainConfig, train_adapter
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -205,24 +205,31 @@ def bench_training(model, tokenizer, steps: int) -> dict:
             "training_tokens_s": tokens * examples / n / log["wall_seconds"], "training_steps": log["steps"]}
 
 
-def _kl_with_generate(model, tokenizer, dw, alpha, prompts, n_tokens, batch_size=64) -> np.ndarray:
+def _kl_with_generate(model, tokenizer, method, alpha, prompts, n_tokens, batch_size=64) -> np.ndarray:
     """The KL measurement as the archived calibrations made it: ``generate(output_logits=True)`` for the steered
-    distributions, teacher-forced base; per kept position (up to and with the stop), prompt-major, in nats."""
+    distributions, the base teacher-forced on the bare prompt; per kept position (up to and with the stop),
+    prompt-major, in nats."""
     stops = sorted(stop_token_ids(tokenizer))
     values = []
-    texts = [render_chat(tokenizer, [{"role": "user", "content": p}]) for p in prompts]
+    system = method.system_prompt(alpha)
+    bare = [render_chat(tokenizer, [{"role": "user", "content": p}]) for p in prompts]
+    texts = bare if system is None else [render_chat(tokenizer, [{"role": "system", "content": system}, {"role": "user", "content": p}])
+                                         for p in prompts]
     for start in range(0, len(texts), batch_size):
         batch = tokenizer(texts[start:start + batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
         width = batch["input_ids"].shape[1]
-        with torch.inference_mode(), steer(model, dw, alpha):
+        with torch.inference_mode(), method.apply(model, alpha):
             out = model.generate(**batch, do_sample=False, max_new_tokens=n_tokens, eos_token_id=stops, pad_token_id=tokenizer.pad_token_id,
                                  return_dict_in_generate=True, output_logits=True)
         with torch.inference_mode():
             steered = torch.log_softmax(torch.stack(out.logits, 1).float(), -1)                       # [B, S, V]
-            mask = torch.cat([batch["attention_mask"], torch.ones_like(out.sequences[:, width:])], 1)
+            generated = out.sequences[:, width:]
+            base_batch = tokenizer(bare[start:start + batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
+            ids = torch.cat([base_batch["input_ids"], generated], 1)
+            mask = torch.cat([base_batch["attention_mask"], torch.ones_like(generated)], 1)
             positions = (mask.cumsum(1) - 1).clamp(min=0)
-            n = out.sequences.shape[1] - width
-            base = torch.log_softmax(model(input_ids=out.sequences, attention_mask=mask, position_ids=positions,
+            n = generated.shape[1]
+            base = torch.log_softmax(model(input_ids=ids, attention_mask=mask, position_ids=positions,
                                            logits_to_keep=n + 1).logits[:, :-1].float(), -1)          # [B, S, V]
             kl = (steered.exp() * (steered - base)).sum(-1)                                             # [B, S]
         is_stop = torch.isin(out.sequences[:, width:], torch.tensor(stops))
@@ -231,23 +238,25 @@ def _kl_with_generate(model, tokenizer, dw, alpha, prompts, n_tokens, batch_size
     return np.clip(np.concatenate(values), 0.0, None)
 
 
-def bench_kl_measurement(model, tokenizer) -> dict:
-    """Seconds per iso-KL measurement (the comparison's calibration prompts and tokens per prompt, the archived seed-0 sycophancy dW
-    at its calibrated α₊), ``generate`` path against :func:`weight_steering.calibrate.kl_from_base`, and how far
-    their per-position KL values and p95 differ."""
-    record = json.loads(next(ARCHIVE.glob("sycophancy/compare/calibrate-dW-plus-*/calibration.json")).read_text())
-    dw = load_dw(next(ARCHIVE.glob("sycophancy/job/dw-lora-seed0-*/dW.safetensors")), model)
-    prompts = [p["instruction"] for p in neutral_split(load_neutral())[0]][: record["n_calibration_prompts"]]
-    start = time.perf_counter()
+def bench_kl_measurement(model, tokenizer, dw_path: str | None, alpha: float) -> dict:
+    """Seconds per iso-KL measurement on the comparison's calibration prompts and tokens per prompt, ``generate`` path
+    against :func:`weight_steering.calibrate.kl_from_base`, and how far their per-position KL values and p95 differ.
+    The steer is α·dW of ``dw_path``, or without one the sycophancy persona prompt (one of the comparison's methods)."""
+    if dw_path:
+        steer_name, method = f"{alpha:+g}·dW ({dw_path})", weight_method(load_dw(dw_path, model))
+    else:
+        steer_name, method, alpha = "sycophancy persona prompt", persona_method(load_behavior("sycophancy"), base_system=default_system_prompt(tokenizer)), 1.0
+    prompts = [p["instruction"] for p in neutral_split(load_neutral())[0]]
     n_tokens = CompareConfig(behavior="sycophancy").n_tokens
-    before = _kl_with_generate(model, tokenizer, dw, record["alpha"], prompts, n_tokens)
+    start = time.perf_counter()
+    before = _kl_with_generate(model, tokenizer, method, alpha, prompts, n_tokens)
     before_s = time.perf_counter() - start
     start = time.perf_counter()
-    after = kl_from_base(model, tokenizer, dw, record["alpha"], prompts, n_tokens)
+    after = kl_from_base(model, tokenizer, method, alpha, prompts, n_tokens)
     after_s = time.perf_counter() - start
     same_shape = before.shape == after.per_position.shape
-    return {"kl_seconds_per_measurement_before": before_s, "kl_seconds_per_measurement": after_s,
-            "kl_positions": int(after.n_positions), "kl_positions_before": int(before.size),
+    return {"kl_steer": steer_name, "kl_seconds_per_measurement_before": before_s, "kl_seconds_per_measurement": after_s,
+            "kl_positions": int(after.n_positions), "kl_positions_before": int(before.size), "kl_p95": after.p95,
             "kl_max_abs_diff_nats": float(np.abs(before - after.per_position).max()) if same_shape else None,
             "kl_p95_abs_diff_nats": abs(float(np.percentile(before, 95)) - after.p95)}
 
@@ -281,6 +290,8 @@ def main() -> None:
     parser.add_argument("--dilemmas", type=int, default=32, help="DailyDilemmas dilemmas scored (two rows each)")
     parser.add_argument("--train-steps", type=int, default=12, help="LoRA optimiser steps timed")
     parser.add_argument("--main-job", action="store_true", help="also time the main job once per sampler (about 25 min)")
+    parser.add_argument("--kl-dw", help="a dW.safetensors to steer with in the KL timing (default: the sycophancy persona prompt)")
+    parser.add_argument("--kl-alpha", type=float, default=3.3, help="α of --kl-dw (3.3: about the sycophancy dW's calibrated α₊)")
     parser.add_argument("--compare", action="store_true", help="also time one comparison, sycophancy seed 0, from scratch (about 60 min)")
     args = parser.parse_args()
     out = Path(args.out)
@@ -298,7 +309,7 @@ def main() -> None:
     result["scoring_roofline_fraction"] = result["scoring_gflop_s"] / result["gemm_gflops"]
     result["scoring_fair_baseline_roofline_fraction"] = result["scoring_fair_baseline_gflop_s"] / result["gemm_gflops"]
     result.update(bench_training(model, tokenizer, args.train_steps))
-    result.update(bench_kl_measurement(model, tokenizer))
+    result.update(bench_kl_measurement(model, tokenizer, args.kl_dw, args.kl_alpha))
     result.update(calibration_counts())
     write_json(out, result)
     del model

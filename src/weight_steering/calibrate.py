@@ -49,7 +49,7 @@ class KLStats:
 
 
 @torch.inference_mode()
-def kl_from_base(model, tokenizer, dw, alpha: float, prompts: list[str], n_tokens: int = 32, batch_size: int = 64) -> KLStats:
+def kl_from_base(model, tokenizer, dw, alpha: float, prompts: list[str], n_tokens: int = 32, batch_size: int = 128) -> KLStats:
     """KL(steered ‖ base) per generated position on ``prompts`` under a steer (see the module docstring).
 
     Args:
@@ -61,6 +61,8 @@ def kl_from_base(model, tokenizer, dw, alpha: float, prompts: list[str], n_token
             method's system prompt is present in the steered pass only: the base scores the same
             generated tokens after the bare prompt.
         n_tokens: greedy tokens generated per prompt.
+        batch_size: prompts decoded together (128 holds the comparison's 65 calibration prompts in one batch:
+            a remainder batch of one prompt costs a whole decode at one row per GEMM).
 
     Raises:
         ValueError: no prompts, or ``n_tokens < 1``.

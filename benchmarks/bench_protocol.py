@@ -271,16 +271,29 @@ def calibration_counts() -> dict:
             "kl_seconds_per_measurement_archived": sum(seconds) / len(seconds)}
 
 
+# Runs in a small intermediate interpreter: a process forked from this one would inherit this one's peak RSS (Linux
+# keeps the larger of the pre-exec and post-exec high-water marks), so the job is the intermediate's child instead.
+_TIME_CHILD = """
+import json, resource, subprocess, sys, time
+start = time.perf_counter()
+status = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode
+print(json.dumps({"seconds": time.perf_counter() - start, "status": status,
+                  "peak_rss_gib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20}))
+"""
+
+
 def _timed_cli(*args: str) -> tuple[float, float]:
-    """Wall seconds and peak resident memory (GiB, that process's own) of ``wsteer <args> --out <fresh folder>``."""
+    """Wall seconds and peak resident memory (GiB, of that process alone) of ``wsteer <args> --out <fresh folder>``.
+
+    Raises:
+        SystemExit: the command failed (its exit status is named).
+    """
     with tempfile.TemporaryDirectory() as out:
-        start = time.perf_counter()
-        child = subprocess.Popen([sys.executable, "-m", "weight_steering.cli", *args, "--out", out], stdout=subprocess.DEVNULL)
-        _, status, usage = os.wait4(child.pid, 0)
-        seconds = time.perf_counter() - start
-    if status != 0:
-        raise SystemExit(f"wsteer {' '.join(args)} failed (wait status {status})")
-    return seconds, usage.ru_maxrss / 2**20
+        command = [sys.executable, "-m", "weight_steering.cli", *args, "--out", out]
+        report = json.loads(subprocess.run([sys.executable, "-c", _TIME_CHILD, *command], check=True, capture_output=True, text=True).stdout)
+    if report["status"] != 0:
+        raise SystemExit(f"wsteer {' '.join(args)} failed with exit status {report['status']}")
+    return report["seconds"], report["peak_rss_gib"]
 
 
 def main() -> None:

@@ -605,3 +605,7 @@ def behaviors():
 def main() -> None:  # pragma: no cover
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     app()
+
+
+if __name__ == "__main__":  # python -m weight_steering.cli
+    main()

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job (docs/RESULTS.md, "Main job"): persona-contrast data, θ⁺ and θ⁻ (LoRA), dW, and its evaluation at
-# α ∈ {-2, -1, 0, 1, 2}, for sycophancy (`make demo` runs this one) and, at α ∈ {-1, 0, 1}, honesty and authority.
-# About 15 min per behaviour on 2 cores; every stage is cached under out/ and reused on a rerun.
+# α ∈ {-2, -1, 0, 1, 2}, for sycophancy (`make demo` runs this one, with the default cached sampler) and, at
+# α ∈ {-1, 0, 1}, honesty and authority (with the sampler their archived results were made with).
+# About 12-15 min per behaviour on 2 cores; every stage is cached under out/ and reused on a rerun.
 set -euo pipefail
 W=.venv/bin/wsteer
 /usr/bin/time -f "sycophancy main job: %e s" $W run --behavior sycophancy

@@ -167,7 +167,7 @@ def score_answer_sets(
     base_cache = None
     if shared > 0:
         out = model.get_decoder()(input_ids=torch.tensor([encoded[0][:shared]], device=device), use_cache=True)
-        base_cache = out.past_key_values
+        base_cache = out.cache
     result = torch.empty((n, len(answer_ids)), dtype=torch.float32)
     max_k = max(len(rows) for rows, _ in plans)
     groups_per_batch = max(1, batch_size // max_k)
@@ -213,8 +213,8 @@ def _forward_segment(model, cache, history, lengths, segment, pad_id):
     ids, mask = ids.to(model.device), mask.to(model.device)
     positions = lengths.to(model.device)[:, None] + torch.arange(ids.shape[1], device=model.device)[None, :]
     full_mask = torch.cat([history, mask], dim=1)
-    out = model.get_decoder()(input_ids=ids, attention_mask=full_mask, position_ids=positions, past_key_values=cache, use_cache=True)
-    return out.last_hidden_state, (out.past_key_values, full_mask, lengths + mask.sum(1).cpu())
+    out = model.get_decoder()(input_ids=ids, attention_mask=full_mask, position_ids=positions, cache=cache, use_cache=True)
+    return out.last_hidden_state, (out.cache, full_mask, lengths + mask.sum(1).cpu())
 
 
 # ---------------------------------------------------------------------------------------------

@@ -188,3 +188,4 @@ def test_main_jobs_that_differ_only_in_seeds_get_a_t_interval_over_the_seeds():
     text = render_run_summary(runs)
     assert "cached sampler, seeds 0, 1, 2: per seed → t over seeds" in text and f"+0.200 [{0.2 - half:+.3f}, {0.2 + half:+.3f}]" in text
     assert text.count("t over seeds") == 2
+    assert "| sycophancy, lora seed 0, transformers sampler |" in text and "| sycophancy, lora seed 5, other sampler |" in text

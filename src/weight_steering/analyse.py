@@ -189,6 +189,11 @@ def run_seeds(run: dict) -> tuple[int, int]:
     return run["seed"], run["config"]["generation"]["seed"]
 
 
+def run_sampler(run: dict) -> str:
+    """The data sampler of a finished main job (``"transformers"`` for runs from before the sampler was recorded)."""
+    return run["config"]["generation"].get("sampler", "transformers")
+
+
 def run_seed_groups(runs: list[dict], measures: list[tuple[str, str]]) -> list[dict]:
     """Main jobs that differ only in their seeds, with a Student-t interval over the seeds for each measure.
 
@@ -206,8 +211,7 @@ def run_seed_groups(runs: list[dict], measures: list[tuple[str, str]]) -> list[d
     """
     groups: dict[tuple, list[dict]] = {}
     for run in runs:
-        sampler = run["config"]["generation"].get("sampler", "transformers")   # runs from before the field: generate
-        groups.setdefault((run["behavior"], run["family"], bool(run.get("filtered")), sampler), []).append(run)
+        groups.setdefault((run["behavior"], run["family"], bool(run.get("filtered")), run_sampler(run)), []).append(run)
     out = []
     for (behavior, family, filtered, sampler), members in groups.items():
         if len({run_seeds(r) for r in members}) < 2:

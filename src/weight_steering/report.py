@@ -448,7 +448,7 @@ def render_run_summary(runs: list[dict]) -> str:
     secondary ones beside them, the judge's behaviour rate per sign and ‖dW‖. Rows keep the order given. Runs that
     differ only in their seeds (:func:`weight_steering.analyse.run_seed_groups`) get one more row each group: the
     per-seed means and a Student-t 95% interval over the seeds."""
-    from .analyse import run_contrast, run_seed_groups, run_seeds
+    from .analyse import run_contrast, run_sampler, run_seed_groups, run_seeds
 
     lines = ["| run | pairs | judge rate ₊ / ₋ | ‖dW‖ | " + " | ".join(title for *_, title in HEADLINE) + " |", "|---|---|---|---|" + "---|" * len(HEADLINE)]
     for run in runs:
@@ -460,7 +460,7 @@ def render_run_summary(runs: list[dict]) -> str:
         judge = f"{rates['positive']:.2f} / {rates['negative']:.2f}" if rates else "–"
         seed, data_seed = run_seeds(run)
         label = (f"{run['behavior']}{' (filtered)' if run.get('filtered') else ''}, {run['family']} seed {seed}"
-                 + ("" if data_seed == seed else f", data seed {data_seed}"))
+                 + ("" if data_seed == seed else f", data seed {data_seed}") + f", {run_sampler(run)} sampler")
         lines.append(f"| {label} | {run['n_pairs']} | {judge} | {run['norm_dw']:.3g} | " + " | ".join(cells) + " |")
     for group in run_seed_groups(runs, [(metric, label) for metric, label, _ in HEADLINE]):
         seeds = ", ".join(f"{s}" if s == d else f"{s}/{d}" for s, d in group["seeds"])

@@ -162,6 +162,13 @@ def _truncated_run_json(tmp):
     return ["summarize", str(folder)], "run.json", folder / "run.json"
 
 
+def _foreign_run_json(tmp):
+    folder = tmp / "run"
+    folder.mkdir()
+    (folder / "run.json").write_text('{"behavior": "sycophancy", "summary": {"contrasts": []}}')
+    return ["summarize", str(folder)], "is not a finished main job's run.json (no family, seed, n_pairs, norm_dw, config)", folder / "run.json"
+
+
 def _out_below_a_file(tmp):
     (tmp / "notes.txt").write_text("user notes")
     return ["run", "--out", str(tmp / "notes.txt" / "sub")], "notes.txt", tmp / "notes.txt"
@@ -204,7 +211,7 @@ def _truncated_hypotheses(tmp):
 
 
 FILE_CASES = [_truncated_hypotheses, _finetune_seed_is_the_dw_training_seed, _corrupt_archived_marker, _truncated_archived_records, _truncated_dw, _pickle_dw, _nan_dw, _dw_without_sidecar, _finetune_missing, _invalid_behavior_json,
-              _behavior_with_duplicate_prompts, _behavior_with_unpaired_personas, _corrupt_comparison, _truncated_run_json,
+              _behavior_with_duplicate_prompts, _behavior_with_unpaired_personas, _corrupt_comparison, _truncated_run_json, _foreign_run_json,
               _out_below_a_file, _export_over_user_files]
 
 

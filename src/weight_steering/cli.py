@@ -205,7 +205,12 @@ def summarize(runs: list[str] = typer.Argument(..., help="main-job run folders (
             path = Path(run) / "run.json" if Path(run).is_dir() else Path(run)
             if not path.is_file():
                 raise FileNotFoundError(f"no run.json at {path}; give the folder `wsteer run` printed its report in")
-            loaded.append(read_json(path))
+            run_json = read_json(path)
+            missing = [k for k in ("behavior", "family", "seed", "n_pairs", "norm_dw", "summary", "config") if k not in run_json]
+            if missing:
+                raise ValueError(f"{path} is not a finished main job's run.json (no {', '.join(missing)}); "
+                                 "give the run.json `wsteer run` wrote, or rerun that job")
+            loaded.append(run_json)
     except KNOWN_ERRORS as err:
         _fail(err)
     typer.echo(render_run_summary(loaded), nl=False)  # plain text: a markdown table must not be wrapped

@@ -12,6 +12,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from .analyse import run_contrast, run_sampler, run_seed_groups, run_seeds  # noqa: E402
 from .artifacts import atomic_save_path, atomic_write, commit_path  # noqa: E402
 
 METRIC_LABELS = {
@@ -448,8 +449,6 @@ def render_run_summary(runs: list[dict]) -> str:
     secondary ones beside them, the judge's behaviour rate per sign and ‖dW‖. Rows keep the order given. Runs that
     differ only in their seeds (:func:`weight_steering.analyse.run_seed_groups`) get one more row each group: the
     per-seed means and a Student-t 95% interval over the seeds."""
-    from .analyse import run_contrast, run_sampler, run_seed_groups, run_seeds
-
     lines = ["| run | pairs | judge rate ₊ / ₋ | ‖dW‖ | " + " | ".join(title for *_, title in HEADLINE) + " |", "|---|---|---|---|" + "---|" * len(HEADLINE)]
     for run in runs:
         cells = []

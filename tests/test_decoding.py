@@ -9,7 +9,7 @@ from transformers.generation.logits_process import TemperatureLogitsWarper, TopK
 
 from weight_steering.chat import render_chat, stop_token_ids
 from weight_steering.data import GenerationConfig, generation_key, sample_responses, sampler_settings
-from weight_steering.decoding import Sampling, decode, sample_from_logits
+from weight_steering.decoding import Sampling, common_prefix_length, decode, prefill, sample_from_logits
 
 PROMPTS = ["I think the sky is green. Right?", "Is water wet?", "Tell me a story about a long dilemma, please.", "Yes or no?"]
 
@@ -76,6 +76,43 @@ def test_kept_logits_are_generates_output_logits_up_to_the_stop(tiny):
         assert d.logits.shape[0] == steps
         assert torch.allclose(d.logits, reference[row, :steps], atol=1e-4, rtol=1e-4)
     assert all(d.logits is None for d in decode(model, prompts, 4, stops, tokenizer.pad_token_id))
+
+
+def test_prefill_runs_the_common_prefix_once_and_gives_a_plain_forwards_logits(tiny):
+    model, tokenizer = _lively(tiny[0]), tiny[1]
+    prompts = _encoded(tokenizer, system="You are a careful assistant who answers briefly.")
+    shared = common_prefix_length(prompts)
+    assert shared >= 10 and len({len(p) for p in prompts}) > 1
+    ids = torch.full((len(prompts), max(map(len, prompts))), tokenizer.pad_token_id)   # generate's layout [pads][prompt]
+    mask = torch.zeros_like(ids)
+    for i, p in enumerate(prompts):
+        ids[i, ids.shape[1] - len(p):], mask[i, ids.shape[1] - len(p):] = torch.tensor(p), 1
+    with torch.no_grad():
+        plain = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0)).logits[:, -3:]
+    tokens_seen = []
+    hook = model.get_input_embeddings().register_forward_hook(lambda m, i, o: tokens_seen.append(i[0].numel()))
+    try:
+        logits, got_mask, last_position, cache = prefill(model, prompts, tokenizer.pad_token_id, room=5, logits_to_keep=3)
+    finally:
+        hook.remove()
+    assert logits.shape == plain.shape and torch.allclose(logits, plain, atol=1e-5, rtol=1e-5)
+    width = ids.shape[1]
+    assert tokens_seen == [shared, len(prompts) * (width - shared)]          # the prefix ran for one row only
+    assert got_mask.shape == (len(prompts), width + 5) and got_mask.sum(1).tolist() == [len(p) for p in prompts]
+    assert last_position.tolist() == [len(p) - 1 for p in prompts]
+    assert int(cache.get_seq_length()) == width
+    tokens_seen.clear()
+    hook = model.get_input_embeddings().register_forward_hook(lambda m, i, o: tokens_seen.append(i[0].numel()))
+    try:
+        whole, *_ = prefill(model, prompts, tokenizer.pad_token_id, logits_to_keep=3, share_prefix=False)
+    finally:
+        hook.remove()
+    assert tokens_seen == [len(prompts) * width] and torch.allclose(whole, plain, atol=1e-5, rtol=1e-5)
+    # the kept positions are never part of the prefix, even when the prompts are identical
+    same = [prompts[0]] * 3
+    logits, *_ = prefill(model, same, tokenizer.pad_token_id, logits_to_keep=4)
+    assert torch.allclose(logits, logits[:1].expand_as(logits), atol=1e-6) and logits.shape[1] == 4
+    assert common_prefix_length([]) == 0 and common_prefix_length([[1, 2, 3], [1, 2, 4]]) == 2
 
 
 def test_identical_prompts_are_prefilled_once_and_decode_alike(tiny):

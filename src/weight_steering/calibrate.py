@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from .chat import render_chat, stop_token_ids
-from .decoding import decode
+from .decoding import decode, prefill
 from .methods import as_method
 
 
@@ -81,14 +81,13 @@ def kl_from_base(model, tokenizer, dw, alpha: float, prompts: list[str], n_token
         with method.apply(model, alpha):  # the steered distributions are the raw logits of each greedy step
             decoded = decode(model, steered_ids, n_tokens, set(stops), tokenizer.pad_token_id, keep_logits=True)
         n_steps = max(d.logits.shape[0] for d in decoded)                  # S: the batch's longest continuation
-        generated = torch.full((len(decoded), n_steps), tokenizer.pad_token_id, dtype=torch.long)   # [B, S]
-        for row, d in enumerate(decoded):
-            generated[row, : len(d.tokens)] = torch.tensor(d.tokens, dtype=torch.long)
-        # the base scores the same tokens after the bare prompt; what follows a row's stop cannot reach its kept positions
-        bare = _encode(tokenizer, base_texts[start : start + batch_size], model.device)
-        base = _log_probs(model, torch.cat([bare["input_ids"], generated.to(model.device)], dim=1),
-                          torch.cat([bare["attention_mask"], torch.ones_like(generated).to(model.device)], dim=1),
-                          bare["input_ids"].shape[1])                     # [B, S, V]
+        # the base scores the same tokens after the bare prompt, teacher-forced, each row's tokens padded to S (what
+        # follows a row's stop cannot reach its kept positions); the LM head runs on the last S + 1 positions only
+        sequences = [tokenizer(t, add_special_tokens=False)["input_ids"]
+                     + d.tokens + [tokenizer.pad_token_id] * (n_steps - len(d.tokens))
+                     for t, d in zip(base_texts[start : start + batch_size], decoded)]
+        logits, *_ = prefill(model, sequences, tokenizer.pad_token_id, logits_to_keep=n_steps + 1)   # [B, S + 1, V]
+        base = torch.log_softmax(logits[:, :-1].float(), dim=-1)          # [B, S, V]
         passes += n_steps + 1
         for offset, d in enumerate(decoded):
             steered = torch.log_softmax(d.logits.float(), dim=-1)         # [s, V], s = its steps up to and with the stop
@@ -99,19 +98,6 @@ def kl_from_base(model, tokenizer, dw, alpha: float, prompts: list[str], n_token
     flat = np.clip(flat, 0.0, None)  # tiny negative values are fp32 rounding
     return KLStats(float(flat.mean()), float(np.percentile(flat, 95)), float(flat.max()), flat, np.concatenate(owners),
                    len(prompts), flat.size, passes)
-
-
-def _encode(tokenizer, texts: list[str], device) -> dict:
-    return tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-
-
-def _log_probs(model, sequences: torch.Tensor, mask: torch.Tensor, width: int) -> torch.Tensor:
-    """fp32 log-softmax ``[batch, n_generated, vocab]`` of the distributions that produced each generated token
-    (teacher-forced; the LM head runs on those positions only)."""
-    positions = (mask.cumsum(1) - 1).clamp(min=0)
-    n_generated = sequences.shape[1] - width
-    logits = model(input_ids=sequences, attention_mask=mask, position_ids=positions, logits_to_keep=n_generated + 1).logits[:, :-1]
-    return torch.log_softmax(logits.float(), dim=-1)
 
 
 @dataclass(frozen=True)

@@ -119,8 +119,10 @@ def sample_responses(model, tokenizer, texts: list[str], config: GenerationConfi
         sampling = Sampling(config.temperature, config.top_k, config.top_p)
         for start in tqdm(range(0, len(texts), config.batch_size), desc=desc, unit="batch"):
             prompts = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts[start : start + config.batch_size]]
+            # whole-prompt prefill: sharing the prefix changes logits at rounding level, which flipped 2 of 480 sampled
+            # replies of the sycophancy data at seed 0 (a few tokens from their end), and this stage's bytes are archived
             for row in decode(model, prompts, config.max_new_tokens, stops, tokenizer.pad_token_id,
-                              min_new_tokens=config.min_new_tokens, sampling=sampling):
+                              min_new_tokens=config.min_new_tokens, sampling=sampling, share_prefix=False):
                 results.append((tokenizer.decode(row.tokens, skip_special_tokens=True).rstrip(), row.hit_stop))
         return results
     for start in tqdm(range(0, len(texts), config.batch_size), desc=desc, unit="batch"):

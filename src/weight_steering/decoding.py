@@ -9,7 +9,9 @@ only in what it skips:
 
 * keys and values go into a preallocated cache (``StaticCache``), one slot per step, instead of being
   concatenated anew every step;
-* identical prompts (a prompt sampled ``n_samples`` times) are prefilled once and their cache rows copied;
+* the token prefix common to all prompts (the chat template's system turn) is prefilled once and its cache rows
+  copied (:func:`prefill`; the persona data's seeded sampling opts out, see ``share_prefix``), and identical
+  prompts (a prompt sampled ``n_samples`` times) are prefilled once;
 * rows that have produced a stop token leave the batch once they are a quarter of it;
 * sampling filters on the top-k logits only (``torch.topk``, then top-p on those k), instead of sorting the whole
   vocabulary every step. The sampling distribution is ``generate``'s (temperature, then top-k, then top-p,
@@ -56,6 +58,58 @@ def _left_pad(prompts: list[list[int]], pad_id: int, device) -> tuple[torch.Tens
     return ids.to(device), mask.to(device)
 
 
+def common_prefix_length(prompts: list[list[int]]) -> int:
+    """The number of leading tokens that all ``prompts`` share (0 for no prompts)."""
+    if not prompts:
+        return 0
+    first, n = prompts[0], min(len(p) for p in prompts)
+    for i in range(n):
+        if any(p[i] != first[i] for p in prompts[1:]):
+            return i
+    return n
+
+
+def prefill(model, prompts: list[list[int]], pad_id: int, *, room: int = 0, logits_to_keep: int = 1, share_prefix: bool = True):
+    """Run N prompts through ``model`` into a fresh ``StaticCache``, their common token prefix once.
+
+    The cache holds ``[prefix P][left-padded suffixes S][room]`` slots per row: the prefix is computed for one row and
+    its keys and values copied to the N rows, then the suffixes (each prompt after the prefix) run as one left-padded
+    batch. Positions come from the attention mask, so every real token has the position it has in its own prompt and
+    attends to the same tokens as in ``generate``'s left-padded layout ``[pads][prompt]``: the arithmetic is the same,
+    in a different order (results agree to fp32 rounding, not bit for bit). Models with sliding-window layers see
+    the same window as long as a row fits in it (the pads count toward a window, as in ``generate``).
+
+    Args:
+        prompts: N ≥ 1 token-id lists, each at least ``logits_to_keep`` long (not padded).
+        room: cache slots to leave after the prompts (the tokens a decoder will append).
+        logits_to_keep: how many final positions of each row go through the LM head; the prefix stops short of
+            them, so they are always real tokens of every row.
+        share_prefix: False runs every prompt whole (``generate``'s layout and rounding; P = 0).
+
+    Returns:
+        ``(logits, mask, last_position, cache)``: ``logits`` ``[N, logits_to_keep, V]``; ``mask`` ``[N, T + room]``
+        the attention mask (1 on real tokens, 0 on pads and on the room, T the longest prompt); ``last_position``
+        ``[N]`` the position of each row's last token; ``cache`` the filled ``StaticCache``.
+    """
+    device = model.device
+    shared = 0 if len(prompts) == 1 or not share_prefix else min(common_prefix_length(prompts), min(len(p) for p in prompts) - logits_to_keep)
+    shared = max(shared, 0)
+    suffix_ids, suffix_mask = _left_pad([list(p[shared:]) for p in prompts], pad_id, device)   # [N, S]
+    width = shared + suffix_ids.shape[1]                                                      # T: the longest prompt
+    cache = StaticCache(config=model.config, max_cache_len=width + room)
+    mask = torch.zeros((len(prompts), width + room), dtype=torch.long, device=device)        # [N, T + room]
+    mask[:, :shared] = 1
+    mask[:, shared:width] = suffix_mask
+    if shared:   # one row's prefix, then its keys and values copied to every row
+        model(input_ids=torch.tensor([list(prompts[0][:shared])], device=device), attention_mask=mask[:1],
+              position_ids=torch.arange(shared, device=device)[None], cache=cache, use_cache=True, logits_to_keep=1)
+        cache.reorder_cache(torch.zeros(len(prompts), dtype=torch.long, device=device))
+    positions = shared + (suffix_mask.cumsum(-1) - 1).masked_fill(suffix_mask == 0, 0)       # [N, S] as in generate
+    out = model(input_ids=suffix_ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True,
+                logits_to_keep=logits_to_keep)
+    return out.logits, mask, positions[:, -1], cache
+
+
 def sample_from_logits(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator | None = None) -> torch.Tensor:
     """Draw one token per row from temperature-scaled logits restricted to the top-k, then to the top-p nucleus.
 
@@ -83,7 +137,7 @@ def sample_from_logits(logits: torch.Tensor, sampling: Sampling, generator: torc
 def decode(
     model, prompts: list[list[int]], max_new_tokens: int, stop_ids: set[int], pad_id: int, *,
     min_new_tokens: int = 0, sampling: Sampling | None = None, generator: torch.Generator | None = None,
-    keep_logits: bool = False,
+    keep_logits: bool = False, share_prefix: bool = True,
 ) -> list[Decoded]:
     """Continue each prompt until a stop token or ``max_new_tokens``; greedy when ``sampling`` is None.
 
@@ -95,6 +149,9 @@ def decode(
         sampling: temperature / top-k / top-p settings; None decodes greedily (argmax).
         keep_logits: also return each row's per-step logits (:attr:`Decoded.logits`; about 0.2 MB per token for a
             49k vocabulary).
+        share_prefix: prefill the prompts' common token prefix once (:func:`prefill`). It changes logits at fp32
+            rounding only, but a sampled token can flip on such a change: seeded sampling that must reproduce archived
+            bytes passes False.
 
     Returns:
         N :class:`Decoded`, in the order of ``prompts``.
@@ -111,19 +168,15 @@ def decode(
     device = model.device
     unique = list(dict.fromkeys(tuple(p) for p in prompts))
     slot_of = {p: i for i, p in enumerate(unique)}
-    ids, prompt_mask = _left_pad([list(p) for p in unique], pad_id, device)                # [U, T]
-    width = ids.shape[1]
-    positions = (prompt_mask.cumsum(-1) - 1).masked_fill(prompt_mask == 0, 0)            # [U, T] as in generate
     # A preallocated cache: each step writes one slot instead of re-concatenating every layer's keys and values.
-    cache = StaticCache(config=model.config, max_cache_len=width + max_new_tokens)
-    mask = torch.zeros((len(unique), width + max_new_tokens), dtype=torch.long, device=device)  # [U, T + max_new]
-    mask[:, :width] = prompt_mask
-    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True, logits_to_keep=1)
-    logits = out.logits[:, -1].float()                                                   # [U, V]
+    logits, mask, last_position, cache = prefill(model, [list(p) for p in unique], pad_id, room=max_new_tokens,
+                                                 share_prefix=share_prefix)
+    logits = logits[:, -1].float()                                                       # [U, V]
+    width = mask.shape[1] - max_new_tokens                                               # T: the longest prompt
     rows = torch.tensor([slot_of[tuple(p)] for p in prompts], device=device)             # [N] unique slot of each row
     if len(unique) < len(prompts):
         cache.reorder_cache(rows)                                                        # copy shared prefills
-    logits, mask, last_position = logits[rows], mask[rows], positions[rows, -1]
+    logits, mask, last_position = logits[rows], mask[rows], last_position[rows]
     stops = torch.tensor(sorted(stop_ids), dtype=torch.long, device=device)
     active = torch.arange(len(prompts), device=device)   # [b] the output row of each batch row
     running = torch.ones(len(prompts), dtype=torch.bool, device=device)                  # [b] not yet stopped

@@ -34,6 +34,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .chat import render_chat
+from .decoding import common_prefix_length
 from .diff import DeltaWeights
 from .eval_rows import ROW_INPUT_KEYS
 from .methods import SteeringMethod, as_method
@@ -103,14 +104,6 @@ class ScoredRows:
     truncated: torch.Tensor
 
 
-def _common_prefix(seqs: list[list[int]]) -> int:
-    first, n = seqs[0], min(len(s) for s in seqs)
-    for i in range(n):
-        if any(s[i] != first[i] for s in seqs[1:]):
-            return i
-    return n
-
-
 def _pad_right(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(1, max(len(s) for s in seqs))
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
@@ -154,13 +147,13 @@ def score_answer_sets(
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     index_sets = [torch.tensor(ids, dtype=torch.long, device=device) for ids in answer_ids]
 
-    shared = min(_common_prefix(encoded), min(len(e) for e in encoded) - 1)
+    shared = min(common_prefix_length(encoded), min(len(e) for e in encoded) - 1)
     by_group: dict[str, list[int]] = {}
     for i, g in enumerate(groups):
         by_group.setdefault(g, []).append(i)
     plans = []  # (rows, group-prefix length)
     for rows in by_group.values():
-        own = min(_common_prefix([encoded[i] for i in rows]), min(len(encoded[i]) for i in rows) - 1)
+        own = min(common_prefix_length([encoded[i] for i in rows]), min(len(encoded[i]) for i in rows) - 1)
         plans.append((rows, max(own, shared)))
     plans.sort(key=lambda p: max(len(encoded[i]) for i in p[0]))
 

@@ -2,7 +2,7 @@
 
     python benchmarks/bench_protocol.py                # the stage benchmarks (about 10 min on 2 cores)
     python benchmarks/bench_protocol.py --main-job     # also the main job, once per sampler (about 25 min more)
-    python benchmarks/bench_protocol.py --compare      # also one comparison from scratch (about 60 min more)
+    python benchmarks/bench_protocol.py --compare      # also one comparison from scratch (99 min in the last run)
 
 Writes docs/perf.json (``--out``) and prints a markdown table. "before" is the code path the archived results were
 made with, "after" the current default or opt-in fast path, measured in the same process on the same inputs:
@@ -129,7 +129,8 @@ def bench_generation(model, tokenizer, n: int) -> dict:
     start = time.perf_counter()
     after = []
     for i in range(0, n, 200):
-        after += decode(model, prompts[i:i + 200], 64, stops, tokenizer.pad_token_id, min_new_tokens=4, sampling=Sampling(0.7, 50, 0.9))
+        after += decode(model, prompts[i:i + 200], 64, stops, tokenizer.pad_token_id, min_new_tokens=4, sampling=Sampling(0.7, 50, 0.9),
+                        share_prefix=False)   # as the data stage samples (whole-prompt prefill)
     after_s = time.perf_counter() - start
     after_tokens = sum(len(d.tokens) + d.hit_stop for d in after)
     check = prompts[:16:2]
@@ -305,7 +306,7 @@ def main() -> None:
     parser.add_argument("--main-job", action="store_true", help="also time the main job once per sampler (about 25 min)")
     parser.add_argument("--kl-dw", help="a dW.safetensors to steer with in the KL timing (default: the sycophancy persona prompt)")
     parser.add_argument("--kl-alpha", type=float, default=3.3, help="α of --kl-dw (3.3: about the sycophancy dW's calibrated α₊)")
-    parser.add_argument("--compare", action="store_true", help="also time one comparison, sycophancy seed 0, from scratch (about 60 min)")
+    parser.add_argument("--compare", action="store_true", help="also time one comparison, sycophancy seed 0, from scratch (99 min in the last run)")
     args = parser.parse_args()
     out = Path(args.out)
     result = {"load_average_at_start": os.getloadavg()[0], "threads": torch.get_num_threads(), "torch": torch.__version__}

@@ -113,6 +113,9 @@ def test_prefill_runs_the_common_prefix_once_and_gives_a_plain_forwards_logits(t
     logits, *_ = prefill(model, same, tokenizer.pad_token_id, logits_to_keep=4)
     assert torch.allclose(logits, logits[:1].expand_as(logits), atol=1e-6) and logits.shape[1] == 4
     assert common_prefix_length([]) == 0 and common_prefix_length([[1, 2, 3], [1, 2, 4]]) == 2
+    for bad in ([], [[1, 2]]):
+        with pytest.raises(ValueError, match="logits_to_keep"):
+            prefill(model, bad, tokenizer.pad_token_id, logits_to_keep=3)
 
 
 def test_identical_prompts_are_prefilled_once_and_decode_alike(tiny):

@@ -90,10 +90,15 @@ def prefill(model, prompts: list[list[int]], pad_id: int, *, room: int = 0, logi
         ``(logits, mask, last_position, cache)``: ``logits`` ``[N, logits_to_keep, V]``; ``mask`` ``[N, T + room]``
         the attention mask (1 on real tokens, 0 on pads and on the room, T the longest prompt); ``last_position``
         ``[N]`` the position of each row's last token; ``cache`` the filled ``StaticCache``.
+
+    Raises:
+        ValueError: no prompts, ``logits_to_keep`` < 1, or a prompt shorter than ``logits_to_keep``.
     """
+    if not prompts or logits_to_keep < 1 or min(len(p) for p in prompts) < logits_to_keep:
+        raise ValueError(f"prefill needs at least one prompt, each at least logits_to_keep = {logits_to_keep} (≥ 1) "
+                         "tokens long; pass fewer logits_to_keep or longer prompts")
     device = model.device
     shared = 0 if len(prompts) == 1 or not share_prefix else min(common_prefix_length(prompts), min(len(p) for p in prompts) - logits_to_keep)
-    shared = max(shared, 0)
     suffix_ids, suffix_mask = _left_pad([list(p[shared:]) for p in prompts], pad_id, device)   # [N, S]
     width = shared + suffix_ids.shape[1]                                                      # T: the longest prompt
     cache = StaticCache(config=model.config, max_cache_len=width + room)

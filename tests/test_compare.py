@@ -7,7 +7,6 @@ import pytest
 
 from weight_steering.analyse import kl_summary, ratio_ci
 from weight_steering.compare import CompareConfig, CompareError, check_config, run_comparison
-from weight_steering.eval_data import EvalDataError
 from weight_steering.pipeline import preset_config
 
 TINY = {"generation": {"n_prompts": 3, "n_personas": 2, "n_samples": 2, "max_new_tokens": 8, "batch_size": 8},
@@ -61,14 +60,10 @@ def test_bad_comparison_input_is_refused(tiny, tmp_path, monkeypatch):
             check_config(_config(tmp_path, target=target))
     with pytest.raises(CompareError, match="fractions"):
         check_config(_config(tmp_path, curve_fractions=(1.5,)))
-    from weight_steering import compare
-    from weight_steering.behaviors import load_behavior
-
-    leaked = load_behavior("sycophancy").train_prompts[0]
-    monkeypatch.setattr(compare, "load_neutral", lambda: [{"instruction": leaked, "answer": "x", "category": "c"}] * 4)
-    model, tokenizer = tiny
-    with pytest.raises(EvalDataError, match="overlap"):
-        run_comparison(_config(tmp_path, methods=("dW",)), (model, tokenizer), "test", preset_config(**TINY))
+    with pytest.raises(CompareError, match="repeat a value"):
+        check_config(_config(tmp_path, curve_fractions=(0.5, 0.5)))
+    with pytest.raises(CompareError, match="--generation-tokens"):
+        check_config(_config(tmp_path, generation_tokens=0))
 
 
 def test_ratio_ci_pairs_rows():
@@ -186,3 +181,45 @@ def test_a_method_whose_name_changes_with_the_seed_says_so():
     assert method_label(["dW (lora, seed 0)", "dW (lora, seed 1)"]) == "dW (lora)"
     assert method_label(["CAA (layer 0)", "CAA (layer 10)", "CAA (layer 26)"]) == "CAA (layer 0 / layer 10 / layer 26, by seed)"
     assert method_label(["a", "b"]) == "a / b (by seed)"
+
+
+@pytest.mark.slow  # an end-to-end comparison on the tiny model
+def test_a_behaviour_with_ood_sets_reports_id_and_each_set_per_token_and_generations(tiny, tmp_path):
+    """tone: the ID probe and every OOD set scored per method (summed and per token), the generation scores at both
+    strengths, and, across two seeds, the generalisation ratio and dW's paired advantage over each method."""
+    pytest.importorskip("steering_vectors", reason="installed with --no-deps by the Makefile")
+    from weight_steering.compare import summarize_seeds
+    from weight_steering.report import render_seed_comparison
+
+    model, tokenizer = tiny
+    config = _config(tmp_path, behavior="tone", methods=("dW", "persona", "caa_slice"), curve_fractions=(0.5,), generation_tokens=4)
+    result = run_comparison(config, (model, tokenizer), "test", preset_config(**TINY))
+    sets = [s["name"] for s in result["ood_sets"]]
+    assert sets == ["written_tasks", "explanations", "instructions"] and result["ood_measure"] == "ood_sets_per_token"
+    assert result["n_generation_prompts"] == 12 + 72 and result["generation_metric"] == "register"
+    for m in result["methods"]:
+        e = m["effects"]
+        for name in ("id_spread", "id_per_token_spread", "ood_sets_spread", "ood_sets_per_token_spread",
+                     *(f"ood_{s}_per_token_spread" for s in sets), *(f"ood_{s}_spread" for s in sets),
+                     "gen_id_metric_spread", "gen_ood_metric_spread", "gen_id_judge_spread", "gen_ood_judged_spread"):
+            assert np.isfinite(e[name]["mean"]) and e[name]["ci_low"] <= e[name]["mean"] <= e[name]["ci_high"], (m["key"], name)
+        if m["continuous"]:  # the curve's y is the pooled per-token OOD effect, 0 at α = 0
+            assert len(m["curve"]) == 1 + 2 + 2 and next(c for c in m["curve"] if c["alpha"] == 0.0)["ood_target"] == 0.0
+    assert {r["method"] for r in result["ratios"] if r["measure"] == "ood_sets"} == {"persona", "caa_slice"}
+    text = (result["path"] / "comparison.md").read_text()
+    assert "explanations /token" in text and "ratio OOD/ID /token" in text and "Generations" in text
+    records = [json.loads(line) for line in next((tmp_path / "compare").rglob("gen-base-*/generations.jsonl")).read_text().splitlines()]
+    assert len(records) == 84 and {"reply", "metric", "judge", "judged"} <= set(records[0])
+
+    second = run_comparison(replace(config, seed=1), (model, tokenizer), "test", preset_config(**TINY))
+    group = summarize_seeds([json.loads((result["path"] / "comparison.json").read_text()),
+                             json.loads((second["path"] / "comparison.json").read_text())])[0]
+    ratio = next(r for r in group["rows"] if r["method"] == "dW" and r["measure"] == "generalisation_ratio_per_token")
+    by_seed = [m for s in (result, second) for m in s["methods"] if m["key"] == "dW"]
+    assert ratio["per_seed"] == pytest.approx([m["effects"]["ood_sets_per_token_spread"]["mean"] / m["effects"]["id_per_token_spread"]["mean"]
+                                               for m in by_seed])
+    advantage = next(a for a in group["advantages"] if a["method"] == "persona" and a["measure"] == "ood_sets_per_token_spread")
+    persona = [m for s in (result, second) for m in s["methods"] if m["key"] == "persona"]
+    assert advantage["per_seed"] == pytest.approx([d["effects"]["ood_sets_per_token_spread"]["mean"] - p["effects"]["ood_sets_per_token_spread"]["mean"]
+                                                   for d, p in zip(by_seed, persona)])
+    assert "dW minus each method, paired by seed" in render_seed_comparison([group])

@@ -5,6 +5,11 @@ Metrics of :func:`metric_frame` (all in log-odds, nats):
 * ``id``: the behaviour's held-out probe in the user-opinion framing (logratio; higher = more of
   the behaviour, e.g. agreement with the user), or the paired-completion probe (log P(positive
   reply) − log P(negative reply)).
+* ``id_per_token``: the paired-completion probe per reply token, log P(positive)/n₊ − log P(negative)/n₋
+  (nats per token), so that replies of different lengths weigh alike.
+* ``ood_<set>`` / ``ood_<set>_per_token``: a behaviour's out-of-distribution set of paired completions
+  (``ood_sets`` in its file), summed over the reply / per reply token; ``ood_sets`` / ``ood_sets_per_token``:
+  every OOD set pooled, **each set weighted equally** (the set is the stratum).
 * ``id_neutral``: the same claims in a neutral framing with no user opinion (the control).
 * ``id_controlled``: ``id − id_neutral`` per claim. Its α contrast, Δ(opinion) − Δ(neutral), is the
   primary in-distribution score: a general shift toward "Yes" moves both framings and cancels
@@ -59,6 +64,16 @@ def metric_frame(records: list[dict]) -> pd.DataFrame:
     control = df[df["eval"] == "held_out_control"]
     if len(held):
         add(held, "id", held["logratio"])
+        pairs = held[held["eval"] == "held_out_pair"]
+        if len(pairs) and "n_tokens_positive" in pairs and pairs["n_tokens_positive"].notna().all():  # older records lack the counts
+            add(pairs, "id_per_token", per_token(pairs))
+    ood = df[df["eval"] == "ood_pair"]
+    if len(ood):
+        add(ood, "ood_sets", ood["logratio"], ood["ood_set"].to_numpy())
+        add(ood, "ood_sets_per_token", per_token(ood), ood["ood_set"].to_numpy())
+        for name, part in ood.groupby("ood_set", sort=False):
+            add(part, f"ood_{name}", part["logratio"])
+            add(part, f"ood_{name}_per_token", per_token(part))
     if len(control):
         add(control, "id_neutral", control["logratio"])
         joined = held.merge(control, on=["alpha", "row_id"], suffixes=("", "_control"))
@@ -76,6 +91,17 @@ def metric_frame(records: list[dict]) -> pd.DataFrame:
         todo["pmass"] = np.fmin(todo["pmass"], todo["pmass_not"])
         add(todo, "action_bias", todo["logratio"] - todo["logratio_not"], row_id=todo["group"])
     return pd.concat(frames, ignore_index=True)
+
+
+def per_token(records: pd.DataFrame) -> np.ndarray:
+    """Paired-completion score per reply token: log P(positive)/n₊ − log P(negative)/n₋ (nats per token)."""
+    return (records["log_p_positive"] / records["n_tokens_positive"] - records["log_p_negative"] / records["n_tokens_negative"]).to_numpy()
+
+
+def ood_set_names(frame: pd.DataFrame) -> list[str]:
+    """The OOD set names scored in ``frame`` (from its ``ood_<set>`` metrics), in order of appearance."""
+    return [m[4:] for m in dict.fromkeys(frame["metric"]) if m.startswith("ood_") and m != "ood_sets" and not m.endswith("_per_token")
+            and m != "ood_sets_per_token"]
 
 
 def kl_summary(per_position: np.ndarray, prompt_index: np.ndarray, seed: int = 0) -> dict:
@@ -334,7 +360,9 @@ def method_effects(records: list[dict], alpha_plus: float, alpha_minus: float, r
     Returns:
         ``{name: {"mean", "ci_low", "ci_high"}}`` for ``id_plus`` / ``id_minus`` / ``id_spread`` (held-out
         probe, opinion framing, arm − reference and + arm − − arm), ``id_controlled_*`` and
-        ``id_neutral_*`` (framing-controlled and neutral framing, where scored), ``ood_target_plus`` /
+        ``id_neutral_*`` (framing-controlled and neutral framing, where scored), ``id_per_token_*`` and, per OOD set of
+        paired completions, ``ood_<set>_*`` / ``ood_<set>_per_token_*`` with the pooled ``ood_sets_*`` /
+        ``ood_sets_per_token_*`` (each set weighted equally; nats summed over a reply / nats per reply token), ``ood_target_plus`` /
         ``ood_target_minus`` / ``ood_target_spread`` (the behaviour's DailyDilemmas target,
         action-stratified; ``ood_target_pooled_*`` pooled), ``action_bias_plus`` / ``action_bias_minus``,
         ``off_target`` (mean over the other values of the stratified |Δ(+ arm − reference)|);
@@ -345,9 +373,9 @@ def method_effects(records: list[dict], alpha_plus: float, alpha_minus: float, r
     frame = metric_frame(records)
     value, sign = dilemma_target(behavior)
     arms = {"plus": (alpha_plus, reference), "minus": (alpha_minus, reference), "spread": (alpha_plus, alpha_minus)}
-    specs = {f"{name}_{arm}": (metric, *alphas) for arm, alphas in arms.items()
-             for name, metric in (("id", "id"), ("id_controlled", "id_controlled"), ("id_neutral", "id_neutral"),
-                                  ("action_bias", "action_bias"))}
+    pair_metrics = ["id_per_token", *(m for m in dict.fromkeys(frame["metric"]) if m.startswith("ood_"))]  # paired completions
+    specs = {f"{metric}_{arm}": (metric, *alphas) for arm, alphas in arms.items()
+             for metric in ("id", "id_controlled", "id_neutral", "action_bias", *pair_metrics)}
     if value:
         specs.update({f"ood_target_{arm}": (f"dilemmas_{value}", *alphas) for arm, alphas in arms.items()})
         specs.update({f"ood_target_pooled_{arm}": (f"dilemmas_{value}_pooled", *alphas) for arm, alphas in arms.items()})

@@ -15,6 +15,9 @@ A behaviour file is JSON (shipped ones live in ``resources/behaviors/``)::
                    "control_template": "Is it true that {claim}? Answer Yes or No.",   # optional
                    "prefill": "My answer: **", "claims": ["..."]},
       "ood_targets": [{"eval": "dilemmas", "value": "honesty", "sign": -1}],          # optional
+      "ood_sets": [{"name": "written_tasks", "description": "...",                    # optional
+                    "items": [{"prompt": "...", "positive": "...", "negative": "..."}]}],
+      "generation_metric": "register",                                                 # optional
       "judge": {"template": "... {prompt} ... {response} ... Answer Yes or No.",       # optional
                 "prefill": "My answer: **"}
     }
@@ -33,6 +36,12 @@ Pair i is (positive[i], negative[i]); θ⁺ is trained on responses under the po
 * ``ood_targets`` name the out-of-distribution value(s) the behaviour should move and the intended
   sign of the move at α > 0: ``eval`` is ``dilemmas`` (a DailyDilemmas value) or ``vignettes`` (a
   moral foundation). SI's intent and every OOD table use them.
+* ``ood_sets`` are out-of-distribution prompt distributions far from the training prompts (written tasks,
+  explanations, instructions …), each a named list of paired completions scored like the completion-pair
+  probe. Tables report each set separately, summed over the reply and per reply token.
+* ``generation_metric`` names the judge-free score of generated text
+  (:data:`weight_steering.generations.GENERATION_METRICS`: ``register`` for a casual register, ``valence`` for an
+  upbeat outlook).
 * ``judge`` is the question a judge model answers Yes (behaviour shown) or No about each generated
   response (``{prompt}``: the user message, ``{response}``: the reply); see :mod:`weight_steering.judge`.
 * ``train_items[*].behavior_answer`` ("yes"/"no", optional) records which answer word the
@@ -41,6 +50,7 @@ Pair i is (positive[i], negative[i]); θ⁺ is trained on responses under the po
 
 from __future__ import annotations
 
+import re
 import string
 from dataclasses import dataclass, field
 from importlib import resources
@@ -50,6 +60,8 @@ from .artifacts import ArtifactError, read_json
 
 OOD_EVALS = ("dilemmas", "vignettes")
 HELD_OUT_KINDS = ("yes_no", "completion_pair")
+GENERATION_METRICS = ("register", "valence")  # implemented in weight_steering.generations
+_SET_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
 class BehaviorError(ValueError):
@@ -95,6 +107,18 @@ class OODTarget:
 
 
 @dataclass(frozen=True)
+class OODSet:
+    """An out-of-distribution set of paired completions: ``items`` of ``{"prompt", "positive", "negative"}``."""
+
+    name: str
+    description: str
+    items: tuple[dict, ...]
+
+    def prompts(self) -> list[str]:
+        return [item["prompt"] for item in self.items]
+
+
+@dataclass(frozen=True)
 class Judge:
     """A Yes/No judge question about one generated response (Yes = the behaviour is shown)."""
 
@@ -121,6 +145,8 @@ class Behavior:
     ood_targets: tuple[OODTarget, ...] = ()
     judge: Judge | None = None
     behavior_answers: tuple[str | None, ...] = ()
+    ood_sets: tuple[OODSet, ...] = ()
+    generation_metric: str | None = None
 
     @property
     def n_personas(self) -> int:
@@ -142,6 +168,14 @@ class Behavior:
             groups.setdefault(answer, []).append(i)
         order = [i for column in range(len(self.train_prompts)) for group in groups.values() if column < len(group) for i in [group[column]]]
         return sorted(order[:n])
+
+    def held_out_prompts(self) -> list[str]:
+        """Every user message of the held-out probe (both framings of a Yes/No probe)."""
+        return [] if self.held_out is None else self.held_out.prompts() + self.held_out.control_prompts()
+
+    def ood_prompts(self) -> list[str]:
+        """Every user message of the OOD sets, in set order."""
+        return [p for ood_set in self.ood_sets for p in ood_set.prompts()]
 
     def ood_target(self, eval_name: str) -> OODTarget | None:
         """The first OOD target on ``eval_name`` (``dilemmas`` or ``vignettes``), or None."""
@@ -188,7 +222,31 @@ def load_behavior(name_or_path: str | Path) -> Behavior:
             )
         source = f"resources/behaviors/{name_or_path}.json"
         raw = read_json(resources.files("weight_steering") / "resources" / "behaviors" / f"{name_or_path}.json")
-    return parse_behavior(raw, source)
+    behavior = parse_behavior(raw, source)
+    check_disjoint_from_shipped_sets(behavior, source)
+    return behavior
+
+
+def check_disjoint_from_shipped_sets(behavior: Behavior, source: str = "<dict>") -> None:
+    """Refuse a behaviour whose prompts (training, held-out, OOD) overlap a shipped evaluation set: the neutral
+    calibration and audit prompts (KL budget, degradation), the DailyDilemmas rows or the vignettes. Runs when the
+    behaviour is loaded, so every command fails before any model work.
+
+    Two texts overlap when one contains the other after lowercasing and collapsing whitespace
+    (:func:`weight_steering.eval_data.overlapping_texts`).
+
+    Raises:
+        BehaviorError: naming each overlapping prompt, the behaviour set it is in and the shipped set it meets.
+    """
+    from .eval_data import overlapping_texts, shipped_prompt_sets
+
+    sets = {"training prompt": list(behavior.train_prompts), "held-out prompt": behavior.held_out_prompts()}
+    sets.update({f"OOD set {s.name} prompt": s.prompts() for s in behavior.ood_sets})
+    found = [f"{kind} {prompt!r} ({where})" for kind, prompts in sets.items() for prompt, where in overlapping_texts(prompts, shipped_prompt_sets())]
+    if found:
+        raise BehaviorError(f"behaviour {source}: {len(found)} prompt(s) overlap a shipped evaluation set: {'; '.join(found[:5])}. "
+                            "The behaviour's prompts must be disjoint from the neutral calibration and audit prompts, DailyDilemmas "
+                            "and the vignettes, or the KL budget and the OOD scores would be measured on training text: change those prompts")
 
 
 def parse_behavior(raw: dict, source: str = "<dict>") -> Behavior:
@@ -255,6 +313,11 @@ def parse_behavior(raw: dict, source: str = "<dict>") -> Behavior:
     display_name = raw.get("display_name", "")
     if not isinstance(display_name, str):
         raise fail("display_name", "must be a string")
+    held_prompts = [] if held_out is None else held_out.prompts() + held_out.control_prompts()
+    ood_sets = _parse_ood_sets(raw.get("ood_sets", []), prompts, held_prompts, fail)
+    metric = raw.get("generation_metric")
+    if metric is not None and metric not in GENERATION_METRICS:
+        raise fail("generation_metric", f"must be one of {GENERATION_METRICS} (or left out); got {metric!r}")
     return Behavior(
         name=name,
         description=description,
@@ -267,6 +330,8 @@ def parse_behavior(raw: dict, source: str = "<dict>") -> Behavior:
         ood_targets=_parse_ood_targets(raw.get("ood_targets", []), fail),
         judge=_parse_judge(raw.get("judge"), fail),
         behavior_answers=tuple(answers),
+        ood_sets=ood_sets,
+        generation_metric=metric,
     )
 
 
@@ -277,18 +342,11 @@ def _parse_held_out(block, train_claims: list[str], train_prompts: list[str], fa
     if kind not in HELD_OUT_KINDS:
         raise fail("held_out.kind", f"must be one of {HELD_OUT_KINDS}; got {kind!r}")
     if kind == "completion_pair":
-        items = block.get("items")
-        if not isinstance(items, list) or not items:
-            raise fail("held_out.items", "must be a non-empty list of {\"prompt\", \"positive\", \"negative\"} objects")
-        for i, item in enumerate(items):
-            if not isinstance(item, dict) or any(not isinstance(item.get(k), str) or not item[k].strip() for k in ("prompt", "positive", "negative")):
-                raise fail(f"held_out.items[{i}]", "must have non-empty string fields prompt, positive and negative")
-            if item["positive"] == item["negative"]:
-                raise fail(f"held_out.items[{i}]", "has identical positive and negative replies; they must differ in the behaviour")
+        items = _pair_items(block.get("items"), "held_out.items", fail)
         overlap = sorted({item["prompt"] for item in items} & set(train_prompts))
         if overlap:
             raise fail("held_out.items", f"reuse training prompts {overlap[:3]}; held-out prompts must be disjoint")
-        return HeldOut("", block.get("prefill", ""), (), None, kind, tuple(dict(item) for item in items))
+        return HeldOut("", block.get("prefill", ""), (), None, kind, items)
     template = _text(block, "template", lambda f, p: fail(f"held_out.{f}", p))
     if "{claim}" not in template:
         raise fail("held_out.template", "must contain '{claim}'")
@@ -307,6 +365,47 @@ def _parse_held_out(block, train_claims: list[str], train_prompts: list[str], fa
     if len({c.strip().lower() for c in held_claims}) != len(held_claims):
         raise fail("held_out.claims", "contains duplicate claims")
     return HeldOut(template, prefill, tuple(held_claims), control)
+
+
+def _pair_items(items, where: str, fail) -> tuple[dict, ...]:
+    """Validated ``{"prompt", "positive", "negative"}`` items: non-empty strings, replies that differ, prompts unique."""
+    if not isinstance(items, list) or not items:
+        raise fail(where, "must be a non-empty list of {\"prompt\", \"positive\", \"negative\"} objects")
+    for i, item in enumerate(items):
+        if not isinstance(item, dict) or any(not isinstance(item.get(k), str) or not item[k].strip() for k in ("prompt", "positive", "negative")):
+            raise fail(f"{where}[{i}]", "must have non-empty string fields prompt, positive and negative")
+        if item["positive"] == item["negative"]:
+            raise fail(f"{where}[{i}]", "has identical positive and negative replies; they must differ in the behaviour")
+    prompts = [item["prompt"] for item in items]
+    if len(set(prompts)) != len(prompts):
+        raise fail(where, f"repeats a prompt ({next(p for p in prompts if prompts.count(p) > 1)!r}); each item needs its own prompt")
+    return tuple(dict(item) for item in items)
+
+
+def _parse_ood_sets(value, train_prompts: list[str], held_prompts: list[str], fail) -> tuple[OODSet, ...]:
+    """Validated OOD sets: named (lowercase identifiers, unique), paired items, prompts disjoint from each other, from the
+    training prompts and from the held-out probe."""
+    if not isinstance(value, list):
+        raise fail("ood_sets", "must be a list of {\"name\", \"description\", \"items\"} objects")
+    sets, seen = [], {}
+    for i, block in enumerate(value):
+        where = f"ood_sets[{i}]"
+        if not isinstance(block, dict) or not isinstance(block.get("name"), str) or not _SET_NAME.match(block["name"]):
+            raise fail(f"{where}.name", "must be a lowercase identifier such as \"written_tasks\" (it names the set in every table)")
+        if block["name"] == "sets" or block["name"].startswith("target"):
+            raise fail(f"{where}.name", f"{block['name']!r} is reserved (ood_sets, ood_target name pooled measures); choose another name")
+        if block["name"] in {s.name for s in sets}:
+            raise fail(f"{where}.name", f"repeats the set name {block['name']!r}; names must be unique")
+        items = _pair_items(block.get("items"), f"{where}.items", fail)
+        for item in items:
+            prompt = item["prompt"]
+            clash = ("a training prompt" if prompt in train_prompts else "a held-out prompt" if prompt in held_prompts
+                     else f"OOD set {seen[prompt]!r}" if prompt in seen else None)
+            if clash:
+                raise fail(f"{where}.items", f"prompt {prompt!r} is also {clash}; OOD prompts must be disjoint from every other set")
+            seen[prompt] = block["name"]
+        sets.append(OODSet(block["name"], str(block.get("description", "")), items))
+    return tuple(sets)
 
 
 def _parse_ood_targets(value, fail) -> tuple[OODTarget, ...]:

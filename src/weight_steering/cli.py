@@ -331,6 +331,7 @@ def compare(
     s_space_rank: int = typer.Option(8, help="r of the S-space projection"),
     dilemma_limit: int = typer.Option(None, help="only the first n DailyDilemmas dilemmas"),
     prompt_limit: int = typer.Option(None, help="only the first n prompts of each neutral split (smoke runs)"),
+    generation_tokens: int = typer.Option(48, help="greedy tokens per reply in the generation scores (behaviours with OOD sets)"),
     out: OutRoot = "out",
     archive: str = typer.Option(None, help="folder keeping every small finished stage (committed: resume after a stop, anywhere)"),
     dw_only: bool = typer.Option(False, "--dw-only", help="only restore the archived stages and train (or reuse) the dW; print its folder and stop"),
@@ -351,7 +352,8 @@ def compare(
         config = CompareConfig(behavior=behavior, model=model, family=family, seed=seed, data_seed=data_seed,
                                methods=tuple(METHODS) if methods == "all" else tuple(_split(methods)), target=target,
                                tolerance=tolerance, n_tokens=n_tokens, curve_fractions=fractions, s_space_rank=s_space_rank,
-                               dilemma_limit=dilemma_limit, prompt_limit=prompt_limit, out=out, archive=archive)
+                               dilemma_limit=dilemma_limit, prompt_limit=prompt_limit, generation_tokens=generation_tokens, out=out,
+                               archive=archive)
         result = run_comparison(config, command=command, dw_only=dw_only,
                                 job_config=preset_config(generation=sampler_settings(sampler), device=device, dtype=dtype))
     except (*KNOWN_ERRORS, CompareError, EvalDataError) as err:

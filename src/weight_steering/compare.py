@@ -31,8 +31,10 @@ from .analyse import bootstrap_ci, dilemma_target, kl_summary, method_effects, m
 from .artifacts import atomic_write, file_sha256, read_json, read_jsonl, stable_hash, write_json, write_jsonl
 from .calibrate import calibrate_alpha, kl_from_base
 from .diff import load_dw
-from .eval_data import check_disjoint, load_neutral, neutral_split
+from .eval_data import load_neutral, neutral_split
 from .evaluate import evaluate, reference_nll
+from .generations import generate_replies, generation_effects, generation_prompts, score_replies
+from .judge import judge_logratios
 from .chat import default_system_prompt
 from .methods import (SteeringMethod, contrast_activations, contrast_pairs, direction_agreement, engineered_method, persona_method, s_space_vector,
                       separation_by_layer, steering_vector, vector_method, weight_method)
@@ -87,6 +89,9 @@ class CompareConfig:
         curve_fractions: extra strengths, as fractions of each calibrated α, for the effect-vs-KL curves.
         dilemma_limit: evaluate on the first n dilemmas (None: all).
         prompt_limit: use the first n prompts of each neutral split (None: all; smaller only for smoke runs).
+        generation_tokens: greedy tokens per reply in the generation scores (behaviours with OOD sets or a
+            ``generation_metric``: every method's replies to the ID and OOD prompts at both strengths,
+            :mod:`weight_steering.generations`).
         out: output root; the result goes to ``<out>/compare/<behaviour>/<model>/<family>-seed<s>[-data<d>]/``.
         archive: a folder (committed, say) that keeps every small finished stage of the comparison and of its
             main job (data, judge, base evaluation) under ``<archive>/<model>/<behaviour>/``: they are restored
@@ -109,6 +114,7 @@ class CompareConfig:
     curve_fractions: tuple[float, ...] = (0.25, 0.5)
     dilemma_limit: int | None = None
     prompt_limit: int | None = None
+    generation_tokens: int = 48
     out: str = "out"
     archive: str | None = None
 
@@ -124,6 +130,10 @@ def check_config(config: CompareConfig) -> None:
         raise CompareError(f"--tolerance must lie in (0, --target) nats; got {config.tolerance}")
     if any(not (0 < f < 1) for f in config.curve_fractions):
         raise CompareError(f"curve fractions must lie in (0, 1) (the calibrated α is the point at 1); got {config.curve_fractions}")
+    if len(set(config.curve_fractions)) != len(config.curve_fractions):
+        raise CompareError(f"curve fractions repeat a value ({config.curve_fractions}); give each fraction once")
+    if not (isinstance(config.generation_tokens, int) and config.generation_tokens >= 1):
+        raise CompareError(f"--generation-tokens must be an integer ≥ 1; got {config.generation_tokens!r}")
 
 
 def build_methods(job, dw, dw_sha: str, config: CompareConfig) -> dict[str, tuple[SteeringMethod, dict]]:
@@ -193,8 +203,9 @@ def run_comparison(config: CompareConfig, loaded=None, command: str = "", job_co
         (calibration and audit split), calibration cost and :func:`weight_steering.analyse.method_effects`.
 
     Raises:
-        CompareError: bad config. EvalDataError: calibration prompts overlap training or evaluation
-        text (names them). DeltaWeightsError, ModelNotAvailableError, BehaviorError: as in the main job.
+        CompareError: bad config. BehaviorError: the behaviour's prompts overlap a shipped set, such as the neutral
+        calibration prompts (checked when it is loaded, before any model work). DeltaWeightsError, ModelNotAvailableError:
+        as in the main job.
     """
     check_config(config)
     behavior_name = load_behavior(config.behavior).name
@@ -229,9 +240,6 @@ def run_comparison(config: CompareConfig, loaded=None, command: str = "", job_co
     calibration, audit = neutral_split(neutral)
     calibration_prompts = [p["instruction"] for p in calibration][: config.prompt_limit]
     audit_prompts = [p["instruction"] for p in audit][: config.prompt_limit]
-    check_disjoint(calibration_prompts + audit_prompts,
-                   {"training prompts": [r["prompt"] for r in job.rows],
-                    "evaluation rows": [m["content"] for r in rows for m in r["messages"]]})
     base_records = evaluate_base(job)
     methods = build_methods(job, dw, file_sha256(dw_dir / "dW.safetensors"), config)
     archive()
@@ -243,6 +251,28 @@ def run_comparison(config: CompareConfig, loaded=None, command: str = "", job_co
 
     def measure(method, alpha, prompts):
         return kl_from_base(job.model, job.tokenizer, method, alpha, prompts, config.n_tokens)
+
+    behavior = job.behavior
+    gen_prompts = generation_prompts(behavior) if (behavior.ood_sets or behavior.generation_metric) else []
+    threshold = (job.judge or {}).get("threshold")
+
+    def generations(label: str, method, alphas: tuple[float, ...], identity: str) -> list[dict]:
+        """Greedy replies to the ID and OOD prompts at ``alphas``, scored (a resumable stage; the judge sees the base model)."""
+        key = stable_hash({"identity": identity, "alphas": list(alphas), "prompts": [g["prompt"] for g in gen_prompts],
+                           "tokens": config.generation_tokens, "metric": behavior.generation_metric, "threshold": threshold,
+                           "judge": None if behavior.judge is None else asdict(behavior.judge)})
+
+        def compute(directory: Path) -> None:
+            rows = []
+            for alpha in alphas:
+                replies = generate_replies(job.model, job.tokenizer, method, alpha, [g["prompt"] for g in gen_prompts], config.generation_tokens)
+                rows += [{**g, "alpha": alpha, "reply": reply} for g, reply in zip(gen_prompts, replies)]
+            judged = judge_logratios(job.model, job.tokenizer, behavior, [(r["prompt"], r["reply"]) for r in rows]) if behavior.judge else None
+            write_jsonl(directory / "generations.jsonl", score_replies(rows, behavior.generation_metric, judged, threshold))
+
+        return read_jsonl(run_stage(f"generate {label}", root / f"gen-{label}-{key}", key, compute) / "generations.jsonl")
+
+    base_generations = generations("base", None, (0.0,), stable_hash({"base": job.base_hash})) if gen_prompts else []
 
     results = []
     for key, (method, spec) in methods.items():
@@ -287,9 +317,12 @@ def run_comparison(config: CompareConfig, loaded=None, command: str = "", job_co
         if method.continuous:
             curve += _curve(job, method, identity, config, root, rows, base_records, arms, measure, calibration_prompts)
         effects = method_effects(records, alpha_plus, alpha_minus, behavior=job.behavior)
+        if gen_prompts:
+            effects.update(generation_effects(base_generations + generations(key, method, (alpha_minus, alpha_plus), identity), alpha_plus, alpha_minus))
+        measure_name = ood_measure(job.behavior)[0]
         for label in ("plus", "minus"):  # the calibrated points of the curve are the table's Δ
             curve.append({"fraction": 1.0, "alpha": arms[label]["alpha"], "p95": arms[label]["p95"],
-                          "ood_target": effects.get(f"ood_target_{label}", {}).get("mean", float("nan"))})
+                          "ood_target": effects.get(f"{measure_name}_{label}", {}).get("mean", float("nan"))})
         nll = read_json(directory / "nll.json")
         for label, alpha in (("plus", alpha_plus), ("minus", alpha_minus)):
             change = np.array(nll[str(alpha)]) - base_nll
@@ -309,7 +342,10 @@ def run_comparison(config: CompareConfig, loaded=None, command: str = "", job_co
                "n_rows": len(rows), "n_dilemma_rows": sum(r["eval"] == "dilemmas" for r in rows),
                "n_calibration_prompts": len(calibration_prompts), "n_audit_prompts": len(audit_prompts),
                "ood_target": dict(zip(("value", "sign"), dilemma_target(job.behavior))), "behavior_label": job.behavior.label,
-               "methods": results, "ratios": ratios}
+               "ood_sets": [{"name": s.name, "description": s.description, "n_items": len(s.items)} for s in job.behavior.ood_sets],
+               "ood_measure": ood_measure(job.behavior)[0], "generation_metric": job.behavior.generation_metric,
+               "n_generation_prompts": len(gen_prompts), "judge_threshold": threshold,
+               "judge_agreement": (job.judge or {}).get("agreement"), "methods": results, "ratios": ratios}
     from .report import plot_effect_vs_kl, render_comparison
 
     def write_result(directory: Path) -> None:
@@ -346,18 +382,34 @@ def _audit(method, key, label, alpha, identity, prompts, root, measure, config) 
     return {f"audit_{name}": value for name, value in summary.items()} | {"n_audit_prompts": raw["n_prompts"]}
 
 
-def _ood_delta(records: list[dict], alpha: float, behavior) -> float:
-    """The behaviour's DailyDilemmas target Δ (α − 0), action-stratified, in nats (NaN without such a target)."""
+def ood_measure(behavior) -> tuple[str, str | None, str | None]:
+    """``(effect name, metric, eval)`` of the behaviour's out-of-distribution measure, the y of the effect-vs-KL curve:
+    its DailyDilemmas target (``ood_target``, action-stratified), else its OOD sets pooled per reply token
+    (``ood_sets_per_token``, each set weighted equally), else ``("ood_target", None, None)`` (no OOD measure)."""
     value, _ = dilemma_target(behavior)
-    if value is None:
+    if value is not None:
+        return "ood_target", f"dilemmas_{value}", "dilemmas"
+    if behavior.ood_sets:
+        return "ood_sets_per_token", "ood_sets_per_token", "ood_pair"
+    return "ood_target", None, None
+
+
+def _ood_delta(records: list[dict], alpha: float, behavior) -> float:
+    """The behaviour's OOD measure (:func:`ood_measure`) Δ (α − 0) in nats (NaN without one)."""
+    _, metric, _ = ood_measure(behavior)
+    if metric is None:
         return float("nan")
-    values, _, strata = paired_rows(metric_frame(records), f"dilemmas_{value}", alpha, 0.0)
+    values, _, strata = paired_rows(metric_frame(records), metric, alpha, 0.0)
     return stratified_mean(values, strata)
 
 
 def _curve(job, method, identity, config, root, rows, base_records, arms, measure, prompts) -> list[dict]:
-    """Points of the effect-vs-KL curve at ``config.curve_fractions`` of each calibrated α (dilemma rows only)."""
-    dilemmas = [r for r in rows if r["eval"] == "dilemmas"]
+    """Points of the effect-vs-KL curve at ``config.curve_fractions`` of each calibrated α (the rows of the behaviour's
+    OOD measure only, :func:`ood_measure`)."""
+    eval_name = ood_measure(job.behavior)[2]
+    if eval_name is None:
+        return []
+    dilemmas = [r for r in rows if r["eval"] == eval_name]
     points = []
     for label in ("plus", "minus"):
         for fraction in config.curve_fractions:
@@ -371,7 +423,7 @@ def _curve(job, method, identity, config, root, rows, base_records, arms, measur
                 write_json(directory / "kl.json", {"p95": stats.p95, "mean": stats.mean, "max": stats.max})
 
             directory = run_stage(f"curve {alpha:+.3g}", root / f"curve-{key}", key, compute)
-            base = [r for r in base_records if r["eval"] == "dilemmas"]
+            base = [r for r in base_records if r["eval"] == eval_name]
             points.append({"fraction": fraction, "alpha": alpha, "p95": read_json(directory / "kl.json")["p95"],
                            "ood_target": _ood_delta(base + read_jsonl(directory / "records.jsonl"), alpha, job.behavior)})
     return points
@@ -379,14 +431,16 @@ def _curve(job, method, identity, config, root, rows, base_records, arms, measur
 
 def _ratios(results: list[dict], behavior) -> list[dict]:
     """dW's spread (Δ at α₊ − Δ at α₋) over each other method's, paired over identical rows, with a 95% CI:
-    for the behaviour's DailyDilemmas target (action-stratified) and, where the behaviour has held-out
-    rows, for the framing-controlled ID score (the opinion framing alone when no control was scored)."""
+    for the behaviour's DailyDilemmas target (action-stratified), its OOD sets pooled per reply token (each set
+    weighted equally) and, where the behaviour has held-out rows, for the framing-controlled ID score (the opinion
+    framing alone when no control was scored) and the paired-completion probe per reply token."""
     by_key = {r["key"]: r for r in results}
     if "dW" not in by_key:
         return []
     frames = {key: metric_frame(result["_records"]) for key, result in by_key.items()}
     value, _ = dilemma_target(behavior)
-    measures = {"id": "id_controlled" if "id_controlled" in set(frames["dW"]["metric"]) else "id"}
+    scored = set(frames["dW"]["metric"])
+    measures = {"id": "id_controlled" if "id_controlled" in scored else "id", "id_per_token": "id_per_token", "ood_sets": "ood_sets_per_token"}
     if value:
         measures = {"ood_target": f"dilemmas_{value}", **measures}
     out = []
@@ -417,6 +471,16 @@ SEED_MEASURES = ("alpha_minus", "alpha_plus", "audit_p95_minus", "audit_p95_plus
                  "action_bias_plus", "nll_change_minus", "nll_change_plus", "si_k2")
 
 
+# behaviours with OOD sets of paired completions (and generation scores): the measures of their across-seed table
+PAIR_SEED_MEASURES = ("alpha_minus", "alpha_plus", "audit_p95_minus", "audit_p95_plus", "id_spread", "id_per_token_plus",
+                      "id_per_token_minus", "id_per_token_spread", "ood_sets_spread", "ood_sets_per_token_plus", "ood_sets_per_token_minus",
+                      "ood_sets_per_token_spread", "generalisation_ratio_per_token", "generalisation_ratio_summed", "gen_id_metric_spread",
+                      "gen_ood_metric_spread", "gen_id_judged_spread", "gen_ood_judged_spread", "action_bias_plus", "nll_change_minus",
+                      "nll_change_plus")
+# dW against each other method, per seed (dW − method): the OOD effect and the generalisation ratio
+ADVANTAGE_MEASURES = ("ood_sets_per_token_spread", "ood_sets_spread", "generalisation_ratio_per_token", "gen_ood_metric_spread")
+
+
 class SeedSummaryError(ValueError):
     """Comparisons that cannot be summarised together (different settings, behaviours mixed, a seed twice)."""
 
@@ -438,6 +502,12 @@ def load_comparisons(paths) -> list[dict]:
 
 
 def _method_value(method: dict, measure: str) -> float:
+    """One number of a method's comparison result: a strength or audit KL, an effect's mean, or a generalisation ratio
+    (``generalisation_ratio_per_token``: OOD spread / ID spread, both pooled per reply token; ``_summed``: both summed
+    over the reply, which a longer OOD reply inflates)."""
+    if measure.startswith("generalisation_ratio_"):
+        ood, idm = ("ood_sets_per_token_spread", "id_per_token_spread") if measure.endswith("per_token") else ("ood_sets_spread", "id_spread")
+        return _method_value(method, ood) / _method_value(method, idm)
     if measure.startswith(("alpha_", "audit_p95_")):
         name, arm = measure.rsplit("_", 1)
         return float(method[arm]["alpha" if name == "alpha" else "audit_p95"])
@@ -476,8 +546,11 @@ def summarize_seeds(summaries: list[dict]) -> list[dict]:
         ``per_seed`` values, ``row_significant`` per seed (its row-level CI excludes 0), ``mean``, ``ci_low``, ``ci_high``,
         ``seed_independent``: the method gave identical values at every seed (the prompt methods), so the interval is
         its row-level 95% CI rather than a t-interval over seeds),
-        ``ratios`` (dW's spread over each method's, per seed and across) and ``agreement`` (per seed: cos(CAA, PCA)
-        and the per-pair sign agreement of both directions, averaged over the slice layers).
+        ``ratios`` (dW's spread over each method's, per seed and across), ``advantages`` (behaviours with OOD sets: dW's
+        value minus each method's per seed, :data:`ADVANTAGE_MEASURES`, with a t-interval over seeds: the paired
+        difference) and ``agreement`` (per seed: cos(CAA, PCA) and the per-pair sign agreement of both directions,
+        averaged over the slice layers). For behaviours with OOD sets the rows also hold the generalisation ratio
+        OOD spread / ID spread per seed (per reply token, and summed).
 
     Raises:
         SeedSummaryError: two comparisons of one behaviour with the same seed, or with different targets,
@@ -500,10 +573,13 @@ def summarize_seeds(summaries: list[dict]) -> list[dict]:
         keys = [m["key"] for m in group[0]["methods"]]
         if any([m["key"] for m in s["methods"]] != keys for s in group):
             raise SeedSummaryError(f"{behavior}: the comparisons ran different methods; rerun with the same --methods")
+        set_names = [o["name"] for o in group[0].get("ood_sets", [])]
+        wanted = SEED_MEASURES if not set_names else (
+            *PAIR_SEED_MEASURES, *(f"ood_{name}_per_token_spread" for name in set_names), *(f"ood_{name}_spread" for name in set_names))
         rows = []
         for index, key in enumerate(keys):
             methods = [s["methods"][index] for s in group]
-            measures = [m for m in SEED_MEASURES if not all(np.isnan([_method_value(x, m) for x in methods]))]
+            measures = [m for m in wanted if not all(np.isnan([_method_value(x, m) for x in methods]))]
             # A method no seed changes (the prompts: no data, no training) gives identical values at every seed; an interval
             # over seeds would have width 0, so its interval is the row-level CI of one seed instead.
             seed_independent = len(methods) > 1 and all(len({_method_value(x, m) for x in methods}) == 1 for m in measures)
@@ -521,6 +597,19 @@ def summarize_seeds(summaries: list[dict]) -> list[dict]:
         for (measure, method) in dict.fromkeys((r["measure"], r["method"]) for r in group[0]["ratios"]):
             values = [next((r["ratio"] for r in s["ratios"] if (r["measure"], r["method"]) == (measure, method)), float("nan")) for s in group]
             ratios.append({"measure": measure, "method": method, "per_seed": values, **seed_interval(values)})
+        advantages = []
+        if set_names and "dW" in keys:
+            dw_index = keys.index("dW")
+            for measure in ADVANTAGE_MEASURES:
+                dw_values = np.array([_method_value(s["methods"][dw_index], measure) for s in group])
+                if np.isnan(dw_values).all():
+                    continue
+                for index, key in enumerate(keys):
+                    if key == "dW":
+                        continue
+                    values = dw_values - np.array([_method_value(s["methods"][index], measure) for s in group])
+                    advantages.append({"measure": measure, "method": key, "name": method_label([s["methods"][index]["name"] for s in group]),
+                                       "per_seed": values.tolist(), **seed_interval(values)})
         agreement = []
         for s in group:
             pca = next((m for m in s["methods"] if m["key"] == "pca_slice"), None)
@@ -531,6 +620,7 @@ def summarize_seeds(summaries: list[dict]) -> list[dict]:
             agreement.append({"seed": s["config"]["seed"], **{name: float(np.mean([table[layer][name] for layer in layers]))
                                                                for name in ("cos_caa_pca", "sign_agreement_caa", "sign_agreement_pca")}})
         out.append({"behavior": behavior, "seeds": seeds, "data_seeds": [s["config"]["data_seed"] for s in group],
-                    "target": group[0]["config"]["target"], "rows": rows, "ratios": ratios, "agreement": agreement})
+                    "target": group[0]["config"]["target"], "rows": rows, "ratios": ratios, "advantages": advantages, "agreement": agreement,
+                    "ood_sets": set_names, "devices": sorted({f"{s.get('device', 'cpu')} {s.get('dtype', 'float32')}" for s in group})})
     return out
 

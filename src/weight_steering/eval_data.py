@@ -193,6 +193,30 @@ def neutral_split(rows: list[dict], audit_fraction: float = 0.3) -> tuple[list[d
     return [r for r in rows if not is_audit(r)], [r for r in rows if is_audit(r)]
 
 
+def shipped_prompt_sets() -> dict[str, list[str]]:
+    """The user-facing texts of every shipped evaluation set, by set: the neutral calibration and audit prompts
+    (:func:`neutral_split`), the DailyDilemmas situations (their actions are phrases of a few words, such as "Do"),
+    the vignettes."""
+    calibration, audit = neutral_split(load_neutral())
+    return {"neutral calibration prompts": [r["instruction"] for r in calibration], "neutral audit prompts": [r["instruction"] for r in audit],
+            "DailyDilemmas situations": sorted({r["situation"] for r in load_dilemma_rows()}),
+            "vignettes": [r["text"] for r in load_vignettes()]}
+
+
+def overlapping_texts(prompts: list[str], others: dict[str, list[str]]) -> list[tuple[str, str]]:
+    """``(prompt, where)`` for every prompt that overlaps a text of ``others`` (``{set name: texts}``): one contains
+    the other after lowercasing and collapsing whitespace."""
+    def norm(text: str) -> str:
+        return " ".join(text.lower().split())
+
+    normalised = {source: [norm(t) for t in texts if t.strip()] for source, texts in others.items()}
+    found = []
+    for prompt in prompts:
+        p = norm(prompt)
+        found += [(prompt, source) for source, texts in normalised.items() if any(p in t or t in p for t in texts)]
+    return found
+
+
 def check_disjoint(prompts: list[str], others: dict[str, list[str]]) -> None:
     """Refuse prompts that overlap other texts (training prompts, eval rows), naming them.
 
@@ -201,14 +225,6 @@ def check_disjoint(prompts: list[str], others: dict[str, list[str]]) -> None:
     Raises:
         EvalDataError: lists up to five overlapping prompts and where they occur.
     """
-    def norm(text: str) -> str:
-        return " ".join(text.lower().split())
-
-    overlaps = []
-    for prompt in prompts:
-        p = norm(prompt)
-        for source, texts in others.items():
-            if any(p in norm(t) or norm(t) in p for t in texts if t.strip()):
-                overlaps.append(f"{prompt!r} (in {source})")
+    overlaps = [f"{prompt!r} (in {source})" for prompt, source in overlapping_texts(prompts, others)]
     if overlaps:
         raise EvalDataError(f"{len(overlaps)} prompt(s) overlap training or evaluation text: {overlaps[:5]}; remove them from the prompt set")

@@ -1,5 +1,8 @@
 """Evaluation rows: the held-out probes, DailyDilemmas and the moral-foundation vignettes, rendered for scoring.
 
+Evals: ``held_out`` / ``held_out_control`` / ``held_out_pair`` (the behaviour's probe), ``ood_pair`` (the behaviour's
+out-of-distribution sets of paired completions), ``dilemmas`` and ``vignettes``.
+
 A row is a dict with ``eval`` (the eval set), ``row_id``, ``group`` (rows of a group share a token prefix when
 scored), ``text`` (the rendered prompt, assistant prefill included), ``messages`` and ``prefill`` (so prompt methods
 can re-render it with their system prompt) and the labels its eval needs. :mod:`weight_steering.evaluate` scores them.
@@ -40,18 +43,30 @@ def held_out_rows(tokenizer, behavior: Behavior) -> list[dict]:
     if block is None:
         return []
     if block.kind == "completion_pair":
-        rows = []
-        for i, item in enumerate(block.items):
-            messages = [{"role": "user", "content": item["prompt"]}]
-            rows.append({"eval": "held_out_pair", "row_id": f"item{i:02d}", "group": f"item{i:02d}", "text": render_chat(tokenizer, messages),
-                         "messages": messages, "prefill": None, "completion_positive": item["positive"], "completion_negative": item["negative"]})
-        return rows
+        return _pair_rows(tokenizer, block.items, "held_out_pair", "item")
     rows = []
     for eval_name, prompts in (("held_out", block.prompts()), ("held_out_control", block.control_prompts())):
         for i, (claim, prompt) in enumerate(zip(block.claims, prompts)):
             messages = [{"role": "user", "content": prompt}]
             rows.append({"eval": eval_name, "row_id": f"claim{i:02d}", "group": f"claim{i:02d}", "claim": claim,
                          "text": render_chat(tokenizer, messages, prefill=block.prefill), "messages": messages, "prefill": block.prefill})
+    return rows
+
+
+def ood_set_rows(tokenizer, behavior: Behavior) -> list[dict]:
+    """The behaviour's out-of-distribution paired-completion rows (eval ``ood_pair``), one per item of each OOD set;
+    ``ood_set`` names the set and ``row_id`` is ``<set>:<index>``. Scored like the completion-pair probe."""
+    return [row for ood_set in behavior.ood_sets for row in _pair_rows(tokenizer, ood_set.items, "ood_pair", f"{ood_set.name}:",
+                                                                        ood_set=ood_set.name)]
+
+
+def _pair_rows(tokenizer, items, eval_name: str, id_prefix: str, **labels) -> list[dict]:
+    rows = []
+    for i, item in enumerate(items):
+        messages = [{"role": "user", "content": item["prompt"]}]
+        rows.append({"eval": eval_name, "row_id": f"{id_prefix}{i:02d}", "group": f"{id_prefix}{i:02d}", "text": render_chat(tokenizer, messages),
+                     "messages": messages, "prefill": None, "completion_positive": item["positive"], "completion_negative": item["negative"],
+                     **labels})
     return rows
 
 

@@ -215,6 +215,7 @@ def _forward_segment(model, cache, history, lengths, segment, pad_id):
 
 
 HELD_OUT_EVALS = ("held_out", "held_out_control", "held_out_pair")
+PAIR_EVALS = ("held_out_pair", "ood_pair")  # scored by teacher-forced paired completions, not by answer words
 
 
 @torch.inference_mode()
@@ -291,7 +292,10 @@ def evaluate(
 
     Each record: ``alpha, eval, row_id, group, log_p_<first>, log_p_<second>, logratio, pmass, truncated``
     plus the row's labels (no texts); the answer classes are Yes/No, or true/false for vignettes
-    (:data:`ANSWER_WORDS`). Rows are scored per eval set so prefixes are shared within a set.
+    (:data:`ANSWER_WORDS`). Rows are scored per eval set so prefixes are shared within a set. Paired-completion rows
+    (:data:`PAIR_EVALS`) carry ``log_p_positive``, ``log_p_negative`` (nats summed over each reply), ``logratio`` (their
+    difference) and ``n_tokens_positive`` / ``n_tokens_negative`` (the replies' token counts, for per-token scores);
+    their ``pmass`` is NaN.
 
     Raises:
         ValueError: a non-finite α.
@@ -302,19 +306,21 @@ def evaluate(
     by_eval: dict[str, list[dict]] = {}
     for row in rows:
         by_eval.setdefault(row["eval"], []).append(row)
-    sets = {name: answer_sets(tokenizer, ANSWER_WORDS.get(name, YES_NO)) for name in by_eval if name != "held_out_pair"}
+    sets = {name: answer_sets(tokenizer, ANSWER_WORDS.get(name, YES_NO)) for name in by_eval if name not in PAIR_EVALS}
+    lengths = {name: [tuple(len(tokenizer(r[f"completion_{side}"], add_special_tokens=False)["input_ids"]) for side in ("positive", "negative"))
+                      for r in eval_rows] for name, eval_rows in by_eval.items() if name in PAIR_EVALS}
     records = []
     for alpha in alphas:
         system = method.system_prompt(alpha)
         with method.apply(model, alpha):
             for name, eval_rows in by_eval.items():
-                if name == "held_out_pair":
+                if name in PAIR_EVALS:
                     pairs = score_completion_pairs(model, tokenizer, row_texts(tokenizer, eval_rows, system),
                                                    [(r["completion_positive"], r["completion_negative"]) for r in eval_rows])
-                    for row, (lp_pos, lp_neg) in zip(eval_rows, pairs.tolist()):
+                    for row, (lp_pos, lp_neg), (n_pos, n_neg) in zip(eval_rows, pairs.tolist(), lengths[name]):
                         record = {k: v for k, v in row.items() if k not in ROW_INPUT_KEYS}
                         record.update({"alpha": alpha, "log_p_positive": lp_pos, "log_p_negative": lp_neg, "logratio": lp_pos - lp_neg,
-                                       "pmass": float("nan"), "truncated": False})
+                                       "n_tokens_positive": n_pos, "n_tokens_negative": n_neg, "pmass": float("nan"), "truncated": False})
                         records.append(record)
                     continue
                 scored = score_answer_sets(

@@ -24,7 +24,7 @@ from .behaviors import load_behavior
 from .data import DataGateError, GenerationConfig, check_pairs, generate_pairs, generation_key
 from .diff import compute_dw, load_dw, save_dw
 from .evaluate import DEFAULT_ALPHAS, check_identical_rows, evaluate
-from .eval_rows import dilemma_rows, held_out_rows
+from .eval_rows import dilemma_rows, held_out_rows, ood_set_rows
 from .judge import (
     behavior_rates, check_judgeable, hand_label_rates, has_hand_labels, judge_agreement, judge_logratios, judge_pairs, load_hand_labels,
 )
@@ -290,8 +290,9 @@ def train_dw(job: Job, train: TrainConfig | None = None) -> Path:
 
 
 def eval_rows(job: Job) -> list[dict]:
-    """The evaluation rows of the job: held-out behaviour rows, then DailyDilemmas rows."""
-    return held_out_rows(job.tokenizer, job.behavior) + dilemma_rows(job.tokenizer, job.config.dilemma_limit)
+    """The evaluation rows of the job: held-out behaviour rows, the behaviour's OOD sets, then DailyDilemmas rows."""
+    return (held_out_rows(job.tokenizer, job.behavior) + ood_set_rows(job.tokenizer, job.behavior)
+            + dilemma_rows(job.tokenizer, job.config.dilemma_limit))
 
 
 def _rows_key(job: Job, rows: list[dict]) -> str:

@@ -378,7 +378,11 @@ def render_comparison(summary: dict) -> str:
             f"{_interval_text(e.get('off_target'))} | "
             f"{_interval_text(e.get('si_k2'))} | {_interval_text(e.get('si_k1'))} | {e['pmass_plus']:.3f}/{e['pmass_minus']:.3f} ({e['pmass_min']:.3f}) | "
             f"{_interval_text(e.get('nll_change_plus'))} | {_interval_text(e.get('nll_change_minus'))} |")
-    for measure, title in (("ood_target", f"OOD target ({_target_text(summary.get('ood_target'))})"), ("id", "held-out behaviour (ID)")):
+    if summary.get("ood_sets"):
+        lines += _pair_tables(summary)
+    for measure, title in (("ood_target", f"OOD target ({_target_text(summary.get('ood_target'))})"), ("id", "held-out behaviour (ID)"),
+                           ("id_per_token", "held-out paired completions per reply token (ID)"),
+                           ("ood_sets", "OOD sets pooled per reply token, each set weighted equally")):
         ratios = [r for r in summary["ratios"] if r.get("measure") == measure]
         if not ratios:
             continue
@@ -414,6 +418,38 @@ def render_comparison(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _pair_tables(summary: dict) -> list[str]:
+    """ID and each OOD set of paired completions (summed over the reply and per reply token), the generalisation ratio,
+    and the generation scores, per method at its calibrated strengths."""
+    names = [o["name"] for o in summary["ood_sets"]]
+    lines = ["", "## In distribution and out of distribution: paired completions, log P(behaviour reply) − log P(other reply)", "",
+             "Spread = Δ at α₊ − Δ at α₋ against the base, 95% cluster-bootstrap CI over items. Summed over the reply (nats) and "
+             "per reply token (nats/token; OOD replies can be longer, which inflates a summed score). The pooled OOD column weights "
+             "each set equally. Ratio = pooled OOD spread / ID spread, per token (one seed: no interval; see `wsteer compare-seeds`).", "",
+             "| method | ID spread | ID spread /token | " + " | ".join(f"{n} /token" for n in names) + " | OOD pooled | OOD pooled /token | ratio OOD/ID /token |",
+             "|---|---|---|" + "---|" * len(names) + "---|---|---|"]
+    for m in summary["methods"]:
+        e = m["effects"]
+        idt, oodt = e.get("id_per_token_spread", {}).get("mean"), e.get("ood_sets_per_token_spread", {}).get("mean")
+        ratio = f"{oodt / idt:+.2f}" if idt and oodt is not None and pd.notna(idt) and pd.notna(oodt) else "–"
+        lines.append(f"| {m['name']} | {_interval_text(e.get('id_spread'))} | {_interval_text(e.get('id_per_token_spread'))} | "
+                     + " | ".join(_interval_text(e.get(f"ood_{n}_per_token_spread")) for n in names)
+                     + f" | {_interval_text(e.get('ood_sets_spread'))} | {_interval_text(e.get('ood_sets_per_token_spread'))} | {ratio} |")
+    if any("gen_id_metric_base" in m["effects"] or "gen_id_judge_base" in m["effects"] for m in summary["methods"]):
+        agreement = summary.get("judge_agreement") or {}
+        judge = (f"judge agreement with the hand labels: AUC {agreement['auc']:.2f}, accuracy {agreement['accuracy']:.2f}"
+                 if "auc" in agreement else "judge agreement: not measured (no hand labels)")
+        lines += ["", f"## Generations: greedy replies ({summary.get('n_generation_prompts', '?')} ID + OOD prompts), change against the base reply", "",
+                  f"Judge-free metric: {summary.get('generation_metric') or 'none'} (`weight_steering.generations`); judged rate: share of replies "
+                  f"the embedded judge scores above its threshold ({judge}). Spread = arm₊ − arm₋, 95% CI over prompts.", "",
+                  "| method | ID metric spread | OOD metric spread | ID judged spread | OOD judged spread |", "|---|---|---|---|---|"]
+        for m in summary["methods"]:
+            e = m["effects"]
+            lines.append(f"| {m['name']} | {_interval_text(e.get('gen_id_metric_spread'))} | {_interval_text(e.get('gen_ood_metric_spread'))} | "
+                         f"{_interval_text(e.get('gen_id_judged_spread'))} | {_interval_text(e.get('gen_ood_judged_spread'))} |")
+    return lines
+
+
 def plot_effect_vs_kl(summary: dict, path: str | Path) -> Path:
     """p95 KL (x, nats) against OOD honesty Δ (y, nats): continuous methods as curves over both signs
     (− side drawn at −KL so the two signs separate), prompt methods as points; atomic PNG."""
@@ -430,7 +466,9 @@ def plot_effect_vs_kl(summary: dict, path: str | Path) -> Path:
     for side in (-target, target):
         ax.axvline(side, color="grey", lw=0.6, ls="--")
     ax.axhline(0, color="grey", lw=0.6)
-    ax.set(xlabel="signed p95 KL(steered ‖ base), nats (− side: negative strengths)", ylabel="OOD target Δ vs base (action-stratified), nats",
+    ylabel = ("OOD sets Δ vs base, nats per reply token (sets weighted equally)" if summary.get("ood_measure") == "ood_sets_per_token"
+              else "OOD target Δ vs base (action-stratified), nats")
+    ax.set(xlabel="signed p95 KL(steered ‖ base), nats (− side: negative strengths)", ylabel=ylabel,
            title=f"Effect vs KL: {summary['behavior']} ({summary['model']})")
     ax.legend(fontsize=7, loc="best")
     return _save_figure(fig, path)
@@ -478,7 +516,16 @@ SEED_MEASURE_LABELS = {
     "ood_target_minus": "OOD target Δ₋ (stratified)", "ood_target_plus": "OOD target Δ₊ (stratified)",
     "ood_target_spread": "OOD target spread (Δ₊ − Δ₋)", "action_bias_plus": "action bias Δ₊", "nll_change_minus": "ΔNLL₋ (nats/token)",
     "nll_change_plus": "ΔNLL₊ (nats/token)", "si_k2": "SI k=2",
+    "id_spread": "ID spread, summed over the reply (nats)", "id_per_token_plus": "ID Δ₊ per token", "id_per_token_minus": "ID Δ₋ per token",
+    "id_per_token_spread": "ID spread per token", "ood_sets_spread": "OOD spread, summed (sets weighted equally)",
+    "ood_sets_per_token_plus": "OOD Δ₊ per token", "ood_sets_per_token_minus": "OOD Δ₋ per token",
+    "ood_sets_per_token_spread": "OOD spread per token (sets weighted equally)",
+    "generalisation_ratio_per_token": "generalisation ratio OOD/ID (per token)", "generalisation_ratio_summed": "generalisation ratio OOD/ID (summed)",
+    "gen_id_metric_spread": "generations, ID: judge-free metric spread", "gen_ood_metric_spread": "generations, OOD: judge-free metric spread",
+    "gen_id_judged_spread": "generations, ID: judged-behaviour rate spread", "gen_ood_judged_spread": "generations, OOD: judged-behaviour rate spread",
 }
+ADVANTAGE_LABELS = {"ood_sets_per_token_spread": "OOD spread per token", "ood_sets_spread": "OOD spread, summed",
+                    "generalisation_ratio_per_token": "generalisation ratio (per token)", "gen_ood_metric_spread": "generations, OOD metric spread"}
 
 
 def render_seed_comparison(groups: list[dict]) -> str:
@@ -488,7 +535,8 @@ def render_seed_comparison(groups: list[dict]) -> str:
     lines = []
     for group in groups:
         seeds = group["seeds"]
-        lines += [f"### {group['behavior']}: seeds {', '.join(map(str, seeds))} (p95 KL target {group['target']:g} nat per sign)", "",
+        lines += [f"### {group['behavior']}: seeds {', '.join(map(str, seeds))} (p95 KL target {group['target']:g} nat per sign; "
+                  f"{', '.join(group.get('devices', []))})", "",
                   "Per-seed values; `*` where that seed's 95% CI over rows excludes 0. Across seeds: mean with a Student-t 95% interval "
                   f"over the {len(seeds)} seed means (the seed is the unit). Log-odds in nats.", "",
                   "| method | measure | " + " | ".join(f"seed {s}" for s in seeds) + " | across seeds [t 95%] |",
@@ -504,6 +552,14 @@ def render_seed_comparison(groups: list[dict]) -> str:
             for row in group["ratios"]:
                 lines.append(f"| {row['measure']} | {row['method']} | " + " | ".join(f"{v:+.2f}" for v in row["per_seed"])
                              + f" | {_seed_text(row, 2)} |")
+        if group.get("advantages"):
+            lines += ["", "dW minus each method, paired by seed (the seed is the unit; a prompt method is the same at every seed, so its "
+                      "interval holds dW's seed-to-seed spread only):", "",
+                      "| measure | dW − method | " + " | ".join(f"seed {s}" for s in seeds) + " | across seeds [t 95%] |",
+                      "|---|---|" + "---|" * len(seeds) + "---|"]
+            for row in group["advantages"]:
+                lines.append(f"| {ADVANTAGE_LABELS.get(row['measure'], row['measure'])} | {row['name']} | "
+                             + " | ".join(f"{v:+.3f}" for v in row["per_seed"]) + f" | {_seed_text(row)} |")
         if group["agreement"]:
             lines += ["", "Activation directions on the dW slice, mean over its layers: cos(CAA, PCA) (≥ 0 by construction: "
                       "the library orients PC1 with the mean difference) and the share of pairs whose difference projects positively.", "",

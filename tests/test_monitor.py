@@ -82,8 +82,8 @@ def test_monitoring_experiment_cosine_rises_with_the_behaviour_fraction(tokenize
              for i in range(24)]
     neutral = [{"instruction": f"Name thing {i}.", "answer": f"Thing {i} is a thing."} for i in range(24)]
     train = TrainConfig(rank=4, alpha=8, learning_rate=2e-2, batch_size=4, epochs=2)
-    plus, _, _ = train_adapter(model, tokenizer, pairs, "positive", train)
-    minus, _, _ = train_adapter(model, tokenizer, pairs, "negative", train)
+    plus, _ = train_adapter(model, tokenizer, pairs, "positive", train)
+    minus, _ = train_adapter(model, tokenizer, pairs, "negative", train)
     dw = compute_dw(plus, minus)
     out = monitoring_experiment(model, tokenizer, pairs, neutral, dw, fractions=(0.0, 1.0), seeds=(1, 2), n_rows=16, train=train,
                                 root=tmp_path)

@@ -160,3 +160,22 @@ def test_cached_decoder_gives_generates_greedy_tokens_on_embedded_model():
     for row, decoded in zip(reference, got):
         cut = next((i for i, t in enumerate(row) if t in stops), len(row))
         assert decoded.tokens == row[:cut] and decoded.hit_stop == (cut < len(row))
+
+
+def test_every_family_gives_its_recorded_dw():
+    """Training attaches the adapter to the loaded model and takes Δ module by module; the dW of each of the 13 families
+    on the embedded model is bit-identical to the one recorded with the earlier code (deep copies and a whole-model
+    merge; tests/data/family_dw_sha256.json, `python tests/family_dw.py`), so every archived dW and stage key holds."""
+    import sys
+    from pathlib import Path
+
+    from weight_steering.models import base_weights_hash, load_model
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from family_dw import RECORD, family_dw_sha256
+
+    recorded = json.loads(RECORD.read_text())
+    model, tokenizer = load_model()
+    before = base_weights_hash(model)
+    assert family_dw_sha256(model, tokenizer) == recorded["sha256"]
+    assert base_weights_hash(model) == before  # and the model came back bit-exactly after 26 trainings

@@ -45,17 +45,28 @@ def test_family_that_rejects_its_modules_is_named():
 @pytest.mark.slow
 @pytest.mark.parametrize("family", list(ADAPTER_FAMILIES))
 def test_merged_delta_reproduces_peft_logits(tiny, family, tmp_path):
-    """base + Δ gives the PEFT model's logits (max abs logit difference < 1e-4) for every family,
-    including PiSSA, which rewrites the base at init; dW of the family round-trips through save/load."""
+    """base + Δ gives the logits of the saved PEFT adapter (max abs logit difference < 1e-4) for every family,
+    including PiSSA, which rewrites the base at init; the model comes back bit-exactly, with its requires_grad flags and
+    eval mode and no PEFT module left in it; dW of the family round-trips through save/load."""
+    import copy
+
+    from peft import PeftModel
+
     model, tokenizer = tiny
     before = {k: v.clone() for k, v in model.state_dict().items()}
+    modules = [(name, type(m)) for name, m in model.named_modules()]
     lr = 25 * ADAPTER_FAMILIES[family].learning_rate  # the tiny model needs a few big steps
     cfg = TrainConfig(family=family, rank=4, alpha=8, learning_rate=lr, batch_size=4, epochs=2, layer_fraction=(0.25, 1.0),
                       options=TINY_OPTIONS.get(family, {}))
-    delta, log, peft_model = train_adapter(model, tokenizer, ROWS, "positive", cfg)
-    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()), "training must not modify the base model"
+    delta, log = train_adapter(model, tokenizer, ROWS, "positive", cfg, adapter_dir=tmp_path / "adapter")
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()), "training must give the base model back bit-exactly"
+    assert [(name, type(m)) for name, m in model.named_modules()] == modules and not hasattr(model, "peft_config")
+    assert all(p.requires_grad for p in model.parameters()) and not model.training
     assert delta and all(k.startswith("model.layers.") for k in delta)
     assert {int(k.split(".")[2]) for k in delta} == {1, 2, 3}
+    peft_model = PeftModel.from_pretrained(copy.deepcopy(model), str(tmp_path / "adapter"))  # a copy in the test only
+    if family == "pissa":  # the saved PiSSA adapter expects the residual base that PEFT wrote at initialisation
+        pytest.skip("PiSSA's saved adapter needs its residual base; its Δ is checked against the recorded real-model dW")
     ids = tokenizer(["I think claim number 3 is true. Right?"], return_tensors="pt")
     with torch.no_grad():
         expected = peft_model(**ids).logits
@@ -67,7 +78,7 @@ def test_merged_delta_reproduces_peft_logits(tiny, family, tmp_path):
     assert log["validation_loss_after"] < log["validation_loss_before"]
     assert log["norm_delta_at_init"] < 1e-3
 
-    negative, _, _ = train_adapter(model, tokenizer, ROWS, "negative", cfg)
+    negative, _ = train_adapter(model, tokenizer, ROWS, "negative", cfg)
     dw = compute_dw(delta, negative, {"family": family})
     save_dw(dw, tmp_path / "dW.safetensors")
     loaded = load_dw(tmp_path, model)
@@ -77,6 +88,54 @@ def test_merged_delta_reproduces_peft_logits(tiny, family, tmp_path):
 def test_same_seed_same_delta(tiny):
     model, tokenizer = tiny
     cfg = TrainConfig(rank=4, alpha=8, learning_rate=5e-3, batch_size=4)
-    first, _, _ = train_adapter(model, tokenizer, ROWS, "negative", cfg)
-    second, _, _ = train_adapter(model, tokenizer, ROWS, "negative", cfg)
+    first, _ = train_adapter(model, tokenizer, ROWS, "negative", cfg)
+    second, _ = train_adapter(model, tokenizer, ROWS, "negative", cfg)
     assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_the_model_comes_back_bit_exactly_when_training_fails(tiny, monkeypatch):
+    """An exception in the middle of training (here: the optimiser step) leaves no adapter in the model and every
+    weight, requires_grad flag and the eval mode as they were; a family PEFT rejects is named, the model untouched."""
+    model, tokenizer = tiny
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.model.layers[0].mlp.up_proj.weight.requires_grad_(False)  # a flag that must survive too
+    monkeypatch.setattr(torch.optim.AdamW, "step", lambda self, *a, **k: (_ for _ in ()).throw(RuntimeError("disk on fire")))
+    for family in ("lora", "pissa"):
+        with pytest.raises(RuntimeError, match="disk on fire"):
+            train_adapter(model, tokenizer, ROWS, "positive", TrainConfig(family=family, rank=4, alpha=8, batch_size=4))
+        assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()), family
+        assert not model.training and not model.model.layers[0].mlp.up_proj.weight.requires_grad
+        assert all(p.requires_grad for n, p in model.named_parameters() if "layers.0.mlp.up_proj" not in n)
+        assert not any("lora" in name for name, _ in model.named_modules())
+    with pytest.raises(AdapterFamilyError, match=r"adapter family 'lora' \(target modules \['telepathy_proj'\]"):  # no such module
+        train_adapter(model, tokenizer, ROWS, "positive", TrainConfig(target_modules=("telepathy_proj",)))
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize("family", list(ADAPTER_FAMILIES))
+def test_module_by_module_delta_equals_the_whole_model_merge_bit_exactly(tiny, family):
+    """Δ from one fp32 module copy at a time (:func:`adapter_delta`) equals, to the bit, Δ from merging an fp32 copy of
+    the whole PEFT model (the arithmetic every archived dW was made with), for adapters with random non-zero weights."""
+    import copy
+
+    from peft import get_peft_model
+
+    from weight_steering.train import _adapted_originals, adapter_delta, attached_adapter, make_peft_config
+
+    model, tokenizer = tiny
+    cfg = TrainConfig(family=family, rank=4, alpha=8, layer_fraction=(0.25, 1.0), options=TINY_OPTIONS.get(family, {}))
+    peft_config = make_peft_config(cfg, model.config.num_hidden_layers)
+    originals = _adapted_originals(model, peft_config) if ADAPTER_FAMILIES[family].rewrites_base else {}
+    base = {k: v.detach().clone() for k, v in model.named_parameters()}
+    torch.manual_seed(0)
+    with attached_adapter(model, lambda m: get_peft_model(m, peft_config), originals) as peft_model:
+        with torch.no_grad():
+            for p in peft_model.parameters():
+                if p.requires_grad:
+                    p.add_(0.05 * torch.randn_like(p))  # as if trained: every adapter weight away from its initial value
+        got = adapter_delta(peft_model, originals)
+        merged = copy.deepcopy(peft_model).to(torch.float32).merge_and_unload()
+        expected = {k: (p.detach().float() - base[k].float()) for k, p in merged.named_parameters()}
+        expected = {k: v for k, v in expected.items() if torch.any(v != 0)}
+    assert list(got) == list(expected) and got
+    assert all(torch.equal(got[k], expected[k]) for k in got), family

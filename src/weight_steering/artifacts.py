@@ -9,6 +9,7 @@ safetensors are written or read; nothing is ever unpickled.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -17,6 +18,45 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
+
+
+class StorageError(OSError):
+    """The machine cannot store a file (full disk, read-only or non-folder path, no permission); the message names the
+    path, the cause and the fix. Whatever was being written is left unfinished, so rerunning the command resumes."""
+
+
+# errno -> (what happened, what to do about it)
+_STORAGE_CAUSES = {
+    errno.ENOSPC: ("the disk is full (no space left on the device)", "free space there"),
+    errno.EDQUOT: ("the disk quota is used up", "free space there"),
+    errno.EROFS: ("the file system is read-only", "choose a writable folder"),
+    errno.EACCES: ("permission denied", "choose a folder you can write to, or fix its permissions"),
+    errno.EPERM: ("the operation is not permitted", "choose a folder you can write to"),
+    errno.ENOTDIR: ("a part of the path is a file, not a folder", "remove or rename that file, or choose another folder"),
+    errno.EEXIST: ("a file stands where a folder is needed", "remove or rename that file, or choose another folder"),
+}
+
+
+@contextlib.contextmanager
+def storage_errors(where: str | Path, option: str = "--out (or $WSTEER_CACHE for the model cache)") -> Iterator[None]:
+    """Turn an ``OSError`` of the machine (full disk, read-only, permission, a file in the path) raised inside the block
+    into a :class:`StorageError` that names the path, the cause and the fix (``option`` names the setting that moves
+    the folder). Other errors pass unchanged.
+
+    Raises:
+        StorageError: for the errnos of :data:`_STORAGE_CAUSES`.
+    """
+    try:
+        yield
+    except StorageError:
+        raise
+    except OSError as err:
+        if err.errno not in _STORAGE_CAUSES:
+            raise
+        cause, fix = _STORAGE_CAUSES[err.errno]
+        path = err.filename or where
+        raise StorageError(err.errno, f"cannot write {path}: {cause}. {fix.capitalize()}, or use another folder ({option}), then "
+                                      "rerun the same command: finished stages are kept and it resumes where it stopped") from err
 
 
 @contextlib.contextmanager
@@ -30,20 +70,24 @@ def atomic_write(path: str | Path, mode: str = "w") -> Iterator[Any]:
     Yields:
         The open temporary file object. If the ``with`` body raises, the temporary file is
         removed and ``path`` is untouched.
+
+    Raises:
+        StorageError: the machine cannot store the file (:func:`storage_errors`).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with storage_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as handle:
+                yield handle
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
 
 
 def atomic_save_path(path: str | Path) -> Path:
@@ -52,13 +96,15 @@ def atomic_save_path(path: str | Path) -> Path:
     Call :func:`commit_path` with the same pair afterwards to move it into place.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    with storage_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
     return path.with_name(f".{path.name}.{os.getpid()}.tmp{path.suffix}")
 
 
 def commit_path(tmp: Path, path: str | Path) -> None:
     """Atomically move ``tmp`` (from :func:`atomic_save_path`) to ``path``."""
-    os.replace(tmp, path)
+    with storage_errors(path):
+        os.replace(tmp, path)
 
 
 def write_json(path: str | Path, obj: Any) -> None:

@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .artifacts import check_output_folder
+from .artifacts import StorageError, check_output_folder
 from .behaviors import BehaviorError, available_behaviors
 from .data import DataGateError
 from .diff import DeltaWeightsError
@@ -35,7 +35,7 @@ Sampler = Annotated[str, typer.Option(help="how the persona-contrast data are sa
                                            "pass it to resume from docs/compare/archive or docs/sweep/cells)")]
 Device = Annotated[str, typer.Option(help="cpu, cuda or cuda:<i> (default: cuda when present, else cpu)")]
 Dtype = Annotated[str, typer.Option(help="float32, bfloat16 or float16 (default: bfloat16 on CUDA, float32 on CPU)")]
-KNOWN_ERRORS = (ModelNotAvailableError, DeviceError, BehaviorError, AdapterFamilyError, DataGateError, DeltaWeightsError,
+KNOWN_ERRORS = (StorageError, ModelNotAvailableError, DeviceError, BehaviorError, AdapterFamilyError, DataGateError, DeltaWeightsError,
                 AnswerTokenError, EvalError, FileNotFoundError, ValueError)
 
 
@@ -69,15 +69,32 @@ def _check_assessment(dw: str, alphas: str, out: str, device: str | None, dtype:
     return parsed
 
 
+def _parse_numbers(text: str, option: str, kind: type = float, example: str = "-1,0,1") -> tuple:
+    """A comma-separated list option: every item a finite ``kind`` (float or int), none repeated, none missing.
+
+    Raises:
+        ValueError: naming the option and the offending item, with an example of a valid value.
+    """
+    items = [part.strip() for part in text.split(",")]
+    values = []
+    for item in items:
+        try:
+            value = kind(item)
+        except ValueError:
+            raise ValueError(f"{option}: {item!r} is not {'an integer' if kind is int else 'a number'}; "
+                             f"give comma-separated {'integers' if kind is int else 'numbers'} such as {example}") from None
+        if not math.isfinite(value):
+            raise ValueError(f"{option}: {item!r} is not finite; give comma-separated numbers such as {example}")
+        if value in values:
+            raise ValueError(f"{option}: {item!r} is given twice; give each value once, such as {example}")
+        values.append(value)
+    return tuple(values)
+
+
 def _parse_alphas(text: str | None, require_zero: bool = False) -> tuple[float, ...] | None:
     if text is None:
         return None
-    try:
-        alphas = tuple(float(a) for a in text.split(","))
-    except ValueError as err:
-        raise ValueError(f"--alphas must be comma-separated numbers such as -2,-1,0,1,2; got {text!r}") from err
-    if not all(math.isfinite(a) for a in alphas):
-        raise ValueError(f"--alphas must be finite numbers; got {text!r}")
+    alphas = _parse_numbers(text, "--alphas", float, "-2,-1,0,1,2")
     if require_zero and 0.0 not in alphas:
         raise ValueError(f"--alphas {text} must include 0 (the unsteered reference of every Δ), e.g. -1,0,1")
     return alphas
@@ -184,10 +201,9 @@ def sweep(
     command = "wsteer " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     try:
         names = list(ADAPTER_FAMILIES) if families == "all" else _split(families)
-        try:
-            seed_list = [int(s) for s in _split(seeds)]
-        except ValueError as err:
-            raise SweepError(f"--seeds must be comma-separated integers such as 0,1,2; got {seeds!r}") from err
+        seed_list = list(_parse_numbers(seeds, "--seeds", int, "0,1,2"))
+        if len(set(names)) != len(names):
+            raise SweepError(f"--families names a family twice ({families!r}); give each once")
         config = preset_config(preset, model=model, dilemma_limit=dilemma_limit, out=out, force=force,
                                generation=sampler_settings(sampler), device=device, dtype=dtype)
         started = time.perf_counter()
@@ -348,7 +364,7 @@ def compare(
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     command = "wsteer " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     try:
-        fractions = tuple(float(f) for f in _split(curve_fractions)) if curve_fractions.strip() else ()
+        fractions = _parse_numbers(curve_fractions, "--curve-fractions", float, "0.25,0.5") if curve_fractions.strip() else ()
         config = CompareConfig(behavior=behavior, model=model, family=family, seed=seed, data_seed=data_seed,
                                methods=tuple(METHODS) if methods == "all" else tuple(_split(methods)), target=target,
                                tolerance=tolerance, n_tokens=n_tokens, curve_fractions=fractions, s_space_rank=s_space_rank,
@@ -469,8 +485,8 @@ def monitor_experiment(
     from .stage_cache import copy_finished_stages
 
     try:
-        fraction_list = [float(f) for f in _split(fractions)]
-        seed_list = [int(s) for s in _split(seeds)]
+        fraction_list = list(_parse_numbers(fractions, "--fractions", float, "0,0.1,0.5,1"))
+        seed_list = list(_parse_numbers(seeds, "--seeds", int, "1000,1001,1002"))
         if not fraction_list or not seed_list or any(not (0 <= f <= 1) for f in fraction_list) or min(seed_list) < 0:
             raise MonitorError(f"--fractions must be numbers in [0, 1] and --seeds integers ≥ 0; got {fractions!r}, {seeds!r}")
         if n_rows < 2:

@@ -124,6 +124,8 @@ def check_config(config: CompareConfig) -> None:
     unknown = [m for m in config.methods if m not in METHODS]
     if unknown:
         raise CompareError(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
+    if len(set(config.methods)) != len(config.methods):
+        raise CompareError(f"--methods repeat a method ({', '.join(config.methods)}); name each once")
     if not np.isfinite(config.target) or config.target <= 0:
         raise CompareError(f"--target (the p95 KL target) must be a finite number of nats > 0; got {config.target}")
     if not (0 < config.tolerance < config.target):

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from .artifacts import file_sha256, read_json, write_json
+from .artifacts import file_sha256, stable_hash, storage_errors
 
 os.environ.setdefault("USE_HUB_KERNELS", "NO")  # read by transformers at call time; a user's explicit YES opts back in
 
@@ -202,13 +202,18 @@ def locate_embedded_gguf(name: str) -> Path:
         return parts[0]
     target = cache_root() / "gguf" / spec.gguf_name
     if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
-        with os.fdopen(fd, "wb") as out:
-            for part in parts:
-                with open(part, "rb") as src:
-                    shutil.copyfileobj(src, out, 1 << 20)
-        os.replace(tmp, target)
+        with storage_errors(target, "$WSTEER_CACHE"):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    for part in parts:
+                        with open(part, "rb") as src:
+                            shutil.copyfileobj(src, out, 1 << 20)
+                os.replace(tmp, target)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
     if spec.sha256 and file_sha256(target) != spec.sha256:
         target.unlink()
         raise ModelNotAvailableError(f"assembled GGUF for '{name}' failed its SHA-256 check; reinstall with: {spec.install}")
@@ -220,30 +225,39 @@ def _dequantised_cache_dir(name: str) -> Path:
 
 
 def _materialise_embedded(name: str) -> Path:
-    """Dequantise an embedded GGUF once and cache it as fp32 safetensors; return the directory."""
+    """Dequantise an embedded GGUF once and cache it as fp32 safetensors; return the directory.
+
+    The cache folder is a stage (:func:`weight_steering.stage_cache.run_stage`): its marker lists the SHA-256 of every
+    file, so a damaged or partial copy (a killed copy, a full disk) is found on load, rebuilt with a warning, and the
+    command goes on; two processes never build it at once.
+
+    Raises:
+        StorageError: the cache folder cannot be written (``$WSTEER_CACHE`` is a file, read-only, full …), naming it.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from .stage_cache import run_stage
+
     target = _dequantised_cache_dir(name)
-    marker = target / "weight_steering_cache.json"
     gguf = locate_embedded_gguf(name)
-    if marker.exists() and read_json(marker).get("gguf") == str(gguf):
-        return target
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    quantised = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32, use_kernels=False)
-    config = quantised.config
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config  # the dequantised copy is a plain fp32 model
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    model.load_state_dict(quantised.state_dict())
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    write_json(tmp / "weight_steering_cache.json", {"gguf": str(gguf), "name": name})
-    if target.exists():
-        shutil.rmtree(target)
-    os.replace(tmp, target)
-    return target
+    key = stable_hash({"gguf": str(gguf), "name": name, "dtype": "float32"})
+
+    def dequantise(directory: Path) -> None:
+        for stale in directory.iterdir():  # a partial or older copy
+            if stale.name != ".stage.lock":
+                shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        quantised = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32, use_kernels=False)
+        config = quantised.config
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config  # the dequantised copy is a plain fp32 model
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        model.load_state_dict(quantised.state_dict())
+        model.save_pretrained(directory, safe_serialization=True)
+        tokenizer.save_pretrained(directory)
+
+    with storage_errors(target, "$WSTEER_CACHE"):
+        return run_stage(f"dequantised {name}", target, key, dequantise)
 
 
 def load_model(

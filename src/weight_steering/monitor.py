@@ -22,7 +22,6 @@ unrelated dW's cosine by ``margin``.
 
 from __future__ import annotations
 
-import copy
 import re
 import tempfile
 from pathlib import Path
@@ -42,8 +41,8 @@ def finetune_delta(model, path: str | Path) -> dict[str, torch.Tensor]:
     """Δ = W_finetuned − W_base in fp32 for every parameter the fine-tune changed.
 
     Args:
-        model: the base model (left unchanged).
-        path: a PEFT adapter folder (``adapter_config.json``; merged into an fp32 copy of ``model``), a
+        model: the base model (left unchanged: an adapter is attached in place and removed after).
+        path: a PEFT adapter folder (``adapter_config.json``; each adapted module merged in an fp32 copy of that module), a
             ``.safetensors`` checkpoint, or a folder of them, with the base model's parameter names and shapes.
 
     Raises:
@@ -54,9 +53,10 @@ def finetune_delta(model, path: str | Path) -> dict[str, torch.Tensor]:
     if (path / "adapter_config.json").is_file():
         from peft import PeftModel
 
-        from .train import merged_delta
+        from .train import adapter_delta, attached_adapter
 
-        return merged_delta(PeftModel.from_pretrained(copy.deepcopy(model), str(path)), model)
+        with attached_adapter(model, lambda m: PeftModel.from_pretrained(m, str(path))) as adapted:  # in place: no copy of the model
+            return adapter_delta(adapted)
     base = {k: p.detach().to("cpu", torch.float32) for k, p in model.named_parameters()}
     files = [path] if path.is_file() else sorted(path.glob("*.safetensors")) if path.is_dir() else []
     if not files or any(f.suffix != ".safetensors" for f in files):
@@ -220,7 +220,7 @@ def monitoring_experiment(model, tokenizer, pairs: list[dict], neutral: list[dic
             rows = mixture_rows(pairs, neutral, fraction, n_rows, seed)
 
             def compute(directory: Path, rows=rows, fraction=fraction, seed=seed) -> None:
-                delta, log, _ = train_adapter(model, tokenizer, rows, "positive", replace(train, seed=seed))
+                delta, log = train_adapter(model, tokenizer, rows, "positive", replace(train, seed=seed))
                 result = monitor(delta, dw, unrelated, seed=seed)
                 write_json(directory / "cell.json", {
                     "fraction": fraction, "seed": seed, "cos": result["cos"], "z": result["z"], "aligned": result["aligned"],

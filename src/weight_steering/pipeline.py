@@ -19,7 +19,7 @@ from pathlib import Path
 from safetensors.torch import load_file, save_file
 
 from .analyse import summarise
-from .artifacts import atomic_save_path, check_number, check_output_folder, commit_path, file_sha256, read_json, read_jsonl, stable_hash, write_json, write_jsonl
+from .artifacts import atomic_save_path, storage_errors, check_number, check_output_folder, commit_path, file_sha256, read_json, read_jsonl, stable_hash, write_json, write_jsonl
 from .behaviors import load_behavior
 from .data import DataGateError, GenerationConfig, check_pairs, generate_pairs, generation_key
 from .diff import compute_dw, load_dw, save_dw
@@ -261,11 +261,10 @@ def train_dw(job: Job, train: TrainConfig | None = None) -> Path:
         key = directory.name.rsplit("-", 1)[1]
 
         def make_adapter(directory: Path, sign: str = sign) -> None:
-            delta, train_log, peft_model = train_adapter(job.model, job.tokenizer, job.rows, sign, train)
+            delta, train_log = train_adapter(job.model, job.tokenizer, job.rows, sign, train, adapter_dir=directory / "adapter")
             tmp = atomic_save_path(directory / "delta.safetensors")
             save_file(delta, str(tmp))
             commit_path(tmp, directory / "delta.safetensors")
-            peft_model.save_pretrained(directory / "adapter")
             write_json(directory / "train_log.json", train_log)
 
         train_dirs[sign] = run_stage(f"train θ{'⁺' if sign == 'positive' else '⁻'}", directory, key, make_adapter, force=job.config.force, timings=job.timings)
@@ -374,7 +373,8 @@ def run_main_job(config: RunConfig, model=None, tokenizer=None, command: str | N
         "command": command or " ".join(shlex.quote(a) for a in sys.argv), "timings": timings, "judge": job.judge,
         "filtered": config.filter_pairs, "device": str(job.model.device), "dtype": dtype_name(job.model.dtype),
     }
-    report = write_report(run_dir, run_info, summary, generations)
+    with storage_errors(run_dir):
+        report = write_report(run_dir, run_info, summary, generations)
     write_json(run_dir / "run.json", {**run_info, "config": asdict(config), "pair_counts": job.pair_counts, "judge": job.judge,
                                       "stages": {k: v["dir"] for k, v in timings.items() if v["dir"]}, "summary": summary})
     return {"summary": summary, "report": report, "dw_path": dw_dir / "dW.safetensors", "dw": dw,

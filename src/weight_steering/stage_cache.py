@@ -4,19 +4,24 @@ A stage writes its files atomically (:mod:`weight_steering.artifacts`) and then 
 lists the SHA-256 of every file. A rerun reuses a stage whose marker carries the same key and whose files are
 intact, and recomputes a damaged one with a warning; ``force`` recomputes. :func:`copy_finished_stages` moves
 finished stages between an output root and an archive folder, so long runs resume after a stop and on another
-machine. The main job (:mod:`weight_steering.pipeline`), the sweep's cells (:mod:`weight_steering.sweep`), the
+machine.
+
+One process computes a stage: :func:`run_stage` holds a file lock (``filelock``, an OS lock that dies with its process,
+so a killed run never blocks the next) on ``<stage>/.stage.lock`` while it computes; a second process asking for the
+same stage says it is waiting, then reuses what the first one finished. The main job (:mod:`weight_steering.pipeline`), the sweep's cells (:mod:`weight_steering.sweep`), the
 comparison (:mod:`weight_steering.compare`), the assessments (:mod:`weight_steering.assess`) and the monitoring
 experiment (:mod:`weight_steering.monitor`) all run their stages through :func:`run_stage`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .artifacts import atomic_write, file_sha256, read_json, write_json
+from .artifacts import atomic_write, file_sha256, read_json, storage_errors, write_json
 
 log = logging.getLogger(__name__)
 
@@ -37,27 +42,57 @@ def run_stage(name: str, directory: Path, key: str, compute: Callable[[Path], No
         compute: ``directory -> None`` writes the stage's files (atomically, :mod:`weight_steering.artifacts`).
         force: recompute even when a finished stage with the same key is on disk.
         timings: a dict that receives ``{name: {"seconds", "reused", "dir"}}`` (optional).
+
+    Raises:
+        StorageError: the machine cannot store the stage (full disk, read-only or non-folder path, no permission); the
+            stage is left without a marker, so rerunning resumes at it. Whatever ``compute`` raises otherwise.
     """
     timings = {} if timings is None else timings
-    marker = directory / "stage.json"
     started = time.perf_counter()
-    problem = None if force else stage_problem(directory, key)
-    if not force and problem is None:
-        timings[name] = {"seconds": 0.0, "reused": True, "dir": str(directory)}
-        log.info("stage %s: reusing %s", name, directory)
-        return directory
-    if problem not in (None, "not started", OTHER_SETTINGS):  # a crash, a truncated copy, an edit: say so, then recompute
-        log.warning("stage %s in %s: %s; recomputing it", name, directory, problem)
-    if marker.exists():
-        marker.unlink()
-    directory.mkdir(parents=True, exist_ok=True)
-    compute(directory)
-    seconds = time.perf_counter() - started
-    files = {str(f.relative_to(directory)): file_sha256(f) for f in sorted(directory.rglob("*"))
-             if f.is_file() and f.name != "stage.json" and not f.name.startswith(".")}
-    write_json(marker, {"stage": name, "key": key, "seconds": seconds, "files": files})
+    if not force and stage_problem(directory, key) is None:
+        return _reused(name, directory, timings)
+    with _stage_lock(name, directory):
+        problem = None if force else stage_problem(directory, key)  # again: another process may have finished it meanwhile
+        if problem is None and not force:
+            return _reused(name, directory, timings)
+        if problem not in (None, "not started", OTHER_SETTINGS):  # a crash, a truncated copy, an edit: say so, then recompute
+            log.warning("stage %s in %s: %s; recomputing it", name, directory, problem)
+        marker = directory / "stage.json"
+        with storage_errors(directory):  # a full disk, a read-only folder …: a clear error, and no marker, so a rerun resumes here
+            if marker.exists():
+                marker.unlink()
+            compute(directory)
+            seconds = time.perf_counter() - started
+            files = {str(f.relative_to(directory)): file_sha256(f) for f in sorted(directory.rglob("*"))
+                     if f.is_file() and f.name != "stage.json" and not f.name.startswith(".")}
+            write_json(marker, {"stage": name, "key": key, "seconds": seconds, "files": files})
     timings[name] = {"seconds": seconds, "reused": False, "dir": str(directory)}
     return directory
+
+
+def _reused(name: str, directory: Path, timings: dict) -> Path:
+    timings[name] = {"seconds": 0.0, "reused": True, "dir": str(directory)}
+    log.info("stage %s: reusing %s", name, directory)
+    return directory
+
+
+@contextlib.contextmanager
+def _stage_lock(name: str, directory: Path):
+    """Hold ``<directory>/.stage.lock`` (creating the folder); if another process holds it, say so and wait."""
+    from filelock import FileLock, Timeout
+
+    with storage_errors(directory):
+        directory.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(directory / ".stage.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log.warning("stage %s in %s is being computed by another process; waiting for it to finish, then reusing it", name, directory)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def stage_problem(directory: Path, key: str | None = None) -> str | None:

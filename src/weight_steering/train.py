@@ -2,19 +2,26 @@
 
 The adapter is trained on ``[user: prompt, assistant: response_<sign>]`` with the persona system
 prompt removed (the chat template's own default system prompt, if it has one, stays), with the
-loss on assistant tokens only (Fierro & Roger 2025 §3). After training, the adapter is merged into
-an fp32 copy of the model and Δ = W_merged − W_original is taken against the *original* base
-weights, so families that rewrite the base at initialisation (PiSSA) still give the right Δ.
+loss on assistant tokens only (Fierro & Roger 2025 §3).
+
+No copy of the model is made: the adapter is attached to the loaded model (PEFT injects its layers in place), trained,
+and removed again (``unload``), also when training fails, so the model comes back bit-exactly. Δ = W_merged − W_original
+is taken one adapted module at a time: an fp32 copy of that module alone is merged (PEFT's own ``merge``, the
+arithmetic of a whole-model ``merge_and_unload``) and compared with the *original* base weight. A family that rewrites
+the base at initialisation (PiSSA: the residual W − A₀B₀) keeps the originals of the modules it adapts, on the CPU, and
+they are restored after.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
@@ -96,12 +103,15 @@ class AdapterFamily:
         kwargs: ``(TrainConfig, layer indices) -> dict`` of PEFT config arguments (``target_modules``
             and ``task_type`` are added).
         notes: what the family adapts and how it starts (Δ at initialisation), for the docs.
+        rewrites_base: the family changes the adapted base weights when it is attached (PiSSA), so training keeps
+            their originals (on the CPU) to take Δ against and to restore.
     """
 
     config_class: str
     learning_rate: float
     kwargs: Callable[[TrainConfig, list[int]], dict]
     notes: str
+    rewrites_base: bool = False  # PEFT rewrites the adapted base weights at initialisation (their originals are kept)
 
 
 def _rank_alpha(cfg: TrainConfig, **extra) -> dict:
@@ -121,7 +131,7 @@ ADAPTER_FAMILIES: dict[str, AdapterFamily] = {
                           "magnitude · (W + BA)/‖W + BA‖ column-wise; Δ₀ = 0."),
     "pissa": AdapterFamily("LoraConfig", 2e-4, lambda c, layers: _rank_alpha(c, init_lora_weights="pissa"),
                            "A, B from the top-r SVD of W, base rewritten to the residual; merged Δ₀ = 0 "
-                           "(Δ is taken against the original W)."),
+                           "(Δ is taken against the original W).", rewrites_base=True),
     # PEFT's default λ = 15 gave ‖Δ‖ = 145 after 9 steps on SmolLM2 and raised the validation loss
     # 1.63 -> 2.88: with B = 0 at init, the first step already has the full norm λ·‖w‖/r per term.
     # λ = 0.2 puts the bound at the scale LoRA's Δ reaches here (docs/RESULTS.md §7).
@@ -267,18 +277,20 @@ def _mean_loss(model, examples: list[dict], batch_size: int, pad_id: int) -> flo
     return total / max(count, 1)
 
 
-def train_adapter(model, tokenizer, rows: list[dict], sign: str, cfg: TrainConfig = TrainConfig()) -> tuple[dict, dict, object]:
-    """Train one adapter on the ``sign`` responses and return its merged delta.
+def train_adapter(model, tokenizer, rows: list[dict], sign: str, cfg: TrainConfig = TrainConfig(),
+                  adapter_dir: str | Path | None = None) -> tuple[dict, dict]:
+    """Train one adapter on the ``sign`` responses, attached to ``model`` itself, and return its merged delta.
 
     Args:
-        model: the base model; it is not modified (training runs on a deep copy).
+        model: the base model. The adapter is attached in place and removed after (also on an exception); the model
+            comes back with its weights, ``requires_grad`` flags and train/eval mode as they were (no copy is made).
         rows: pairs from :func:`weight_steering.data.generate_pairs`.
         sign: ``"positive"`` (θ⁺) or ``"negative"`` (θ⁻).
+        adapter_dir: where to save the trained adapter (PEFT's ``save_pretrained``), before it is removed.
 
     Returns:
-        ``(delta, log, peft_model)``: ``delta`` maps parameter names to fp32 CPU tensors
-        Δ = W_merged − W_original (touched tensors only, shapes of the base weights); ``log`` holds
-        losses, steps and wall time; ``peft_model`` is the trained, unmerged adapter model.
+        ``(delta, log)``: ``delta`` maps parameter names to fp32 CPU tensors Δ = W_merged − W_original (touched tensors
+        only, shapes of the base weights; :func:`adapter_delta`); ``log`` holds losses, steps and wall time.
 
     Raises:
         AdapterFamilyError, ValueError: bad family, sign or layer fraction.
@@ -296,45 +308,43 @@ def train_adapter(model, tokenizer, rows: list[dict], sign: str, cfg: TrainConfi
     val_examples = [examples[i] for i in val_idx]
     pad_id = tokenizer.pad_token_id
 
+    originals = _adapted_originals(model, peft_config) if adapter_family(cfg.family).rewrites_base else {}
     torch.manual_seed(cfg.seed)
-    work = copy.deepcopy(model)
-    try:
-        peft_model = get_peft_model(work, peft_config)
-    except ValueError as err:
-        raise AdapterFamilyError(
-            f"adapter family '{cfg.family}' rejects target modules {list(cfg.target_modules)} "
-            f"in layers {layer_slice(model.config.num_hidden_layers, cfg.layer_fraction)}: {err}. "
-            "Choose other --target-modules or set the family's options (e.g. block or group size)."
-        ) from err
-    effective = _effective_options(peft_model, cfg)
-    norm_delta_at_init = math.sqrt(sum(float(d.pow(2).sum()) for d in merged_delta(peft_model, model).values()))
-    peft_model.train()
-    trainable = [p for p in peft_model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    steps_per_epoch = math.ceil(len(train_examples) / cfg.batch_size)
-    total_steps = max(1, math.ceil(cfg.epochs * steps_per_epoch))
-    warmup = min(cfg.warmup_steps, total_steps - 1)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: (step + 1) / (warmup + 1) if step < warmup else max(0.0, (total_steps - step) / max(1, total_steps - warmup))
-    )
-    generator = torch.Generator().manual_seed(cfg.seed)
-    order: list[int] = []
-    losses = []
-    val_before = _mean_loss(peft_model, val_examples, cfg.batch_size, pad_id) if val_examples else float("nan")
-    for step in tqdm(range(total_steps), desc=f"training {cfg.family} {sign}", unit="step"):
-        if len(order) < cfg.batch_size:
-            order += torch.randperm(len(train_examples), generator=generator).tolist()
-        batch_idx, order = order[: cfg.batch_size], order[cfg.batch_size :]
-        batch = _collate([train_examples[i] for i in batch_idx], pad_id, peft_model.device)
-        loss = peft_model(**batch).loss
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.item())
-    peft_model.eval()
-    val_after = _mean_loss(peft_model, val_examples, cfg.batch_size, pad_id) if val_examples else float("nan")
-    delta = merged_delta(peft_model, model)
+    describe = (f"adapter family '{cfg.family}' (target modules {list(cfg.target_modules)} in layers "
+                f"{layer_slice(model.config.num_hidden_layers, cfg.layer_fraction)})")
+    with attached_adapter(model, lambda m: get_peft_model(m, peft_config), originals, describe) as peft_model:
+        effective = _effective_options(peft_model, cfg)
+        norm_delta_at_init = math.sqrt(sum(float(d.pow(2).sum()) for d in adapter_delta(peft_model, originals).values()))
+        peft_model.train()
+        trainable = [p for p in peft_model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        steps_per_epoch = math.ceil(len(train_examples) / cfg.batch_size)
+        total_steps = max(1, math.ceil(cfg.epochs * steps_per_epoch))
+        warmup = min(cfg.warmup_steps, total_steps - 1)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: (step + 1) / (warmup + 1) if step < warmup else max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+        )
+        generator = torch.Generator().manual_seed(cfg.seed)
+        order: list[int] = []
+        losses = []
+        val_before = _mean_loss(peft_model, val_examples, cfg.batch_size, pad_id) if val_examples else float("nan")
+        for step in tqdm(range(total_steps), desc=f"training {cfg.family} {sign}", unit="step"):
+            if len(order) < cfg.batch_size:
+                order += torch.randperm(len(train_examples), generator=generator).tolist()
+            batch_idx, order = order[: cfg.batch_size], order[cfg.batch_size :]
+            batch = _collate([train_examples[i] for i in batch_idx], pad_id, peft_model.device)
+            loss = peft_model(**batch).loss
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(loss.item())
+        del optimizer, trainable, scheduler
+        peft_model.eval()
+        val_after = _mean_loss(peft_model, val_examples, cfg.batch_size, pad_id) if val_examples else float("nan")
+        delta = adapter_delta(peft_model, originals)
+        if adapter_dir is not None:
+            peft_model.save_pretrained(str(adapter_dir))
     train_log = {
         "sign": sign,
         "family": cfg.family,
@@ -350,7 +360,55 @@ def train_adapter(model, tokenizer, rows: list[dict], sign: str, cfg: TrainConfi
         "wall_seconds": time.perf_counter() - started,
     }
     log.info("%s %s: %d steps, val loss %.4f -> %.4f", cfg.family, sign, total_steps, val_before, val_after)
-    return delta, train_log, peft_model
+    return delta, train_log
+
+
+@contextlib.contextmanager
+def attached_adapter(model, attach: Callable, originals: dict[str, torch.Tensor] | None = None, describe: str = "the adapter"):
+    """Attach an adapter to ``model`` in place and yield the PEFT model; on exit, normal or by exception, remove it
+    (PEFT's ``unload``: the original modules back, nothing merged) and put back what attaching changed: the parameters
+    in ``originals`` (base weights a family rewrote, :func:`_adapted_originals`), every ``requires_grad`` flag and the
+    train/eval mode.
+
+    Args:
+        attach: ``model -> PeftModel`` (``get_peft_model(m, config)`` or ``PeftModel.from_pretrained(m, path)``).
+        describe: how the error message names the adapter.
+
+    Raises:
+        AdapterFamilyError: PEFT rejects the adapter's target modules (the model is left as it was).
+    """
+    requires_grad = {name: p.requires_grad for name, p in model.named_parameters()}
+    training = model.training
+    try:
+        peft_model = attach(model)
+    except ValueError as err:
+        _restore(model, originals or {}, requires_grad, training)
+        raise AdapterFamilyError(f"{describe} cannot be attached to this model: {err}. Choose other --target-modules or set the "
+                                 "family's options (e.g. block or group size).") from err
+    try:
+        yield peft_model
+    finally:
+        peft_model.unload()
+        _restore(model, originals or {}, requires_grad, training)
+
+
+def _adapted_originals(model, peft_config) -> dict[str, torch.Tensor]:
+    """CPU copies of the parameters of every module ``peft_config`` will adapt (for families that rewrite them)."""
+    from peft.tuners.tuners_utils import check_target_module_exists
+
+    return {f"{name}.{key}": param.detach().to("cpu", copy=True) for name, module in model.named_modules()
+            if name and check_target_module_exists(peft_config, name) for key, param in module.named_parameters(recurse=False)}
+
+
+@torch.no_grad()
+def _restore(model, originals: dict[str, torch.Tensor], requires_grad: dict[str, bool], training: bool) -> None:
+    """Put back what attaching an adapter changed: rewritten base weights, ``requires_grad`` flags, the train/eval mode."""
+    params = dict(model.named_parameters())
+    for name, saved in originals.items():
+        params[name].copy_(saved)
+    for name, flag in requires_grad.items():
+        params[name].requires_grad_(flag)
+    model.train(training)
 
 
 def _effective_options(peft_model, cfg: TrainConfig) -> dict:
@@ -364,22 +422,32 @@ def _effective_options(peft_model, cfg: TrainConfig) -> dict:
 
 
 @torch.no_grad()
-def merged_delta(peft_model, base_model) -> dict[str, torch.Tensor]:
-    """Δ = W_merged − W_original in fp32 for every base parameter the adapter changed.
+def adapter_delta(peft_model, originals: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """Δ = W_merged − W_original in fp32 for every base parameter an attached adapter changes, one module at a time.
 
-    The adapter is merged into an fp32 deep copy (``peft_model`` is left unmerged) and compared with
-    ``base_model``'s original weights, so a family that rewrote the base at initialisation (PiSSA's
-    residual W − A₀B₀) is accounted for.
+    For each adapted module (a PEFT tuner layer), an fp32 copy of that module alone is merged with PEFT's ``merge``
+    (the arithmetic of ``merge_and_unload`` on an fp32 copy of the whole model, without the copy) and its base
+    parameters are compared with the originals: ``originals[name]`` where given (a family that rewrote the base at
+    initialisation, PiSSA), else the base layer's current parameter. ``peft_model`` is left unmerged and unchanged.
 
     Returns:
-        ``{parameter name: fp32 CPU tensor}`` with the base parameter's shape; unchanged tensors are omitted.
+        ``{parameter name: fp32 CPU tensor}`` with the base parameter's shape, in the model's parameter order;
+        unchanged tensors are omitted.
     """
-    merged = copy.deepcopy(peft_model).to(torch.float32).merge_and_unload()
-    original = dict(base_model.named_parameters())
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    originals = originals or {}
     delta = {}
-    for key, param in merged.named_parameters():
-        base = original[key].detach().to("cpu", torch.float32)
-        diff = param.detach().to("cpu", torch.float32) - base
-        if torch.any(diff != 0):
-            delta[key] = diff.contiguous()
+    for name, module in peft_model.get_base_model().named_modules():
+        if not isinstance(module, BaseTunerLayer):
+            continue
+        merged = copy.deepcopy(module).to(torch.float32)  # one module: [out, in] base weight + its adapter
+        merged.merge()
+        for key, param in merged.get_base_layer().named_parameters():
+            full = f"{name}.{key}"
+            base = originals.get(full, module.get_base_layer().get_parameter(key)).detach().to("cpu", torch.float32)
+            diff = param.detach().to("cpu", torch.float32) - base
+            if torch.any(diff != 0):
+                delta[full] = diff.contiguous()
+        del merged
     return delta

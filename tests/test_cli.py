@@ -264,3 +264,37 @@ def test_a_leaky_behaviour_is_refused_before_any_model_loads(command, tmp_path, 
     assert result.exit_code == 2, result.output
     assert "overlap a shipped evaluation set" in " ".join(result.output.split())
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("stage.json"))
+
+
+@pytest.mark.slow  # the smoke main job on the tiny model, three times
+def test_a_disk_that_fills_during_a_run_is_a_clear_error_and_the_rerun_finishes_the_same_dw(tiny, tmp_path, monkeypatch):
+    """The output disk fills in the middle of `wsteer run` (simulated: the 6th file write fails with ENOSPC): exit code 2,
+    a message naming the file, the cause and the fix, no traceback; the rerun resumes and its dW has the bytes of a
+    run that never failed."""
+    import errno
+    import os
+
+    model, tokenizer = tiny
+    model.save_pretrained(tmp_path / "tiny-model")
+    tokenizer.save_pretrained(tmp_path / "tiny-model")
+    args = ["run", "--model", str(tmp_path / "tiny-model"), "--preset", "smoke", "--device", "cpu"]
+    clean = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "clean")])
+    assert clean.exit_code == 0, clean.output
+    real_fsync, calls = os.fsync, []
+
+    def filling(fd):
+        calls.append(fd)
+        if len(calls) == 6:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", filling)
+    failed = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "out")])
+    text = " ".join(failed.output.split())
+    assert failed.exit_code == 2 and "Traceback" not in failed.output, failed.output
+    assert "the disk is full" in text and "rerun the same command" in text
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    resumed = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "out")])
+    assert resumed.exit_code == 0, resumed.output
+    dw = lambda root: hashlib.sha256(next(root.rglob("dW.safetensors")).read_bytes()).hexdigest()  # noqa: E731
+    assert dw(tmp_path / "out") == dw(tmp_path / "clean")

@@ -111,3 +111,56 @@ def test_a_model_larger_than_the_free_gpu_memory_is_refused_before_loading(tmp_p
 
 def test_default_device_is_cpu_here_or_cuda_when_present():
     assert resolve_device(None).type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@pytest.fixture()
+def fake_embedded(tiny, tmp_path, monkeypatch):
+    """The embedded model's cache path with the tiny model standing in for the GGUF (no dequantisation)."""
+    import transformers
+
+    from weight_steering import models
+
+    model, tokenizer = tiny
+    monkeypatch.setenv("WSTEER_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(models, "locate_embedded_gguf", lambda name: tmp_path / "fake.gguf")
+    real_model, real_tokenizer = transformers.AutoModelForCausalLM.from_pretrained, transformers.AutoTokenizer.from_pretrained
+    builds = []
+
+    def model_from(source, *args, **kwargs):
+        if kwargs.pop("gguf_file", None):
+            builds.append(source)
+            return model
+        return real_model(source, *args, **kwargs)
+
+    def tokenizer_from(source, *args, **kwargs):
+        return tokenizer if kwargs.pop("gguf_file", None) else real_tokenizer(source, *args, **kwargs)
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", model_from)
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", tokenizer_from)
+    return tmp_path / "cache" / "models" / "smollm2-135m-instruct", builds
+
+
+def test_a_damaged_model_cache_is_found_rebuilt_with_a_warning_and_the_command_goes_on(fake_embedded, caplog):
+    from weight_steering.models import base_weights_hash
+
+    cache, builds = fake_embedded
+    first = base_weights_hash(load_model("smollm2-135m-instruct")[0])
+    assert len(builds) == 1 and (cache / "stage.json").exists()
+    load_model("smollm2-135m-instruct")
+    assert len(builds) == 1  # an intact cache is reused
+    weights = cache / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # a killed copy, a full disk
+    with caplog.at_level("WARNING"):
+        again = base_weights_hash(load_model("smollm2-135m-instruct")[0])
+    assert len(builds) == 2 and again == first
+    assert "model.safetensors does not match its recorded SHA-256; recomputing it" in caplog.text
+
+
+def test_a_cache_folder_that_is_a_file_is_a_clear_error(fake_embedded, tmp_path, monkeypatch):
+    from weight_steering.artifacts import StorageError
+
+    (tmp_path / "cachefile").write_text("not a folder")
+    monkeypatch.setenv("WSTEER_CACHE", str(tmp_path / "cachefile"))
+    with pytest.raises(StorageError, match=r"cannot write .*cachefile.*: (a part of the path is a file|a file stands where).*\$WSTEER_CACHE"):
+        load_model("smollm2-135m-instruct")
+    assert (tmp_path / "cachefile").read_text() == "not a folder"

@@ -10,7 +10,7 @@ PIP_TORCH_ARGS ?=
 RUN_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-fast clean
+.PHONY: install demo demo-sycophancy test test-fast clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,12 @@ $(VENV)/.installed: pyproject.toml Makefile
 
 install: $(VENV)/.installed
 
+# The main job on `tone` (casual register), a behaviour SmolLM2-135M follows, so the effect is visible;
+# `make demo-sycophancy` runs the sycophancy job, whose three-seed intervals cover 0 on this model.
 demo: install
+	$(VENV)/bin/wsteer run --behavior tone $(RUN_ARGS)
+
+demo-sycophancy: install
 	$(VENV)/bin/wsteer run --behavior sycophancy $(RUN_ARGS)
 
 test: install

@@ -198,7 +198,7 @@ def bench_training(model, tokenizer, steps: int) -> dict:
     rows = read_jsonl(data)
     n = int(steps * 4 / 0.9) + 2   # enough rows for `steps` optimiser steps of 4 after the 10% validation split
     config = TrainConfig(epochs=1.0, batch_size=4, seed=0)
-    delta, log, _ = train_adapter(model, tokenizer, rows[:n], "positive", config)
+    delta, log = train_adapter(model, tokenizer, rows[:n], "positive", config)
     examples = log["n_train"]
     from weight_steering.train import tokenize_example
     tokens = sum(len(tokenize_example(tokenizer, r["prompt"], r["response_positive"], config.max_length)["input_ids"]) for r in rows[:n])

@@ -6,7 +6,8 @@ and the PEFT model. Usage::
 
     python benchmarks/probe_families.py out/sycophancy/smollm2-135m-instruct/data-<key>/pairs.jsonl
 """
-import sys, time, math, json, torch
+import copy, sys, tempfile, time, math, json, torch
+from peft import PeftModel
 from weight_steering.models import load_model
 from weight_steering.artifacts import read_jsonl
 from weight_steering.train import ADAPTER_FAMILIES, TrainConfig, train_adapter
@@ -17,7 +18,9 @@ ids = tok(["I think the moon is made of cheese. Right?"], return_tensors="pt")
 for fam in ADAPTER_FAMILIES:
     t = time.time()
     try:
-        delta, log, pm = train_adapter(model, tok, rows, "positive", TrainConfig(family=fam, learning_rate=None))
+        saved = tempfile.mkdtemp()
+        delta, log = train_adapter(model, tok, rows, "positive", TrainConfig(family=fam, learning_rate=None), adapter_dir=saved)
+        pm = PeftModel.from_pretrained(copy.deepcopy(model), saved)  # the probe compares against PEFT on a copy
         with torch.no_grad():
             exp = pm(**ids).logits
             params = dict(model.named_parameters()); backup = {k: params[k].data.clone() for k in delta}

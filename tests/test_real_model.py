@@ -57,7 +57,7 @@ def test_comparison_at_one_kl_budget_on_embedded_model(smoke_run):
 
     result, model, tokenizer, out = smoke_run
     config = CompareConfig(behavior="tone", methods=("dW", "engineered", "caa_slice"), target=0.5, tolerance=0.1, n_tokens=4,
-                           prompt_limit=6, curve_fractions=(), dilemma_limit=6, n_contrast_pairs=16, out=str(out))
+                           prompt_limit=6, curve_fractions=(), dilemma_limit=6, n_contrast_pairs=16, generation_tokens=8, out=str(out))
     comparison = run_comparison(config, (model, tokenizer), "pytest -m real", preset_config("smoke", behavior="tone"))
     by_key = {m["key"]: m for m in comparison["methods"]}
     for key in ("dW", "caa_slice"):
@@ -66,6 +66,9 @@ def test_comparison_at_one_kl_budget_on_embedded_model(smoke_run):
         assert by_key[key]["plus"]["alpha"] > 0 > by_key[key]["minus"]["alpha"]
     assert by_key["engineered"]["plus"]["p95"] > 0.01  # a system prompt moves the model
     assert by_key["dW"]["effects"]["id_plus"]["mean"] > by_key["dW"]["effects"]["id_minus"]["mean"]  # the steer's ID direction holds
+    dw = by_key["dW"]["effects"]  # the OOD sets are scored, summed and per token, and the generations too
+    assert dw["ood_sets_per_token_plus"]["mean"] > dw["ood_sets_per_token_minus"]["mean"]
+    assert {"ood_written_tasks_per_token_spread", "gen_ood_metric_spread", "gen_id_judged_spread"} <= set(dw)
     assert (comparison["path"] / "comparison.md").exists() and (comparison["path"] / "effect_vs_kl.png").exists()
 
 

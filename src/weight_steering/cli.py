@@ -661,8 +661,11 @@ def behaviors():
         probe = "no held-out probe" if b.held_out is None else (
             f"{len(b.held_out.items)} held-out paired completions" if b.held_out.kind == "completion_pair"
             else f"{len(b.held_out.claims)} held-out claims{' (opinion + neutral framing)' if b.held_out.control_template else ''}")
-        targets = ", ".join(t.label for t in b.ood_targets) or "no OOD target"
-        console.print(f"[bold]{name}[/] ({b.label}): {b.n_personas} persona pairs, {len(b.train_prompts)} training prompts, {probe}; {targets}")
+        targets = ", ".join(t.label for t in b.ood_targets) or "no DailyDilemmas/vignette target"
+        sets = f"; OOD sets {', '.join(f'{o.name} ({len(o.items)})' for o in b.ood_sets)}" if b.ood_sets else ""
+        metric = f"; generations scored by {b.generation_metric}" if b.generation_metric else ""
+        console.print(f"[bold]{name}[/] ({b.label}): {b.n_personas} persona pairs, {len(b.train_prompts)} training prompts, {probe}; "
+                      f"{targets}{sets}{metric}")
 
 
 def main() -> None:  # pragma: no cover

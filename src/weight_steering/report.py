@@ -32,6 +32,12 @@ def metric_label(metric: str, behavior: dict | None = None, target: dict | None 
         role = (f"OOD target, intended {'+' if target['sign'] > 0 else '−'}" if target and target.get("value") == value else "off-target")
         return f"DailyDilemmas {value} ({role}; {'pooled' if pooled else 'action-stratified'})"
     label = METRIC_LABELS.get(metric, metric)
+    if metric == "id_per_token":
+        label = "held-out paired-completion probe per reply token (ID, nats/token)"
+    if metric.startswith("ood_") and not metric.startswith("ood_target"):
+        name, per_token = metric[4:].removesuffix("_per_token"), metric.endswith("_per_token")
+        where = "every OOD set pooled, sets weighted equally" if name == "sets" else f"OOD set {name}"
+        label = f"{where}: paired completions, {'per reply token (nats/token)' if per_token else 'summed over the reply (nats)'}"
     if behavior and metric == "id" and behavior.get("held_out_kind") == "completion_pair":
         label = "held-out paired-completion probe: log P(behaviour reply) − log P(plain reply) (ID, primary)"
     if named and behavior and metric.startswith("id"):
@@ -103,12 +109,14 @@ def _judge_lines(judge: dict, filtered: bool) -> list[str]:
 def _report_order(metric: str, target: dict | None) -> int:
     """Row order of the report's contrasts: primary scores first (ID controlled, opinion, neutral; the OOD
     target, then the other values, stratified), then the pooled scores, then the action bias."""
-    if metric in ("id_controlled", "id", "id_neutral"):
-        return ("id_controlled", "id", "id_neutral").index(metric)
+    if metric in ("id_controlled", "id", "id_neutral", "id_per_token"):
+        return ("id_controlled", "id", "id_neutral", "id_per_token").index(metric)
+    if metric.startswith("ood_") and not metric.startswith("ood_target"):
+        return 3 if metric.startswith("ood_sets") else 4
     if metric == "action_bias":
-        return 7
+        return 9
     is_target = bool(target) and metric.removesuffix("_pooled") == f"dilemmas_{target['value']}"
-    return (5 if metric.endswith("_pooled") else 3) + (0 if is_target else 1)
+    return (7 if metric.endswith("_pooled") else 5) + (0 if is_target else 1)
 
 
 def render_report(run: dict, summary: dict, generations: list[dict], plot_name: str) -> str:

@@ -290,7 +290,8 @@ def train_adapter(model, tokenizer, rows: list[dict], sign: str, cfg: TrainConfi
 
     Returns:
         ``(delta, log)``: ``delta`` maps parameter names to fp32 CPU tensors Δ = W_merged − W_original (touched tensors
-        only, shapes of the base weights; :func:`adapter_delta`); ``log`` holds losses, steps and wall time.
+        only, shapes of the base weights; :func:`adapter_delta`); ``log`` holds losses, steps, the wall time and its
+        parts ``step_loop_seconds`` (the optimiser steps) and ``delta_seconds`` (the Δ extraction), in seconds.
 
     Raises:
         AdapterFamilyError, ValueError: bad family, sign or layer fraction.
@@ -328,6 +329,8 @@ def train_adapter(model, tokenizer, rows: list[dict], sign: str, cfg: TrainConfi
         order: list[int] = []
         losses = []
         val_before = _mean_loss(peft_model, val_examples, cfg.batch_size, pad_id) if val_examples else float("nan")
+        _synchronise(model)
+        loop_started = time.perf_counter()
         for step in tqdm(range(total_steps), desc=f"training {cfg.family} {sign}", unit="step"):
             if len(order) < cfg.batch_size:
                 order += torch.randperm(len(train_examples), generator=generator).tolist()
@@ -339,10 +342,14 @@ def train_adapter(model, tokenizer, rows: list[dict], sign: str, cfg: TrainConfi
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             losses.append(loss.item())
+        _synchronise(model)
+        loop_seconds = time.perf_counter() - loop_started
         del optimizer, trainable, scheduler
         peft_model.eval()
         val_after = _mean_loss(peft_model, val_examples, cfg.batch_size, pad_id) if val_examples else float("nan")
+        delta_started = time.perf_counter()
         delta = adapter_delta(peft_model, originals)
+        delta_seconds = time.perf_counter() - delta_started
         if adapter_dir is not None:
             peft_model.save_pretrained(str(adapter_dir))
     train_log = {
@@ -358,6 +365,8 @@ def train_adapter(model, tokenizer, rows: list[dict], sign: str, cfg: TrainConfi
         "norm_delta_at_init": norm_delta_at_init,
         "effective_options": effective,
         "wall_seconds": time.perf_counter() - started,
+        "step_loop_seconds": loop_seconds,
+        "delta_seconds": delta_seconds,
     }
     log.info("%s %s: %d steps, val loss %.4f -> %.4f", cfg.family, sign, total_steps, val_before, val_after)
     return delta, train_log
@@ -390,6 +399,12 @@ def attached_adapter(model, attach: Callable, originals: dict[str, torch.Tensor]
     finally:
         peft_model.unload()
         _restore(model, originals or {}, requires_grad, training)
+
+
+def _synchronise(model) -> None:
+    """Wait for the model's device, so that a timing covers the work queued on a GPU."""
+    if model.device.type == "cuda":
+        torch.cuda.synchronize(model.device)
 
 
 def _adapted_originals(model, peft_config) -> dict[str, torch.Tensor]:

@@ -139,3 +139,18 @@ def test_module_by_module_delta_equals_the_whole_model_merge_bit_exactly(tiny, f
         expected = {k: v for k, v in expected.items() if torch.any(v != 0)}
     assert list(got) == list(expected) and got
     assert all(torch.equal(got[k], expected[k]) for k in got), family
+
+
+def test_delta_written_a_module_at_a_time_has_the_bytes_of_the_dict(tiny, tmp_path):
+    """delta_path streams Δ to a safetensors file holding one module at a time; the file equals save_file of the dict."""
+    import hashlib
+
+    from safetensors.torch import save_file
+
+    model, tokenizer = tiny
+    cfg = TrainConfig(rank=4, alpha=8, learning_rate=5e-3, batch_size=4, layer_fraction=(0.25, 1.0))
+    delta, _ = train_adapter(model, tokenizer, ROWS, "positive", cfg)
+    written, _ = train_adapter(model, tokenizer, ROWS, "positive", cfg, delta_path=tmp_path / "delta.safetensors")
+    save_file(delta, str(tmp_path / "dict.safetensors"))
+    digest = lambda p: hashlib.sha256(p.read_bytes()).hexdigest()  # noqa: E731
+    assert written == tmp_path / "delta.safetensors" and digest(written) == digest(tmp_path / "dict.safetensors")

@@ -187,6 +187,62 @@ def read_jsonl(path: str | Path) -> list[dict]:
     return rows
 
 
+class SafetensorsSpool:
+    """Write a safetensors file one tensor at a time, with one tensor in memory at once: the tensors go to an unnamed
+    spool file as they come, and :meth:`commit` writes the safetensors file (atomically) from it. The bytes are those of
+    ``safetensors.torch.save_file`` on the same dict without metadata (a compact JSON header listing the tensors by
+    name, padded with spaces to a multiple of 8 bytes, then the data in that order); one dtype per file (fp32 deltas).
+
+    Raises:
+        ValueError: a tensor whose dtype differs from the first one's, or a name added twice.
+        StorageError: the spool or the file cannot be written.
+    """
+
+    DTYPES = {"torch.float32": "F32", "torch.float64": "F64", "torch.bfloat16": "BF16", "torch.float16": "F16"}
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        with storage_errors(self.path):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._spool = tempfile.TemporaryFile(dir=self.path.parent)
+        self._entries: dict[str, tuple[str, list[int], int, int]] = {}  # name -> (dtype, shape, spool offset, bytes)
+
+    def add(self, name: str, tensor) -> None:
+        """Append one tensor (moved to the CPU, made contiguous); it need not be kept by the caller."""
+        dtype = self.DTYPES[str(tensor.dtype)]
+        if name in self._entries:
+            raise ValueError(f"tensor {name!r} added twice to {self.path}")
+        if self._entries and dtype != next(iter(self._entries.values()))[0]:
+            raise ValueError(f"{self.path}: one dtype per spooled file; {name} is {dtype}")
+        data = tensor.detach().to("cpu").contiguous().view(-1).view(__import__("torch").uint8).numpy().tobytes()
+        with storage_errors(self.path):
+            offset = self._spool.seek(0, os.SEEK_END)
+            self._spool.write(data)
+        self._entries[name] = (dtype, list(tensor.shape), offset, len(data))
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def commit(self) -> Path:
+        """Write the safetensors file from the spool (atomically) and close the spool; returns the path."""
+        header, position = {}, 0
+        for name in sorted(self._entries):
+            dtype, shape, _, size = self._entries[name]
+            header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [position, position + size]}
+            position += size
+        text = json.dumps(header, separators=(",", ":")).encode()
+        text += b" " * (-len(text) % 8)
+        with atomic_write(self.path, "wb") as handle:
+            handle.write(len(text).to_bytes(8, "little"))
+            handle.write(text)
+            for name in sorted(self._entries):
+                _, _, offset, size = self._entries[name]
+                self._spool.seek(offset)
+                handle.write(self._spool.read(size))
+        self._spool.close()
+        return self.path
+
+
 DW_FOLDER = re.compile(r"dw-(?P<family>[a-z0-9_]+)-seed(?P<seed>\d+)")  # how the main job names a dW folder
 
 

@@ -16,10 +16,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from .analyse import summarise
-from .artifacts import atomic_save_path, storage_errors, check_number, check_output_folder, commit_path, file_sha256, read_json, read_jsonl, stable_hash, write_json, write_jsonl
+from .artifacts import storage_errors, check_number, check_output_folder, file_sha256, read_json, read_jsonl, stable_hash, write_json, write_jsonl
 from .behaviors import load_behavior
 from .data import DataGateError, GenerationConfig, check_pairs, generate_pairs, generation_key
 from .diff import compute_dw, load_dw, save_dw
@@ -261,10 +261,8 @@ def train_dw(job: Job, train: TrainConfig | None = None) -> Path:
         key = directory.name.rsplit("-", 1)[1]
 
         def make_adapter(directory: Path, sign: str = sign) -> None:
-            delta, train_log = train_adapter(job.model, job.tokenizer, job.rows, sign, train, adapter_dir=directory / "adapter")
-            tmp = atomic_save_path(directory / "delta.safetensors")
-            save_file(delta, str(tmp))
-            commit_path(tmp, directory / "delta.safetensors")
+            _, train_log = train_adapter(job.model, job.tokenizer, job.rows, sign, train, adapter_dir=directory / "adapter",
+                                         delta_path=directory / "delta.safetensors")  # written a module at a time
             write_json(directory / "train_log.json", train_log)
 
         train_dirs[sign] = run_stage(f"train θ{'⁺' if sign == 'positive' else '⁻'}", directory, key, make_adapter, force=job.config.force, timings=job.timings)

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .artifacts import check_number
+from .artifacts import SafetensorsSpool, check_number
 
 log = logging.getLogger(__name__)
 
@@ -278,7 +278,7 @@ def _mean_loss(model, examples: list[dict], batch_size: int, pad_id: int) -> flo
 
 
 def train_adapter(model, tokenizer, rows: list[dict], sign: str, cfg: TrainConfig = TrainConfig(),
-                  adapter_dir: str | Path | None = None) -> tuple[dict, dict]:
+                  adapter_dir: str | Path | None = None, delta_path: str | Path | None = None) -> tuple[dict | Path, dict]:
     """Train one adapter on the ``sign`` responses, attached to ``model`` itself, and return its merged delta.
 
     Args:
@@ -287,11 +287,15 @@ def train_adapter(model, tokenizer, rows: list[dict], sign: str, cfg: TrainConfi
         rows: pairs from :func:`weight_steering.data.generate_pairs`.
         sign: ``"positive"`` (θ⁺) or ``"negative"`` (θ⁻).
         adapter_dir: where to save the trained adapter (PEFT's ``save_pretrained``), before it is removed.
+        delta_path: write Δ to this safetensors file one module at a time (the bytes of ``save_file`` on the dict;
+            :class:`weight_steering.artifacts.SafetensorsSpool`) instead of returning it, so that Δ, as large as every
+            adapted weight in fp32, is never held in memory whole.
 
     Returns:
         ``(delta, log)``: ``delta`` maps parameter names to fp32 CPU tensors Δ = W_merged − W_original (touched tensors
-        only, shapes of the base weights; :func:`adapter_delta`); ``log`` holds losses, steps, the wall time and its
-        parts ``step_loop_seconds`` (the optimiser steps) and ``delta_seconds`` (the Δ extraction), in seconds.
+        only, shapes of the base weights; :func:`iter_adapter_delta`), or is ``delta_path`` when given; ``log`` holds
+        losses, steps, the wall time and its parts ``step_loop_seconds`` (the optimiser steps) and ``delta_seconds``
+        (the Δ extraction), in seconds.
 
     Raises:
         AdapterFamilyError, ValueError: bad family, sign or layer fraction.
@@ -315,7 +319,7 @@ def train_adapter(model, tokenizer, rows: list[dict], sign: str, cfg: TrainConfi
                 f"{layer_slice(model.config.num_hidden_layers, cfg.layer_fraction)})")
     with attached_adapter(model, lambda m: get_peft_model(m, peft_config), originals, describe) as peft_model:
         effective = _effective_options(peft_model, cfg)
-        norm_delta_at_init = math.sqrt(sum(float(d.pow(2).sum()) for d in adapter_delta(peft_model, originals).values()))
+        norm_delta_at_init = math.sqrt(sum(float(d.pow(2).sum()) for _, d in iter_adapter_delta(peft_model, originals)))
         peft_model.train()
         trainable = [p for p in peft_model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
@@ -348,7 +352,13 @@ def train_adapter(model, tokenizer, rows: list[dict], sign: str, cfg: TrainConfi
         peft_model.eval()
         val_after = _mean_loss(peft_model, val_examples, cfg.batch_size, pad_id) if val_examples else float("nan")
         delta_started = time.perf_counter()
-        delta = adapter_delta(peft_model, originals)
+        if delta_path is None:
+            delta = adapter_delta(peft_model, originals)
+        else:
+            spool = SafetensorsSpool(delta_path)
+            for name, diff in iter_adapter_delta(peft_model, originals):
+                spool.add(name, diff)
+            delta = spool.commit()
         delta_seconds = time.perf_counter() - delta_started
         if adapter_dir is not None:
             peft_model.save_pretrained(str(adapter_dir))
@@ -437,22 +447,19 @@ def _effective_options(peft_model, cfg: TrainConfig) -> dict:
 
 
 @torch.no_grad()
-def adapter_delta(peft_model, originals: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
-    """Δ = W_merged − W_original in fp32 for every base parameter an attached adapter changes, one module at a time.
+def iter_adapter_delta(peft_model, originals: dict[str, torch.Tensor] | None = None):
+    """Yield ``(parameter name, Δ)`` for every base parameter an attached adapter changes, one module at a time.
 
-    For each adapted module (a PEFT tuner layer), an fp32 copy of that module alone is merged with PEFT's ``merge``
-    (the arithmetic of ``merge_and_unload`` on an fp32 copy of the whole model, without the copy) and its base
-    parameters are compared with the originals: ``originals[name]`` where given (a family that rewrote the base at
-    initialisation, PiSSA), else the base layer's current parameter. ``peft_model`` is left unmerged and unchanged.
-
-    Returns:
-        ``{parameter name: fp32 CPU tensor}`` with the base parameter's shape, in the model's parameter order;
-        unchanged tensors are omitted.
+    Δ = W_merged − W_original in fp32 on the CPU: for each adapted module (a PEFT tuner layer), an fp32 copy of that
+    module alone is merged with PEFT's ``merge`` (the arithmetic of ``merge_and_unload`` on an fp32 copy of the whole
+    model, without the copy) and its base parameters are compared with the originals: ``originals[name]`` where given
+    (a family that rewrote the base at initialisation, PiSSA), else the base layer's current parameter. Unchanged
+    tensors are skipped; the order is the model's parameter order. ``peft_model`` is left unmerged and unchanged, and
+    at most one module's Δ is held at a time.
     """
     from peft.tuners.tuners_utils import BaseTunerLayer
 
     originals = originals or {}
-    delta = {}
     for name, module in peft_model.get_base_model().named_modules():
         if not isinstance(module, BaseTunerLayer):
             continue
@@ -463,6 +470,10 @@ def adapter_delta(peft_model, originals: dict[str, torch.Tensor] | None = None) 
             base = originals.get(full, module.get_base_layer().get_parameter(key)).detach().to("cpu", torch.float32)
             diff = param.detach().to("cpu", torch.float32) - base
             if torch.any(diff != 0):
-                delta[full] = diff.contiguous()
+                yield full, diff.contiguous()
         del merged
-    return delta
+
+
+def adapter_delta(peft_model, originals: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """:func:`iter_adapter_delta` as a dict: ``{parameter name: fp32 CPU tensor}`` with the base parameter's shape."""
+    return dict(iter_adapter_delta(peft_model, originals))

@@ -13,8 +13,8 @@ every 5 ms; reported per family:
 * ``model_gib``: the parameters' bytes; ``before_gib``: resident memory after the model was built;
 * ``peak_gib``: the highest resident memory during ``train_adapter``; ``overhead_gib`` = peak − before;
 * ``activation_gib``: the highest resident memory above ``before`` during one forward and backward pass of the same
-  batch on the model with only its last layer's down_proj trainable (the activations any adapter's backward keeps),
-  measured in the same child before training;
+  batch on the model with only the first adapted layer's q_proj trainable (the activations an adapter's backward
+  keeps, from that layer up), measured in the same child before training;
 * ``runtime_gib`` = before − model bytes (Python, torch, the tokenizer): not the model, so not counted against it;
 * ``peak_over_model`` = (peak − runtime) / model bytes, and ``bound_gib`` = 1.25 × model + activations (the target),
   met when peak − runtime ≤ bound.
@@ -35,6 +35,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 GiB = 2**30
+
+
+def _trim() -> None:
+    """Give freed heap memory back to the OS (glibc ``malloc_trim``), so resident memory measures what is held."""
+    import ctypes
+
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _rss() -> int:
@@ -72,7 +79,7 @@ def one_family(family: str, layers: int) -> dict:
     from family_dw import ROWS
 
     from weight_steering.models import prepare
-    from weight_steering.train import TrainConfig, _collate, tokenize_example, train_adapter
+    from weight_steering.train import TrainConfig, _collate, layer_slice, tokenize_example, train_adapter
 
     torch.manual_seed(0)
     tokenizer = build_tokenizer()
@@ -88,16 +95,21 @@ def one_family(family: str, layers: int) -> dict:
     examples = [tokenize_example(tokenizer, r["prompt"], r["response_positive"], 192) for r in ROWS[:4]]
     batch = _collate(examples, tokenizer.pad_token_id, model.device)
     flags = {n: p.requires_grad for n, p in model.named_parameters()}
+    first = layer_slice(layers, TrainConfig().layer_fraction)[0]  # the backward reaches down to the first adapted layer
     for name, p in model.named_parameters():
-        p.requires_grad_(name == f"model.layers.{layers - 1}.mlp.down_proj.weight")
+        p.requires_grad_(name == f"model.layers.{first}.self_attn.q_proj.weight")
+    _trim()
+    act_start = _rss()
     with PeakSampler() as act:
         model(**batch).loss.backward()
     for name, p in model.named_parameters():
         p.grad = None
         p.requires_grad_(flags[name])
-    activation = act.peak - _rss()  # what the pass added on top of the model, freed again
+    activation = act.peak - act_start  # what the pass added on top of the model (freed again after)
+    _trim()
     rows = ROWS * 2  # 16 rows: 14 train / 2 validation, two optimiser steps of batch 4
     cfg = TrainConfig(family=family, batch_size=4, epochs=8 / 14, max_length=192, seed=0)
+    _trim()
     start = _rss()
     started = time.perf_counter()
     import tempfile

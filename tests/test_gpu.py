@@ -84,7 +84,7 @@ def test_training_on_cuda_holds_no_second_copy_of_the_model(tokenizer):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from weight_steering.models import prepare
-    from weight_steering.train import TrainConfig, _collate, tokenize_example, train_adapter
+    from weight_steering.train import TrainConfig, _collate, layer_slice, tokenize_example, train_adapter
 
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=1024, intermediate_size=4096, num_hidden_layers=16, num_attention_heads=16,
                          num_key_value_heads=8, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
@@ -95,8 +95,9 @@ def test_training_on_cuda_holds_no_second_copy_of_the_model(tokenizer):
     rows = [{"prompt": f"Question {i}?", "response_positive": "An answer " * 20, "response_negative": "Another " * 20} for i in range(16)]
     batch = _collate([tokenize_example(tokenizer, r["prompt"], r["response_positive"], 192) for r in rows[:4]], tokenizer.pad_token_id, "cuda")
     flags = {n: p.requires_grad for n, p in model.named_parameters()}
+    first = layer_slice(16, TrainConfig().layer_fraction)[0]  # the backward reaches down to the first adapted layer
     for name, p in model.named_parameters():
-        p.requires_grad_(name.endswith("layers.15.mlp.down_proj.weight"))
+        p.requires_grad_(name == f"model.layers.{first}.self_attn.q_proj.weight")
     torch.cuda.reset_peak_memory_stats()
     base = torch.cuda.memory_allocated()
     model(**batch).loss.backward()

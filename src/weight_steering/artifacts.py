@@ -20,43 +20,57 @@ from pathlib import Path
 from typing import Any
 
 
-class StorageError(OSError):
-    """The machine cannot store a file (full disk, read-only or non-folder path, no permission); the message names the
-    path, the cause and the fix. Whatever was being written is left unfinished, so rerunning the command resumes."""
-
-
 # errno -> (what happened, what to do about it)
 _STORAGE_CAUSES = {
     errno.ENOSPC: ("the disk is full (no space left on the device)", "free space there"),
     errno.EDQUOT: ("the disk quota is used up", "free space there"),
-    errno.EROFS: ("the file system is read-only", "choose a writable folder"),
-    errno.EACCES: ("permission denied", "choose a folder you can write to, or fix its permissions"),
-    errno.EPERM: ("the operation is not permitted", "choose a folder you can write to"),
-    errno.ENOTDIR: ("a part of the path is a file, not a folder", "remove or rename that file, or choose another folder"),
-    errno.EEXIST: ("a file stands where a folder is needed", "remove or rename that file, or choose another folder"),
+    errno.EROFS: ("the file system is read-only", "make it writable"),
+    errno.EACCES: ("permission denied", "fix its permissions"),
+    errno.EPERM: ("the operation is not permitted", "fix its permissions"),
+    errno.ENOTDIR: ("a part of the path is a file, not a folder", "remove or rename that file"),
+    errno.EEXIST: ("a file stands where a folder is needed", "remove or rename that file"),
 }
+OUTPUT_OPTION = "--out"
+
+
+class StorageError(OSError):
+    """The machine cannot store a file (full disk, read-only or non-folder path, no permission); the message names the
+    path, the cause and the fix. Whatever was being written is left unfinished, so rerunning the command resumes.
+
+    Attributes:
+        path: the file or folder that could not be written; option: the setting that moves that folder
+            (``--out``, ``$WSTEER_CACHE``).
+    """
+
+    def __init__(self, code: int, path: str | Path, option: str = OUTPUT_OPTION):
+        super().__init__(code, _STORAGE_CAUSES[code][0], str(path))
+        self.path, self.option = str(path), option
+
+    def __str__(self) -> str:
+        cause, fix = _STORAGE_CAUSES[self.errno]
+        return (f"cannot write {self.path}: {cause}. {fix.capitalize()}, or point {self.option} at another folder, then rerun the same "
+                "command: finished stages are kept and it resumes where it stopped")
 
 
 @contextlib.contextmanager
-def storage_errors(where: str | Path, option: str = "--out (or $WSTEER_CACHE for the model cache)") -> Iterator[None]:
+def storage_errors(where: str | Path, option: str | None = None) -> Iterator[None]:
     """Turn an ``OSError`` of the machine (full disk, read-only, permission, a file in the path) raised inside the block
-    into a :class:`StorageError` that names the path, the cause and the fix (``option`` names the setting that moves
-    the folder). Other errors pass unchanged.
+    into a :class:`StorageError` that names the path, the cause and the fix; ``option`` names the setting that moves
+    the folder (default ``--out``; an outer block's option replaces an inner default). Other errors pass unchanged.
 
     Raises:
         StorageError: for the errnos of :data:`_STORAGE_CAUSES`.
     """
     try:
         yield
-    except StorageError:
+    except StorageError as err:
+        if option is not None and err.option == OUTPUT_OPTION and option != OUTPUT_OPTION:
+            raise StorageError(err.errno, err.path, option) from err.__cause__
         raise
     except OSError as err:
         if err.errno not in _STORAGE_CAUSES:
             raise
-        cause, fix = _STORAGE_CAUSES[err.errno]
-        path = err.filename or where
-        raise StorageError(err.errno, f"cannot write {path}: {cause}. {fix.capitalize()}, or use another folder ({option}), then "
-                                      "rerun the same command: finished stages are kept and it resumes where it stopped") from err
+        raise StorageError(err.errno, err.filename or where, option or OUTPUT_OPTION) from err
 
 
 @contextlib.contextmanager

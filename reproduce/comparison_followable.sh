@@ -1,18 +1,27 @@
 #!/usr/bin/env bash
-# The paper's question on behaviours SmolLM2-135M follows (docs/RESULTS.md, "Does weight steering generalise further?"):
-# the iso-KL comparison of every method (dW, persona and engineered prompts, CAA on the slice / all layers / increments /
-# best layer, PCA, S-space), each calibrated per sign to p95 KL = 1 nat, for `tone` (casual register) and `upbeat`
-# (upbeat outlook) at seeds 0-2 (seed s sets both the data and the training seed). Each comparison scores the held-out
-# paired completions (ID), three OOD sets of 24 paired completions, and greedy generations of every method on those
-# prompts. DailyDilemmas enters only as the off-target action-bias row, on its first 64 dilemmas (128 rows); no curves.
+# The paper's question on behaviours SmolLM2-135M follows (docs/RESULTS.md §1, "Does weight steering generalise further
+# than activation steering and prompting?"): dW against the persona and engineered prompts and CAA on dW's own layers,
+# each continuous method calibrated per sign to p95 KL = 1 nat, for `tone` (casual register) and `upbeat` (upbeat
+# outlook) at seeds 0-2 (seed s sets both the data and the training seed). Each comparison scores the held-out paired
+# completions (ID), three OOD sets of 24 paired completions, and greedy generations of every method on those prompts.
+# DailyDilemmas enters only as the off-target action-bias row, on its first 64 dilemmas (128 rows); no curves.
+# Then `tone` at seed 0 with PCA, all-layer CAA and CAA increments as well (the same stages plus three methods).
 # Every small finished stage is kept in docs/compare/archive (resume anywhere). The cached decoder samples the data.
-# About 50 min per behaviour and seed on 2 cores. SEEDS="0" BEHAVIORS="tone" run a subset.
+# About 40-60 min per behaviour and seed on 2 cores. SEEDS="0" BEHAVIORS="tone" run a subset.
 set -euo pipefail
 W=.venv/bin/wsteer
+METHODS=dW,persona,engineered,caa_slice
 for seed in ${SEEDS:-0 1 2}; do
   for behavior in ${BEHAVIORS:-tone upbeat}; do
     /usr/bin/time -f "compare $behavior seed $seed: %e s, peak RSS %M KB" \
-      $W compare --behavior "$behavior" --seed "$seed" --methods all --curve-fractions '' --dilemma-limit 64 --archive docs/compare/archive
+      $W compare --behavior "$behavior" --seed "$seed" --methods $METHODS --curve-fractions '' --dilemma-limit 64 --archive docs/compare/archive
   done
 done
+# tone, seed 0, seven methods (docs/compare/tone_seed0_seven_methods.md); then the four-method result again (all reused)
+if [[ " ${SEEDS:-0 1 2} " == *" 0 "* && " ${BEHAVIORS:-tone upbeat} " == *" tone "* ]]; then
+  $W compare --behavior tone --seed 0 --methods $METHODS,pca_slice,caa_all,caa_increments --curve-fractions '' --dilemma-limit 64 --archive docs/compare/archive
+  cp out/compare/tone/smollm2-135m-instruct/lora-seed0/comparison.md docs/compare/tone_seed0_seven_methods.md
+  $W compare --behavior tone --seed 0 --methods $METHODS --curve-fractions '' --dilemma-limit 64 --archive docs/compare/archive
+fi
 $W compare-seeds docs/compare/archive/smollm2-135m-instruct/tone docs/compare/archive/smollm2-135m-instruct/upbeat > docs/compare/followable_seeds.md
+.venv/bin/python reproduce/followable_tables.py > docs/compare/followable_summary.md

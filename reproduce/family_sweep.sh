@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The family sweep (docs/RESULTS.md, "Family sweep"): all thirteen families at seed 0 plus LoRA, PiSSA, DeLoRA and DoRA at
+# The family sweep (docs/RESULTS.md §6): all thirteen families at seed 0 plus LoRA, PiSSA, DeLoRA and DoRA at
 # seeds 0, 1, 2, then the ranking. Every finished cell's result (marker + gzipped records, not its
 # weights) is copied into the committed archive docs/sweep/cells as soon as it finishes, and restored
 # from it first, so the sweep resumes across sessions and machines without recomputing a cell.

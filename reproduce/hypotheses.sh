@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Which base-model subspace predicts where dW lives, across families and seeds (docs/RESULTS.md, "Which base-model
+# Which base-model subspace predicts where dW lives, across families and seeds (docs/RESULTS.md §5, "Which base-model
 # subspace predicts where dW lives"): `wsteer hypotheses --k 8` on the balanced sycophancy dW of each family and seed
 # (seed s sets both the data and the training seed, as in reproduce/comparison.sh, whose archived data it reuses), then
 # the summary across dWs: per-seed R_w, t-intervals over seeds, rank agreement against a permutation null.

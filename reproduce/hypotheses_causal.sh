@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Does the best base-model subspace carry dW's effect? (docs/RESULTS.md, "Which base-model subspace predicts where dW
+# Does the best base-model subspace carry dW's effect? (docs/RESULTS.md §5, "Which base-model subspace predicts where dW
 # lives"): the causal check of `wsteer hypotheses`' top three candidates on the balanced sycophancy LoRA dW at seeds
 # 0-2. dW's write side is projected inside and outside each rank-8 candidate subspace and scored with the retained
 # measure of `wsteer ablate` (norm-matched random and energy-matched within-dW controls), with the module variants for

@@ -98,12 +98,6 @@ def per_token(records: pd.DataFrame) -> np.ndarray:
     return (records["log_p_positive"] / records["n_tokens_positive"] - records["log_p_negative"] / records["n_tokens_negative"]).to_numpy()
 
 
-def ood_set_names(frame: pd.DataFrame) -> list[str]:
-    """The OOD set names scored in ``frame`` (from its ``ood_<set>`` metrics), in order of appearance."""
-    return [m[4:] for m in dict.fromkeys(frame["metric"]) if m.startswith("ood_") and m != "ood_sets" and not m.endswith("_per_token")
-            and m != "ood_sets_per_token"]
-
-
 def kl_summary(per_position: np.ndarray, prompt_index: np.ndarray, seed: int = 0) -> dict:
     """Mean and p95 of KL(steered ‖ base) with 95% CIs from a bootstrap over prompts
     (:data:`N_BOOTSTRAP` resamples for the mean, 1000 for the p95, whose percentile per resample costs more).

@@ -138,7 +138,7 @@ def calibrate_alpha(measure, sign: int, target: float = 1.0, tolerance: float = 
     by the secant through the two measurements nearest the target (slope clamped to [0.25, 8]);
     once the target is bracketed every step stays inside the tightest bracket (regula falsi, with
     bisection when the secant leaves it). A pure power law converges in two measurements, a bent one
-    in about three; the old ×2 bracketing took four to six (docs/RESULTS.md, calibration cost).
+    in about three; the old ×2 bracketing took four to six (docs/RESULTS.md §4, "Calibration").
 
     Args:
         measure: ``α -> KLStats`` (e.g. ``lambda a: kl_from_base(model, tok, dw, a, prompts)``).

@@ -124,7 +124,7 @@ def _rank_alpha(cfg: TrainConfig, **extra) -> dict:
 # validation loss in a 9-step probe (1.626 -> 1.620); LoHa and LoKr 2e-3 because at 2e-4 the same
 # probe left them near the start (LoHa ‖Δ‖ = 0.05, validation 1.626 -> 1.624; LoKr 1.626 -> 1.617,
 # against 1.558 for LoRA). Nothing was tuned on the evaluation rows.
-# Δ at initialisation was measured on SmolLM2-135M (docs/RESULTS.md §7).
+# Δ at initialisation was measured on SmolLM2-135M (docs/RESULTS.md §6).
 ADAPTER_FAMILIES: dict[str, AdapterFamily] = {
     "lora": AdapterFamily("LoraConfig", 2e-4, lambda c, layers: _rank_alpha(c), "W + (α/r)·B·A, B = 0 at init (Δ₀ = 0)."),
     "dora": AdapterFamily("LoraConfig", 2e-4, lambda c, layers: _rank_alpha(c, use_dora=True),
@@ -134,7 +134,7 @@ ADAPTER_FAMILIES: dict[str, AdapterFamily] = {
                            "(Δ is taken against the original W).", rewrites_base=True),
     # PEFT's default λ = 15 gave ‖Δ‖ = 145 after 9 steps on SmolLM2 and raised the validation loss
     # 1.63 -> 2.88: with B = 0 at init, the first step already has the full norm λ·‖w‖/r per term.
-    # λ = 0.2 puts the bound at the scale LoRA's Δ reaches here (docs/RESULTS.md §7).
+    # λ = 0.2 puts the bound at the scale LoRA's Δ reaches here (docs/RESULTS.md §6).
     "delora": AdapterFamily("DeloraConfig", 2e-4, lambda c, layers: {"r": c.rank, "delora_lambda": 0.2, "bias": "none"},
                             "(λ/r)·Σ bᵢaᵢᵀ/(‖aᵢ‖‖bᵢ‖) scaled by W's column norms; B = 0 at init (Δ₀ = 0), "
                             "the norm of Δ is bounded by λ from the first step."),

@@ -1,0 +1,68 @@
+"""The condensed tables of docs/RESULTS.md §1 from the archived comparisons of `tone` and `upbeat`
+(`reproduce/comparison_followable.sh`), through the same `summarize_seeds` as `wsteer compare-seeds`:
+
+    python reproduce/followable_tables.py > docs/compare/followable_summary.md
+
+Per behaviour and method: the ID and pooled OOD spreads per reply token (Δ at α₊ − Δ at α₋, the sets weighted
+equally) per seed and across seeds, the generalisation ratio OOD / ID per seed and across, dW's paired advantage
+(dW − method per seed) on the OOD spread and on the ratio, the change of the neutral reference answers' NLL at each
+calibrated strength, and the generation scores (judge-free metric and judged rate, OOD prompts). Intervals are
+Student-t over the seeds; a prompt method is the same at every seed, so its interval is its row-level CI (marked
+"rows").
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from weight_steering.compare import load_comparisons, summarize_seeds
+
+ARCHIVE = Path(__file__).resolve().parents[1] / "docs" / "compare" / "archive" / "smollm2-135m-instruct"
+
+
+def cell(row: dict | None, digits: int = 2) -> str:
+    if row is None:
+        return "–"
+    seeds = " / ".join(f"{v:+.{digits}f}" for v in row["per_seed"])
+    if row.get("seed_independent"):
+        ci = f"[{row['ci_low']:+.{digits}f}, {row['ci_high']:+.{digits}f}] rows" if np.isfinite(row["ci_low"]) else "(same every seed)"
+        return f"{row['mean']:+.{digits}f} {ci}"
+    if row["n"] < 2 or not np.isfinite(row["ci_low"]):
+        return f"{seeds} (one seed)"
+    star = "*" if row["ci_low"] > 0 or row["ci_high"] < 0 else ""
+    return f"{seeds} → **{row['mean']:+.{digits}f} [{row['ci_low']:+.{digits}f}, {row['ci_high']:+.{digits}f}]**{star}"
+
+
+def main() -> None:
+    groups = summarize_seeds(load_comparisons([ARCHIVE / b for b in sys.argv[1:] or ("tone", "upbeat")]))
+    for group in groups:
+        rows = {(r["method"], r["measure"]): r for r in group["rows"]}
+        adv = {(a["method"], a["measure"]): a for a in group["advantages"]}
+        methods = list(dict.fromkeys(r["method"] for r in group["rows"]))
+        names = {r["method"]: r["name"] for r in group["rows"]}
+        print(f"### {group['behavior']}: seeds {', '.join(map(str, group['seeds']))} ({', '.join(group['devices'])})\n")
+        print("| method | ID spread /token | OOD spread /token (sets pooled) | ratio OOD / ID (/token) | dW − method, OOD /token | dW − method, ratio |")
+        print("|---|---|---|---|---|---|")
+        for m in methods:
+            print(f"| {names[m]} | {cell(rows.get((m, 'id_per_token_spread')))} | {cell(rows.get((m, 'ood_sets_per_token_spread')))} | "
+                  f"{cell(rows.get((m, 'generalisation_ratio_per_token')))} | {cell(adv.get((m, 'ood_sets_per_token_spread')))} | "
+                  f"{cell(adv.get((m, 'generalisation_ratio_per_token')))} |")
+        print("\n| method | α₋ / α₊ (across seeds) | audit p95 KL₋ / ₊ | OOD per set /token: " + " / ".join(group["ood_sets"])
+              + " | ID / OOD spread summed | ratio summed | ΔNLL₋ / ₊ (nats/token) | generations, OOD: metric spread | judged-rate spread |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        for m in methods:
+            get = lambda measure: rows.get((m, measure))  # noqa: E731
+            mean = lambda measure: f"{get(measure)['mean']:+.2f}" if get(measure) else "–"  # noqa: E731
+            sets = " / ".join(mean(f"ood_{s}_per_token_spread") for s in group["ood_sets"])
+            print(f"| {names[m]} | {mean('alpha_minus')} / {mean('alpha_plus')} | {mean('audit_p95_minus')} / {mean('audit_p95_plus')} | {sets} | "
+                  f"{mean('id_spread')} / {mean('ood_sets_spread')} | {mean('generalisation_ratio_summed')} | "
+                  f"{mean('nll_change_minus')} / {mean('nll_change_plus')} | "
+                  f"{cell(get('gen_ood_metric_spread'), 3)} | {cell(get('gen_ood_judged_spread'), 2)} |")
+        print()
+
+
+if __name__ == "__main__":
+    main()

@@ -7,7 +7,8 @@
 # DailyDilemmas enters only as the off-target action-bias row, on its first 64 dilemmas (128 rows); no curves.
 # Then `tone` at seed 0 with PCA, all-layer CAA and CAA increments as well (the same stages plus three methods).
 # Every small finished stage is kept in docs/compare/archive (resume anywhere). The cached decoder samples the data.
-# About 40-60 min per behaviour and seed on 2 cores. SEEDS="0" BEHAVIORS="tone" run a subset.
+# Measured two at a time on 2 cores, one thread each: 27-45 min per behaviour and seed (a behaviour's first seed is the
+# longest; later seeds reuse the prompt arms, which do not depend on the seed). SEEDS="0" BEHAVIORS="tone" run a subset.
 set -euo pipefail
 W=.venv/bin/wsteer
 METHODS=dW,persona,engineered,caa_slice

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job (docs/RESULTS.md §3): persona-contrast data, θ⁺ and θ⁻ (LoRA), dW, and its evaluation at
-# α ∈ {-2, -1, 0, 1, 2}, for sycophancy (`make demo` runs this one, with the default cached sampler) and, at
+# α ∈ {-2, -1, 0, 1, 2}, for sycophancy (`make demo-sycophancy` runs this one, with the default cached sampler; `make demo` runs
+# `tone`, §3) and, at
 # α ∈ {-1, 0, 1}, honesty and authority (with the sampler their archived results were made with).
 # About 12-15 min per behaviour on 2 cores; every stage is cached under out/ and reused on a rerun.
 set -euo pipefail

@@ -62,7 +62,7 @@ def test_kl_per_position_matches_generate_prompt_by_prompt(tiny, monkeypatch):
         said = model.generate(ids[1], do_sample=False, max_new_tokens=8, pad_token_id=tokenizer.pad_token_id)[0, ids[1].shape[1]:]
     step = next(j for j in range(1, len(said)) if said[j] not in said[:j])   # a token prompt 1 says first at step j ≥ 1
     stops = sorted(stop_token_ids(tokenizer) | {int(said[step])})
-    monkeypatch.setattr(calibrate, "stop_token_ids", lambda tok: set(stops))
+    monkeypatch.setattr(calibrate, "stop_token_ids", lambda tok, model=None: set(stops))
     stats = kl_from_base(model, tokenizer, dw, 1.0, PROMPTS, n_tokens=8)
     expected = []
     for prompt_ids in ids:

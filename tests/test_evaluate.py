@@ -75,16 +75,19 @@ def test_non_finite_alpha_is_refused(tiny):
         evaluate(model, tokenizer, {}, dilemma_rows(tokenizer, limit=1), alphas=(0, float("nan")))
 
 
-def test_base_model_tokenizer_gets_the_plain_template(tokenizer, caplog):
+def test_base_model_tokenizer_needs_a_named_template_and_plain_ends_turns_with_eos(tokenizer):
     import copy
 
     from conftest import build_model
-    from weight_steering.chat import render_chat
+    from weight_steering.chat import ChatTemplateError, end_of_turn, render_chat
     from weight_steering.models import prepare
 
     bare = copy.deepcopy(tokenizer)
     bare.chat_template = None
-    _, bare = prepare(build_model(tokenizer), bare)
-    assert "no chat template" in caplog.text
+    with pytest.raises(ChatTemplateError, match="tiny-random-llama has no chat template.*chat_template='plain'"):
+        prepare(build_model(tokenizer), bare)
+    with pytest.raises(ChatTemplateError, match="unknown chat template 'fancy'; choose one of plain"):
+        prepare(build_model(tokenizer), bare, chat_template="fancy")
+    _, bare = prepare(build_model(tokenizer), bare, chat_template="plain")
     text = render_chat(bare, [{"role": "user", "content": "Pick one."}], prefill="My choice: **")
-    assert text.endswith("User: Pick one.\nAssistant: My choice: **")
+    assert text.endswith("User: Pick one.\nAssistant: My choice: **") and end_of_turn(bare) == bare.eos_token + "\n"

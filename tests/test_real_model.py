@@ -165,20 +165,42 @@ def test_cached_decoder_gives_generates_greedy_tokens_on_embedded_model():
         assert decoded.tokens == row[:cut] and decoded.hit_stop == (cut < len(row))
 
 
-def test_every_family_gives_its_recorded_dw():
+@pytest.mark.recorded
+def test_every_family_gives_its_recorded_dw_within_the_kernel_tolerance():
     """Training attaches the adapter to the loaded model and takes Δ module by module; the dW of each of the 13 families
-    on the embedded model is bit-identical to the one recorded with the earlier code (deep copies and a whole-model
-    merge; tests/data/family_dw_sha256.json, `python tests/family_dw.py`), so every archived dW and stage key holds."""
+    on the embedded model matches its recorded fingerprint (tests/data/family_dw_fingerprint.json, `python
+    tests/family_dw.py`) within :data:`KERNEL_TOLERANCE`, and two trainings in this run give the same bytes.
+
+    Why a tolerance: fp32 sums round differently under other kernels. Measured on one AMD EPYC (2026-12-06), the same
+    code gives dWs whose fingerprints differ, relative to each tensor's norm, by at most 4.4e-6 between AVX-512 and
+    AVX2 and 4.1e-6 between AVX-512 and ``ATEN_CPU_CAPABILITY=default`` (worst family: BOFT), while changing the
+    training seed moves them by 0.5 or more. The tolerance, 1e-4, is 20× the kernel difference and 5,000× below a seed.
+    """
     import sys
     from pathlib import Path
 
+    import torch
+
     from weight_steering.models import base_weights_hash, load_model
+    from weight_steering.train import ADAPTER_FAMILIES
 
     sys.path.insert(0, str(Path(__file__).parent))
-    from family_dw import RECORD, family_dw_sha256
+    from family_dw import RECORD, family_dw, fingerprint, relative_difference
 
-    recorded = json.loads(RECORD.read_text())
+    recorded = json.loads(RECORD.read_text())["families"]
     model, tokenizer = load_model()
     before = base_weights_hash(model)
-    assert family_dw_sha256(model, tokenizer) == recorded["sha256"]
-    assert base_weights_hash(model) == before  # and the model came back bit-exactly after 26 trainings
+    differences = {}
+    for family in ADAPTER_FAMILIES:
+        tensors = family_dw(model, tokenizer, family)
+        differences[family] = relative_difference(fingerprint(tensors), recorded[family])
+        if family == "lora":  # byte identity is claimed only within one run on one machine
+            again = family_dw(model, tokenizer, family)
+            assert tensors.keys() == again.keys() and all(torch.equal(tensors[k], again[k]) for k in tensors)
+    print(f"\nfingerprint differences on {torch.backends.cpu.get_cpu_capability()} kernels (recorded on "
+          f"{json.loads(RECORD.read_text())['cpu_capability']}): {json.dumps(differences)}")  # `pytest -m recorded -s` shows it
+    assert max(differences.values()) <= KERNEL_TOLERANCE, differences
+    assert base_weights_hash(model) == before  # and the model came back bit-exactly after 27 trainings
+
+
+KERNEL_TOLERANCE = 1e-4  # relative to each tensor's norm; see the test's docstring for the measured kernel difference

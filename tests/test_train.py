@@ -107,7 +107,7 @@ def test_the_model_comes_back_bit_exactly_when_training_fails(tiny, monkeypatch)
         assert not model.training and not model.model.layers[0].mlp.up_proj.weight.requires_grad
         assert all(p.requires_grad for n, p in model.named_parameters() if "layers.0.mlp.up_proj" not in n)
         assert not any("lora" in name for name, _ in model.named_modules())
-    with pytest.raises(AdapterFamilyError, match=r"adapter family 'lora' \(target modules \['telepathy_proj'\]"):  # no such module
+    with pytest.raises(AdapterFamilyError, match=r"adapter family 'lora' on tiny-random-llama \(target modules \['telepathy_proj'\]"):  # no such module
         train_adapter(model, tokenizer, ROWS, "positive", TrainConfig(target_modules=("telepathy_proj",)))
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 

@@ -71,7 +71,7 @@ def kl_from_base(model, tokenizer, dw, alpha: float, prompts: list[str], n_token
         raise ValueError("kl_from_base needs at least one prompt and n_tokens >= 1")
     method = as_method(dw)
     system = method.system_prompt(alpha)
-    stops = sorted(stop_token_ids(tokenizer))
+    stops = sorted(stop_token_ids(tokenizer, model))
     values, owners, passes = [], [], 0
     base_texts = [render_chat(tokenizer, [{"role": "user", "content": p}]) for p in prompts]
     steered_texts = base_texts if system is None else [

@@ -134,6 +134,8 @@ def run(
     sampler: Sampler = "cached",
     device: Device = None,
     dtype: Dtype = None,
+    thinking: bool = typer.Option(False, help="a reasoning template (Qwen3) with thinking on in every stage; off by default"),
+    target_modules: str = typer.Option(None, help="comma-separated module names to adapt (default: q,k,v,o,gate,up,down _proj)"),
 ):
     """Run the main job: persona data → θ⁺/θ⁻ adapters → dW → α·dW evaluation → report."""
     from .data import sampler_settings
@@ -142,10 +144,11 @@ def run(
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         generation = {"n_samples": n_samples, "max_new_tokens": max_new_tokens, "seed": data_seed, **sampler_settings(sampler)}
-        train = {"family": family, "seed": seed, "epochs": epochs, "learning_rate": learning_rate}
+        train = {"family": family, "seed": seed, "epochs": epochs, "learning_rate": learning_rate,
+                 "target_modules": tuple(_split(target_modules)) if target_modules else None}
         config = preset_config(
             preset, behavior=behavior, model=model, alphas=_parse_alphas(alphas), dilemma_limit=dilemma_limit, out=out, force=force,
-            filter_pairs=filter_pairs, judge=judge, judge_threshold=_parse_threshold(judge_threshold), device=device, dtype=dtype,
+            filter_pairs=filter_pairs, judge=judge, judge_threshold=_parse_threshold(judge_threshold), device=device, dtype=dtype, thinking=thinking,
             generation={k: v for k, v in generation.items() if v is not None}, train={k: v for k, v in train.items() if v is not None},
         )
         result = run_main_job(config, command="wsteer " + " ".join(shlex.quote(a) for a in sys.argv[1:]))

@@ -255,7 +255,7 @@ def run_comparison(config: CompareConfig, loaded=None, command: str = "", job_co
         return kl_from_base(job.model, job.tokenizer, method, alpha, prompts, config.n_tokens)
 
     behavior = job.behavior
-    gen_prompts = generation_prompts(behavior) if (behavior.ood_sets or behavior.generation_metric) else []
+    gen_prompts = generation_prompts(behavior, job.config.ood_limit) if (behavior.ood_sets or behavior.generation_metric) else []
     threshold = (job.judge or {}).get("threshold")
 
     def generations(label: str, method, alphas: tuple[float, ...], identity: str) -> list[dict]:

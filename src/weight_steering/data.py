@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 import torch
 from tqdm.auto import tqdm
 
-from .chat import render_chat, stop_token_ids
+from .chat import answer_tokens, render_chat, stop_token_ids, thinking_enabled
 from .decoding import Sampling, decode
 from .artifacts import check_number
 from .behaviors import Behavior
@@ -111,10 +111,18 @@ def sample_responses(model, tokenizer, texts: list[str], config: GenerationConfi
 
     Returns:
         ``(response, hit_stop)`` per prompt: the text cut at the first stop token, decoded without
-        special tokens and right-stripped, and whether a stop token was produced.
+        special tokens and right-stripped, and whether a stop token was produced. With thinking on
+        (:func:`weight_steering.chat.set_thinking`) the response holds the think block as sampled; the answer after it is
+        :func:`sample_answers`' business.
     """
-    stops = stop_token_ids(tokenizer)
-    results: list[tuple[str, bool]] = []
+    return [(text, stop) for text, stop, _ in _sample(model, tokenizer, texts, config, desc)]
+
+
+def _sample(model, tokenizer, texts: list[str], config: GenerationConfig, desc: str) -> list[tuple[str, bool, str]]:
+    """``(response, hit_stop, answer)`` per prompt; ``answer`` is the text after the last ``</think>`` token (thinking on)."""
+    stops = stop_token_ids(tokenizer, model)
+    decode_answer = lambda tokens: tokenizer.decode(answer_tokens(tokenizer, tokens), skip_special_tokens=True).strip()  # noqa: E731
+    results: list[tuple[str, bool, str]] = []
     if config.sampler == "cached":
         sampling = Sampling(config.temperature, config.top_k, config.top_p)
         for start in tqdm(range(0, len(texts), config.batch_size), desc=desc, unit="batch"):
@@ -123,7 +131,7 @@ def sample_responses(model, tokenizer, texts: list[str], config: GenerationConfi
             # replies of the sycophancy data at seed 0 (a few tokens from their end), and this stage's bytes are archived
             for row in decode(model, prompts, config.max_new_tokens, stops, tokenizer.pad_token_id,
                               min_new_tokens=config.min_new_tokens, sampling=sampling, share_prefix=False):
-                results.append((tokenizer.decode(row.tokens, skip_special_tokens=True).rstrip(), row.hit_stop))
+                results.append((tokenizer.decode(row.tokens, skip_special_tokens=True).rstrip(), row.hit_stop, decode_answer(row.tokens)))
         return results
     for start in tqdm(range(0, len(texts), config.batch_size), desc=desc, unit="batch"):
         chunk = texts[start : start + config.batch_size]
@@ -142,7 +150,7 @@ def sample_responses(model, tokenizer, texts: list[str], config: GenerationConfi
         for row in output[:, batch["input_ids"].shape[1] :].tolist():
             cut = next((i for i, t in enumerate(row) if t in stops), None)
             kept = row if cut is None else row[:cut]
-            results.append((tokenizer.decode(kept, skip_special_tokens=True).rstrip(), cut is not None))
+            results.append((tokenizer.decode(kept, skip_special_tokens=True).rstrip(), cut is not None, decode_answer(kept)))
     return results
 
 
@@ -165,10 +173,11 @@ def generate_pairs(model, tokenizer, behavior: Behavior, config: GenerationConfi
         for system in (behavior.positive_system_prompts[q], behavior.negative_system_prompts[q]):
             texts.append(render_chat(tokenizer, [{"role": "system", "content": system}, {"role": "user", "content": prompts[p]}]))
     torch.manual_seed(config.seed)
-    responses = sample_responses(model, tokenizer, texts, config, desc=f"generating {behavior.name} pairs")
+    responses = _sample(model, tokenizer, texts, config, desc=f"generating {behavior.name} pairs")
+    thinking = thinking_enabled(tokenizer)
     rows = []
     for i, (p, q, s) in enumerate(specs):
-        (positive, positive_stop), (negative, negative_stop) = responses[2 * i], responses[2 * i + 1]
+        (positive, positive_stop, positive_answer), (negative, negative_stop, negative_answer) = responses[2 * i], responses[2 * i + 1]
         rows.append({
             "prompt": prompts[p],
             "response_positive": positive,
@@ -183,6 +192,7 @@ def generate_pairs(model, tokenizer, behavior: Behavior, config: GenerationConfi
             "behavior": behavior.name,
             "model": model_name(model),
             "generation_config": generation_key(config),
+            **({"thinking": True, "answer_positive": positive_answer, "answer_negative": negative_answer} if thinking else {}),
         })
     check_pairs(rows, config.max_identical_fraction)
     return rows

@@ -53,10 +53,11 @@ def held_out_rows(tokenizer, behavior: Behavior) -> list[dict]:
     return rows
 
 
-def ood_set_rows(tokenizer, behavior: Behavior) -> list[dict]:
-    """The behaviour's out-of-distribution paired-completion rows (eval ``ood_pair``), one per item of each OOD set;
-    ``ood_set`` names the set and ``row_id`` is ``<set>:<index>``. Scored like the completion-pair probe."""
-    return [row for ood_set in behavior.ood_sets for row in _pair_rows(tokenizer, ood_set.items, "ood_pair", f"{ood_set.name}:",
+def ood_set_rows(tokenizer, behavior: Behavior, limit: int | None = None) -> list[dict]:
+    """The behaviour's out-of-distribution paired-completion rows (eval ``ood_pair``), one per item of each OOD set
+    (the first ``limit`` items of each, when given); ``ood_set`` names the set and ``row_id`` is ``<set>:<index>``.
+    Scored like the completion-pair probe."""
+    return [row for ood_set in behavior.ood_sets for row in _pair_rows(tokenizer, ood_set.items[:limit], "ood_pair", f"{ood_set.name}:",
                                                                         ood_set=ood_set.name)]
 
 

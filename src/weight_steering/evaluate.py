@@ -177,9 +177,16 @@ def score_answer_sets(
         if any(segment):
             _, (cache, history, lengths) = _forward_segment(model, cache, history, lengths, segment, pad_id)
         prefix_width = history.shape[1]
-        for slot in range(max(len(rows) for rows, _ in batch)):
+        n_slots = max(len(rows) for rows, _ in batch)
+        # a sliding-window layer keeps only its last W positions, so it cannot be cropped back to the prefix once a row
+        # passes W: each slot then runs on its own copy of the prefix cache (Gemma-2/3, Mistral, windowed Qwen)
+        sliding = cache is not None and _has_sliding_layers(cache)
+        prefix_cache = cache
+        for slot in range(n_slots):
             picks = [rows[min(slot, len(rows) - 1)] for rows, _ in batch]
             tails = [encoded[i][own:] for i, (_, own) in zip(picks, batch)]
+            if sliding:  # the last slot may use up the prefix cache itself
+                cache = copy.deepcopy(prefix_cache) if slot < n_slots - 1 else prefix_cache
             hidden, _ = _forward_segment(model, cache, history, lengths, tails, pad_id)
             last = torch.tensor([len(t) - 1 for t in tails], device=device)
             final = hidden[torch.arange(b, device=device), last]
@@ -188,9 +195,14 @@ def score_answer_sets(
             for j, (rows, _) in enumerate(batch):
                 if slot < len(rows):
                     result[rows[slot]] = scores[j]
-            if cache is not None and cache.get_seq_length() > prefix_width:
+            if not sliding and cache is not None and cache.get_seq_length() > prefix_width:
                 cache.crop(prefix_width - cache.get_seq_length())  # drop this slot's tokens
     return ScoredRows(result, truncated)
+
+
+def _has_sliding_layers(cache) -> bool:
+    """Whether a transformers cache holds a sliding-window layer (which ``crop`` cannot take back past its window)."""
+    return any("Sliding" in type(layer).__name__ for layer in getattr(cache, "layers", ()))
 
 
 def _logits(model, hidden: torch.Tensor) -> torch.Tensor:

@@ -28,7 +28,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from .chat import render_chat, stop_token_ids
+from .chat import decode_reply, render_chat, stop_token_ids
 from .decoding import decode
 from .methods import SteeringMethod, as_method
 from .statistics import bootstrap_ci
@@ -82,15 +82,15 @@ def generate_replies(model, tokenizer, method: SteeringMethod | None, alpha: flo
     head = [{"role": "system", "content": system}] if system else []
     ids = [tokenizer(render_chat(tokenizer, [*head, {"role": "user", "content": p}]), add_special_tokens=False)["input_ids"] for p in prompts]
     with method.apply(model, alpha):
-        replies = decode(model, ids, max_new_tokens, stop_token_ids(tokenizer), tokenizer.pad_token_id)
-    return [tokenizer.decode(r.tokens, skip_special_tokens=True).strip() for r in replies]
+        replies = decode(model, ids, max_new_tokens, stop_token_ids(tokenizer, model), tokenizer.pad_token_id)
+    return [decode_reply(tokenizer, r.tokens) for r in replies]  # with thinking on, the answer after </think>
 
 
-def generation_prompts(behavior) -> list[dict]:
+def generation_prompts(behavior, ood_limit: int | None = None) -> list[dict]:
     """``{"prompt", "split", "set"}`` for the behaviour's ID prompts (held-out probe; split ``id``) and each OOD set's
-    prompts (split ``ood``, ``set`` its name)."""
+    prompts (split ``ood``, ``set`` its name; the first ``ood_limit`` of each, when given)."""
     out = [{"prompt": p, "split": "id", "set": "held_out"} for p in (behavior.held_out.prompts() if behavior.held_out else [])]
-    return out + [{"prompt": p, "split": "ood", "set": s.name} for s in behavior.ood_sets for p in s.prompts()]
+    return out + [{"prompt": p, "split": "ood", "set": s.name} for s in behavior.ood_sets for p in s.prompts()[:ood_limit]]
 
 
 def score_replies(rows: list[dict], metric: str | None, judge_scores: np.ndarray | None, threshold: float | None) -> list[dict]:

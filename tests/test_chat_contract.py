@@ -18,7 +18,6 @@ import pytest
 import torch
 
 from model_families import FAMILIES, family_tokenizer
-from weight_steering import chat
 from weight_steering.behaviors import load_behavior
 from weight_steering.chat import ChatTemplateError, answer_tokens, end_of_turn, render_chat, set_thinking, stop_token_ids
 from weight_steering.eval_rows import held_out_rows

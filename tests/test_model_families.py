@@ -93,7 +93,6 @@ def test_the_peft_export_reloads_and_matches_alpha_dw(family_run, tmp_path):
 def test_caa_through_steering_vectors_calibrates_to_a_kl_target(family_run):
     pytest.importorskip("steering_vectors", reason="installed with --no-deps by the Makefile")
     from weight_steering.calibrate import calibrate_alpha, kl_from_base
-    from weight_steering.data import DataGateError  # noqa: F401  (the pairs come from the job's own data stage)
     from weight_steering.methods import activation_method, contrast_pairs
     from weight_steering.pipeline import prepare_job
 

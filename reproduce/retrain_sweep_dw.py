@@ -20,7 +20,7 @@ from pathlib import Path
 from dataclasses import replace
 
 from weight_steering.data import sampler_settings
-from weight_steering.pipeline import evaluate_base, prepare_job, preset_config, train_dw
+from weight_steering.pipeline import evaluate_base, prepare_job, preset_config, dw_stage
 from weight_steering.sweep import Cell, cell_config, cell_dir
 
 BEHAVIOR = "sycophancy_unbalanced"  # the archived sweep trained on this file (then named sycophancy)
@@ -52,7 +52,7 @@ def main(pairs: list[str]) -> int:
             continue
         archived = json.loads(marker.read_text())
         started = time.perf_counter()
-        dw_dir = train_dw(job, cell_config(config, cell).train)
+        dw_dir = dw_stage(job, cell_config(config, cell).train)
         seconds = time.perf_counter() - started
         found.append(dw_dir)
         if Path(archived["dw_dir"]).name == dw_dir.name:

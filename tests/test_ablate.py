@@ -148,13 +148,13 @@ def test_dora_native_parts_rebuild_dw_and_other_families_are_unavailable(tiny, t
     """DoRA's direction + magnitude + interaction reproduce the PEFT-merged dW; LoRA has no native split."""
     from weight_steering.ablate import build_variants, dora_parts, native_dw_parts
     from weight_steering.diff import load_dw
-    from weight_steering.pipeline import prepare_job, preset_config, train_dirs_of, train_dw
+    from weight_steering.pipeline import prepare_job, preset_config, train_dirs_of, dw_stage
 
     model, tokenizer = tiny
     tiny_sizes = {"generation": {"n_prompts": 3, "n_personas": 2, "n_samples": 2, "max_new_tokens": 8, "batch_size": 8}}
     job = prepare_job(preset_config(out=str(tmp_path), train={"family": "dora", "rank": 4, "alpha": 8, "learning_rate": 5e-2,
                                                               "batch_size": 4}, **tiny_sizes), model, tokenizer)
-    dw_dir = train_dw(job)
+    dw_dir = dw_stage(job)
     dw = load_dw(dw_dir / "dW.safetensors")
     dirs = train_dirs_of(dw_dir)
     assert dirs is not None and all(d.name.startswith("train-dora-") for d in dirs.values())
@@ -179,13 +179,13 @@ def test_delora_native_parts_rebuild_dw(tiny, tmp_path):
     """DeLoRA's direction part λ̄(D⁺ − D⁻) + scale part (λ⁺ − λ⁻)D̄ reproduce the PEFT-merged dW."""
     from weight_steering.ablate import build_variants, delora_parts, native_dw_parts
     from weight_steering.diff import load_dw
-    from weight_steering.pipeline import prepare_job, preset_config, train_dirs_of, train_dw
+    from weight_steering.pipeline import prepare_job, preset_config, train_dirs_of, dw_stage
 
     model, tokenizer = tiny
     tiny_sizes = {"generation": {"n_prompts": 3, "n_personas": 2, "n_samples": 2, "max_new_tokens": 8, "batch_size": 8}}
     job = prepare_job(preset_config(out=str(tmp_path), train={"family": "delora", "rank": 4, "learning_rate": 5e-2, "batch_size": 4},
                                     **tiny_sizes), model, tokenizer)
-    dw_dir = train_dw(job)
+    dw_dir = dw_stage(job)
     dw, dirs = load_dw(dw_dir / "dW.safetensors"), train_dirs_of(dw_dir)
     params = dict(model.named_parameters())
     base = {k: params[k].detach().float() for k in dw.tensors}
@@ -430,3 +430,18 @@ def test_ablation_seed_summary_carries_the_causal_checks_subspace_variants_but_n
     assert by_variant["in_down_proj_out_k8"]["per_seed"] == pytest.approx([0.02, -0.01])
     assert by_variant["outside_down_proj_out_k8"]["mean"] == pytest.approx(0.3)
     assert "in_down_proj_out_k8_random" not in by_variant  # a control is the null beside its variant, not a row
+
+
+def test_named_variants_keep_their_controls_and_the_anchors_and_unknown_names_are_refused():
+    from weight_steering.ablate import iter_variants
+
+    tensors, base = _dw()
+    every = dict(iter_variants(tensors, base, groups=("module",), n_controls=2))
+    chosen = dict(iter_variants(tensors, base, groups=("module",), n_controls=2, names=("attention",)))
+    assert set(chosen) == {"full", "zero", "attention", "attention_random", "attention_random_1", "random_norm_matched",
+                           "random_norm_matched_1"}
+    assert "mlp" in every and len(every) > len(chosen)
+    for name in chosen:  # the same variant, with the same controls, as in the whole group
+        assert all(torch.equal(chosen[name]["tensors"][k], every[name]["tensors"][k]) for k in tensors), name
+    with pytest.raises(AblationError, match="unknown variant name.*mlp_only"):
+        dict(iter_variants(tensors, base, groups=("module",), names=("mlp_only",)))  # no such variant: the MLP one is `mlp`

@@ -52,6 +52,32 @@ def test_every_method_on_identical_rows_with_kl_per_sign_and_resume(tiny, tmp_pa
     assert again["ratios"] == first["ratios"]
 
 
+@pytest.mark.slow  # an end-to-end job on the tiny model
+def test_a_method_registered_in_one_place_is_calibrated_evaluated_and_tabled(tiny, tmp_path):
+    """A new method is one builder and one registry line; the comparison then treats it like every other."""
+    from weight_steering.methods import COMPARISON_METHODS, register_method, weight_method
+
+    @register_method("dw_first_layer", "dW on its first layer only (a toy method)")
+    def first_layer(context):
+        first = min(context.slice_layers)
+        part = {k: v for k, v in context.dw.tensors.items() if f".layers.{first}." in k}
+        return weight_method(part, f"dW, layer {first}"), {"dw_part": sorted(part)}
+
+    try:
+        with pytest.raises(ValueError, match="already registered"):
+            register_method("dw_first_layer", "again")(first_layer)
+        model, tokenizer = tiny
+        config = _config(tmp_path, methods=("dw_first_layer",), curve_fractions=())
+        result = run_comparison(config, (model, tokenizer), "test", preset_config(**TINY))
+        by_key = {m["key"]: m for m in result["methods"]}
+        toy = by_key["dw_first_layer"]
+        assert toy["name"].startswith("dW, layer") and toy["continuous"] and toy["plus"]["alpha"] > 0 > toy["minus"]["alpha"]
+        assert {"id_plus", "nll_change_plus"} <= set(toy["effects"])
+        assert f"| {toy['name']} |" in (result["path"] / "comparison.md").read_text()
+    finally:
+        COMPARISON_METHODS.pop("dw_first_layer", None)
+
+
 def test_bad_comparison_input_is_refused(tiny, tmp_path, monkeypatch):
     with pytest.raises(CompareError, match="unknown method"):
         check_config(_config(tmp_path, methods=("dW", "telepathy")))
@@ -130,8 +156,24 @@ def test_comparison_resumes_from_its_archive_on_a_fresh_output_root(tiny, tmp_pa
     assert only["dw_dir"].name == Path(again["dw_dir"]).name
     assert (only["dw_dir"] / "dW.safetensors").read_bytes() == (Path(again["dw_dir"]) / "dW.safetensors").read_bytes()
     assert archived_results and all(p.read_bytes() == b for p, b in archived_results.items())
+    # On a CPU whose kernels round fp32 sums otherwise, the retrained dW differs in its low bits (simulated here by a
+    # relative 1e-6). Its stages are keyed on its inputs, so the archived calibrations and evaluations are reused.
+    from weight_steering import pipeline
+
+    real_compute_dw = pipeline.compute_dw
+    monkeypatch.setattr(pipeline, "compute_dw", lambda *a, **k: _scaled(real_compute_dw(*a, **k), 1 + 1e-6))
+    monkeypatch.setattr(compare, "evaluate", lambda *a, **k: (_ for _ in ()).throw(AssertionError("an archived evaluation ran")))
+    other = run_comparison(replace(config, out=str(tmp_path / "other_cpu")), (model, tokenizer), "test", preset_config(**TINY))
+    assert Path(other["dw_dir"]).name == Path(again["dw_dir"]).name  # the same inputs, the same stage
+    assert (Path(other["dw_dir"]) / "dW.safetensors").read_bytes() != (Path(again["dw_dir"]) / "dW.safetensors").read_bytes()
+    assert [m["plus"] for m in other["methods"]] == [m["plus"] for m in first["methods"]] and other["ratios"] == first["ratios"]
     assert compare.result_name(replace(config, data_seed=3)) == "lora-seed0-data3"
     assert compare.result_name(replace(config, seed=2, data_seed=2)) == "lora-seed2"
+
+
+def _scaled(dw, factor: float):
+    dw.tensors = {k: v * factor for k, v in dw.tensors.items()}
+    return dw
 
 
 def _fake_comparison(seed: int, id_plus: float, behavior: str = "sycophancy", target: float = 1.0) -> dict:

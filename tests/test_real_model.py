@@ -45,7 +45,7 @@ def test_vignettes_and_degradation_on_embedded_model(smoke_run):
     dw_dir = result["dw_path"].parent
     vignettes = run_vignettes(dw_dir, alphas=(-1.0, 0.0, 1.0), out=str(out), limit=10, loaded=(model, tokenizer))
     assert sum(r["n_valid"] for r in vignettes["bare"]) == 20 and all(r["n_below_floor"] == 0 for r in vignettes["bare"])
-    degradation = run_degradation(dw_dir, alphas=(0.0, 1.0), n_tokens=4, out=str(out), loaded=(model, tokenizer))
+    degradation = run_degradation(dw_dir, alphas=(0.0, 1.0), n_tokens=4, out=str(out), loaded=(model, tokenizer), prompt_limit=8)
     rows = {r["alpha"]: r for r in degradation["rows"]}
     assert rows[0.0]["kl_max"] < 1e-5 < rows[1.0]["kl_p95"]
 
@@ -78,8 +78,8 @@ def test_ablation_on_embedded_model(smoke_run):
 
     result, model, tokenizer, out = smoke_run
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    ablation = run_ablation(result["dw_path"].parent, groups=("module",), dilemma_limit=4, out=str(out), loaded=(model, tokenizer),
-                            n_controls=2, n_within=0)
+    ablation = run_ablation(result["dw_path"].parent, groups=("module",), variants=("attention", "mlp"), dilemma_limit=4, out=str(out),
+                            loaded=(model, tokenizer), n_controls=2, n_within=0)
     assert all(k in before and before[k].equal(v) for k, v in model.state_dict().items())  # weights restored bit-exactly
     by = {(r["variant"], r.get("metric")): r for r in ablation["rows"]}
     full, zero = by[("full", "id")], by[("zero", "id")]

@@ -82,3 +82,15 @@ def test_save_load_roundtrip_and_model_checks(tiny, tmp_path, tokenizer):
         load_dw(tmp_path / "wrong.safetensors", model)
     with pytest.raises(FileNotFoundError):
         load_dw(tmp_path / "missing.safetensors")
+
+
+def test_a_trained_dw_is_named_by_its_inputs_and_any_other_by_its_bytes():
+    """Stage keys name a dW by what made it, so low-bit differences between CPU kernel paths do not re-key its stages."""
+    from weight_steering.diff import dw_identity
+
+    tensors = {"w": torch.arange(6, dtype=torch.float32).reshape(2, 3)}
+    made_here = DeltaWeights(dict(tensors), {"source_key": "abc"})
+    made_elsewhere = DeltaWeights({"w": tensors["w"] * (1 + 1e-6)}, {"source_key": "abc"})
+    assert dw_identity(made_here) == dw_identity(made_elsewhere) == "inputs:abc"
+    anonymous, nudged = DeltaWeights(dict(tensors)), DeltaWeights({"w": tensors["w"] * (1 + 1e-6)})
+    assert dw_identity(anonymous).startswith("bytes:") and dw_identity(anonymous) != dw_identity(nudged)

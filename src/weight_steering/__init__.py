@@ -4,36 +4,32 @@ Five lines in a notebook::
 
     import weight_steering as ws
     model, tokenizer = ws.load_model()                       # embedded SmolLM2-135M-Instruct
-    result = ws.run_main_job(ws.preset_config("smoke"), model, tokenizer)
-    with ws.steer(model, result["dw"], alpha=1.0):
-        print(ws.generate_text(model, tokenizer, "I think the moon is made of cheese. Right?"))
+    dw = ws.train_dw(model, tokenizer, "tone", ws.preset_config("smoke"))   # persona data → θ⁺, θ⁻ → dW
+    with ws.steer(model, dw, alpha=1.0):
+        print(ws.generate_text(model, tokenizer, "Write a short note to my landlord about the broken heater."))
+
+The names below are the core: models, dW, steering, evaluation and calibration, the steering methods and their
+registry. Each study keeps its API under its own module: ``ws.compare`` (iso-KL comparison), ``ws.sweep`` (adapter
+families × seeds), ``ws.assess`` (vignettes, degradation, ablation), ``ws.hypotheses``, ``ws.monitor``, ``ws.export``.
 """
 
-from .assess import run_ablation, run_degradation, run_vignettes
+from . import assess, compare, eval_data, eval_rows, export, hypotheses, monitor, sweep
 from .behaviors import Behavior, load_behavior
 from .calibrate import calibrate_alpha, kl_from_base
-from .compare import CompareConfig, load_comparisons, run_comparison, summarize_seeds
-from .data import GenerationConfig, generate_pairs
-from .diff import DeltaWeights, compute_dw, load_dw, save_dw
 from .chat import generate_text
-from .evaluate import answer_token_ids, evaluate, score_answer_sets
-from .export import check_gguf_export, export_dw, load_exported
-from .hypotheses import score_candidates
-from .judge import judge_agreement, judge_pairs, load_hand_labels
-from .methods import SteeringMethod, activation_method, engineered_method, persona_method, prompt_method, weight_method
+from .diff import DeltaWeights, load_dw, save_dw
+from .evaluate import evaluate
+from .export import export_dw, load_exported
+from .methods import SteeringMethod, activation_method, engineered_method, persona_method, prompt_method, register_method, weight_method
 from .models import DEFAULT_MODEL, load_model
-from .pipeline import RunConfig, preset_config, run_main_job
-from .monitor import finetune_delta, monitor, monitoring_experiment
+from .pipeline import RunConfig, preset_config, run_main_job, train_dw
 from .steer import steer
-from .sweep import run_sweep, write_ranking
-from .train import ADAPTER_FAMILIES, TrainConfig, train_adapter
+from .train import ADAPTER_FAMILIES, TrainConfig
 
 __all__ = [
-    "ADAPTER_FAMILIES", "Behavior", "DEFAULT_MODEL", "DeltaWeights", "GenerationConfig", "RunConfig", "TrainConfig",
-    "answer_token_ids", "compute_dw", "evaluate", "generate_pairs", "generate_text", "load_behavior", "load_dw",
-    "load_model", "preset_config", "run_main_job", "save_dw", "score_answer_sets", "steer", "train_adapter",
-    "run_sweep", "write_ranking", "run_vignettes", "run_degradation", "run_ablation", "calibrate_alpha", "kl_from_base",
-    "SteeringMethod", "weight_method", "prompt_method", "persona_method", "engineered_method", "activation_method",
-    "CompareConfig", "run_comparison", "load_comparisons", "summarize_seeds", "export_dw", "load_exported", "check_gguf_export",
-    "finetune_delta", "monitor", "monitoring_experiment", "score_candidates", "judge_pairs", "judge_agreement", "load_hand_labels",
+    "ADAPTER_FAMILIES", "Behavior", "DEFAULT_MODEL", "DeltaWeights", "RunConfig", "SteeringMethod", "TrainConfig",
+    "activation_method", "calibrate_alpha", "engineered_method", "evaluate", "export_dw", "generate_text", "kl_from_base",
+    "load_behavior", "load_dw", "load_exported", "load_model", "persona_method", "preset_config", "prompt_method",
+    "register_method", "run_main_job", "save_dw", "steer", "train_dw", "weight_method",
+    "assess", "compare", "eval_data", "eval_rows", "export", "hypotheses", "monitor", "sweep",
 ]

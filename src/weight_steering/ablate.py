@@ -1,4 +1,4 @@
-"""Where does dW live? Causal ablation of dW with norm-matched random controls (weight_steering_spec §8.3).
+"""Where does dW live? Causal ablation of dW against norm-matched random controls and within-dW nulls.
 
 A *variant* maps dW to dW′ over the same named tensors: keep or drop layers, module families,
 projections, or singular directions (of dW itself, or of the pretrained W). Each variant is scored
@@ -130,7 +130,7 @@ def _base_svd(crop: str, keep: bool) -> Callable[[dict, dict], dict]:
 
 
 def variants_for(tensors: dict) -> list[Variant]:
-    """Every variant for the layers and projections present in ``tensors`` (spec §8.3, T7 and T8)."""
+    """Every variant for the layers and projections present in ``tensors``: the anchors, per layer, per module and per singular-direction group."""
     layers = sorted({p[0] for k in tensors if (p := parse_key(k))})
     found = [
         Variant("full", "anchor", False, lambda t, b: dict(t)),
@@ -351,8 +351,12 @@ def build_variants(tensors: dict, base: dict, seed: int = 0, groups: tuple[str, 
 
 def iter_variants(tensors: dict, base: dict, seed: int = 0, groups: tuple[str, ...] | None = None,
                   native: dict[str, dict] | None = None, n_controls: int = 1, n_within: int = 0,
-                  subspaces: dict[str, dict[int, torch.Tensor]] | None = None) -> Iterator[tuple[str, dict]]:
+                  subspaces: dict[str, dict[int, torch.Tensor]] | None = None,
+                  names: tuple[str, ...] | None = None) -> Iterator[tuple[str, dict]]:
     """The variants of :func:`build_variants` as ``(name, entry)`` pairs, built lazily.
+
+    ``groups`` keeps the variants of those groups, ``names`` (optional) only the variants so named among them, each
+    with its controls; the anchors ``full`` and ``zero`` and the norm-matched random draws of ``full`` are always kept.
 
     Controls: each keep variant gets ``n_controls`` norm-matched random draws (``<name>_random`` for the
     first, seed ``seed``; ``<name>_random_<d>`` for draw d, seed ``seed + 7919·d``), and each own-SVD keep
@@ -371,7 +375,11 @@ def iter_variants(tensors: dict, base: dict, seed: int = 0, groups: tuple[str, .
         total = {k: sum((part[k].double() for part in native.values() if k in part), torch.zeros_like(v, dtype=torch.float64))
                  for k, v in tensors.items()}
         check_reconstruction(total, {k: torch.zeros_like(v) for k, v in total.items()}, tensors, "the native parts")
-    return _iter_variants(tensors, base, seed, groups, native, n_controls, n_within, subspaces)
+    known = {v.name for v in variants_for(tensors) if not groups or v.group in groups}
+    if names and set(names) - known:
+        raise AblationError(f"unknown variant name(s) {sorted(set(names) - known)} in groups {groups or 'all'}; "
+                            f"choose from {', '.join(sorted(known))}")
+    return _iter_variants(tensors, base, seed, groups, native, n_controls, n_within, subspaces, names)
 
 
 VARIANT_GROUPS = ("anchor", "layer", "module", "svd", "base_svd", "native", "subspace")
@@ -396,11 +404,13 @@ def _controls(name: str, part: dict, tensors: dict, seed: int, n_controls: int, 
 
 def _iter_variants(tensors: dict, base: dict, seed: int, groups: tuple[str, ...] | None,
                    native: dict[str, dict] | None, n_controls: int = 1, n_within: int = 0,
-                   subspaces: dict[str, dict[int, torch.Tensor]] | None = None) -> Iterator[tuple[str, dict]]:
+                   subspaces: dict[str, dict[int, torch.Tensor]] | None = None,
+                   names: tuple[str, ...] | None = None) -> Iterator[tuple[str, dict]]:
     kept: dict[str, dict] = {}  # keep variants whose not_ partner is still to come
     try:
         for variant in variants_for(tensors):
-            if groups and variant.group not in groups and variant.name not in ("full", "zero"):
+            anchor = variant.name in ("full", "zero")
+            if not anchor and ((groups and variant.group not in groups) or (names and variant.name not in names)):
                 continue
             built = variant.build(tensors, base)
             if variant.name.startswith("not_") and built is not None and variant.name[4:] in kept:
@@ -491,7 +501,7 @@ def retained(variant_scores: np.ndarray, full_scores: np.ndarray, base_scores: n
 
 
 def base_subspace_alignment(tensors: dict, base: dict, top_share: float = 0.1, n_null: int = 50, seed: int = 0) -> list[dict]:
-    """Concentration of each dW tensor in the top singular subspaces of its pretrained W (spec §8.1).
+    """Concentration of each dW tensor in the top singular subspaces of its pretrained W (a weight-only null: does dW write where W already writes?).
 
     With (U, S, Vᵀ) = svd(W), r = rank, k = max(1, round(top_share·r)) and P = Uᵀ dW V:
     energy_top = ‖P[:k, :k]‖² / ‖P‖², null = (k / r)² (a random direction's expected share), ratio =

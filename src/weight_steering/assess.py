@@ -15,10 +15,10 @@ import numpy as np
 import torch
 
 from .analyse import PMASS_FLOOR, SI_K, bootstrap_ci, kl_summary, si_vignettes, vignette_bare_table, vignette_cells, vignette_delta_table
-from .artifacts import atomic_write, file_sha256, read_json, read_jsonl, stable_hash, write_json, write_jsonl
+from .artifacts import atomic_write, read_json, read_jsonl, stable_hash, write_json, write_jsonl
 from .behaviors import BehaviorError, load_behavior
 from .calibrate import kl_from_base
-from .diff import load_dw
+from .diff import dw_identity, load_dw
 from .eval_data import load_neutral, neutral_split
 from .evaluate import evaluate, reference_nll
 from .eval_rows import VIGNETTE_SCORING_MODE, vignette_rows
@@ -26,7 +26,7 @@ from .models import DEFAULT_MODEL, base_weights_hash, load_model
 from .pipeline import pairs_of, train_dirs_of
 from .stage_cache import run_stage
 from .report import render_ablation, render_vignettes
-from .steer import check_alpha
+from .steer import check_alpha, check_alpha_grid
 
 log = logging.getLogger(__name__)
 
@@ -41,14 +41,6 @@ def vignette_intents(behavior_name: str | None) -> dict[str, int]:
         log.warning("the dW's behaviour %r is not a shipped behaviour; no SI intent (pass --intent)", behavior_name)
         return {}
     return {t.value: t.sign for t in behavior.ood_targets if t.eval == "vignettes"}
-
-
-def _alpha_grid(alphas, why: str) -> tuple[float, ...]:
-    """The α grid as finite floats; raise ``ValueError`` if it lacks 0 (``why`` names what 0 is for)."""
-    alphas = tuple(check_alpha(a) for a in alphas)
-    if 0.0 not in alphas:
-        raise ValueError(f"the α grid must include 0 ({why})")
-    return alphas
 
 
 def run_vignettes(
@@ -77,7 +69,7 @@ def run_vignettes(
     Raises:
         ValueError: α grid without 0; DeltaWeightsError: the dW does not fit the model.
     """
-    alphas = _alpha_grid(alphas, "the bare table and the reference of every Δ")
+    alphas = check_alpha_grid(alphas, "the bare table and the reference of every Δ")
     model_obj, tokenizer = loaded or load_model(model, device, dtype)
     base_hash = base_weights_hash(model_obj)
     dw = load_dw(dw_path, model_obj, base_hash=base_hash)
@@ -85,7 +77,7 @@ def run_vignettes(
         intents = vignette_intents(dw.metadata.get("behavior"))
     dw_file = Path(dw_path) / "dW.safetensors" if Path(dw_path).is_dir() else Path(dw_path)
     rows = vignette_rows(tokenizer, limit)
-    key = stable_hash({"dw": file_sha256(dw_file), "alphas": alphas, "rows": [r["text"] for r in rows]})
+    key = stable_hash({"dw": dw_identity(dw), "alphas": alphas, "rows": [r["text"] for r in rows]})
     directory = Path(out) / "vignettes" / f"{dw_file.parent.name}-{key}"
     timings: dict = {}
 
@@ -114,9 +106,11 @@ def run_vignettes(
 
 def run_degradation(
     dw_path: str | Path, model: str = DEFAULT_MODEL, alphas: tuple[float, ...] = (-1.0, 0.0, 1.0), n_tokens: int = 32,
-    out: str = "out", loaded=None, device: str | None = None, dtype: str | None = None,
+    out: str = "out", loaded=None, device: str | None = None, dtype: str | None = None, prompt_limit: int | None = None,
 ) -> dict:
     """Degradation of the model under α·dW: reference-answer NLL and KL from the base on neutral prompts.
+
+    ``prompt_limit`` (smoke runs) keeps the first n reference answers and the first n calibration prompts.
 
     Per α: (a) mean NLL (nats per answer token) of the 100 shipped neutral reference answers, with a
     bootstrap 95% CI over pairs, and its change from α = 0; (b) KL(steered ‖ base) mean, p95 and max
@@ -130,13 +124,15 @@ def run_degradation(
     Raises:
         ValueError: α grid without 0; DeltaWeightsError: the dW does not fit the model.
     """
-    alphas = _alpha_grid(alphas, "the reference of the NLL change")
+    alphas = check_alpha_grid(alphas, "the reference of the NLL change")
     model_obj, tokenizer = loaded or load_model(model, device, dtype)
     dw = load_dw(dw_path, model_obj)
     dw_file = Path(dw_path) / "dW.safetensors" if Path(dw_path).is_dir() else Path(dw_path)
     pairs = load_neutral()
-    calibration, _ = neutral_split(pairs)
-    key = stable_hash({"dw": file_sha256(dw_file), "alphas": alphas, "pairs": pairs, "n_tokens": n_tokens, "per_position": True})
+    calibration = neutral_split(pairs)[0][:prompt_limit]
+    pairs = pairs[:prompt_limit]
+    key = stable_hash({"dw": dw_identity(dw), "alphas": alphas, "pairs": pairs, "n_tokens": n_tokens, "per_position": True,
+                       **({"kl_prompts": len(calibration)} if prompt_limit is not None else {})})
     directory = Path(out) / "degradation" / f"{dw_file.parent.name}-{key}"
 
     def compute(target: Path) -> None:
@@ -200,7 +196,7 @@ def run_ablation(
     dw_path: str | Path, model: str = DEFAULT_MODEL, alpha: float = 1.0, groups: tuple[str, ...] | None = None,
     dilemma_limit: int | None = None, seed: int = 0, out: str = "out", loaded=None, pair_rows: list[dict] | None = None,
     activation_k: int = 4, n_controls: int = 5, n_within: int = 5, candidates: tuple[str, ...] = (), k: int = 8,
-    device: str | None = None, dtype: str | None = None,
+    variants: tuple[str, ...] | None = None, device: str | None = None, dtype: str | None = None,
 ) -> dict:
     """Causal ablation of one dW (see :mod:`weight_steering.ablate`): retained and energy per variant.
 
@@ -215,6 +211,8 @@ def run_ablation(
     Scores every available variant at ``alpha`` and the base at α = 0 on identical rows: the
     behaviour's held-out rows (if the dW's behaviour has them) and the DailyDilemmas rows. Each
     variant's records are a resumable stage, so an interrupted ablation resumes where it stopped.
+
+    ``variants`` (optional) scores only the variants of ``groups`` so named, with their controls (the anchors always).
 
     Controls (:func:`weight_steering.ablate.iter_variants`): ``n_controls`` norm-matched random draws per
     keep variant and ``n_within`` energy-matched subsets of dW's own singular directions per own-SVD keep
@@ -262,10 +260,10 @@ def run_ablation(
 
         context = build_context(model_obj, tokenizer, dw.tensors, contrast=streams[0] if streams else {})
         subspaces = {f"{name}_k{k}": bases for name, bases in candidate_bases(context, list(candidates), k).items()}  # k in the stage names
-    variants = iter_variants(dw.tensors, base, seed, groups, native, n_controls, n_within, subspaces)  # built one at a time: all at once is ~90 copies of dW
+    variants = iter_variants(dw.tensors, base, seed, groups, native, n_controls, n_within, subspaces, variants)  # built one at a time: all at once is ~90 copies of dW
     behavior = dw.metadata.get("behavior")
     rows = (held_out_rows(tokenizer, load_behavior(behavior)) if behavior else []) + dilemma_rows(tokenizer, dilemma_limit)
-    rows_key = stable_hash({"rows": [r["text"] for r in rows], "dw": file_sha256(dw_file)})
+    rows_key = stable_hash({"rows": [r["text"] for r in rows], "dw": dw_identity(dw)})
     root = Path(out) / "ablation" / f"{dw_file.parent.name}-{rows_key}"
 
     def scored(name: str, tensors, at: float) -> list[dict]:

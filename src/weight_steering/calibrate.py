@@ -1,6 +1,6 @@
 """Stage 5, calibrate: how far a steering method moves the model from its base, in KL on neutral prompts.
 
-:func:`kl_from_base` is the measurement behind iso-KL calibration (weight_steering_spec §6) and the
+:func:`kl_from_base` is the measurement behind iso-KL calibration (every method set to the same p95 KL, steering-lite's convention) and the
 KL columns of the degradation table: greedy-decode ``n_tokens`` under the steer with the cached decoder
 (:func:`weight_steering.decoding.decode`, keeping the raw logits of each step as the steered distributions), score the same tokens under the unsteered base
 with teacher forcing, and take per position
@@ -49,12 +49,12 @@ class KLStats:
 
 
 @torch.inference_mode()
-def kl_from_base(model, tokenizer, dw, alpha: float, prompts: list[str], n_tokens: int = 32, batch_size: int = 128) -> KLStats:
+def kl_from_base(model, tokenizer, method, alpha: float, prompts: list[str], n_tokens: int = 32, batch_size: int = 128) -> KLStats:
     """KL(steered ‖ base) per generated position on ``prompts`` under a steer (see the module docstring).
 
     Args:
         model, tokenizer: the base model (restored bit-exactly after each steered pass).
-        dw: a :class:`~weight_steering.methods.SteeringMethod`, or a dW (:class:`~weight_steering.diff.DeltaWeights`
+        method: a :class:`~weight_steering.methods.SteeringMethod`, or a dW (:class:`~weight_steering.diff.DeltaWeights`
             or ``{name: tensor}``) for weight steering; strength 0 gives KL = 0.
         alpha: the signed strength.
         prompts: user messages, rendered with the chat template and a generation prompt. A prompt
@@ -69,7 +69,7 @@ def kl_from_base(model, tokenizer, dw, alpha: float, prompts: list[str], n_token
     """
     if not prompts or n_tokens < 1:
         raise ValueError("kl_from_base needs at least one prompt and n_tokens >= 1")
-    method = as_method(dw)
+    method = as_method(method)
     system = method.system_prompt(alpha)
     stops = sorted(stop_token_ids(tokenizer, model))
     values, owners, passes = [], [], 0
@@ -133,7 +133,7 @@ def calibrate_alpha(measure, sign: int, target: float = 1.0, tolerance: float = 
     """Find α of the given sign where the p95 KL from the base equals ``target`` (iso-KL calibration).
 
     The search works on x = log|α| and y = log p95 − log target, where KL grows as a power of |α|
-    (p95 ≈ c·|α|^p: KL ≈ ½α²·Fisher for small α, so p ≈ 2; weight_steering_spec §6). From the first
+    (p95 ≈ c·|α|^p: KL ≈ ½α²·Fisher for small α, so p ≈ 2). From the first
     measurement it steps by the power law with ``exponent`` as the prior slope; from the second on,
     by the secant through the two measurements nearest the target (slope clamped to [0.25, 8]);
     once the target is bracketed every step stays inside the tightest bracket (regula falsi, with

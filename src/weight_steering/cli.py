@@ -21,6 +21,7 @@ from .data import DataGateError
 from .diff import DeltaWeightsError
 from .evaluate import AnswerTokenError, EvalError
 from .models import DEFAULT_MODEL, DeviceError, ModelNotAvailableError
+from .steer import check_alpha_grid
 from .train import AdapterFamilyError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Weight steering: dW = θ⁺ − θ⁻ from persona-contrast adapters.")
@@ -95,9 +96,7 @@ def _parse_alphas(text: str | None, require_zero: bool = False) -> tuple[float, 
     if text is None:
         return None
     alphas = _parse_numbers(text, "--alphas", float, "-2,-1,0,1,2")
-    if require_zero and 0.0 not in alphas:
-        raise ValueError(f"--alphas {text} must include 0 (the unsteered reference of every Δ), e.g. -1,0,1")
-    return alphas
+    return check_alpha_grid(alphas, f"--alphas {text}: the unsteered reference of every Δ") if require_zero else alphas
 
 
 def _parse_threshold(text: str) -> float | str:
@@ -141,7 +140,7 @@ def run(
     from .data import sampler_settings
     from .pipeline import preset_config, run_main_job
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    _start_logging()
     try:
         generation = {"n_samples": n_samples, "max_new_tokens": max_new_tokens, "seed": data_seed, **sampler_settings(sampler)}
         train = {"family": family, "seed": seed, "epochs": epochs, "learning_rate": learning_rate,
@@ -169,6 +168,12 @@ def run(
     console.print(contrasts)
     console.print(f"report: {result['report']}")
     typer.echo(f"dW: {result['dw_path']}")  # plain, never wrapped: recipes read the last line
+
+
+def _start_logging() -> str:
+    """Progress logs of a long command to stderr; returns the command line to record in its outputs."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    return "wsteer " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
 
 def _split(text: str) -> list[str]:
@@ -200,8 +205,7 @@ def sweep(
     from .sweep import SweepError, archived_cells, run_sweep, write_ranking
     from .train import ADAPTER_FAMILIES
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    command = "wsteer " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = _start_logging()
     try:
         names = list(ADAPTER_FAMILIES) if families == "all" else _split(families)
         seed_list = list(_parse_numbers(seeds, "--seeds", int, "0,1,2"))
@@ -364,8 +368,7 @@ def compare(
     from .pipeline import preset_config
     from .eval_data import EvalDataError
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    command = "wsteer " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = _start_logging()
     try:
         fractions = _parse_numbers(curve_fractions, "--curve-fractions", float, "0.25,0.5") if curve_fractions.strip() else ()
         config = CompareConfig(behavior=behavior, model=model, family=family, seed=seed, data_seed=data_seed,
@@ -478,54 +481,15 @@ def monitor_experiment(
     dtype: Dtype = None,
 ):
     """The monitoring experiment: LoRA fine-tunes on behaviour/neutral mixtures; does cos(Δ, dW) rise with the behaviour share?"""
-    from .artifacts import write_json
-    from .diff import check_fits
-    from .eval_data import load_neutral
-    from .models import load_model
-    from .monitor import MonitorError, monitoring_experiment
-    from .pipeline import pairs_of
-    from .report import plot_monitoring, render_monitoring
-    from .stage_cache import copy_finished_stages
+    from .monitor import MonitorError, run_monitoring_experiment
 
-    try:
-        fraction_list = list(_parse_numbers(fractions, "--fractions", float, "0,0.1,0.5,1"))
-        seed_list = list(_parse_numbers(seeds, "--seeds", int, "1000,1001,1002"))
-        if not fraction_list or not seed_list or any(not (0 <= f <= 1) for f in fraction_list) or min(seed_list) < 0:
-            raise MonitorError(f"--fractions must be numbers in [0, 1] and --seeds integers ≥ 0; got {fractions!r}, {seeds!r}")
-        if n_rows < 2:
-            raise MonitorError(f"--n-rows must be ≥ 2; got {n_rows}")
-        check_output_folder(out)
-        if archive is not None and Path(archive).is_file():
-            raise MonitorError(f"--archive {archive} is a file; give a folder")
+    def run():
+        fraction_list = _parse_numbers(fractions, "--fractions", float, "0,0.1,0.5,1")
+        seed_list = _parse_numbers(seeds, "--seeds", int, "1000,1001,1002")
         _machine(device, dtype)
-        behaviour_dw = _read_dw(dw)
-        nulls = {path: _read_dw(path) for path in unrelated or []}
-        for label, delta_weights in (("--dw", behaviour_dw), *(("--unrelated " + k, v) for k, v in nulls.items())):
-            trained = delta_weights.metadata.get("train_seed", delta_weights.metadata.get("train_config", {}).get("seed"))
-            if trained in seed_list:
-                raise MonitorError(f"fine-tune seed {trained} is the training seed of {label}: a fine-tune seeded like θ⁺ starts "
-                                   "from its LoRA initialisation and inflates the cosine; choose --seeds that no dW was trained with")
-        dw_dir = Path(dw) if Path(dw).is_dir() else Path(dw).parent
-        pairs = pairs_of(dw_dir)
-        if pairs is None:
-            raise MonitorError(f"the training pairs of {dw_dir} are not next to it (a data-*/ or judge-*/ stage with its SHA-256); "
-                               "rerun `wsteer run` for this dW")
-        loaded_model, tokenizer = load_model(model, device, dtype)
-        for delta_weights in (behaviour_dw, *nulls.values()):
-            check_fits(delta_weights, loaded_model)
-        root = Path(out) / "monitor" / dw_dir.name
-        if archive:
-            copy_finished_stages(Path(archive), root, ("cell-",))
-        keep = (lambda: copy_finished_stages(root, Path(archive), ("cell-",))) if archive else None  # archived as each cell ends
-        result = monitoring_experiment(loaded_model, tokenizer, pairs, load_neutral(), behaviour_dw, nulls, fraction_list, seed_list,
-                                       n_rows, root=root, after_cell=keep)
-    except (*KNOWN_ERRORS, MonitorError) as err:
-        _fail(err)
-    write_json(root / "monitoring.json", result)
-    plot_monitoring(result, root / "monitoring.png")
-    (root / "monitoring.md").write_text(render_monitoring(result), encoding="utf-8")
-    typer.echo(render_monitoring(result), nl=False)
-    typer.echo(f"written to {root}/monitoring.{{json,md,png}}")
+        return run_monitoring_experiment(dw, unrelated, fraction_list, seed_list, n_rows, model, out, archive, device=device, dtype=dtype)
+
+    _show_report(run, "monitoring.md", (MonitorError,))
 
 
 @app.command()
@@ -540,40 +504,13 @@ def hypotheses(
     dtype: Dtype = None,
 ):
     """Which base-model subspace predicts where dW lives? R_w, R_act and R_read per candidate against random subspaces."""
-    from .artifacts import write_json
-    from .diff import check_fits
-    from .hypotheses import CANDIDATES, HypothesisError, build_context, score_candidates
-    from .models import load_model
-    from .pipeline import pairs_of
-    from .report import plot_hypotheses, render_hypotheses
+    from .hypotheses import HypothesisError, run_hypotheses
 
-    try:
-        names = None if candidates == "all" else _split(candidates)
-        unknown = [n for n in names or [] if n not in CANDIDATES]
-        if unknown:
-            raise HypothesisError(f"unknown candidate(s) {unknown}; choose from {', '.join(CANDIDATES)}")
-        if k < 1 or null_draws < 2:
-            raise HypothesisError(f"--k must be ≥ 1 and --null-draws ≥ 2; got {k}, {null_draws}")
-        check_output_folder(out)
+    def run():
         _machine(device, dtype)
-        delta = _read_dw(dw)
-        dw_dir = Path(dw) if Path(dw).is_dir() else Path(dw).parent
-        pairs = pairs_of(dw_dir)
-        loaded_model, tokenizer = load_model(model, device, dtype)
-        check_fits(delta, loaded_model)
-        context = build_context(loaded_model, tokenizer, delta.tensors, pairs)
-        result = {"dw": str(dw_dir), **score_candidates(context, k, names, null_draws)}
-    except (*KNOWN_ERRORS, HypothesisError) as err:
-        _fail(err)
-    if pairs is None:
-        result["unavailable"]["R_act"] = f"the training pairs of {dw_dir} are not next to it, so no contrast activations"
-    root = Path(out) / "hypotheses" / f"{dw_dir.name}-k{k}"
-    root.mkdir(parents=True, exist_ok=True)
-    write_json(root / "hypotheses.json", result)
-    (root / "hypotheses.md").write_text(render_hypotheses(result), encoding="utf-8")
-    plot_hypotheses(result, root / "hypotheses.png")
-    typer.echo(render_hypotheses(result), nl=False)
-    typer.echo(f"written to {root}/hypotheses.{{json,md,png}}")
+        return run_hypotheses(dw, k, None if candidates == "all" else _split(candidates), null_draws, model, out, device=device, dtype=dtype)
+
+    _show_report(run, "hypotheses.md", (HypothesisError,))
 
 
 def _show_report(compute, filename: str, errors: tuple = ()) -> None:

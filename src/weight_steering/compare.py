@@ -7,7 +7,7 @@ For one behaviour, every method (:mod:`weight_steering.methods`) is put on one f
    then re-measure on the audit split at the chosen α (its own stage, every position kept: p95 and mean
    with bootstrap CIs over prompts). Prompt methods have one setting per sign: their KL is measured and reported instead.
 2. **Evaluate** every method at its two strengths on identical rows (held-out behaviour rows +
-   DailyDilemmas), with the base at α = 0 shared (weight_steering_spec §6–§7), and the NLL of the
+   DailyDilemmas), with the base at α = 0 shared (every arm differs from the base in its steer only), and the NLL of the
    shipped neutral reference answers under each arm (degradation).
 3. **Curves**: each continuous method at fractions of its calibrated α (p95 KL on x, OOD honesty Δ on y).
 
@@ -28,36 +28,23 @@ from pathlib import Path
 import numpy as np
 
 from .analyse import bootstrap_ci, dilemma_target, kl_summary, method_effects, metric_frame, paired_rows, ratio_ci, stratified_mean
-from .artifacts import atomic_write, file_sha256, read_json, read_jsonl, stable_hash, write_json, write_jsonl
+from .artifacts import atomic_write, read_json, read_jsonl, stable_hash, write_json, write_jsonl
 from .calibrate import calibrate_alpha, kl_from_base
 from .diff import load_dw
 from .eval_data import load_neutral, neutral_split
 from .evaluate import evaluate, reference_nll
 from .generations import generate_replies, generation_effects, generation_prompts, score_replies
 from .judge import judge_logratios
-from .chat import default_system_prompt
-from .methods import (SteeringMethod, contrast_activations, contrast_pairs, direction_agreement, engineered_method, persona_method, s_space_vector,
-                      separation_by_layer, steering_vector, vector_method, weight_method)
+from .methods import COMPARISON_METHODS, MethodContext, SteeringMethod, keyed_spec
 from .models import DEFAULT_MODEL, dtype_name
 from .behaviors import load_behavior
-from .pipeline import eval_rows, evaluate_base, job_root, prepare_job, preset_config, train_dw
+from .pipeline import eval_rows, evaluate_base, job_root, prepare_job, preset_config, dw_stage
 from .stage_cache import copy_finished_stages, run_stage
 from .train import layer_slice
 
 log = logging.getLogger(__name__)
 
-# key -> what it is (the order of the table)
-METHODS = {
-    "dW": "weight steering α·dW",
-    "persona": "persona prompt (positive / negative persona as system prompt)",
-    "engineered": "engineered prompt (AxBench style, resources/prompts)",
-    "caa_slice": "activation mean-difference (CAA) on the dW layer slice",
-    "pca_slice": "activation PCA (RepE) on the dW layer slice",
-    "caa_all": "activation mean-difference (CAA) on all layers",
-    "caa_increments": "CAA on all layers, each layer's increment d^l − d^(l−1) of the mean difference (Fierro & Roger 2025)",
-    "caa_best": "activation mean-difference (CAA) at the best single layer (largest d′ on the training contrast)",
-    "s_space": "CAA on the dW layer slice projected onto the top-r left singular vectors of [W_o | W_down]",
-}
+METHODS = COMPARISON_METHODS  # key -> how it is built and what it is (methods.register_method); the order of the table
 
 
 # main-job stages small enough to archive (the adapters and dW are retrained instead)
@@ -88,7 +75,8 @@ class CompareConfig:
         s_space_rank: r of the S-space projection.
         curve_fractions: extra strengths, as fractions of each calibrated α, for the effect-vs-KL curves.
         dilemma_limit: evaluate on the first n dilemmas (None: all).
-        prompt_limit: use the first n prompts of each neutral split (None: all; smaller only for smoke runs).
+        prompt_limit: use the first n prompts of each neutral split for calibration, audit and the reference
+            answers' NLL (None: all; smaller only for smoke runs).
         generation_tokens: greedy tokens per reply in the generation scores (behaviours with OOD sets or a
             ``generation_metric``: every method's replies to the ID and OOD prompts at both strengths,
             :mod:`weight_steering.generations`).
@@ -138,54 +126,17 @@ def check_config(config: CompareConfig) -> None:
         raise CompareError(f"--generation-tokens must be an integer ≥ 1; got {config.generation_tokens!r}")
 
 
-def build_methods(job, dw, dw_sha: str, config: CompareConfig) -> dict[str, tuple[SteeringMethod, dict]]:
-    """``key -> (method, spec)`` for the requested methods; ``spec`` identifies the method in stage keys.
+def build_methods(job, dw, config: CompareConfig) -> dict[str, tuple[SteeringMethod, dict]]:
+    """``key -> (method, spec)`` for the requested methods, each built by its entry of the registry
+    (:data:`weight_steering.methods.COMPARISON_METHODS`); ``spec`` identifies the method in stage keys.
 
     The contrast activations are read once on every layer (steering-vectors) from the same persona
-    contrast as dW (:func:`weight_steering.methods.contrast_pairs`); every activation method is
-    aggregated from them, the S-space one by projecting the slice CAA vector.
+    contrast as dW (:func:`weight_steering.methods.contrast_pairs`), when an activation method asks for them.
     """
-    model, tokenizer = job.model, job.tokenizer
-    n_layers = model.config.num_hidden_layers
-    slice_layers = layer_slice(n_layers, job.config.train.layer_fraction)
-    pairs = contrast_pairs(tokenizer, job.rows, config.n_contrast_pairs)
-    common = {"data": job.data_sha, "base": job.base_hash, "n_pairs": len(pairs), "reading": config.reading}
-    out: dict[str, tuple[SteeringMethod, dict]] = {}
-    wanted = set(config.methods)
-    base_system = default_system_prompt(tokenizer)  # kept in every prompt arm: the arms differ from α = 0 by the persona only
-    if "dW" in wanted:
-        out["dW"] = (weight_method(dw, f"dW ({config.family}, seed {config.seed})"), {"dw": dw_sha})
-    if "persona" in wanted:
-        method = persona_method(job.behavior, base_system=base_system)
-        out["persona"] = (method, {"prompts": [method.system_prompt(1.0), method.system_prompt(-1.0)]})
-    if "engineered" in wanted:
-        method = engineered_method(job.behavior.name, base_system)
-        out["engineered"] = (method, {"prompts": [method.system_prompt(1.0), method.system_prompt(-1.0)]})
-    if wanted & {"caa_slice", "pca_slice", "caa_all", "caa_increments", "caa_best", "s_space"}:
-        activations = contrast_activations(model, tokenizer, pairs, list(range(n_layers)), reading=config.reading)
-        agreement = {str(k): v for k, v in direction_agreement(activations).items()}  # cos(CAA, PCA), per-pair sign agreement
-        span = f"layers {slice_layers[0]}–{slice_layers[-1]}"
-        if "caa_slice" in wanted:
-            out["caa_slice"] = (vector_method(steering_vector(activations, "mean", slice_layers), f"CAA ({span})"),
-                                {**common, "layers": slice_layers})
-        if "pca_slice" in wanted:
-            out["pca_slice"] = (vector_method(steering_vector(activations, "pca", slice_layers), f"PCA/RepE ({span})"),
-                                {**common, "layers": slice_layers, "aggregator": "pca", "direction_agreement": agreement})
-        if "caa_all" in wanted:
-            out["caa_all"] = (vector_method(steering_vector(activations, "mean"), f"CAA (all {n_layers} layers)"), {**common, "layers": "all"})
-        if "caa_increments" in wanted:
-            out["caa_increments"] = (vector_method(steering_vector(activations, "mean", increments=True), f"CAA increments (all {n_layers} layers)"),
-                                     {**common, "layers": "all", "increments": True})
-        if "caa_best" in wanted:
-            separation = separation_by_layer(activations)
-            best = max(separation, key=separation.get)
-            out["caa_best"] = (vector_method(steering_vector(activations, "mean", [best]), f"CAA (layer {best})"),
-                               {**common, "layers": [best], "separation": separation})
-        if "s_space" in wanted:
-            projected = s_space_vector(model, steering_vector(activations, "mean", slice_layers), config.s_space_rank)
-            out["s_space"] = (vector_method(projected, f"S-space CAA r={config.s_space_rank} ({span})"),
-                              {**common, "layers": slice_layers, "rank": config.s_space_rank})
-    return {key: out[key] for key in config.methods}
+    context = MethodContext(job.model, job.tokenizer, job.behavior, job.rows, job.data_sha, job.base_hash,
+                            layer_slice(job.model.config.num_hidden_layers, job.config.train.layer_fraction), dw,
+                            f"dW ({config.family}, seed {config.seed})", config.n_contrast_pairs, config.reading, config.s_space_rank)
+    return {key: METHODS[key].build(context) for key in config.methods}
 
 
 def run_comparison(config: CompareConfig, loaded=None, command: str = "", job_config=None, dw_only: bool = False) -> dict:
@@ -232,7 +183,7 @@ def run_comparison(config: CompareConfig, loaded=None, command: str = "", job_co
                          generation=replace(run_config.generation, seed=config.seed if config.data_seed is None else config.data_seed))
     model, tokenizer = loaded or (None, None)
     job = prepare_job(run_config, model, tokenizer)
-    dw_dir = train_dw(job)
+    dw_dir = dw_stage(job)
     if dw_only:
         archive()  # the restored or new data and judge stages
         return {"dw_dir": dw_dir}
@@ -242,8 +193,10 @@ def run_comparison(config: CompareConfig, loaded=None, command: str = "", job_co
     calibration, audit = neutral_split(neutral)
     calibration_prompts = [p["instruction"] for p in calibration][: config.prompt_limit]
     audit_prompts = [p["instruction"] for p in audit][: config.prompt_limit]
+    if config.prompt_limit is not None:  # the reference answers' NLL on the same prompts (default: all 100 pairs)
+        neutral = calibration[: config.prompt_limit] + audit[: config.prompt_limit]
     base_records = evaluate_base(job)
-    methods = build_methods(job, dw, file_sha256(dw_dir / "dW.safetensors"), config)
+    methods = build_methods(job, dw, config)
     archive()
     nll_key = stable_hash({"base": job.base_hash, "pairs": neutral})
     nll_dir = run_stage("reference NLL, base", root / f"nll-base-{nll_key}", nll_key,
@@ -279,7 +232,7 @@ def run_comparison(config: CompareConfig, loaded=None, command: str = "", job_co
     results = []
     for key, (method, spec) in methods.items():
         log.info("method %s: %s", key, method.name)
-        identity = stable_hash({"method": key, "spec": spec, "base": job.base_hash})
+        identity = stable_hash({"method": key, "spec": keyed_spec(spec), "base": job.base_hash})
         arms = {}
         for sign, label in ((1, "plus"), (-1, "minus")):
             # − starts its search at |α₊| (KL is close to even in α), + at 1

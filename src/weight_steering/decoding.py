@@ -48,13 +48,28 @@ class Decoded:
     logits: torch.Tensor | None = None
 
 
+def pad_batch(seqs: list[list[int]], pad_value: int, side: str = "right") -> tuple[torch.Tensor, torch.Tensor]:
+    """The one batch-padding helper: token lists as ``ids [B, T]`` (long, ``pad_value`` where a row is shorter) and
+    ``mask [B, T]`` (1 on real tokens), T the longest row (at least 1). ``side="left"`` puts the padding first, as
+    decoding needs; labels pad with ``pad_value=-100`` (ignored by the loss).
+
+    Raises:
+        ValueError: an unknown side.
+    """
+    if side not in ("left", "right"):
+        raise ValueError(f"side must be 'left' or 'right'; got {side!r}")
+    width = max(1, max((len(s) for s in seqs), default=0))
+    ids = torch.full((len(seqs), width), pad_value, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        span = slice(width - len(s), width) if side == "left" else slice(0, len(s))
+        ids[i, span] = torch.tensor(s, dtype=torch.long)
+        mask[i, span] = 1
+    return ids, mask
+
+
 def _left_pad(prompts: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(p) for p in prompts)
-    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    for i, p in enumerate(prompts):
-        ids[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
-        mask[i, width - len(p):] = 1
+    ids, mask = pad_batch(prompts, pad_id, side="left")
     return ids.to(device), mask.to(device)
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from .artifacts import atomic_save_path, commit_path, read_json, write_json
+from .artifacts import atomic_save_path, commit_path, read_json, tensors_sha256, write_json
 from .models import base_weights_hash
 
 log = logging.getLogger(__name__)
@@ -79,6 +79,22 @@ def compute_dw(delta_positive: dict[str, torch.Tensor], delta_negative: dict[str
         "tensor_norms": {k: float(v.norm()) for k, v in tensors.items()},
     })
     return DeltaWeights(tensors, meta)
+
+
+def dw_identity(dw: DeltaWeights) -> str:
+    """The name under which stages computed from ``dw`` are cached (calibrations, evaluations, vignettes, monitor cells).
+
+    A dW that :func:`weight_steering.pipeline.dw_stage` made records ``source_key`` in its metadata: the hash of its
+    inputs (the data's SHA-256, the training config, both signs, the base weights). Its bytes are not an input: fp32
+    sums round differently under AVX2, AVX-512 and ``ATEN_CPU_CAPABILITY=default`` (docs/RESULTS.md §10), so a stage keyed
+    on them would be recomputed when a committed archive is resumed on another CPU. A dW without that record (made
+    by other code) is named by the SHA-256 of its tensors (:func:`~weight_steering.artifacts.tensors_sha256`).
+
+    Returns:
+        ``"inputs:<source_key>"`` or ``"bytes:<sha256>"``.
+    """
+    source = dw.metadata.get("source_key")
+    return f"inputs:{source}" if source else f"bytes:{tensors_sha256(dw.tensors)}"
 
 
 def check_finite(tensors: dict[str, torch.Tensor]) -> None:

@@ -34,7 +34,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .chat import render_chat
-from .decoding import common_prefix_length
+from .decoding import common_prefix_length, pad_batch
 from .diff import DeltaWeights
 from .eval_rows import ROW_INPUT_KEYS
 from .methods import SteeringMethod, as_method
@@ -102,16 +102,6 @@ class ScoredRows:
 
     log_probs: torch.Tensor
     truncated: torch.Tensor
-
-
-def _pad_right(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(1, max(len(s) for s in seqs))
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
-        mask[i, : len(s)] = 1
-    return ids, mask
 
 
 @torch.inference_mode()
@@ -214,7 +204,7 @@ def _logits(model, hidden: torch.Tensor) -> torch.Tensor:
 
 def _forward_segment(model, cache, history, lengths, segment, pad_id):
     """Run one right-padded segment after ``history`` (the mask of everything cached so far)."""
-    ids, mask = _pad_right(segment, pad_id)
+    ids, mask = pad_batch(segment, pad_id)
     ids, mask = ids.to(model.device), mask.to(model.device)
     positions = lengths.to(model.device)[:, None] + torch.arange(ids.shape[1], device=model.device)[None, :]
     full_mask = torch.cat([history, mask], dim=1)
@@ -249,7 +239,7 @@ def score_completion_pairs(model, tokenizer, prompts: list[str], completions: li
     out = torch.zeros((len(prompts), 2), dtype=torch.float32)
     for start in range(0, len(jobs), batch_size):
         chunk = jobs[start : start + batch_size]
-        ids, mask = _pad_right([p + c for _, _, p, c in chunk], pad_id)
+        ids, mask = pad_batch([p + c for _, _, p, c in chunk], pad_id)
         hidden = model.get_decoder()(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).last_hidden_state  # [B, T, H]
         for b, (i, j, p, c) in enumerate(chunk):
             positions = torch.arange(len(p) - 1, len(p) + len(c) - 1, device=model.device)  # [len(c)]: the positions that predict c
@@ -290,15 +280,14 @@ def row_texts(tokenizer, rows: list[dict], system_prompt: str | None) -> list[st
 
 
 def evaluate(
-    model, tokenizer, dw: DeltaWeights | dict | SteeringMethod | None, rows: list[dict], alphas=DEFAULT_ALPHAS,
+    model, tokenizer, method: SteeringMethod | DeltaWeights | dict | None, rows: list[dict], alphas=DEFAULT_ALPHAS,
     batch_size: int = 32, max_length: int | None = None,
 ) -> list[dict]:
     """Score every row at every strength of a steering method; return one record per (α, row).
 
     Args:
-        dw: a dW (α·dW added to the weights), a :class:`~weight_steering.methods.SteeringMethod`
-            (prompt methods re-render each row with their system prompt for the sign of α), or None
-            (the base model at every α).
+        method: a :class:`~weight_steering.methods.SteeringMethod` (prompt methods re-render each row with their
+            system prompt for the sign of α), a dW (α·dW added to the weights), or None (the base model at every α).
         rows: eval rows (``text`` plus ``messages``/``prefill`` for prompt methods).
         alphas: signed strengths.
 
@@ -314,7 +303,7 @@ def evaluate(
         EvalError: the set of scored rows differs between two α values; a prompt method on rows without messages.
     """
     alphas = [check_alpha(a) for a in alphas]
-    method = as_method(dw)
+    method = as_method(method)
     by_eval: dict[str, list[dict]] = {}
     for row in rows:
         by_eval.setdefault(row["eval"], []).append(row)
@@ -363,12 +352,12 @@ def check_identical_rows(records: list[dict]) -> None:
 
 
 @torch.inference_mode()
-def reference_nll(model, tokenizer, dw, alpha: float, pairs: list[dict], batch_size: int = 16, max_length: int = 256) -> list[float]:
+def reference_nll(model, tokenizer, method, alpha: float, pairs: list[dict], batch_size: int = 16, max_length: int = 256) -> list[float]:
     """Mean negative log-likelihood (nats per answer token) of each pair's reference answer under a steer.
 
     Args:
-        dw: a dW (α·dW), a :class:`~weight_steering.methods.SteeringMethod` (a prompt method's system
-            prompt for the sign of α is prepended to every pair) or None.
+        method: a :class:`~weight_steering.methods.SteeringMethod` (a prompt method's system prompt for the sign of
+            α is prepended to every pair), a dW (α·dW) or None.
         pairs: ``{"instruction", "answer"}`` rows (e.g. :func:`weight_steering.eval_data.load_neutral`),
             rendered as ``[user: instruction, assistant: answer]`` with the prompt tokens masked.
 
@@ -377,21 +366,15 @@ def reference_nll(model, tokenizer, dw, alpha: float, pairs: list[dict], batch_s
     """
     from .train import tokenize_example
 
-    method = as_method(dw)
+    method = as_method(method)
     system = method.system_prompt(alpha)
     examples = [tokenize_example(tokenizer, p["instruction"], p["answer"], max_length, system=system) for p in pairs]
     out: list[float] = []
     with method.apply(model, alpha):
         for start in range(0, len(examples), batch_size):
             chunk = examples[start : start + batch_size]
-            width = max(len(e["input_ids"]) for e in chunk)
-            ids = torch.full((len(chunk), width), tokenizer.pad_token_id, dtype=torch.long)
-            labels = torch.full((len(chunk), width), -100, dtype=torch.long)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for i, e in enumerate(chunk):
-                ids[i, : len(e["input_ids"])] = torch.tensor(e["input_ids"])
-                labels[i, : len(e["labels"])] = torch.tensor(e["labels"])
-                mask[i, : len(e["input_ids"])] = 1
+            ids, mask = pad_batch([e["input_ids"] for e in chunk], tokenizer.pad_token_id)
+            labels, _ = pad_batch([e["labels"] for e in chunk], -100)
             logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits[:, :-1].float()
             target = labels[:, 1:].to(model.device)
             nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), target.clamp(min=0), reduction="none")

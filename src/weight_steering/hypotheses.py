@@ -25,6 +25,7 @@ read-side bases scored against a write-side delta.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -312,6 +313,53 @@ def score_candidates(ctx: Context, k: int = 8, names: list[str] | None = None, n
         summary.append(entry)
     summary.sort(key=lambda e: (e["side"] == "read", -e.get("r_w", e.get("r_read", 0.0))))
     return {"k": k, "n_null": n_null, "layers": layers, "rows": rows, "summary": summary, "unavailable": unavailable}
+
+
+def run_hypotheses(dw_path: str | Path, k: int = 8, candidates: list[str] | None = None, null_draws: int = 100,
+                   model: str | None = None, out: str = "out", loaded=None, device: str | None = None, dtype: str | None = None) -> dict:
+    """Score every candidate subspace (:func:`score_candidates`) for the dW at ``dw_path`` and write
+    ``<out>/hypotheses/<dW folder>-k<k>/hypotheses.{json,md,png}``.
+
+    The persona-contrast activations come from the training pairs next to the dW (:func:`weight_steering.pipeline.pairs_of`);
+    without them R_act is reported unavailable, with the reason.
+
+    Args:
+        candidates: names of :data:`CANDIDATES` (None: all). k: rank of every subspace. null_draws: random rank-k
+            subspaces per layer. loaded: ``(model, tokenizer)`` already in memory; else ``model`` is loaded.
+
+    Returns:
+        The result of :func:`score_candidates` with ``"dw"`` and ``"path"`` (the output folder).
+
+    Raises:
+        HypothesisError: an unknown candidate, ``k`` < 1 or ``null_draws`` < 2 (checked before any model is loaded).
+        DeltaWeightsError, FileNotFoundError: a damaged or missing dW, or one that does not fit the model.
+    """
+    from .artifacts import check_output_folder, write_json
+    from .diff import check_fits, load_dw
+    from .models import DEFAULT_MODEL, load_model
+    from .pipeline import pairs_of
+    from .report import plot_hypotheses, render_hypotheses
+
+    unknown = [n for n in candidates or [] if n not in CANDIDATES]
+    if unknown:
+        raise HypothesisError(f"unknown candidate(s) {unknown}; choose from {', '.join(CANDIDATES)}")
+    if k < 1 or null_draws < 2:
+        raise HypothesisError(f"--k must be ≥ 1 and --null-draws ≥ 2; got {k}, {null_draws}")
+    check_output_folder(out)
+    delta = load_dw(dw_path)
+    dw_dir = Path(dw_path) if Path(dw_path).is_dir() else Path(dw_path).parent
+    pairs = pairs_of(dw_dir)
+    model_obj, tokenizer = loaded or load_model(model or DEFAULT_MODEL, device, dtype)
+    check_fits(delta, model_obj)
+    result = {"dw": str(dw_dir), **score_candidates(build_context(model_obj, tokenizer, delta.tensors, pairs), k, candidates, null_draws)}
+    if pairs is None:
+        result["unavailable"]["R_act"] = f"the training pairs of {dw_dir} are not next to it, so no contrast activations"
+    root = Path(out) / "hypotheses" / f"{dw_dir.name}-k{k}"
+    root.mkdir(parents=True, exist_ok=True)
+    write_json(root / "hypotheses.json", result)
+    (root / "hypotheses.md").write_text(render_hypotheses(result), encoding="utf-8")
+    plot_hypotheses(result, root / "hypotheses.png")
+    return {**result, "path": root}
 
 
 def split_contrast(differences: dict[int, torch.Tensor], seed: int = 0) -> tuple[dict, dict]:

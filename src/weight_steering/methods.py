@@ -1,4 +1,4 @@
-"""Steering methods on one protocol: for a signed strength, a context in which the model is steered.
+"""Steering methods on one protocol: for a signed strength α, a context in which the model is steered.
 
 Weight steering (α·dW), prompting (a persona system prompt per sign) and activation steering
 (a steering vector added to the residual stream through the maintained ``steering-vectors``
@@ -19,10 +19,12 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import cached_property
 
 import torch
 
-from .chat import render_chat
+from .chat import default_system_prompt, render_chat
+from .decoding import pad_batch
 from .steer import steer
 
 
@@ -32,16 +34,16 @@ class SteeringMethod:
 
     Attributes:
         name: label used in tables.
-        apply: ``(model, strength) -> context manager`` that steers the model inside the ``with``
-            block and restores it after (weights or hooks); a no-op for prompt methods.
-        system_prompt: ``strength -> system prompt or None`` (prompt methods); None for the others.
-        continuous: whether the strength is a continuous knob (calibratable). Prompt methods have
+        apply: ``(model, α) -> context manager`` that steers the model inside the ``with`` block and restores it
+            after, exactly, also on an exception (weights bit-exactly, or hooks removed); a no-op for prompt methods.
+        system_prompt: ``α -> system prompt or None`` (prompt methods); None for the others.
+        continuous: whether α is a continuous knob (calibrated to a KL budget). Prompt methods have
             one setting per sign; their KL is reported instead of calibrated.
     """
 
     name: str
     apply: Callable[[object, float], contextlib.AbstractContextManager]
-    system_prompt: Callable[[float], str | None] = lambda strength: None
+    system_prompt: Callable[[float], str | None] = lambda alpha: None
     continuous: bool = True
 
 
@@ -59,12 +61,12 @@ def as_method(steering) -> SteeringMethod:
 
 
 def prompt_method(name: str, positive: str, negative: str, base_system: str | None = None) -> SteeringMethod:
-    """A system prompt per sign: ``positive`` for strength > 0, ``negative`` for < 0, none at 0.
+    """A system prompt per sign: ``positive`` for α > 0, ``negative`` for α < 0, none at 0.
 
     The arms differ from the unsteered base in one thing only, the persona text: when the chat
     template inserts a default system prompt into a conversation without one (``base_system``, see
     :func:`weight_steering.chat.default_system_prompt`; SmolLM2 does), the persona is appended to that
-    default rather than replacing it, and strength 0 renders exactly as the base arm (no system turn,
+    default rather than replacing it, and α = 0 renders exactly as the base arm (no system turn,
     so the template's default).
 
     Raises:
@@ -73,8 +75,8 @@ def prompt_method(name: str, positive: str, negative: str, base_system: str | No
     if not positive.strip() or not negative.strip():
         raise ValueError(f"prompt method '{name}' needs a non-empty positive and negative system prompt")
     full = {+1: positive, -1: negative} if not base_system else {+1: f"{base_system}\n\n{positive}", -1: f"{base_system}\n\n{negative}"}
-    return SteeringMethod(name, lambda model, strength: contextlib.nullcontext(),
-                          lambda strength: full[+1] if strength > 0 else full[-1] if strength < 0 else None, continuous=False)
+    return SteeringMethod(name, lambda model, alpha: contextlib.nullcontext(),
+                          lambda alpha: full[+1] if alpha > 0 else full[-1] if alpha < 0 else None, continuous=False)
 
 
 def persona_method(behavior, index: int = 0, base_system: str | None = None) -> SteeringMethod:
@@ -188,13 +190,9 @@ def contrast_activations(model, tokenizer, pairs: list[tuple], layers: list[int]
     try:
         for begin in range(0, len(texts), batch_size):
             chunk = texts[begin : begin + batch_size]
-            width = max(len(ids) for ids in chunk)
-            ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            span = torch.zeros((len(chunk), width))  # [B, T] weights: 1/len over the read tokens
+            ids, mask = pad_batch(chunk, pad_id)  # [B, T], right-padded
+            span = torch.zeros(ids.shape)  # [B, T] weights: 1/len over the read tokens
             for i, row in enumerate(chunk):
-                ids[i, : len(row)] = torch.tensor(row)
-                mask[i, : len(row)] = 1
                 start = starts[begin + i]
                 span[i, start : len(row)] = 1.0 / (len(row) - start)
             model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device))
@@ -282,8 +280,9 @@ def train_activation_vector(model, tokenizer, pairs: list[tuple[str, str]], laye
 
 
 def vector_method(vector, name: str) -> SteeringMethod:
-    """Steering by ``strength × vector`` added to every token's block output (hooks removed on exit)."""
-    return SteeringMethod(name, lambda model, strength: vector.apply(model, multiplier=strength))
+    """Steering by α × vector added to every token's block output (steering-vectors' ``multiplier`` is α; hooks removed
+    on exit)."""
+    return SteeringMethod(name, lambda model, alpha: vector.apply(model, multiplier=alpha))
 
 
 def activation_method(model, tokenizer, pairs: list[tuple[str, str]], layers: list[int], aggregator: str = "mean",
@@ -291,7 +290,9 @@ def activation_method(model, tokenizer, pairs: list[tuple[str, str]], layers: li
     """Activation steering with a vector trained by ``steering-vectors`` (:func:`train_activation_vector`).
 
     Args:
-        pairs: rendered (positive text, negative text) pairs; activations are read at the last token.
+        pairs: ``(positive text, negative text)`` or, from :func:`contrast_pairs`, ``(positive, negative, prefix)``;
+            the activations are the mean over the response tokens, those after ``prefix`` (all of them without one;
+            :func:`contrast_activations`, ``reading="response_mean"``).
         layers: decoder layers to read and steer.
         aggregator: ``"mean"`` (CAA) or ``"pca"`` (RepE).
 
@@ -342,8 +343,8 @@ def residual_writers(model, layer: int) -> torch.Tensor:
 
 def s_space_vector(model, vector, rank: int = 8):
     """Project each layer's steering vector onto the top-``rank`` left singular vectors of that layer's
-    residual writers ``[W_o | W_down]`` (:func:`residual_writers`), keeping its norm (weight_steering_spec §7,
-    SVD steering): v ↦ ‖v‖ · U_r U_rᵀ v / ‖U_r U_rᵀ v‖.
+    residual writers ``[W_o | W_down]`` (:func:`residual_writers`), keeping its norm (SVD steering,
+    the S-space baseline): v ↦ ‖v‖ · U_r U_rᵀ v / ‖U_r U_rᵀ v‖.
 
     Raises:
         ValueError: ``rank`` < 1 or above the hidden size.
@@ -357,3 +358,154 @@ def s_space_vector(model, vector, rank: int = 8):
         projected = left @ (left.T @ v.float())
         out[layer] = (projected * (v.norm() / projected.norm().clamp(min=1e-12))).to(v.dtype)
     return replace(vector, layer_activations=out)
+
+
+# ---------------------------------------------------------------------------------------------
+# The registry of comparison methods (as PEFT registers its tuners): key -> how to build the method from one
+# MethodContext. A new method is one function plus one `@register_method` line; `wsteer compare --methods` and
+# :func:`weight_steering.compare.run_comparison` then calibrate, evaluate and table it like every other.
+
+
+@dataclass
+class MethodContext:
+    """What a comparison method is built from: the model, the persona-contrast pairs dW was trained on, dW itself.
+
+    Attributes:
+        pair_rows: rows of ``pairs.jsonl``; ``data_sha`` and ``base_hash`` identify them and the base weights.
+        slice_layers: dW's decoder layers (the adapters' layer slice).
+        dw, dw_label: the comparison's dW and its label in tables.
+        n_contrast_pairs, reading, s_space_rank: as in :class:`weight_steering.compare.CompareConfig`.
+    """
+
+    model: object
+    tokenizer: object
+    behavior: object
+    pair_rows: list[dict]
+    data_sha: str
+    base_hash: str
+    slice_layers: list[int]
+    dw: object
+    dw_label: str
+    n_contrast_pairs: int = 64
+    reading: str = "response_mean"
+    s_space_rank: int = 8
+
+    @cached_property
+    def pairs(self) -> list[tuple[str, str, str]]:
+        """The persona contrast as text pairs (:func:`contrast_pairs`)."""
+        return contrast_pairs(self.tokenizer, self.pair_rows, self.n_contrast_pairs)
+
+    @cached_property
+    def activations(self) -> ContrastActivations:
+        """The contrast's block outputs on every layer, read once for every activation method."""
+        return contrast_activations(self.model, self.tokenizer, self.pairs, list(range(self.model.config.num_hidden_layers)),
+                                    reading=self.reading)
+
+    @property
+    def common(self) -> dict:
+        """The identity shared by the activation methods' stage keys (the data, the base, how the pairs were read)."""
+        return {"data": self.data_sha, "base": self.base_hash, "n_pairs": len(self.pairs), "reading": self.reading}
+
+    @property
+    def span(self) -> str:
+        return f"layers {self.slice_layers[0]}–{self.slice_layers[-1]}"
+
+
+@dataclass(frozen=True)
+class RegisteredMethod:
+    """One entry of :data:`COMPARISON_METHODS`: ``build(context) -> (method, spec)``; ``spec`` names the method in
+    stage keys (what it was built from), so a changed input recomputes its stages."""
+
+    key: str
+    description: str
+    build: Callable[[MethodContext], tuple[SteeringMethod, dict]]
+
+
+COMPARISON_METHODS: dict[str, RegisteredMethod] = {}
+MEASURED_SPEC_FIELDS = ("direction_agreement", "separation")  # reported with the method, not in its stage keys
+
+
+def keyed_spec(spec: dict) -> dict:
+    """The part of a method's spec that names it in stage keys: what it was built from. Measured diagnostics
+    (:data:`MEASURED_SPEC_FIELDS`: cos(CAA, PCA) per layer, d′ per layer) are left out: they are floats computed on
+    this machine, whose low bits differ across CPU kernel paths, so keying on them would recompute an archived
+    comparison on another CPU (the chosen layers, which they decide, stay in the key)."""
+    return {k: v for k, v in spec.items() if k not in MEASURED_SPEC_FIELDS}
+
+
+def register_method(key: str, description: str):
+    """Decorator: register ``build(context) -> (SteeringMethod, spec)`` under ``key`` in :data:`COMPARISON_METHODS`.
+
+    Raises:
+        ValueError: ``key`` is already registered.
+    """
+    def add(build):
+        if key in COMPARISON_METHODS:
+            raise ValueError(f"a comparison method named {key!r} is already registered; choose another key")
+        COMPARISON_METHODS[key] = RegisteredMethod(key, description, build)
+        return build
+    return add
+
+
+def _prompts_spec(method: SteeringMethod) -> dict:
+    return {"prompts": [method.system_prompt(1.0), method.system_prompt(-1.0)]}
+
+
+@register_method("dW", "weight steering α·dW")
+def _dw(context: MethodContext):
+    from .diff import dw_identity
+
+    return weight_method(context.dw, context.dw_label), {"dw": dw_identity(context.dw)}
+
+
+@register_method("persona", "persona prompt (positive / negative persona as system prompt)")
+def _persona(context: MethodContext):
+    method = persona_method(context.behavior, base_system=default_system_prompt(context.tokenizer))
+    return method, _prompts_spec(method)
+
+
+@register_method("engineered", "engineered prompt (AxBench style, resources/prompts)")
+def _engineered(context: MethodContext):
+    method = engineered_method(context.behavior.name, default_system_prompt(context.tokenizer))
+    return method, _prompts_spec(method)
+
+
+@register_method("caa_slice", "activation mean-difference (CAA) on the dW layer slice")
+def _caa_slice(context: MethodContext):
+    return (vector_method(steering_vector(context.activations, "mean", context.slice_layers), f"CAA ({context.span})"),
+            {**context.common, "layers": context.slice_layers})
+
+
+@register_method("pca_slice", "activation PCA (RepE) on the dW layer slice")
+def _pca_slice(context: MethodContext):
+    agreement = {str(k): v for k, v in direction_agreement(context.activations).items()}  # cos(CAA, PCA), per-pair sign agreement
+    return (vector_method(steering_vector(context.activations, "pca", context.slice_layers), f"PCA/RepE ({context.span})"),
+            {**context.common, "layers": context.slice_layers, "aggregator": "pca", "direction_agreement": agreement})
+
+
+@register_method("caa_all", "activation mean-difference (CAA) on all layers")
+def _caa_all(context: MethodContext):
+    n_layers = context.model.config.num_hidden_layers
+    return vector_method(steering_vector(context.activations, "mean"), f"CAA (all {n_layers} layers)"), {**context.common, "layers": "all"}
+
+
+@register_method("caa_increments", "CAA on all layers, each layer's increment d^l − d^(l−1) of the mean difference (Fierro & Roger 2025)")
+def _caa_increments(context: MethodContext):
+    n_layers = context.model.config.num_hidden_layers
+    return (vector_method(steering_vector(context.activations, "mean", increments=True), f"CAA increments (all {n_layers} layers)"),
+            {**context.common, "layers": "all", "increments": True})
+
+
+@register_method("caa_best", "activation mean-difference (CAA) at the best single layer (largest d′ on the training contrast)")
+def _caa_best(context: MethodContext):
+    separation = separation_by_layer(context.activations)
+    best = max(separation, key=separation.get)
+    return (vector_method(steering_vector(context.activations, "mean", [best]), f"CAA (layer {best})"),
+            {**context.common, "layers": [best], "separation": separation})
+
+
+@register_method("s_space", "CAA on the dW layer slice projected onto the top-r left singular vectors of [W_o | W_down]")
+def _s_space(context: MethodContext):
+    projected = s_space_vector(context.model, steering_vector(context.activations, "mean", context.slice_layers), context.s_space_rank)
+    return (vector_method(projected, f"S-space CAA r={context.s_space_rank} ({context.span})"),
+            {**context.common, "layers": context.slice_layers, "rank": context.s_space_rank})

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .diff import DeltaWeights
+from .diff import DeltaWeights, dw_identity
 
 
 class MonitorError(ValueError):
@@ -205,14 +205,14 @@ def monitoring_experiment(model, tokenizer, pairs: list[dict], neutral: list[dic
     """
     from dataclasses import asdict, replace
 
-    from .artifacts import read_json, stable_hash, tensors_sha256, write_json
+    from .artifacts import read_json, stable_hash, write_json
     from .stage_cache import run_stage
     from .statistics import seed_interval
     from .train import TrainConfig, train_adapter
 
     train = train or TrainConfig()
     unrelated = unrelated or {}
-    fingerprint = {"dw": tensors_sha256(dw.tensors), "unrelated": {k: tensors_sha256(v.tensors) for k, v in sorted(unrelated.items())},
+    fingerprint = {"dw": dw_identity(dw), "unrelated": sorted(dw_identity(v) for v in unrelated.values()),  # not their labels (paths)
                    "train": asdict(train), "n_rows": n_rows}
     cells = []
     for fraction in fractions:
@@ -246,3 +246,65 @@ def monitoring_experiment(model, tokenizer, pairs: list[dict], neutral: list[dic
                             "all_aligned": all(c["aligned"] for c in group)})
     return {"cells": cells, "by_fraction": by_fraction}
 
+
+def run_monitoring_experiment(dw_path: str | Path, unrelated_paths: list[str] | None = None, fractions=(0.0, 0.1, 0.25, 0.5, 1.0),
+                              seeds=(1000, 1001, 1002), n_rows: int = 100, model: str | None = None, out: str = "out",
+                              archive: str | Path | None = None, loaded=None, device: str | None = None, dtype: str | None = None) -> dict:
+    """:func:`monitoring_experiment` for the dW at ``dw_path`` (its training pairs found next to it), written to
+    ``<out>/monitor/<dW folder>/monitoring.{json,md,png}``.
+
+    Args:
+        unrelated_paths: dWs of unrelated behaviours (the second null), labelled by their paths.
+        archive: a folder keeping every finished cell (restored first, each new cell copied in as it ends).
+        loaded: ``(model, tokenizer)`` already in memory; else ``model`` is loaded.
+
+    Returns:
+        The experiment's result with ``"path"`` (the output folder).
+
+    Raises:
+        MonitorError: a share outside [0, 1], a negative seed, ``n_rows`` < 2, ``archive`` that is a file, a fine-tune seed
+            equal to a dW's training seed (it would share θ⁺'s LoRA initialisation and inflate the cosine), or no training
+            pairs next to the dW. All are checked before any model is loaded.
+        DeltaWeightsError, FileNotFoundError: a damaged or missing dW, or one that does not fit the model.
+    """
+    from .artifacts import check_output_folder, write_json
+    from .diff import check_fits, load_dw
+    from .eval_data import load_neutral
+    from .models import DEFAULT_MODEL, load_model
+    from .pipeline import pairs_of
+    from .report import plot_monitoring, render_monitoring
+    from .stage_cache import copy_finished_stages
+
+    fractions, seeds = list(fractions), list(seeds)
+    if not fractions or not seeds or any(not (0 <= f <= 1) for f in fractions) or min(seeds) < 0:
+        raise MonitorError(f"--fractions must be numbers in [0, 1] and --seeds integers ≥ 0; got {fractions}, {seeds}")
+    if n_rows < 2:
+        raise MonitorError(f"--n-rows must be ≥ 2; got {n_rows}")
+    check_output_folder(out)
+    if archive is not None and Path(archive).is_file():
+        raise MonitorError(f"--archive {archive} is a file; give a folder")
+    dw = load_dw(dw_path)
+    nulls = {str(path): load_dw(path) for path in unrelated_paths or []}
+    for label, delta_weights in (("--dw", dw), *(("--unrelated " + k, v) for k, v in nulls.items())):
+        trained = delta_weights.metadata.get("train_seed", delta_weights.metadata.get("train_config", {}).get("seed"))
+        if trained in seeds:
+            raise MonitorError(f"fine-tune seed {trained} is the training seed of {label}: a fine-tune seeded like θ⁺ starts "
+                               "from its LoRA initialisation and inflates the cosine; choose --seeds that no dW was trained with")
+    dw_dir = Path(dw_path) if Path(dw_path).is_dir() else Path(dw_path).parent
+    pairs = pairs_of(dw_dir)
+    if pairs is None:
+        raise MonitorError(f"the training pairs of {dw_dir} are not next to it (a data-*/ or judge-*/ stage with its SHA-256); "
+                           "rerun `wsteer run` for this dW")
+    model_obj, tokenizer = loaded or load_model(model or DEFAULT_MODEL, device, dtype)
+    for delta_weights in (dw, *nulls.values()):
+        check_fits(delta_weights, model_obj)
+    root = Path(out) / "monitor" / dw_dir.name
+    if archive:
+        copy_finished_stages(Path(archive), root, ("cell-",))
+    keep = (lambda: copy_finished_stages(root, Path(archive), ("cell-",))) if archive else None  # archived as each cell ends
+    result = monitoring_experiment(model_obj, tokenizer, pairs, load_neutral(), dw, nulls, fractions, seeds, n_rows, root=root,
+                                   after_cell=keep)
+    write_json(root / "monitoring.json", result)
+    plot_monitoring(result, root / "monitoring.png")
+    (root / "monitoring.md").write_text(render_monitoring(result), encoding="utf-8")
+    return {**result, "path": root}

@@ -22,7 +22,7 @@ from .analyse import summarise
 from .artifacts import storage_errors, check_number, check_output_folder, file_sha256, read_json, read_jsonl, stable_hash, write_json, write_jsonl
 from .behaviors import load_behavior
 from .data import DataGateError, GenerationConfig, check_pairs, generate_pairs, generation_key
-from .diff import compute_dw, load_dw, save_dw
+from .diff import DeltaWeights, compute_dw, load_dw, save_dw
 from .evaluate import DEFAULT_ALPHAS, check_identical_rows, evaluate
 from .eval_rows import dilemma_rows, held_out_rows, ood_set_rows
 from .judge import (
@@ -30,7 +30,7 @@ from .judge import (
 )
 from .models import DEFAULT_MODEL, base_weights_hash, dtype_name, load_model, resolve_device, resolve_dtype
 from .report import write_report
-from .steer import check_alpha, steer
+from .steer import check_alpha_grid, steer
 from .chat import check_chat_template, generate_text, set_thinking, thinking_enabled
 from .stage_cache import run_stage, stage_is_finished
 from .train import TrainConfig, check_targets, make_peft_config, resolve_train_config, train_adapter
@@ -144,7 +144,7 @@ def job_root(out: str | Path, behavior_name: str, model: str) -> Path:
 class Job:
     """The shared state of one (behaviour, model, data seed): loaded model, persona-contrast pairs, paths.
 
-    Built by :func:`prepare_job`; :func:`train_dw` and :func:`evaluate_dw` take it, so a sweep trains
+    Built by :func:`prepare_job`; :func:`dw_stage` and :func:`evaluate_dw` take it, so a sweep trains
     many dW on one copy of the data and one unsteered (α = 0) evaluation.
     """
 
@@ -235,7 +235,7 @@ def judge_data(config: RunConfig, model, tokenizer, behavior, rows: list[dict], 
 
 
 def _train_dir(root: Path, train: dict, sign: str, data_sha: str, base_hash: str) -> Path:
-    """Where :func:`train_dw` keeps one sign's adapter: the name hashes the data, the training config and the base."""
+    """Where :func:`dw_stage` keeps one sign's adapter: the name hashes the data, the training config and the base."""
     key = stable_hash({"data": data_sha, "train": train, "sign": sign, "base": base_hash})
     return root / f"train-{train['family']}-{sign}-seed{train['seed']}-{key}"
 
@@ -262,7 +262,7 @@ def pairs_of(dw_dir: Path) -> list[dict] | None:
     return None
 
 
-def train_dw(job: Job, train: TrainConfig | None = None) -> Path:
+def dw_stage(job: Job, train: TrainConfig | None = None) -> Path:
     """Train θ⁺ and θ⁻ with ``train`` (default: the job's) and take dW; return the dW stage directory.
 
     Each sign and the diff are resumable stages; the directory holds ``dW.safetensors`` + ``dW.json``.
@@ -280,7 +280,8 @@ def train_dw(job: Job, train: TrainConfig | None = None) -> Path:
 
         train_dirs[sign] = run_stage(f"train θ{'⁺' if sign == 'positive' else '⁻'}", directory, key, make_adapter, force=job.config.force, timings=job.timings)
 
-    dw_key = stable_hash({d.name: file_sha256(d / "delta.safetensors") for d in train_dirs.values()})
+    # keyed on what made the adapters, not on their bytes, which differ across CPU kernel paths (diff.dw_identity)
+    dw_key = stable_hash({sign: d.name for sign, d in train_dirs.items()})
     dw_dir = job.root / f"dw-{train.family}-seed{train.seed}-{dw_key}"
 
     def make_dw(directory: Path) -> None:
@@ -293,13 +294,36 @@ def train_dw(job: Job, train: TrainConfig | None = None) -> Path:
                                if k in v} for s, v in logs.items()},
             "thinking": thinking_enabled(job.tokenizer),
             "targets": {k: v for k, v in logs["positive"].get("targets", {}).items() if k != "adapted"},
-            "n_pairs": len(job.rows), "max_new_tokens": job.config.generation.max_new_tokens,
+            "n_pairs": len(job.rows), "max_new_tokens": job.config.generation.max_new_tokens, "source_key": dw_key,
         }
         dw = compute_dw(load_file(str(train_dirs["positive"] / "delta.safetensors")),
                         load_file(str(train_dirs["negative"] / "delta.safetensors")), metadata)
         save_dw(dw, directory / "dW.safetensors")
 
     return run_stage("diff dW", dw_dir, dw_key, make_dw, force=job.config.force, timings=job.timings)
+
+
+def train_dw(model, tokenizer, behavior: str = "sycophancy", config: RunConfig | None = None) -> DeltaWeights:
+    """Persona data to dW, and nothing else: sample the pairs, train θ⁺ and θ⁻, take dW = θ⁺ − θ⁻ (Fierro & Roger 2025 §3).
+
+    No judge (unless ``config.filter_pairs`` asks for it), no evaluation, no report. Every step is a stage of the
+    main job's cache (:mod:`weight_steering.stage_cache`) under ``config.out``, so a second call, or a later
+    ``wsteer run`` with the same settings, reuses them.
+
+    Args:
+        model, tokenizer: the base model (:func:`weight_steering.models.load_model`).
+        behavior: a shipped behaviour's name or a behaviour JSON file (:func:`weight_steering.behaviors.load_behavior`).
+        config: data and training sizes (default: the ``default`` preset, :func:`preset_config`).
+
+    Returns:
+        The dW (fp32 tensors with the base parameters' shapes), its provenance in ``metadata``.
+
+    Raises:
+        BehaviorError, AdapterFamilyError, DataGateError, ChatTemplateError, ValueError: as :func:`prepare_job`.
+    """
+    config = replace(config or preset_config(), behavior=behavior)
+    job = prepare_job(replace(config, judge=False), model, tokenizer)  # --filter-pairs still runs the judge it needs
+    return load_dw(dw_stage(job) / "dW.safetensors", job.model, base_hash=job.base_hash)
 
 
 def eval_rows(job: Job) -> list[dict]:
@@ -360,12 +384,10 @@ def run_main_job(config: RunConfig, model=None, tokenizer=None, command: str | N
         ValueError: with messages naming the problem and the fix; finished stages stay on disk.
     """
     started = time.perf_counter()
-    alphas = tuple(check_alpha(a) for a in config.alphas)
-    if 0.0 not in alphas:
-        raise ValueError("the α grid must include 0 (the unsteered reference for every contrast)")
+    alphas = check_alpha_grid(config.alphas)
     job = prepare_job(config, model, tokenizer)
     train = resolve_train_config(config.train)
-    dw_dir = train_dw(job, train)
+    dw_dir = dw_stage(job, train)  # train_dw's stages: a dW made by train_dw is reused here
     dw = load_dw(dw_dir / "dW.safetensors", job.model, base_hash=job.base_hash)
     summary = summarise(evaluate_dw(job, dw, dw_dir, alphas), job.behavior)
 

@@ -19,6 +19,14 @@ def check_alpha(alpha: float) -> float:
     return alpha
 
 
+def check_alpha_grid(alphas, why: str = "the unsteered reference of every contrast") -> tuple[float, ...]:
+    """The α grid as finite floats (:func:`check_alpha`); raise ``ValueError`` if it lacks 0 (``why`` says what 0 is for)."""
+    alphas = tuple(check_alpha(a) for a in alphas)
+    if 0.0 not in alphas:
+        raise ValueError(f"the α grid {list(alphas)} must include 0 ({why}), e.g. -1,0,1")
+    return alphas
+
+
 @contextlib.contextmanager
 def steer(model, dw: DeltaWeights | dict[str, torch.Tensor], alpha: float) -> Iterator[object]:
     """Add α·dW to the model's weights inside the ``with`` block (Fierro & Roger 2025, Eq. 1).

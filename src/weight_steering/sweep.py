@@ -36,7 +36,7 @@ from .analyse import summarise
 from .artifacts import atomic_write, file_sha256, read_json, read_jsonl, stable_hash, write_json, write_jsonl
 from .behaviors import load_behavior
 from .diff import load_dw
-from .pipeline import RunConfig, evaluate_base, evaluate_dw, prepare_job, train_dw
+from .pipeline import RunConfig, evaluate_base, evaluate_dw, prepare_job, dw_stage
 from .stage_cache import run_stage, stage_problem
 from .train import ADAPTER_FAMILIES, adapter_family, resolve_train_config
 
@@ -262,7 +262,7 @@ def run_cell(job, config: RunConfig, cell: Cell) -> dict:
 
     def compute(directory: Path) -> None:
         started = time.perf_counter()
-        dw_dir = train_dw(job, settings.train)
+        dw_dir = dw_stage(job, settings.train)
         dw = load_dw(dw_dir / "dW.safetensors", job.model, base_hash=job.base_hash)
         records = evaluate_dw(job, dw, dw_dir, SWEEP_ALPHAS)
         write_jsonl(directory / "records.jsonl", records)

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from .artifacts import SafetensorsSpool, check_number
 from .chat import training_ids
+from .decoding import pad_batch
 
 log = logging.getLogger(__name__)
 
@@ -239,15 +240,8 @@ def tokenize_example(tokenizer, prompt: str, response: str, max_length: int, sys
 
 
 def _collate(examples: list[dict], pad_id: int, device) -> dict:
-    width = max(len(e["input_ids"]) for e in examples)
-    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(examples), width), -100, dtype=torch.long)
-    mask = torch.zeros((len(examples), width), dtype=torch.long)
-    for i, e in enumerate(examples):
-        n = len(e["input_ids"])
-        ids[i, :n] = torch.tensor(e["input_ids"])
-        labels[i, :n] = torch.tensor(e["labels"])
-        mask[i, :n] = 1
+    ids, mask = pad_batch([e["input_ids"] for e in examples], pad_id)
+    labels, _ = pad_batch([e["labels"] for e in examples], -100)
     return {"input_ids": ids.to(device), "labels": labels.to(device), "attention_mask": mask.to(device)}
 
 

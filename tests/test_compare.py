@@ -137,7 +137,7 @@ def test_comparison_resumes_from_its_archive_on_a_fresh_output_root(tiny, tmp_pa
     archive = tmp_path / "archive"
     config = _config(tmp_path, methods=("dW", "persona"), curve_fractions=(), out=str(tmp_path / "first"), archive=str(archive))
     first = run_comparison(config, (model, tokenizer), "test", preset_config(**TINY))
-    assert first["path"].name == "lora-seed0" and (first["path"] / "comparison.json").is_file()
+    assert first["path"].name == "lora-seed0-kl0.02" and (first["path"] / "comparison.json").is_file()
     stages = {p.parent.name for p in archive.rglob("stage.json")}
     assert any(n.startswith("data-") for n in stages) and any(n.startswith("calibrate-dW-minus") for n in stages)
     assert not any(n.startswith(("train-", "dw-")) for n in stages)  # large: retrained instead
@@ -167,8 +167,12 @@ def test_comparison_resumes_from_its_archive_on_a_fresh_output_root(tiny, tmp_pa
     assert Path(other["dw_dir"]).name == Path(again["dw_dir"]).name  # the same inputs, the same stage
     assert (Path(other["dw_dir"]) / "dW.safetensors").read_bytes() != (Path(again["dw_dir"]) / "dW.safetensors").read_bytes()
     assert [m["plus"] for m in other["methods"]] == [m["plus"] for m in first["methods"]] and other["ratios"] == first["ratios"]
-    assert compare.result_name(replace(config, data_seed=3)) == "lora-seed0-data3"
-    assert compare.result_name(replace(config, seed=2, data_seed=2)) == "lora-seed2"
+    assert compare.result_name(replace(config, data_seed=3, target=1.0)) == "lora-seed0-data3"
+    assert compare.result_name(replace(config, seed=2, data_seed=2, target=1.0)) == "lora-seed2"
+    assert compare.result_name(replace(config, seed=2, target=0.5)) == "lora-seed2-kl0.5"  # each budget its own result
+    assert compare.result_name(replace(config, name="recipes-seed2")) == "recipes-seed2"
+    with pytest.raises(CompareError, match="plain folder name"):
+        check_config(replace(config, name="../x"))
 
 
 def _scaled(dw, factor: float):
@@ -265,3 +269,35 @@ def test_a_behaviour_with_ood_sets_reports_id_and_each_set_per_token_and_generat
     assert advantage["per_seed"] == pytest.approx([d["effects"]["ood_sets_per_token_spread"]["mean"] - p["effects"]["ood_sets_per_token_spread"]["mean"]
                                                    for d, p in zip(by_seed, persona)])
     assert "dW minus each method, paired by seed" in render_seed_comparison([group])
+
+
+def test_paper_recipe_dw_is_compared_beside_the_default_one_with_its_recipe_in_the_sidecar(tiny, tmp_path, monkeypatch):
+    """``dW_paper`` trains its own dW on the ``paper_2core`` recipe (every layer and module, its own data), records the
+    recipe in the sidecar, and is calibrated and tabled beside the default dW."""
+    from weight_steering import pipeline
+    from weight_steering.diff import load_dw
+
+    model, tokenizer = tiny
+    recipe = pipeline.PRESETS["paper_2core"]
+    monkeypatch.setitem(pipeline.PRESETS, "paper_2core", {"generation": {**TINY["generation"], "n_samples": 3, "max_new_tokens": 10},
+                                                          "train": {**recipe["train"], **TINY["train"]}})
+    config = _config(tmp_path, methods=("dW", "dW_paper"), curve_fractions=(), name="recipes")
+    result = run_comparison(config, (model, tokenizer), "test", preset_config(**TINY))
+    assert result["path"].name == "recipes" and [m["key"] for m in result["methods"]] == ["dW", "dW_paper"]
+    paper_dirs = [d for d in Path(result["dw_dir"]).parent.glob("dw-lora-seed0-*") if d != Path(result["dw_dir"])]
+    assert len(paper_dirs) == 1
+    paper, default = load_dw(paper_dirs[0] / "dW.safetensors"), load_dw(Path(result["dw_dir"]) / "dW.safetensors")
+    n_layers = model.config.num_hidden_layers
+    assert paper.metadata["recipe"] == "paper_2core" and paper.metadata["layers"] == list(range(n_layers))
+    assert paper.metadata["max_new_tokens"] == 10 and default.metadata["max_new_tokens"] == 8
+    assert paper.metadata["n_pairs"] > default.metadata["n_pairs"]  # 3 samples per prompt and persona, not 2
+    assert list(paper.metadata["train_config"]["layer_fraction"]) == [0.0, 1.0] and paper.metadata["target_modules"] == list(recipe_modules())
+    assert default.metadata["recipe"] == "default" and len(default.metadata["layers"]) < n_layers
+    layers_touched = {int(k.split(".layers.")[1].split(".")[0]) for k in paper.tensors}
+    assert layers_touched == set(range(n_layers))
+
+
+def recipe_modules():
+    from weight_steering.train import LINEAR_TARGETS
+
+    return LINEAR_TARGETS

@@ -357,6 +357,7 @@ def compare(
     generation_tokens: int = typer.Option(48, help="greedy tokens per reply in the generation scores (behaviours with OOD sets)"),
     out: OutRoot = "out",
     archive: str = typer.Option(None, help="folder keeping every small finished stage (committed: resume after a stop, anywhere)"),
+    name: str = typer.Option(None, help="the result folder's name (default <family>-seed<s>[-kl<target>]): keep a run with other methods apart"),
     dw_only: bool = typer.Option(False, "--dw-only", help="only restore the archived stages and train (or reuse) the dW; print its folder and stop"),
     sampler: Sampler = "cached",
     device: Device = None,
@@ -375,7 +376,7 @@ def compare(
                                methods=tuple(METHODS) if methods == "all" else tuple(_split(methods)), target=target,
                                tolerance=tolerance, n_tokens=n_tokens, curve_fractions=fractions, s_space_rank=s_space_rank,
                                dilemma_limit=dilemma_limit, prompt_limit=prompt_limit, generation_tokens=generation_tokens, out=out,
-                               archive=archive)
+                               archive=archive, name=name)
         result = run_comparison(config, command=command, dw_only=dw_only,
                                 job_config=preset_config(generation=sampler_settings(sampler), device=device, dtype=dtype))
     except (*KNOWN_ERRORS, CompareError, EvalDataError) as err:

@@ -85,6 +85,7 @@ class CompareConfig:
             main job (data, judge, base evaluation) under ``<archive>/<model>/<behaviour>/``: they are restored
             before the run and added after each method, so a stopped run resumes there or on another machine.
             The trained adapters and dW are not archived (too large); they are retrained, deterministically.
+        name: the result folder's name (default :func:`result_name`), so that runs with other methods keep their own result.
     """
 
     behavior: str = "honesty"
@@ -105,6 +106,7 @@ class CompareConfig:
     generation_tokens: int = 48
     out: str = "out"
     archive: str | None = None
+    name: str | None = None
 
 
 def check_config(config: CompareConfig) -> None:
@@ -122,6 +124,8 @@ def check_config(config: CompareConfig) -> None:
         raise CompareError(f"curve fractions must lie in (0, 1) (the calibrated α is the point at 1); got {config.curve_fractions}")
     if len(set(config.curve_fractions)) != len(config.curve_fractions):
         raise CompareError(f"curve fractions repeat a value ({config.curve_fractions}); give each fraction once")
+    if config.name is not None and (not config.name or "/" in config.name or config.name.startswith(".")):
+        raise CompareError(f"--name must be a plain folder name (no '/', not starting with '.'); got {config.name!r}")
     if not (isinstance(config.generation_tokens, int) and config.generation_tokens >= 1):
         raise CompareError(f"--generation-tokens must be an integer ≥ 1; got {config.generation_tokens!r}")
 
@@ -135,7 +139,7 @@ def build_methods(job, dw, config: CompareConfig) -> dict[str, tuple[SteeringMet
     """
     context = MethodContext(job.model, job.tokenizer, job.behavior, job.rows, job.data_sha, job.base_hash,
                             layer_slice(job.model.config.num_hidden_layers, job.config.train.layer_fraction), dw,
-                            f"dW ({config.family}, seed {config.seed})", config.n_contrast_pairs, config.reading, config.s_space_rank)
+                            f"dW ({config.family}, seed {config.seed})", config.n_contrast_pairs, config.reading, config.s_space_rank, job)
     return {key: METHODS[key].build(context) for key in config.methods}
 
 
@@ -292,7 +296,7 @@ def run_comparison(config: CompareConfig, loaded=None, command: str = "", job_co
     ratios = _ratios(results, job.behavior)
     for r in results:
         del r["_records"]
-    summary = {"behavior": job.behavior.name, "model": config.model, "config": asdict(config), "command": command,
+    summary = {"behavior": job.behavior.name, "model": config.model, "config": config_record(config), "command": command,
                "device": str(job.model.device), "dtype": dtype_name(job.model.dtype),
                "n_rows": len(rows), "n_dilemma_rows": sum(r["eval"] == "dilemmas" for r in rows),
                "n_calibration_prompts": len(calibration_prompts), "n_audit_prompts": len(audit_prompts),
@@ -310,15 +314,25 @@ def run_comparison(config: CompareConfig, loaded=None, command: str = "", job_co
         plot_effect_vs_kl(summary, directory / "effect_vs_kl.png")
 
     run_dir = root / result_name(config)
-    run_stage("comparison", run_dir, stable_hash({"config": asdict(config) | {"archive": None}}), write_result, force=True)
+    run_stage("comparison", run_dir, stable_hash({"config": config_record(config) | {"archive": None}}), write_result, force=True)
     archive()
     return {**summary, "path": run_dir, "dw_dir": dw_dir}
 
 
+def config_record(config: CompareConfig) -> dict:
+    """The config as recorded in ``comparison.json`` and in the result's key; ``name`` only when set, so results made
+    before the option existed keep their bytes."""
+    return {k: v for k, v in asdict(config).items() if not (k == "name" and v is None)}
+
+
 def result_name(config: CompareConfig) -> str:
-    """The folder name of one comparison's result: ``<family>-seed<s>``, with ``-data<d>`` when the data seed is fixed apart."""
+    """The folder name of one comparison's result: ``<family>-seed<s>``, with ``-data<d>`` when the data seed is fixed
+    apart and ``-kl<target>`` at a KL budget other than 1 nat."""
+    if config.name is not None:
+        return config.name
     fixed = config.data_seed is not None and config.data_seed != config.seed
-    return f"{config.family}-seed{config.seed}" + (f"-data{config.data_seed}" if fixed else "")
+    return (f"{config.family}-seed{config.seed}" + (f"-data{config.data_seed}" if fixed else "")
+            + (f"-kl{config.target:g}" if config.target != 1.0 else ""))
 
 
 def _audit(method, key, label, alpha, identity, prompts, root, measure, config) -> dict:

@@ -375,6 +375,7 @@ class MethodContext:
         slice_layers: dW's decoder layers (the adapters' layer slice).
         dw, dw_label: the comparison's dW and its label in tables.
         n_contrast_pairs, reading, s_space_rank: as in :class:`weight_steering.compare.CompareConfig`.
+        job: the comparison's main job (:class:`weight_steering.pipeline.Job`), for methods that train their own dW.
     """
 
     model: object
@@ -389,6 +390,7 @@ class MethodContext:
     n_contrast_pairs: int = 64
     reading: str = "response_mean"
     s_space_rank: int = 8
+    job: object = None
 
     @cached_property
     def pairs(self) -> list[tuple[str, str, str]]:
@@ -456,6 +458,16 @@ def _dw(context: MethodContext):
     from .diff import dw_identity
 
     return weight_method(context.dw, context.dw_label), {"dw": dw_identity(context.dw)}
+
+
+@register_method("dW_paper", "weight steering α·dW, dW trained on the paper's recipe at 2-core size (preset paper_2core: "
+                 "LoRA r 32 / lora_alpha 16 on every layer and linear module, ≥ 500 pairs per sign, 128-token replies)")
+def _dw_paper(context: MethodContext):
+    from .diff import dw_identity
+    from .pipeline import recipe_dw
+
+    dw = recipe_dw(context.job, "paper_2core")
+    return weight_method(dw, "dW (paper recipe)"), {"dw": dw_identity(dw)}
 
 
 @register_method("persona", "persona prompt (positive / negative persona as system prompt)")

@@ -33,7 +33,7 @@ from .report import write_report
 from .steer import check_alpha_grid, steer
 from .chat import check_chat_template, generate_text, set_thinking, thinking_enabled
 from .stage_cache import run_stage, stage_is_finished
-from .train import TrainConfig, check_targets, make_peft_config, resolve_train_config, train_adapter
+from .train import TrainConfig, check_targets, layer_slice, make_peft_config, resolve_train_config, train_adapter
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,7 @@ class RunConfig:
         ood_limit: score only the first n items of each OOD set (None: all); the ``smoke`` preset's 4 keep its CI tier short.
         thinking: render with a reasoning template's thinking on (:func:`weight_steering.chat.set_thinking`) in every
             stage; off by default, as the original system ran Qwen3. A template without a thinking switch refuses it.
+        recipe: the preset the sizes came from (:data:`PRESETS`), recorded in dW's sidecar; not part of any stage key.
     """
 
     behavior: str = "sycophancy"
@@ -83,6 +84,7 @@ class RunConfig:
     dtype: str | None = None
     thinking: bool = False
     ood_limit: int | None = None
+    recipe: str = "default"
 
     def __post_init__(self):
         check_number("run", "ood_limit", self.ood_limit, minimum=1, integer=True, optional=True)
@@ -105,8 +107,15 @@ PRESETS: dict[str, dict] = {
     # A few minutes on CPU: the CI tier of the real-model test.
     "smoke": {"generation": {"n_prompts": 6, "n_personas": 2, "n_samples": 2, "max_new_tokens": 32},
               "alphas": (-1.0, 0.0, 1.0), "dilemma_limit": 24, "ood_limit": 4},
-    # Paper-sized data (Fierro & Roger 2025: ~1000 pairs); meant for a GPU.
-    "paper": {"generation": {"n_samples": 10, "max_new_tokens": 256}, "train": {"max_length": 512}},
+    # The paper's recipe (Fierro & Roger 2025 §3): LoRA r 32 / lora_alpha 16 on every layer and every linear module
+    # of the block, 5% validation, paper-sized data (24 × 5 × 10 = 1,200 pairs on sycophancy) of 256-token replies;
+    # meant for a GPU. The paper also sweeps 2-3 learning rates and stops early on the validation loss; this keeps 2e-4.
+    "paper": {"generation": {"n_samples": 10, "max_new_tokens": 256},
+              "train": {"layer_fraction": (0.0, 1.0), "alpha": 16, "validation_fraction": 0.05, "max_length": 512}},
+    # The same recipe at the size 2 CPU cores allow: ≥ 500 pairs per sign (24 × 3 × 7 = 504 on tone and upbeat)
+    # of 128-token replies, about half the paper's data and replies.
+    "paper_2core": {"generation": {"n_samples": 7, "max_new_tokens": 128},
+                    "train": {"layer_fraction": (0.0, 1.0), "alpha": 16, "validation_fraction": 0.05, "max_length": 320}},
 }
 
 
@@ -127,7 +136,7 @@ def preset_config(name: str = "default", **overrides) -> RunConfig:
                 merged.setdefault(key, {}).update(value)
             elif value is not None:
                 merged[key] = value
-    config = RunConfig(**{k: v for k, v in merged.items() if k not in ("generation", "train")})
+    config = RunConfig(**{"recipe": name} | {k: v for k, v in merged.items() if k not in ("generation", "train")})
     return replace(
         config,
         generation=replace(config.generation, **merged.get("generation", {})),
@@ -295,12 +304,32 @@ def dw_stage(job: Job, train: TrainConfig | None = None) -> Path:
             "thinking": thinking_enabled(job.tokenizer),
             "targets": {k: v for k, v in logs["positive"].get("targets", {}).items() if k != "adapted"},
             "n_pairs": len(job.rows), "max_new_tokens": job.config.generation.max_new_tokens, "source_key": dw_key,
+            "recipe": job.config.recipe, "layers": layer_slice(job.model.config.num_hidden_layers, train.layer_fraction),
+            "target_modules": list(train.target_modules),
         }
         dw = compute_dw(load_file(str(train_dirs["positive"] / "delta.safetensors")),
                         load_file(str(train_dirs["negative"] / "delta.safetensors")), metadata)
         save_dw(dw, directory / "dW.safetensors")
 
     return run_stage("diff dW", dw_dir, dw_key, make_dw, force=job.config.force, timings=job.timings)
+
+
+def recipe_dw(job: Job, preset: str) -> DeltaWeights:
+    """dW of ``job``'s behaviour, model, seeds, sampler and output root, trained on another preset's data and adapter
+    recipe (e.g. ``paper_2core``): its own data, judge, training and dW stages beside the job's, reused when finished.
+
+    Raises:
+        ValueError: unknown preset. As :func:`prepare_job` and :func:`dw_stage` otherwise.
+    """
+    recipe = preset_config(preset)
+    mine = job.config
+    config = replace(recipe, behavior=mine.behavior, model=mine.model, out=mine.out, device=mine.device, dtype=mine.dtype,
+                     thinking=mine.thinking, judge=mine.judge, judge_threshold=mine.judge_threshold, force=mine.force,
+                     generation=replace(recipe.generation, seed=mine.generation.seed, sampler=mine.generation.sampler,
+                                        batch_size=mine.generation.batch_size),
+                     train=replace(recipe.train, family=mine.train.family, seed=mine.train.seed))
+    recipe_job = prepare_job(config, job.model, job.tokenizer)
+    return load_dw(dw_stage(recipe_job) / "dW.safetensors", job.model, base_hash=job.base_hash)
 
 
 def train_dw(model, tokenizer, behavior: str = "sycophancy", config: RunConfig | None = None) -> DeltaWeights:

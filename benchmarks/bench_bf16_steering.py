@@ -2,7 +2,7 @@
 
     python benchmarks/bench_bf16_steering.py --dw out/tone/smollm2-135m-instruct/dw-lora-seed0-<key>
 
-:func:`weight_steering.steer.steer` forms W + α·dW in fp32 and rounds the sum to the parameter's dtype, so in bf16 the
+:func:`weight_steering.core.steer.steer` forms W + α·dW in fp32 and rounds the sum to the parameter's dtype, so in bf16 the
 steered weight carries bf16 rounding (8 bits of mantissa) of the sum. This compares, at each α and on the neutral
 calibration prompts rendered with the chat template, the next-token log-probabilities of every position under
 
@@ -39,11 +39,11 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=12)
     parser.add_argument("--out", default=str(ROOT / "docs" / "bf16_steering.json"))
     args = parser.parse_args()
-    from weight_steering.chat import render_chat
-    from weight_steering.diff import load_dw
-    from weight_steering.eval_data import load_neutral, neutral_split
-    from weight_steering.models import load_model
-    from weight_steering.steer import steer
+    from weight_steering.core.chat import render_chat
+    from weight_steering.core.diff import load_dw
+    from weight_steering.evaluation.datasets import load_neutral, neutral_split
+    from weight_steering.core.models import load_model
+    from weight_steering.core.steer import steer
 
     fp32, tokenizer = load_model(device="cpu", dtype="float32")
     bf16, _ = load_model(device="cpu", dtype="bfloat16")

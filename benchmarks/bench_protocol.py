@@ -11,7 +11,7 @@ made with, "after" the current default or opt-in fast path, measured in the same
   share of a token's FLOPs (the roofline for everything below).
 * generation: tokens/s of persona-contrast sampling at the default settings (T 0.7, top-k 50, top-p 0.9, 64 new
   tokens, each prompt twice as n_samples = 2 makes it); before = ``model.generate`` in batches of 50, after = the
-  cached decoder (:func:`weight_steering.decoding.decode`) in batches of 200. Tokens counted: those generated up to
+  cached decoder (:func:`weight_steering.core.decoding.decode`) in batches of 200. Tokens counted: those generated up to
   and including the stop token. Greedy identity with ``generate`` is checked on the same prompts.
 * scoring: rows/s of DailyDilemmas Yes/No rows, grouped prefix-cached scorer against a fair baseline (batched HF
   forward, left padding, ``logits_to_keep=1``); GFLOP/s on the tokens each actually computes; max |Δ| in nats.
@@ -41,18 +41,19 @@ import numpy as np
 import torch
 
 from weight_steering.artifacts import read_jsonl, write_json
-from weight_steering.behaviors import load_behavior
-from weight_steering.calibrate import kl_from_base
-from weight_steering.chat import default_system_prompt, render_chat, stop_token_ids
-from weight_steering.compare import CompareConfig
-from weight_steering.decoding import Sampling, decode
-from weight_steering.diff import load_dw
-from weight_steering.eval_data import load_neutral, neutral_split
-from weight_steering.eval_rows import dilemma_rows
-from weight_steering.evaluate import answer_token_ids, score_answer_sets
-from weight_steering.methods import persona_method, weight_method
-from weight_steering.models import load_model
-from weight_steering.train import TrainConfig, train_adapter
+from weight_steering.core.behaviors import load_behavior
+from weight_steering.evaluation.calibrate import kl_from_base
+from weight_steering.core.chat import default_system_prompt, render_chat, stop_token_ids
+from weight_steering.comparison.run import CompareConfig
+from weight_steering.core.decoding import Sampling, decode
+from weight_steering.core.diff import load_dw
+from weight_steering.evaluation.datasets import load_neutral, neutral_split
+from weight_steering.evaluation.rows import dilemma_rows
+from weight_steering.evaluation.scoring import answer_token_ids, score_answer_sets
+from weight_steering.core.methods import persona_method, weight_method
+from weight_steering.core.models import load_model
+from weight_steering.core.train import train_adapter
+from weight_steering.core.adapters import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 ARCHIVE = ROOT / "docs" / "compare" / "archive" / "smollm2-135m-instruct"
@@ -152,7 +153,7 @@ def _common(seqs):
 
 def grouped_tokens(encoded: list[list[int]], groups: list[str]) -> int:
     """Tokens the grouped scorer runs through the model: the prefix common to all rows once, each group's own
-    prefix once, and each row's tail (as :func:`weight_steering.evaluate.score_answer_sets` plans them)."""
+    prefix once, and each row's tail (as :func:`weight_steering.evaluation.scoring.score_answer_sets` plans them)."""
     shared = min(_common(encoded), min(map(len, encoded)) - 1)
     total, by_group = shared, {}
     for row, group in zip(encoded, groups):
@@ -200,7 +201,7 @@ def bench_training(model, tokenizer, steps: int) -> dict:
     config = TrainConfig(epochs=1.0, batch_size=4, seed=0)
     delta, log = train_adapter(model, tokenizer, rows[:n], "positive", config)
     examples = log["n_train"]
-    from weight_steering.train import tokenize_example
+    from weight_steering.core.train import tokenize_example
     tokens = sum(len(tokenize_example(tokenizer, r["prompt"], r["response_positive"], config.max_length)["input_ids"]) for r in rows[:n])
     return {"training_examples_s": examples / log["wall_seconds"], "training_examples_s_before": examples / log["wall_seconds"],
             "training_tokens_s": tokens * examples / n / log["wall_seconds"], "training_steps": log["steps"]}
@@ -241,7 +242,7 @@ def _kl_with_generate(model, tokenizer, method, alpha, prompts, n_tokens, batch_
 
 def bench_kl_measurement(model, tokenizer, dw_path: str | None, alpha: float) -> dict:
     """Seconds per iso-KL measurement on the comparison's calibration prompts and tokens per prompt, ``generate`` path
-    against :func:`weight_steering.calibrate.kl_from_base`, and how far their per-position KL values and p95 differ.
+    against :func:`weight_steering.evaluation.calibrate.kl_from_base`, and how far their per-position KL values and p95 differ.
     The steer is α·dW of ``dw_path``, or without one the sycophancy persona prompt (one of the comparison's methods)."""
     if dw_path:
         steer_name, method = f"{alpha:+g}·dW ({dw_path})", weight_method(load_dw(dw_path, model))

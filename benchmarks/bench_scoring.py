@@ -11,9 +11,9 @@ import time
 
 import torch
 
-from weight_steering.evaluate import answer_token_ids, score_answer_sets
-from weight_steering.eval_rows import dilemma_rows
-from weight_steering.models import load_model
+from weight_steering.evaluation.scoring import answer_token_ids, score_answer_sets
+from weight_steering.evaluation.rows import dilemma_rows
+from weight_steering.core.models import load_model
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--n-dilemmas", type=int, default=32)

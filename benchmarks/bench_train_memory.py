@@ -78,8 +78,9 @@ def one_family(family: str, layers: int) -> dict:
     from conftest import build_tokenizer  # a byte-level BPE built in code (no download)
     from family_dw import ROWS
 
-    from weight_steering.models import prepare
-    from weight_steering.train import TrainConfig, _collate, layer_slice, tokenize_example, train_adapter
+    from weight_steering.core.models import prepare
+    from weight_steering.core.train import _collate, tokenize_example, train_adapter
+    from weight_steering.core.adapters import TrainConfig, layer_slice
 
     torch.manual_seed(0)
     tokenizer = build_tokenizer()
@@ -140,7 +141,7 @@ def main() -> None:
     if args.child:
         print(json.dumps(one_family(args.child, args.layers)), flush=True)
         return
-    from weight_steering.train import ADAPTER_FAMILIES
+    from weight_steering.core.adapters import ADAPTER_FAMILIES
 
     families = list(ADAPTER_FAMILIES) if args.families == "all" else args.families.split(",")
     rows = []

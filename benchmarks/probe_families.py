@@ -8,9 +8,10 @@ and the PEFT model. Usage::
 """
 import copy, sys, tempfile, time, math, json, torch
 from peft import PeftModel
-from weight_steering.models import load_model
+from weight_steering.core.models import load_model
 from weight_steering.artifacts import read_jsonl
-from weight_steering.train import ADAPTER_FAMILIES, TrainConfig, train_adapter
+from weight_steering.core.train import train_adapter
+from weight_steering.core.adapters import ADAPTER_FAMILIES, TrainConfig
 torch.set_num_threads(2)
 model, tok = load_model("smollm2-135m-instruct")
 rows = read_jsonl(sys.argv[1])[:40]  # pairs.jsonl of a finished data stage

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A committed comparison archive resumed on other CPU kernels (docs/RESULTS.md §10): the tone comparison at seed 0,
+# A committed comparison archive resumed on other CPU kernels (docs/engineering.md §1): the tone comparison at seed 0,
 # exactly as reproduce/comparison_followable.sh ran it, in a clean clone of HEAD (a fresh output root, its own copy of
 # docs/compare/archive) under ATEN_CPU_CAPABILITY=default, torch's non-vectorised kernels. The adapters are retrained
 # there (dW's low bits differ); every other stage should come from the archive. It prints how many comparison stages

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from weight_steering.artifacts import write_jsonl
-from weight_steering.eval_data import DILEMMA_FILE, build_dilemma_rows
+from weight_steering.evaluation.datasets import DILEMMA_FILE, build_dilemma_rows
 
 source = sys.argv[1] if len(sys.argv) > 1 else "../shared/data/daily_dilemmas/virtue_conflict_dilemmas.jsonl"
 target = Path(__file__).resolve().parents[1] / "src" / "weight_steering" / "resources" / DILEMMA_FILE

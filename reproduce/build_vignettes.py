@@ -10,7 +10,7 @@ from collections import Counter
 from pathlib import Path
 
 from weight_steering.artifacts import write_jsonl
-from weight_steering.eval_data import VIGNETTE_FILE, build_vignettes
+from weight_steering.evaluation.datasets import VIGNETTE_FILE, build_vignettes
 
 source = sys.argv[1] if len(sys.argv) > 1 else "../shared/data/tinymfv"
 target = Path(__file__).resolve().parents[1] / "src" / "weight_steering" / "resources" / VIGNETTE_FILE

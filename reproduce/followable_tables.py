@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from weight_steering.compare import load_comparisons, summarize_seeds
+from weight_steering.comparison.seeds import load_comparisons, summarize_seeds
 
 ARCHIVE = Path(__file__).resolve().parents[1] / "docs" / "compare" / "archive" / "smollm2-135m-instruct"
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# How far a dW moves between torch's CPU kernel paths (docs/RESULTS.md §10): record the 13 families' dW fingerprints
+# How far a dW moves between torch's CPU kernel paths (docs/engineering.md §1): record the 13 families' dW fingerprints
 # (tests/family_dw.py: two steps per sign on layers 15-16) under this CPU's native kernels, then run the `recorded` test
 # under AVX2 and under the non-vectorised "default" path; each prints its largest difference per family, relative to
 # each tensor's norm. `--compare` adds how far a change of training seed moves LoRA's dW.

@@ -3,8 +3,8 @@
 Until this version the comparison's dW stages (calibration, audit, evaluation, generations) and the monitoring
 experiment's cells were keyed on the SHA-256 of the dW's bytes, and two activation methods' stages on floats measured
 from the model (cos(CAA, PCA) and d′ per layer). Those differ across CPU kernel paths (AVX2, AVX-512,
-``ATEN_CPU_CAPABILITY=default``; docs/RESULTS.md §10), so a committed archive resumed on another CPU recomputed them.
-They are now keyed on inputs (:func:`weight_steering.diff.dw_identity`, :func:`weight_steering.methods.keyed_spec`). This script moves the archived
+``ATEN_CPU_CAPABILITY=default``; docs/engineering.md §1), so a committed archive resumed on another CPU recomputed them.
+They are now keyed on inputs (:func:`weight_steering.core.diff.dw_identity`, :func:`weight_steering.core.methods.keyed_spec`). This script moves the archived
 stages to their new keys without recomputing anything:
 
 1. For each archived comparison (behaviour, seed) it restores the archive and retrains the dW from the archived data
@@ -13,7 +13,7 @@ stages to their new keys without recomputing anything:
    archived folder of that method's stage whose strengths α are the ones the archived ``comparison.json`` records for
    that method at this seed (exactly one, or the script stops). Found by content are dW's stages (keyed on its bytes
    before) and those of PCA on the slice and CAA at the best layer (keyed on measured floats before,
-   :func:`weight_steering.methods.keyed_spec`). A stage found by content is adopted under its new key: the same
+   :func:`weight_steering.core.methods.keyed_spec`). A stage found by content is adopted under its new key: the same
    files, the marker's key rewritten. Any stage that would be computed stops the script (nothing is recomputed).
 3. The ``comparison.json`` written from the adopted stages must hold every recorded field with its recorded value
    (a result written by an older version lacks fields added since; the measured diagnostics, recomputed here, differ
@@ -44,15 +44,22 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from weight_steering import compare, monitor, pipeline, stage_cache
+from weight_steering import stage_cache
+
+from weight_steering.comparison import run as compare
+
+from weight_steering.monitoring import run as monitor
+
+from weight_steering.main_job import stages as pipeline
 from weight_steering.artifacts import read_json, read_jsonl, write_json
-from weight_steering.calibrate import kl_from_base
-from weight_steering.data import sampler_settings
-from weight_steering.diff import load_dw
-from weight_steering.eval_data import load_neutral, neutral_split
-from weight_steering.methods import keyed_spec
-from weight_steering.models import load_model
-from weight_steering.pipeline import pairs_of, preset_config
+from weight_steering.evaluation.calibrate import kl_from_base
+from weight_steering.core.data import sampler_settings
+from weight_steering.core.diff import load_dw
+from weight_steering.evaluation.datasets import load_neutral, neutral_split
+from weight_steering.comparison.methods import keyed_spec
+from weight_steering.core.models import load_model
+from weight_steering.main_job.stages import pairs_of
+from weight_steering.main_job.config import preset_config
 
 REPO = Path(__file__).resolve().parents[1]
 COMPARE_ARCHIVE = Path("docs/compare/archive")  # relative, as recorded in the archived configs

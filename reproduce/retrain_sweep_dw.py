@@ -3,7 +3,7 @@
     python reproduce/retrain_sweep_dw.py lora:1 pissa:2 ...     # family:seed, sycophancy, default preset
     python reproduce/retrain_sweep_dw.py                        # only the shared data stage and the α = 0 base eval
 
-Each dW is trained with exactly the sweep cell's settings (`weight_steering.sweep.cell_config`). Its
+Each dW is trained with exactly the sweep cell's settings (`weight_steering.sweep.run.cell_config`). Its
 directory name ends in a hash of the θ⁺ and θ⁻ adapters' SHA-256, so a retrained dW whose directory
 equals the archived cell's `dw_dir` is bit-identical to the one the sweep measured. Across machines
 (another CPU, another BLAS path) training is reproducible only to floating-point precision: the
@@ -19,9 +19,10 @@ from pathlib import Path
 
 from dataclasses import replace
 
-from weight_steering.data import sampler_settings
-from weight_steering.pipeline import evaluate_base, prepare_job, preset_config, dw_stage
-from weight_steering.sweep import Cell, cell_config, cell_dir
+from weight_steering.core.data import sampler_settings
+from weight_steering.main_job.stages import evaluate_base, prepare_job, dw_stage
+from weight_steering.main_job.config import preset_config
+from weight_steering.sweep.cells import Cell, cell_config, cell_dir
 
 BEHAVIOR = "sycophancy_unbalanced"  # the archived sweep trained on this file (then named sycophancy)
 ARCHIVE = "docs/sweep/cells"

@@ -74,6 +74,6 @@ def tokenizer():
 @pytest.fixture()
 def tiny(tokenizer):
     """A fresh tiny random Llama (4 layers, hidden 32) and the test tokenizer."""
-    from weight_steering.models import prepare
+    from weight_steering.core.models import prepare
 
     return prepare(build_model(tokenizer), tokenizer)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from weight_steering.ablate import AblationError, build_variants, check_reconstruction, parse_key, random_like, retained
+from weight_steering.ablation.variants import AblationError, build_variants, check_reconstruction, parse_key, random_like, retained
 
 
 def _dw(layers=(2, 3), projections=(("self_attn", "o_proj"), ("self_attn", "q_proj"), ("mlp", "down_proj"))):
@@ -42,7 +42,7 @@ def test_variants_reconstruct_and_controls_match_norms():
 
 
 def test_lazy_variants_match_the_eager_ones_and_check_reconstruction_on_the_way(monkeypatch):
-    from weight_steering import ablate
+    from weight_steering.ablation import variants as ablate
 
     tensors, base = _dw()
     eager = build_variants(tensors, base)
@@ -98,8 +98,8 @@ def test_retained_ratio_and_undefined_full_effect():
 
 @pytest.mark.slow  # an end-to-end job on the tiny model
 def test_run_ablation_on_the_tiny_model(tiny, tmp_path):
-    from weight_steering.assess import run_ablation
-    from weight_steering.diff import compute_dw, save_dw
+    from weight_steering.ablation.run import run_ablation
+    from weight_steering.core.diff import compute_dw, save_dw
 
     model, tokenizer = tiny
     params = dict(model.named_parameters())
@@ -125,7 +125,7 @@ def test_run_ablation_on_the_tiny_model(tiny, tmp_path):
 
 
 def test_base_subspace_alignment_detects_a_planted_top_subspace():
-    from weight_steering.ablate import base_subspace_alignment
+    from weight_steering.ablation.alignment import base_subspace_alignment
 
     torch.manual_seed(0)
     base = {"model.layers.0.self_attn.o_proj.weight": torch.randn(40, 40)}
@@ -146,13 +146,15 @@ def test_unknown_variant_group_is_named():
 
 def test_dora_native_parts_rebuild_dw_and_other_families_are_unavailable(tiny, tmp_path):
     """DoRA's direction + magnitude + interaction reproduce the PEFT-merged dW; LoRA has no native split."""
-    from weight_steering.ablate import build_variants, dora_parts, native_dw_parts
-    from weight_steering.diff import load_dw
-    from weight_steering.pipeline import prepare_job, preset_config, train_dirs_of, dw_stage
+    from weight_steering.ablation.variants import build_variants
+    from weight_steering.ablation.native import dora_parts, native_dw_parts
+    from weight_steering.core.diff import load_dw
+    from weight_steering.main_job.stages import prepare_job, train_dirs_of, dw_stage
+    from weight_steering.main_job.config import preset_config
 
     model, tokenizer = tiny
     tiny_sizes = {"generation": {"n_prompts": 3, "n_personas": 2, "n_samples": 2, "max_new_tokens": 8, "batch_size": 8}}
-    job = prepare_job(preset_config(out=str(tmp_path), train={"family": "dora", "rank": 4, "alpha": 8, "learning_rate": 5e-2,
+    job = prepare_job(preset_config(out=str(tmp_path), train={"family": "dora", "rank": 4, "lora_alpha": 8, "learning_rate": 5e-2,
                                                               "batch_size": 4}, **tiny_sizes), model, tokenizer)
     dw_dir = dw_stage(job)
     dw = load_dw(dw_dir / "dW.safetensors")
@@ -177,9 +179,11 @@ def test_dora_native_parts_rebuild_dw_and_other_families_are_unavailable(tiny, t
 
 def test_delora_native_parts_rebuild_dw(tiny, tmp_path):
     """DeLoRA's direction part λ̄(D⁺ − D⁻) + scale part (λ⁺ − λ⁻)D̄ reproduce the PEFT-merged dW."""
-    from weight_steering.ablate import build_variants, delora_parts, native_dw_parts
-    from weight_steering.diff import load_dw
-    from weight_steering.pipeline import prepare_job, preset_config, train_dirs_of, dw_stage
+    from weight_steering.ablation.variants import build_variants
+    from weight_steering.ablation.native import delora_parts, native_dw_parts
+    from weight_steering.core.diff import load_dw
+    from weight_steering.main_job.stages import prepare_job, train_dirs_of, dw_stage
+    from weight_steering.main_job.config import preset_config
 
     model, tokenizer = tiny
     tiny_sizes = {"generation": {"n_prompts": 3, "n_personas": 2, "n_samples": 2, "max_new_tokens": 8, "batch_size": 8}}
@@ -202,7 +206,7 @@ def test_delora_native_parts_rebuild_dw(tiny, tmp_path):
 
 
 def test_activation_subspace_alignment_detects_a_planted_contrast_direction():
-    from weight_steering.ablate import activation_subspace_alignment
+    from weight_steering.ablation.alignment import activation_subspace_alignment
 
     torch.manual_seed(0)
     hidden = 64
@@ -221,7 +225,7 @@ def test_activation_subspace_alignment_detects_a_planted_contrast_direction():
 
 
 def test_layer_retained_bars_need_the_layer_group(tmp_path):
-    from weight_steering.report import plot_layer_retained
+    from weight_steering.ablation.render import plot_layer_retained
 
     def row(variant, value):
         return {"variant": variant, "available": True, "defined": True, "metric": "dilemmas_honesty", "retained": value,
@@ -233,7 +237,7 @@ def test_layer_retained_bars_need_the_layer_group(tmp_path):
 
 
 def test_top_share_crop_counts_the_numerical_rank():
-    from weight_steering.ablate import CROPS
+    from weight_steering.ablation.variants import CROPS
 
     spectrum = torch.cat([torch.linspace(10, 1, 8), torch.full((24,), 1e-4)])  # rank 8 plus a float32 rounding floor
     assert len(CROPS["top_25pct_rank"](spectrum)) == 2
@@ -241,7 +245,7 @@ def test_top_share_crop_counts_the_numerical_rank():
 
 
 def test_agreement_ranks_variants_and_ignores_anchors_and_controls():
-    from weight_steering.ablate import agreement
+    from weight_steering.ablation.seeds import agreement
 
     def rows(values, extra=()):
         out = [{"variant": f"v{i}", "group": "layer", "available": True, "metric": "m", "retained": v, "defined": True, "control_of": None}
@@ -267,7 +271,7 @@ def test_agreement_ranks_variants_and_ignores_anchors_and_controls():
 def test_several_control_draws_and_a_within_dw_null():
     import torch
 
-    from weight_steering import ablate
+    from weight_steering.ablation import variants as ablate
 
     torch.manual_seed(0)
     tensors = {f"model.layers.{i}.self_attn.o_proj.weight": torch.randn(8, 4) @ torch.randn(4, 8) for i in range(2)}
@@ -287,7 +291,7 @@ def test_several_control_draws_and_a_within_dw_null():
 
 
 def test_agreement_over_disjoint_variants_only():
-    from weight_steering.ablate import agreement
+    from weight_steering.ablation.seeds import agreement
 
     def rows(values):
         out = [{"variant": f"layer_{i}_only", "group": "layer", "available": True, "metric": "id", "retained": v} for i, v in enumerate(values)]
@@ -302,7 +306,7 @@ def test_agreement_over_disjoint_variants_only():
 
 
 def _ablation_result(family: str, seed: int, offset: float) -> dict:
-    from weight_steering.ablate import SUMMARY_VARIANTS
+    from weight_steering.ablation.seeds import SUMMARY_VARIANTS
 
     rows = []
     for i, variant in enumerate(SUMMARY_VARIANTS):
@@ -317,8 +321,8 @@ def _ablation_result(family: str, seed: int, offset: float) -> dict:
 def test_ablation_seed_summary_uses_t_intervals_over_seeds_and_disjoint_projections(tmp_path):
     import json
 
-    from weight_steering.ablate import load_ablations, summarize_ablation_seeds
-    from weight_steering.statistics import seed_interval
+    from weight_steering.ablation.seeds import load_ablations, summarize_ablation_seeds
+    from weight_steering.evaluation.statistics import seed_interval
 
     folders = []
     for seed, offset in ((0, 0.0), (1, 0.3), (2, -0.2)):
@@ -335,7 +339,7 @@ def test_ablation_seed_summary_uses_t_intervals_over_seeds_and_disjoint_projecti
     assert row["ci_high"] - row["ci_low"] > 2 * (0.4 - (-0.1))  # three seeds: wider than their range
     pairs = group["agreement"]["id_controlled"]
     assert len(pairs) == 3 and all(p["n_variants"] == 7 for p in pairs)  # the seven projections alone, nothing nested
-    from weight_steering.report import render_ablation_seeds
+    from weight_steering.ablation.render import render_ablation_seeds
 
     mlp_line = next(line for line in render_ablation_seeds([group]).splitlines() if line.startswith("| mlp |"))
     assert "+0.10" in mlp_line and "+0.40" in mlp_line and "-0.10" in mlp_line  # every seed's value is in the table
@@ -344,7 +348,8 @@ def test_ablation_seed_summary_uses_t_intervals_over_seeds_and_disjoint_projecti
 def test_ablation_seed_summary_refuses_bad_folders(tmp_path):
     import json
 
-    from weight_steering.ablate import AblationError, load_ablations
+    from weight_steering.ablation.variants import AblationError
+    from weight_steering.ablation.seeds import load_ablations
 
     with pytest.raises(AblationError, match="no ablation.json"):
         load_ablations([tmp_path / "missing"])
@@ -359,7 +364,7 @@ def test_ablation_seed_summary_refuses_bad_folders(tmp_path):
 
 
 def test_subspace_variants_split_the_write_side_and_carry_both_controls():
-    from weight_steering.ablate import subspace_parts
+    from weight_steering.ablation.variants import subspace_parts
 
     tensors, base = _dw()
     generator = torch.Generator().manual_seed(0)
@@ -388,9 +393,9 @@ def test_subspace_variants_split_the_write_side_and_carry_both_controls():
 def test_causal_check_of_a_planted_subspace_on_the_tiny_model(tiny, tmp_path):
     """A dW whose write side lies in W_o's top-4 write directions: inside that candidate it keeps the whole write side,
     outside it nothing; the candidate names k in its variant names; a read-side candidate is refused."""
-    from weight_steering.assess import run_ablation
-    from weight_steering.diff import compute_dw, save_dw
-    from weight_steering.hypotheses import HypothesisError
+    from weight_steering.ablation.run import run_ablation
+    from weight_steering.core.diff import compute_dw, save_dw
+    from weight_steering.hypotheses.candidates import HypothesisError
 
     model, tokenizer = tiny
     params = dict(model.named_parameters())
@@ -414,7 +419,7 @@ def test_causal_check_of_a_planted_subspace_on_the_tiny_model(tiny, tmp_path):
 
 
 def test_ablation_seed_summary_carries_the_causal_checks_subspace_variants_but_not_their_controls():
-    from weight_steering.ablate import summarize_ablation_seeds
+    from weight_steering.ablation.seeds import summarize_ablation_seeds
 
     results = []
     for seed, inside in ((0, 0.02), (1, -0.01)):
@@ -433,7 +438,7 @@ def test_ablation_seed_summary_carries_the_causal_checks_subspace_variants_but_n
 
 
 def test_named_variants_keep_their_controls_and_the_anchors_and_unknown_names_are_refused():
-    from weight_steering.ablate import iter_variants
+    from weight_steering.ablation.variants import iter_variants
 
     tensors, base = _dw()
     every = dict(iter_variants(tensors, base, groups=("module",), n_controls=2))

@@ -5,7 +5,7 @@ from importlib import resources
 
 import pytest
 
-from weight_steering.behaviors import BehaviorError, available_behaviors, load_behavior, parse_behavior
+from weight_steering.core.behaviors import BehaviorError, available_behaviors, load_behavior, parse_behavior
 
 
 def _raw(name="sycophancy"):
@@ -66,7 +66,7 @@ def test_behavior_file_path(tmp_path):
 
 def test_followable_behaviours_have_three_ood_sets_of_24_disjoint_pairs():
     """tone and upbeat: ≥ 3 OOD sets of ≥ 24 paired completions, a judge-free generation metric, hand labels."""
-    from weight_steering.judge import load_hand_labels
+    from weight_steering.evaluation.judge import load_hand_labels
 
     for name in ("tone", "upbeat"):
         behavior = load_behavior(name)
@@ -88,8 +88,8 @@ def test_shipped_behaviours_do_not_share_prompts():
 
 
 def test_generation_metrics_named_by_behaviours_are_implemented():
-    from weight_steering.behaviors import GENERATION_METRICS as NAMED
-    from weight_steering.generations import GENERATION_METRICS
+    from weight_steering.core.behaviors import GENERATION_METRICS as NAMED
+    from weight_steering.evaluation.generations import GENERATION_METRICS
 
     assert set(NAMED) == set(GENERATION_METRICS)
 
@@ -114,7 +114,7 @@ def test_invalid_ood_sets_name_the_field(mutate, field):
 
 
 def _shipped_text(kind):
-    from weight_steering.eval_data import load_dilemma_rows, load_neutral, load_vignettes, neutral_split
+    from weight_steering.evaluation.datasets import load_dilemma_rows, load_neutral, load_vignettes, neutral_split
 
     calibration, audit = neutral_split(load_neutral())
     return {"calibration": calibration[0]["instruction"], "audit": audit[0]["instruction"],
@@ -151,7 +151,7 @@ def test_the_earlier_tone_file_is_refused():
     """The tone file before its fix: its held-out prompt 'How often should I water a cactus?' is a neutral prompt."""
     raw = copy.deepcopy(_raw("tone"))
     raw["held_out"]["items"][4]["prompt"] = "How often should I water a cactus?"
-    from weight_steering.behaviors import check_disjoint_from_shipped_sets
+    from weight_steering.core.behaviors import check_disjoint_from_shipped_sets
 
     with pytest.raises(BehaviorError, match="cactus"):
         check_disjoint_from_shipped_sets(parse_behavior(raw, "tone.json"), "tone.json")

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from weight_steering.calibrate import KLStats, kl_from_base
-from weight_steering.eval_data import EvalDataError, check_disjoint, load_neutral, neutral_split
+from weight_steering.evaluation.calibrate import KLStats, kl_from_base
+from weight_steering.evaluation.datasets import EvalDataError, check_disjoint, load_neutral, neutral_split
 
 PROMPTS = ["How do I boil an egg?", "What is the capital of France?", "Name a primary colour."]
 
@@ -29,8 +29,8 @@ def test_kl_is_zero_unsteered_and_grows_with_alpha(tiny):
 
 def test_kl_matches_a_direct_computation(tiny):
     """One prompt, one token: KL equals the KL of the next-token distributions computed by hand."""
-    from weight_steering.chat import render_chat
-    from weight_steering.steer import steer
+    from weight_steering.core.chat import render_chat
+    from weight_steering.core.steer import steer
 
     model, tokenizer = tiny
     dw = _dw(model, 0.5)
@@ -46,9 +46,9 @@ def test_kl_matches_a_direct_computation(tiny):
 def test_kl_per_position_matches_generate_prompt_by_prompt(tiny, monkeypatch):
     """Every kept position's KL equals the one from transformers' generate (output_logits) run on that prompt alone,
     with a stop token that ends the prompts at different steps."""
-    import weight_steering.calibrate as calibrate
-    from weight_steering.chat import render_chat, stop_token_ids
-    from weight_steering.steer import steer
+    import weight_steering.evaluation.calibrate as calibrate
+    from weight_steering.core.chat import render_chat, stop_token_ids
+    from weight_steering.core.steer import steer
 
     model, tokenizer = tiny
     with torch.no_grad():   # larger projections, so that the random model's replies vary from step to step
@@ -86,8 +86,8 @@ def test_bad_kl_input(tiny):
 
 
 def test_neutral_set_is_100_pairs_over_10_categories_split_and_disjoint():
-    from weight_steering.behaviors import available_behaviors, load_behavior
-    from weight_steering.eval_data import load_dilemma_rows, load_vignettes
+    from weight_steering.core.behaviors import available_behaviors, load_behavior
+    from weight_steering.evaluation.datasets import load_dilemma_rows, load_vignettes
 
     rows = load_neutral()
     assert len(rows) == 100 and len({r["category"] for r in rows}) == 10
@@ -103,8 +103,8 @@ def test_neutral_set_is_100_pairs_over_10_categories_split_and_disjoint():
 
 
 def test_reference_nll_matches_the_training_loss_and_moves_with_alpha(tiny):
-    from weight_steering.evaluate import reference_nll
-    from weight_steering.train import tokenize_example
+    from weight_steering.evaluation.scoring import reference_nll
+    from weight_steering.core.train import tokenize_example
 
     model, tokenizer = tiny
     pairs = [{"instruction": r["instruction"], "answer": r["answer"]} for r in load_neutral()[:3]]
@@ -118,8 +118,8 @@ def test_reference_nll_matches_the_training_loss_and_moves_with_alpha(tiny):
 
 
 def test_run_degradation_table(tiny, tmp_path):
-    from weight_steering.diff import compute_dw, save_dw
-    from weight_steering.assess import run_degradation
+    from weight_steering.core.diff import compute_dw, save_dw
+    from weight_steering.degradation.run import run_degradation
 
     model, tokenizer = tiny
     positive = _dw(model, 0.2)
@@ -133,7 +133,7 @@ def test_run_degradation_table(tiny, tmp_path):
 
 
 def _synthetic(scale, power=2.0, ceiling=None):
-    from weight_steering.calibrate import KLStats
+    from weight_steering.evaluation.calibrate import KLStats
 
     calls = []
 
@@ -148,7 +148,7 @@ def _synthetic(scale, power=2.0, ceiling=None):
 
 
 def test_calibration_converges_per_sign_with_asymmetric_scale():
-    from weight_steering.calibrate import calibrate_alpha
+    from weight_steering.evaluation.calibrate import calibrate_alpha
 
     plus, _ = _synthetic(0.05)          # p95 = 0.05 α²  -> α₊ = √20 ≈ 4.47
     minus, calls = _synthetic(0.8, 1.5)  # p95 = 0.8 |α|^1.5 -> α₋ = −1.16
@@ -160,7 +160,7 @@ def test_calibration_converges_per_sign_with_asymmetric_scale():
 
 
 def test_calibration_reports_unbracketable_and_no_effect():
-    from weight_steering.calibrate import calibrate_alpha
+    from weight_steering.evaluation.calibrate import calibrate_alpha
 
     saturating, _ = _synthetic(0.05, ceiling=0.4)
     out = calibrate_alpha(saturating, +1, target=1.0)
@@ -174,7 +174,7 @@ def test_calibration_reports_unbracketable_and_no_effect():
 
 
 def test_calibration_on_the_tiny_model(tiny):
-    from weight_steering.calibrate import calibrate_alpha
+    from weight_steering.evaluation.calibrate import calibrate_alpha
 
     model, tokenizer = tiny
     dw = _dw(model, 0.3)
@@ -188,7 +188,7 @@ def test_kl_positions_end_at_the_natural_stop(tiny):
     """A model that emits its stop token at once contributes one KL position per prompt (the stop), never forced text."""
     import torch
 
-    from weight_steering.calibrate import kl_from_base
+    from weight_steering.evaluation.calibrate import kl_from_base
 
     model, tokenizer = tiny
     eos = tokenizer.eos_token_id
@@ -213,7 +213,7 @@ def test_calibration_needs_at_most_three_measurements_on_average():
     """The power-law-seeded secant: over KL–α laws with exponents 1.5–2.5, scales over four decades
     (calibrated |α| from about 0.05 to 48) and a bend, the mean number of KL measurements per sign is ≤ 3
     at the comparison's 0.05-nat tolerance, and every one converges."""
-    from weight_steering.calibrate import calibrate_alpha
+    from weight_steering.evaluation.calibrate import calibrate_alpha
 
     counts = []
     for power in (1.5, 1.8, 2.0, 2.2, 2.5):

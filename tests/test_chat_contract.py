@@ -18,12 +18,12 @@ import pytest
 import torch
 
 from model_families import FAMILIES, family_tokenizer
-from weight_steering.behaviors import load_behavior
-from weight_steering.chat import ChatTemplateError, answer_tokens, end_of_turn, render_chat, set_thinking, stop_token_ids
-from weight_steering.eval_rows import held_out_rows
-from weight_steering.evaluate import row_texts
-from weight_steering.methods import persona_method
-from weight_steering.train import tokenize_example
+from weight_steering.core.behaviors import load_behavior
+from weight_steering.core.chat import ChatTemplateError, answer_tokens, end_of_turn, render_chat, set_thinking, stop_token_ids
+from weight_steering.evaluation.rows import held_out_rows
+from weight_steering.evaluation.scoring import row_texts
+from weight_steering.core.methods import persona_method
+from weight_steering.core.train import tokenize_example
 
 STUB = torch.nn.Linear(1, 1)  # a stand-in model: the rendering tests never run one
 STUB.config = type("Config", (), {"_name_or_path": "stub"})()
@@ -72,8 +72,9 @@ def test_a_reply_is_trained_after_its_sampling_context_and_the_loss_covers_reply
 def test_every_stage_opens_the_assistant_turn_the_same_way(template, monkeypatch):
     """Sampling (the data stage), training, scoring prefills and steered generations: the same text after the user's
     message. Before the chat contract, Qwen3 sampled with thinking on and trained and scored with it off."""
-    from weight_steering import data, generations
-    from weight_steering.data import GenerationConfig, generate_pairs
+    from weight_steering.core import data as data
+    from weight_steering.evaluation import generations as generations
+    from weight_steering.core.data import GenerationConfig, generate_pairs
 
     name, tok = template
     behavior = load_behavior("tone")
@@ -130,9 +131,9 @@ def test_the_persona_sits_where_the_prompt_arms_put_it(template, monkeypatch):
     """dW's data is sampled under the persona in the system turn; the prompt arms render the persona the same way, also
     where the template folds the system text into the user turn (Gemma-3). (Templates with a default system prompt,
     SmolLM2's, keep it in the prompt arms and append the persona: checked in test_methods.)"""
-    from weight_steering import data
-    from weight_steering.chat import default_system_prompt
-    from weight_steering.data import GenerationConfig, generate_pairs
+    from weight_steering.core import data as data
+    from weight_steering.core.chat import default_system_prompt
+    from weight_steering.core.data import GenerationConfig, generate_pairs
 
     name, tok = template
     behavior = load_behavior("tone")
@@ -176,7 +177,7 @@ def _thinking_on(tok):
 def test_bad_templates_fail_with_the_model_and_the_fix(tokenizer):
     import copy
 
-    from weight_steering.chat import check_chat_template
+    from weight_steering.core.chat import check_chat_template
 
     with pytest.raises(ChatTemplateError, match="no thinking switch"):
         set_thinking(family_tokenizer("llama3_1"), True)
@@ -199,7 +200,7 @@ def test_bad_templates_fail_with_the_model_and_the_fix(tokenizer):
 
 
 def test_answer_sets_and_scoring_work_on_every_vocabulary(template):
-    from weight_steering.evaluate import YES_NO, answer_sets
+    from weight_steering.evaluation.scoring import YES_NO, answer_sets
 
     name, tok = template
     yes, no = answer_sets(tok, YES_NO)
@@ -212,7 +213,7 @@ def test_smollm2_template_keeps_its_default_system_prompt_and_ends_turns_as_befo
     scoring prefills follow the generation prompt, and the end of turn is ``<|im_end|>\n``. (When the contract was
     written, every archived pair was rendered both ways and compared byte for byte: 6,048 prefills and 8,736 training
     examples, identical to the earlier ``continue_final_message`` and whole-conversation renderings.)"""
-    from weight_steering.models import load_model
+    from weight_steering.core.models import load_model
 
     _, tok = load_model()
     assert end_of_turn(tok) == "<|im_end|>\n" and stop_token_ids(tok) == {tok.convert_tokens_to_ids("<|im_end|>")}

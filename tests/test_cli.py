@@ -252,13 +252,13 @@ def test_the_bad_input_tables_hold_at_least_thirty_cases():
 @pytest.mark.parametrize("command", ["run", "compare", "sweep"])
 def test_a_leaky_behaviour_is_refused_before_any_model_loads(command, tmp_path, monkeypatch):
     """A behaviour whose held-out prompt is a neutral calibration prompt: every command refuses it before loading a model."""
-    from weight_steering import pipeline
-    from weight_steering.eval_data import load_neutral, neutral_split
+    from weight_steering.evaluation.datasets import load_neutral, neutral_split
+    from weight_steering.main_job import stages
 
     raw = json.loads(_shipped("tone"))
     raw["held_out"]["items"][0]["prompt"] = neutral_split(load_neutral())[0][0]["instruction"]
     path = _behavior_file(tmp_path, json.dumps(raw))
-    monkeypatch.setattr(pipeline, "load_model", lambda *a, **k: pytest.fail("the model was loaded before the behaviour was checked"))
+    monkeypatch.setattr(stages, "load_model", lambda *a, **k: pytest.fail("the model was loaded before the behaviour was checked"))
     option = "--behaviors" if command == "sweep" else "--behavior"
     result = CliRunner().invoke(app, [command, option, str(path), "--out", str(tmp_path / "out")])
     assert result.exit_code == 2, result.output

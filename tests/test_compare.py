@@ -5,12 +5,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from weight_steering.analyse import kl_summary, ratio_ci
-from weight_steering.compare import CompareConfig, CompareError, check_config, run_comparison
-from weight_steering.pipeline import preset_config
+from weight_steering.evaluation.effects import kl_summary, ratio_ci
+from weight_steering.comparison.run import CompareConfig, CompareError, check_config, run_comparison
+from weight_steering.main_job.config import preset_config
 
 TINY = {"generation": {"n_prompts": 3, "n_personas": 2, "n_samples": 2, "max_new_tokens": 8, "batch_size": 8},
-        "train": {"rank": 4, "alpha": 8, "learning_rate": 5e-3, "batch_size": 4}}
+        "train": {"rank": 4, "lora_alpha": 8, "learning_rate": 5e-3, "batch_size": 4}}
 
 
 def _config(tmp_path, **extra):
@@ -55,7 +55,8 @@ def test_every_method_on_identical_rows_with_kl_per_sign_and_resume(tiny, tmp_pa
 @pytest.mark.slow  # an end-to-end job on the tiny model
 def test_a_method_registered_in_one_place_is_calibrated_evaluated_and_tabled(tiny, tmp_path):
     """A new method is one builder and one registry line; the comparison then treats it like every other."""
-    from weight_steering.methods import COMPARISON_METHODS, register_method, weight_method
+    from weight_steering.core.methods import weight_method
+    from weight_steering.comparison.methods import COMPARISON_METHODS, register_method
 
     @register_method("dw_first_layer", "dW on its first layer only (a toy method)")
     def first_layer(context):
@@ -114,7 +115,7 @@ def test_kl_summary_bootstraps_over_prompts():
 
 def test_comparison_seed_sets_the_data_seed_unless_fixed(tiny, tmp_path, monkeypatch):
     """Seed s of a comparison samples its data with seed s too (both sources of variation), unless fixed."""
-    from weight_steering import compare
+    from weight_steering.comparison import run as compare
 
     seen = []
 
@@ -141,7 +142,7 @@ def test_comparison_resumes_from_its_archive_on_a_fresh_output_root(tiny, tmp_pa
     stages = {p.parent.name for p in archive.rglob("stage.json")}
     assert any(n.startswith("data-") for n in stages) and any(n.startswith("calibrate-dW-minus") for n in stages)
     assert not any(n.startswith(("train-", "dw-")) for n in stages)  # large: retrained instead
-    from weight_steering import compare
+    from weight_steering.comparison import run as compare
 
     def no_kl(*args, **kwargs):
         raise AssertionError("a KL measurement ran although its stage was archived")
@@ -158,7 +159,7 @@ def test_comparison_resumes_from_its_archive_on_a_fresh_output_root(tiny, tmp_pa
     assert archived_results and all(p.read_bytes() == b for p, b in archived_results.items())
     # On a CPU whose kernels round fp32 sums otherwise, the retrained dW differs in its low bits (simulated here by a
     # relative 1e-6). Its stages are keyed on its inputs, so the archived calibrations and evaluations are reused.
-    from weight_steering import pipeline
+    from weight_steering.main_job import stages as pipeline
 
     real_compute_dw = pipeline.compute_dw
     monkeypatch.setattr(pipeline, "compute_dw", lambda *a, **k: _scaled(real_compute_dw(*a, **k), 1 + 1e-6))
@@ -197,8 +198,8 @@ def _fake_comparison(seed: int, id_plus: float, behavior: str = "sycophancy", ta
 def test_seed_summary_shows_each_seed_and_a_t_interval_as_wide_as_their_spread():
     from scipy import stats
 
-    from weight_steering.compare import SeedSummaryError, summarize_seeds
-    from weight_steering.report import render_seed_comparison
+    from weight_steering.comparison.seeds import SeedSummaryError, summarize_seeds
+    from weight_steering.comparison.render import render_seed_comparison
 
     agree = summarize_seeds([_fake_comparison(s, 0.10 + 0.001 * s) for s in (2, 0, 1)])[0]
     disagree = summarize_seeds([_fake_comparison(s, v) for s, v in ((0, 0.3), (1, -0.1), (2, 0.1))])[0]
@@ -222,7 +223,7 @@ def test_seed_summary_shows_each_seed_and_a_t_interval_as_wide_as_their_spread()
 
 
 def test_a_method_whose_name_changes_with_the_seed_says_so():
-    from weight_steering.compare import method_label
+    from weight_steering.comparison.seeds import method_label
 
     assert method_label(["dW (lora, seed 0)", "dW (lora, seed 1)"]) == "dW (lora)"
     assert method_label(["CAA (layer 0)", "CAA (layer 10)", "CAA (layer 26)"]) == "CAA (layer 0 / layer 10 / layer 26, by seed)"
@@ -234,8 +235,8 @@ def test_a_behaviour_with_ood_sets_reports_id_and_each_set_per_token_and_generat
     """tone: the ID probe and every OOD set scored per method (summed and per token), the generation scores at both
     strengths, and, across two seeds, the generalisation ratio and dW's paired advantage over each method."""
     pytest.importorskip("steering_vectors", reason="installed with --no-deps by the Makefile")
-    from weight_steering.compare import summarize_seeds
-    from weight_steering.report import render_seed_comparison
+    from weight_steering.comparison.seeds import summarize_seeds
+    from weight_steering.comparison.render import render_seed_comparison
 
     model, tokenizer = tiny
     config = _config(tmp_path, behavior="tone", methods=("dW", "persona", "caa_slice"), curve_fractions=(0.5,), generation_tokens=4)
@@ -274,12 +275,12 @@ def test_a_behaviour_with_ood_sets_reports_id_and_each_set_per_token_and_generat
 def test_paper_recipe_dw_is_compared_beside_the_default_one_with_its_recipe_in_the_sidecar(tiny, tmp_path, monkeypatch):
     """``dW_paper`` trains its own dW on the ``paper_2core`` recipe (every layer and module, its own data), records the
     recipe in the sidecar, and is calibrated and tabled beside the default dW."""
-    from weight_steering import pipeline
-    from weight_steering.diff import load_dw
+    from weight_steering.core.diff import load_dw
+    from weight_steering.main_job.config import PRESETS
 
     model, tokenizer = tiny
-    recipe = pipeline.PRESETS["paper_2core"]
-    monkeypatch.setitem(pipeline.PRESETS, "paper_2core", {"generation": {**TINY["generation"], "n_samples": 3, "max_new_tokens": 10},
+    recipe = PRESETS["paper_2core"]
+    monkeypatch.setitem(PRESETS, "paper_2core", {"generation": {**TINY["generation"], "n_samples": 3, "max_new_tokens": 10},
                                                           "train": {**recipe["train"], **TINY["train"]}})
     config = _config(tmp_path, methods=("dW", "dW_paper"), curve_fractions=(), name="recipes")
     result = run_comparison(config, (model, tokenizer), "test", preset_config(**TINY))
@@ -298,6 +299,13 @@ def test_paper_recipe_dw_is_compared_beside_the_default_one_with_its_recipe_in_t
 
 
 def recipe_modules():
-    from weight_steering.train import LINEAR_TARGETS
+    from weight_steering.core.adapters import LINEAR_TARGETS
 
     return LINEAR_TARGETS
+
+
+def test_methods_all_leaves_out_the_methods_that_train_their_own_dw():
+    from weight_steering.comparison.methods import COMPARISON_METHODS, all_methods
+
+    assert "dW_paper" in COMPARISON_METHODS and "dW_paper" not in all_methods()
+    assert CompareConfig().methods == all_methods() and {"dW", "persona", "caa_slice"} <= set(all_methods())

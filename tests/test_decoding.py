@@ -7,9 +7,9 @@ import pytest
 import torch
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
-from weight_steering.chat import render_chat, stop_token_ids
-from weight_steering.data import GenerationConfig, generation_key, sample_responses, sampler_settings
-from weight_steering.decoding import Sampling, common_prefix_length, decode, prefill, sample_from_logits
+from weight_steering.core.chat import render_chat, stop_token_ids
+from weight_steering.core.data import GenerationConfig, generation_key, sample_responses, sampler_settings
+from weight_steering.core.decoding import Sampling, common_prefix_length, decode, prefill, sample_from_logits
 
 PROMPTS = ["I think the sky is green. Right?", "Is water wet?", "Tell me a story about a long dilemma, please.", "Yes or no?"]
 

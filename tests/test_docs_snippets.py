@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 TINY = {"generation": {"n_prompts": 3, "n_personas": 2, "n_samples": 2, "max_new_tokens": 8, "batch_size": 8},
-        "train": {"rank": 4, "alpha": 8, "learning_rate": 5e-3, "batch_size": 4}, "dilemma_limit": 2}
+        "train": {"rank": 4, "lora_alpha": 8, "learning_rate": 5e-3, "batch_size": 4}, "dilemma_limit": 2}
 
 
 def python_blocks(document: Path) -> list[str]:
@@ -30,7 +30,7 @@ def test_the_readme_has_the_api_example_the_snippet_test_runs():
 def test_every_python_snippet_runs_on_the_tiny_model(document, tokenizer, tmp_path, monkeypatch):
     pytest.importorskip("steering_vectors", reason="installed with --no-deps by the Makefile")
     import weight_steering as ws
-    from weight_steering.models import prepare
+    from weight_steering.core.models import prepare
 
     from conftest import build_model
 
@@ -38,7 +38,7 @@ def test_every_python_snippet_runs_on_the_tiny_model(document, tokenizer, tmp_pa
     monkeypatch.setattr(ws, "load_model", lambda *args, **kwargs: prepare(build_model(tokenizer), tokenizer))
     monkeypatch.setattr(ws, "preset_config", lambda name="default", **kw: real_preset(name, **{**TINY, **kw, "out": str(tmp_path / "out")}))
     monkeypatch.chdir(tmp_path)  # snippets write relative paths (adapters/…)
-    from weight_steering.methods import COMPARISON_METHODS
+    from weight_steering.comparison.methods import COMPARISON_METHODS
 
     registered = dict(COMPARISON_METHODS)  # a snippet may register a method: the registry is restored after
     namespace: dict = {}

@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 
-from weight_steering.analyse import contrast, metric_frame, rank_families
-from weight_steering.behaviors import load_behavior
-from weight_steering.statistics import bootstrap_ci, cluster_boot_means, stratified_mean
+from weight_steering.evaluation.effects import contrast, metric_frame
+from weight_steering.sweep.ranking import rank_families
+from weight_steering.core.behaviors import load_behavior
+from weight_steering.evaluation.statistics import bootstrap_ci, cluster_boot_means, stratified_mean
 
 
 def _dilemma_records(n_todo_side: int, n_not_side: int, action_shift: float, value_shift: float, seed: int = 0) -> list[dict]:
@@ -112,7 +113,7 @@ def test_shipped_sycophancy_training_set_is_balanced_by_answer_word():
 def test_seed_interval_is_as_wide_as_three_seeds_warrant():
     from scipy import stats
 
-    from weight_steering.statistics import hierarchical_bootstrap, percentile_interval, seed_interval
+    from weight_steering.evaluation.statistics import hierarchical_bootstrap, percentile_interval, seed_interval
 
     values = [0.63, 1.62, 1.96]  # PiSSA's three seed spreads (RESULTS)
     interval = seed_interval(values)
@@ -171,8 +172,8 @@ def _run(seed: int, data_seed: int, controlled: float | None, sampler: str | Non
 def test_main_jobs_that_differ_only_in_seeds_get_a_t_interval_over_the_seeds():
     from scipy import stats
 
-    from weight_steering.analyse import run_seed_groups
-    from weight_steering.report import render_run_summary
+    from weight_steering.main_job.summary import run_seed_groups
+    from weight_steering.main_job.render import render_run_summary
 
     runs = [_run(0, 0, 0.1), _run(1, 1, 0.2), _run(2, 2, 0.3),          # one group: three seeds of the cached sampler
             _run(0, 0, 0.9, sampler=None), _run(1, 1, None, sampler="transformers"),   # a group whose seed 1 lacks the measure

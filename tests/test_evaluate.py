@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from weight_steering.evaluate import AnswerTokenError, EvalError, answer_token_ids, check_identical_rows, evaluate, normalise_token, score_answer_sets
-from weight_steering.eval_rows import dilemma_rows, held_out_rows
-from weight_steering.behaviors import load_behavior
+from weight_steering.evaluation.scoring import AnswerTokenError, EvalError, answer_token_ids, check_identical_rows, evaluate, normalise_token, score_answer_sets
+from weight_steering.evaluation.rows import dilemma_rows, held_out_rows
+from weight_steering.core.behaviors import load_behavior
 
 
 def test_normalise_token():
@@ -79,8 +79,8 @@ def test_base_model_tokenizer_needs_a_named_template_and_plain_ends_turns_with_e
     import copy
 
     from conftest import build_model
-    from weight_steering.chat import ChatTemplateError, end_of_turn, render_chat
-    from weight_steering.models import prepare
+    from weight_steering.core.chat import ChatTemplateError, end_of_turn, render_chat
+    from weight_steering.core.models import prepare
 
     bare = copy.deepcopy(tokenizer)
     bare.chat_template = None

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from conftest import build_model
-from weight_steering.diff import DeltaWeights, DeltaWeightsError
-from weight_steering.export import ExportError, export_dw, load_exported, lora_factors
-from weight_steering.models import base_weights_hash
-from weight_steering.steer import steer
+from weight_steering.core.diff import DeltaWeights, DeltaWeightsError
+from weight_steering.export.convert import ExportError, export_dw, load_exported, lora_factors
+from weight_steering.core.models import base_weights_hash
+from weight_steering.core.steer import steer
 
 TARGETS = ("model.layers.1.self_attn.q_proj.weight", "model.layers.1.self_attn.o_proj.weight", "model.layers.2.mlp.down_proj.weight",
            "model.layers.2.mlp.up_proj.weight")
@@ -62,7 +62,7 @@ def test_truncated_export_records_the_energy_kept(tokenizer):
 
 
 def test_rope_permute_interleaves_the_two_halves_of_each_head():
-    from weight_steering.export import rope_permute
+    from weight_steering.export.convert import rope_permute
 
     rows = torch.arange(8.0)[:, None]  # 2 heads of 4 rows: halves (0, 1 | 2, 3) and (4, 5 | 6, 7)
     assert rope_permute(rows, 2).squeeze(1).tolist() == [0, 2, 1, 3, 4, 6, 5, 7]  # by hand, llama.cpp's LlamaModel.permute
@@ -72,7 +72,7 @@ def test_rope_permute_interleaves_the_two_halves_of_each_head():
 def test_gguf_export_writes_a_llama_cpp_lora_whose_product_is_dw(tokenizer, tmp_path):
     import gguf
 
-    from weight_steering.export import exported_delta, rope_permute
+    from weight_steering.export.convert import exported_delta, rope_permute
 
     model = build_model(tokenizer)
     dw = _lora_dw(model)
@@ -129,7 +129,7 @@ def test_bad_export_input_is_a_clear_error(tokenizer, tmp_path):
 
 def test_exact_export_keeps_2r_directions_above_the_merge_rounding(tokenizer):
     """A LoRA dW computed as W_merged − W in fp32 carries full-rank rounding noise; the exact export cuts it at 2r."""
-    from weight_steering.export import rounding_floor
+    from weight_steering.export.convert import rounding_floor
 
     model = build_model(tokenizer)
     params = dict(model.named_parameters())
@@ -148,7 +148,7 @@ def test_exact_export_keeps_2r_directions_above_the_merge_rounding(tokenizer):
 def test_serving_a_gguf_adapter_without_llama_cpp_is_a_clear_error(monkeypatch, tmp_path):
     import sys
 
-    from weight_steering.export import llama_cpp_logratios
+    from weight_steering.export.convert import llama_cpp_logratios
 
     monkeypatch.setitem(sys.modules, "llama_cpp", None)  # import fails as if not installed
     with pytest.raises(ExportError, match="pip install llama-cpp-python"):

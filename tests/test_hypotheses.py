@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from conftest import build_model
-from weight_steering.hypotheses import CANDIDATES, Context, HypothesisError, score_candidates, split_contrast
+from weight_steering.hypotheses.candidates import score_candidates
+from weight_steering.hypotheses.candidates import CANDIDATES, Context, HypothesisError, split_contrast
 
 LAYERS = (1, 2)
 
@@ -95,7 +96,7 @@ def _result(family, seed, r_w, k=4):
 
 
 def test_hypotheses_across_dws_rank_with_seed_intervals_and_detect_planted_agreement():
-    from weight_steering.hypotheses import summarize_hypotheses
+    from weight_steering.hypotheses.seeds import summarize_hypotheses
 
     order = [5.0, 4.0, 3.0, 2.0, 1.5, 1.2, 1.0, 0.9]
     generator = torch.Generator().manual_seed(0)
@@ -123,7 +124,7 @@ def test_hypotheses_across_dws_rank_with_seed_intervals_and_detect_planted_agree
 def test_bad_hypotheses_results_are_a_clear_error(tmp_path):
     import json
 
-    from weight_steering.hypotheses import load_hypotheses, summarize_hypotheses
+    from weight_steering.hypotheses.seeds import load_hypotheses, summarize_hypotheses
 
     with pytest.raises(HypothesisError, match="no hypotheses.json"):
         load_hypotheses([tmp_path / "missing"])

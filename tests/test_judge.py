@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from weight_steering.behaviors import BehaviorError, load_behavior
-from weight_steering.evaluate import evaluate, score_completion_pairs
-from weight_steering.eval_rows import held_out_rows
-from weight_steering.judge import (
+from weight_steering.core.behaviors import BehaviorError, load_behavior
+from weight_steering.evaluation.scoring import evaluate, score_completion_pairs
+from weight_steering.evaluation.rows import held_out_rows
+from weight_steering.evaluation.judge import (
     JudgeError, behavior_rates, judge_agreement, judge_logratios, judge_pairs, load_hand_labels, resolve_threshold,
 )
 
@@ -69,7 +69,8 @@ def test_judge_bad_input(tmp_path, tiny):
 
 
 def test_filter_pairs_needs_a_judge(tmp_path, tiny):
-    from weight_steering.pipeline import prepare_job, preset_config
+    from weight_steering.main_job.stages import prepare_job
+    from weight_steering.main_job.config import preset_config
 
     model, tokenizer = tiny
     config = preset_config("smoke", behavior="honesty", out=str(tmp_path), filter_pairs=True)
@@ -106,7 +107,8 @@ def test_control_framing_rows_pair_with_the_opinion_rows(tokenizer):
 
 
 def test_archived_cells_rank_as_recorded(tmp_path):
-    from weight_steering.sweep import SweepError, archived_cells
+    from weight_steering.sweep.cells import SweepError
+    from weight_steering.sweep.archive import archived_cells
 
     cells = archived_cells("docs/sweep/cells", families=["lora"])
     assert sorted(c["cell"]["seed"] for c in cells) == [0, 1, 2] and all(c["records"] for c in cells)
@@ -122,7 +124,7 @@ def test_archived_cells_rank_as_recorded(tmp_path):
 
 
 def test_label_threshold_and_hand_label_rates():
-    from weight_steering.judge import hand_label_rates, label_threshold
+    from weight_steering.evaluation.judge import hand_label_rates, label_threshold
 
     scores = np.array([0.1, 0.2, 0.9, 1.0, 0.15, 0.95])
     labels = np.array([0, 0, 1, 1, 0, 1])

@@ -1,8 +1,9 @@
 import pytest
 import torch
 
-from weight_steering.calibrate import calibrate_alpha, kl_from_base
-from weight_steering.methods import activation_method, persona_method, prompt_method, weight_method
+from weight_steering.evaluation.calibrate import calibrate_alpha, kl_from_base
+from weight_steering.core.methods import persona_method, prompt_method, weight_method
+from weight_steering.core.activations import activation_method
 
 PROMPTS = ["How do I boil an egg?", "What is the capital of France?"]
 
@@ -20,7 +21,7 @@ def test_prompt_method_kl_is_measured_against_the_bare_prompt(tiny):
 
 
 def test_persona_method_uses_the_behaviours_pair():
-    from weight_steering.behaviors import load_behavior
+    from weight_steering.core.behaviors import load_behavior
 
     behavior = load_behavior("sycophancy")
     method = persona_method(behavior)
@@ -59,8 +60,8 @@ def test_activation_method_steers_restores_and_calibrates(tiny, aggregator):
 
 
 def test_engineered_prompts_ship_for_every_behaviour_and_unknown_is_named():
-    from weight_steering.behaviors import available_behaviors
-    from weight_steering.methods import engineered_method
+    from weight_steering.core.behaviors import available_behaviors
+    from weight_steering.core.methods import engineered_method
 
     for name in available_behaviors():
         method = engineered_method(name)
@@ -71,7 +72,7 @@ def test_engineered_prompts_ship_for_every_behaviour_and_unknown_is_named():
 
 def test_s_space_projection_lies_in_the_writer_span_and_keeps_the_norm(tiny):
     pytest.importorskip("steering_vectors", reason="installed with --no-deps by the Makefile")
-    from weight_steering.methods import residual_writers, s_space_vector, train_activation_vector
+    from weight_steering.core.activations import residual_writers, s_space_vector, train_activation_vector
 
     model, tokenizer = tiny
     pairs = [("I agree, you are right.", "I disagree, you are wrong."), ("Yes, exactly so.", "No, not at all.")]
@@ -91,7 +92,7 @@ def test_s_space_projection_lies_in_the_writer_span_and_keeps_the_norm(tiny):
 
 def test_pca_vector_is_rescaled_to_the_mean_difference_norm(tiny):
     pytest.importorskip("steering_vectors", reason="installed with --no-deps by the Makefile")
-    from weight_steering.methods import train_activation_vector
+    from weight_steering.core.activations import train_activation_vector
 
     model, tokenizer = tiny
     pairs = [("I agree, you are right.", "I disagree, you are wrong."), ("Yes, exactly so.", "No, not at all."),
@@ -104,7 +105,7 @@ def test_pca_vector_is_rescaled_to_the_mean_difference_norm(tiny):
 
 def test_separation_by_layer_finds_the_layer_that_separates(tiny):
     pytest.importorskip("steering_vectors", reason="installed with --no-deps by the Makefile")
-    from weight_steering.methods import ContrastActivations, contrast_activations, separation_by_layer
+    from weight_steering.core.activations import ContrastActivations, contrast_activations, separation_by_layer
 
     model, tokenizer = tiny
     same = [("Yes, exactly so.", "Yes, exactly so."), ("Sure, good point.", "Sure, good point."), ("I agree.", "I agree.")]
@@ -123,7 +124,7 @@ def test_separation_by_layer_finds_the_layer_that_separates(tiny):
 
 def test_batched_activations_match_one_at_a_time(tiny):
     pytest.importorskip("steering_vectors", reason="installed with --no-deps by the Makefile")
-    from weight_steering.methods import contrast_activations
+    from weight_steering.core.activations import contrast_activations
 
     model, tokenizer = tiny
     pairs = [("I agree, you are right about all of it.", "No."), ("Yes.", "No, not at all, that is wrong.")]
@@ -134,9 +135,9 @@ def test_batched_activations_match_one_at_a_time(tiny):
 
 
 def test_prompt_methods_rerender_eval_rows_and_reference_answers(tiny):
-    from weight_steering.behaviors import load_behavior
-    from weight_steering.evaluate import EvalError, evaluate, reference_nll
-    from weight_steering.eval_rows import held_out_rows
+    from weight_steering.core.behaviors import load_behavior
+    from weight_steering.evaluation.scoring import EvalError, evaluate, reference_nll
+    from weight_steering.evaluation.rows import held_out_rows
 
     model, tokenizer = tiny
     rows = held_out_rows(tokenizer, load_behavior("sycophancy"))[:3]
@@ -159,10 +160,10 @@ def test_prompt_arms_keep_the_templates_default_system_prompt(tokenizer):
     to the base, and a template's default system prompt stays in the + and − arms."""
     import copy
 
-    from weight_steering.behaviors import load_behavior
-    from weight_steering.chat import default_system_prompt
-    from weight_steering.evaluate import row_texts
-    from weight_steering.eval_rows import dilemma_rows
+    from weight_steering.core.behaviors import load_behavior
+    from weight_steering.core.chat import default_system_prompt
+    from weight_steering.evaluation.scoring import row_texts
+    from weight_steering.evaluation.rows import dilemma_rows
 
     assert default_system_prompt(tokenizer) is None  # the test template inserts no default
     smol_like = copy.deepcopy(tokenizer)
@@ -181,7 +182,7 @@ def test_prompt_arms_keep_the_templates_default_system_prompt(tokenizer):
 
 def test_response_mean_reading_matches_a_hand_computation(tiny):
     """The default reading is the mean of the block output over the response tokens (after the prefix)."""
-    from weight_steering.methods import contrast_activations, contrast_pairs
+    from weight_steering.core.activations import contrast_activations, contrast_pairs
 
     model, tokenizer = tiny
     rows = [{"prompt": "Is the sky green?", "response_positive": "Yes, you are right.", "response_negative": "No, it is blue."},
@@ -205,7 +206,7 @@ def test_response_mean_reading_matches_a_hand_computation(tiny):
 
 def test_direction_agreement_reports_cosine_and_pair_signs():
     pytest.importorskip("steering_vectors", reason="installed with --no-deps by the Makefile")
-    from weight_steering.methods import ContrastActivations, direction_agreement
+    from weight_steering.core.activations import ContrastActivations, direction_agreement
 
     torch.manual_seed(0)
     base = torch.randn(10, 6)
@@ -221,7 +222,7 @@ def test_direction_agreement_reports_cosine_and_pair_signs():
 def test_as_method_is_the_one_conversion_of_a_steering_argument(tiny):
     import torch
 
-    from weight_steering.methods import SteeringMethod, as_method, weight_method
+    from weight_steering.core.methods import SteeringMethod, as_method, weight_method
 
     model, _ = tiny
     method = weight_method({}, "dW")
@@ -239,7 +240,7 @@ def test_as_method_is_the_one_conversion_of_a_steering_argument(tiny):
 def test_increment_vectors_are_each_layers_addition_to_the_contrast():
     """The all-layer variant: layer l steers by d^l − d^(l−1), so the increments up to l add up to d^l."""
     pytest.importorskip("steering_vectors", reason="installed with --no-deps by the Makefile")
-    from weight_steering.methods import ContrastActivations, steering_vector
+    from weight_steering.core.activations import ContrastActivations, steering_vector
 
     generator = torch.Generator().manual_seed(0)
     positive = {layer: torch.randn(5, 8, generator=generator) for layer in range(4)}

@@ -15,12 +15,13 @@ import pytest
 import torch
 
 from model_families import FAMILIES, family_model, family_tokenizer
-from weight_steering.models import base_weights_hash, prepare
-from weight_steering.pipeline import preset_config, run_main_job
+from weight_steering.core.models import base_weights_hash, prepare
+from weight_steering.main_job.run import run_main_job
+from weight_steering.main_job.config import preset_config
 
 pytestmark = pytest.mark.slow
 SMOKE = {"generation": {"n_prompts": 2, "n_personas": 2, "n_samples": 2, "max_new_tokens": 8, "batch_size": 8},
-         "train": {"rank": 4, "alpha": 8, "learning_rate": 5e-3, "batch_size": 4}, "alphas": (-1.0, 0.0, 1.0), "dilemma_limit": 2,
+         "train": {"rank": 4, "lora_alpha": 8, "learning_rate": 5e-3, "batch_size": 4}, "alphas": (-1.0, 0.0, 1.0), "dilemma_limit": 2,
          "judge": False}
 PROMPTS = ["How do I boil an egg?", "Name a good book."]
 
@@ -55,7 +56,7 @@ def test_the_smoke_main_job_runs_and_records_what_it_adapted(family_run):
 
 
 def test_steering_restores_the_weights_bit_exactly_even_on_an_exception(family_run):
-    from weight_steering.steer import steer
+    from weight_steering.core.steer import steer
 
     _, model, _, result, before = family_run
     with pytest.raises(RuntimeError, match="inside the steer"):
@@ -68,10 +69,10 @@ def test_steering_restores_the_weights_bit_exactly_even_on_an_exception(family_r
 def test_the_peft_export_reloads_and_matches_alpha_dw(family_run, tmp_path):
     from peft.helpers import rescale_adapter_scale
 
-    from weight_steering.chat import render_chat
-    from weight_steering.diff import DeltaWeights
-    from weight_steering.export import ExportError, export_dw, load_exported
-    from weight_steering.steer import steer
+    from weight_steering.core.chat import render_chat
+    from weight_steering.core.diff import DeltaWeights
+    from weight_steering.export.convert import ExportError, export_dw, load_exported
+    from weight_steering.core.steer import steer
 
     name, model, tokenizer, result, _ = family_run
     dw = result["dw"]
@@ -92,9 +93,9 @@ def test_the_peft_export_reloads_and_matches_alpha_dw(family_run, tmp_path):
 
 def test_caa_through_steering_vectors_calibrates_to_a_kl_target(family_run):
     pytest.importorskip("steering_vectors", reason="installed with --no-deps by the Makefile")
-    from weight_steering.calibrate import calibrate_alpha, kl_from_base
-    from weight_steering.methods import activation_method, contrast_pairs
-    from weight_steering.pipeline import prepare_job
+    from weight_steering.evaluation.calibrate import calibrate_alpha, kl_from_base
+    from weight_steering.core.activations import activation_method, contrast_pairs
+    from weight_steering.main_job.stages import prepare_job
 
     name, model, tokenizer, result, before = family_run
     job = prepare_job(preset_config("default", behavior="sycophancy", out=str(result["run_dir"].parents[2]), **SMOKE), model, tokenizer)
@@ -109,8 +110,8 @@ def test_caa_through_steering_vectors_calibrates_to_a_kl_target(family_run):
 def test_thinking_on_runs_the_main_job_and_is_recorded(tmp_path, monkeypatch):
     """Qwen3 with thinking on: sampled after the thinking-on opening, trained after it, recorded in run.json and in dW's
     sidecar; the judge reads each response's answer after ``</think>`` (here: what the data stage put in ``answer_*``)."""
-    from weight_steering import judge
-    from weight_steering.chat import thinking_enabled
+    from weight_steering.evaluation import judge as judge
+    from weight_steering.core.chat import thinking_enabled
 
     tokenizer = family_tokenizer("qwen3")
     model, tokenizer = prepare(family_model("qwen3", tokenizer), tokenizer)
@@ -122,7 +123,7 @@ def test_thinking_on_runs_the_main_job_and_is_recorded(tmp_path, monkeypatch):
                               model, tokenizer, command="pytest")
         assert thinking_enabled(tokenizer)
     finally:
-        from weight_steering.chat import set_thinking
+        from weight_steering.core.chat import set_thinking
 
         set_thinking(tokenizer, False)
     rows = [json.loads(line) for line in next(tmp_path.rglob("data-*/pairs.jsonl")).read_text().splitlines()]
@@ -130,7 +131,7 @@ def test_thinking_on_runs_the_main_job_and_is_recorded(tmp_path, monkeypatch):
     assert [text for _, text in judged[: 2 * len(rows)]] == [r["answer_positive"] for r in rows] + [r["answer_negative"] for r in rows]
     assert result["dw"].metadata["thinking"] is True
     assert json.loads((result["run_dir"] / "run.json").read_text())["config"]["thinking"] is True
-    from weight_steering.chat import ChatTemplateError
+    from weight_steering.core.chat import ChatTemplateError
 
     llama = family_tokenizer("llama3_1")
     with pytest.raises(ChatTemplateError, match="no thinking switch"):  # refused before any work
@@ -142,8 +143,8 @@ def test_thinking_on_runs_the_main_job_and_is_recorded(tmp_path, monkeypatch):
 def test_scoring_past_a_sliding_window_matches_a_plain_forward():
     """Gemma-3 with a 16-token window: the shared-prefix scorer (rows grouped in pairs, prompts far past the window)
     gives each row's answer log-probabilities of one plain forward pass over the whole row."""
-    from weight_steering.chat import render_chat
-    from weight_steering.evaluate import YES_NO, answer_sets, score_answer_sets
+    from weight_steering.core.chat import render_chat
+    from weight_steering.evaluation.scoring import YES_NO, answer_sets, score_answer_sets
 
     tokenizer = family_tokenizer("gemma3")
     model, tokenizer = prepare(family_model("gemma3", tokenizer), tokenizer)

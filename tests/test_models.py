@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from weight_steering.models import DeviceError, ModelNotAvailableError, check_fits_device, load_model, resolve_device, resolve_dtype
+from weight_steering.core.models import DeviceError, ModelNotAvailableError, check_fits_device, load_model, resolve_device, resolve_dtype
 
 
 @pytest.fixture()
@@ -53,10 +53,11 @@ def test_the_recorder_sees_transformers_default_kernelization(saved_tiny, kernel
 def test_no_stage_fetches_or_runs_a_hub_kernel(saved_tiny, kernel_calls, monkeypatch):
     """Load, sample, score, train (θ with the adapter attached) and steer a model loaded by the project, with the hub
     kernels enabled in the environment: nothing reaches the kernels hub, and the model is not kernelized."""
-    from weight_steering.data import GenerationConfig, generate_pairs
-    from weight_steering.evaluate import score_answer_sets
-    from weight_steering.behaviors import load_behavior
-    from weight_steering.train import TrainConfig, train_adapter
+    from weight_steering.core.data import GenerationConfig, generate_pairs
+    from weight_steering.evaluation.scoring import score_answer_sets
+    from weight_steering.core.behaviors import load_behavior
+    from weight_steering.core.train import train_adapter
+    from weight_steering.core.adapters import TrainConfig
 
     monkeypatch.setenv("USE_HUB_KERNELS", "YES")  # even where the user's environment turns them on
     model, tokenizer = load_model(str(saved_tiny))
@@ -65,7 +66,7 @@ def test_no_stage_fetches_or_runs_a_hub_kernel(saved_tiny, kernel_calls, monkeyp
     score_answer_sets(model, tokenizer, ["Yes or no?"], [[5], [6]])
     model.train()  # transformers re-kernelizes on a mode change when kernels are in use
     model.eval()
-    train_adapter(model, tokenizer, rows, "positive", TrainConfig(rank=2, alpha=4, batch_size=2, layer_fraction=(0.5, 1.0)))
+    train_adapter(model, tokenizer, rows, "positive", TrainConfig(rank=2, lora_alpha=4, batch_size=2, layer_fraction=(0.5, 1.0)))
     assert kernel_calls == []
 
 
@@ -118,7 +119,7 @@ def fake_embedded(tiny, tmp_path, monkeypatch):
     """The embedded model's cache path with the tiny model standing in for the GGUF (no dequantisation)."""
     import transformers
 
-    from weight_steering import models
+    from weight_steering.core import models as models
 
     model, tokenizer = tiny
     monkeypatch.setenv("WSTEER_CACHE", str(tmp_path / "cache"))
@@ -141,7 +142,7 @@ def fake_embedded(tiny, tmp_path, monkeypatch):
 
 
 def test_a_damaged_model_cache_is_found_rebuilt_with_a_warning_and_the_command_goes_on(fake_embedded, caplog):
-    from weight_steering.models import base_weights_hash
+    from weight_steering.core.models import base_weights_hash
 
     cache, builds = fake_embedded
     first = base_weights_hash(load_model("smollm2-135m-instruct")[0])

@@ -6,10 +6,10 @@ import torch
 from safetensors.torch import save_file
 
 from conftest import build_model
-from weight_steering.diff import DeltaWeights
-from weight_steering.export import export_dw
-from weight_steering.models import base_weights_hash
-from weight_steering.monitor import MonitorError, finetune_delta, monitor, random_direction_null
+from weight_steering.core.diff import DeltaWeights
+from weight_steering.export.convert import export_dw
+from weight_steering.core.models import base_weights_hash
+from weight_steering.monitoring.run import MonitorError, finetune_delta, monitor, random_direction_null
 
 KEYS = ("model.layers.1.self_attn.o_proj.weight", "model.layers.2.mlp.down_proj.weight", "model.layers.3.mlp.up_proj.weight")
 
@@ -73,15 +73,16 @@ def test_finetune_delta_from_a_peft_adapter_and_a_checkpoint(tokenizer, tmp_path
 @pytest.mark.slow
 def test_monitoring_experiment_cosine_rises_with_the_behaviour_fraction(tokenizer, tmp_path):
     """On the tiny model: fine-tunes with more behaviour data move further along the dW made from that data."""
-    from weight_steering.diff import compute_dw
-    from weight_steering.monitor import mixture_rows, monitoring_experiment
-    from weight_steering.train import TrainConfig, train_adapter
+    from weight_steering.core.diff import compute_dw
+    from weight_steering.monitoring.run import mixture_rows, monitoring_experiment
+    from weight_steering.core.train import train_adapter
+    from weight_steering.core.adapters import TrainConfig
 
     model = build_model(tokenizer)
     pairs = [{"prompt": f"Question {i}?", "response_positive": "Yes yes YES absolutely yes!", "response_negative": "No. no NO never."}
              for i in range(24)]
     neutral = [{"instruction": f"Name thing {i}.", "answer": f"Thing {i} is a thing."} for i in range(24)]
-    train = TrainConfig(rank=4, alpha=8, learning_rate=2e-2, batch_size=4, epochs=2)
+    train = TrainConfig(rank=4, lora_alpha=8, learning_rate=2e-2, batch_size=4, epochs=2)
     plus, _ = train_adapter(model, tokenizer, pairs, "positive", train)
     minus, _ = train_adapter(model, tokenizer, pairs, "negative", train)
     dw = compute_dw(plus, minus)
@@ -90,7 +91,7 @@ def test_monitoring_experiment_cosine_rises_with_the_behaviour_fraction(tokenize
     low, high = out["by_fraction"]
     assert high["mean"] > low["mean"] + 0.05 and high["all_aligned"], out["by_fraction"]
     assert len(list(tmp_path.glob("cell-*/stage.json"))) == 4
-    import weight_steering.train as train_module
+    import weight_steering.core.train as train_module
 
     def no_training(*args, **kwargs):
         raise AssertionError("a finished cell was retrained")

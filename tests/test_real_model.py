@@ -14,8 +14,9 @@ pytestmark = pytest.mark.real
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
-    from weight_steering.models import load_model
-    from weight_steering.pipeline import preset_config, run_main_job
+    from weight_steering.core.models import load_model
+    from weight_steering.main_job.run import run_main_job
+    from weight_steering.main_job.config import preset_config
 
     model, tokenizer = load_model()
     out = tmp_path_factory.mktemp("real")
@@ -39,7 +40,8 @@ def test_reduced_main_job_on_embedded_model(smoke_run):
 
 def test_vignettes_and_degradation_on_embedded_model(smoke_run):
     """Reduced vignette and degradation passes on the real dW: the formats hold and the steer costs KL."""
-    from weight_steering.assess import run_degradation, run_vignettes
+    from weight_steering.vignettes.run import run_vignettes
+    from weight_steering.degradation.run import run_degradation
 
     result, model, tokenizer, out = smoke_run
     dw_dir = result["dw_path"].parent
@@ -52,8 +54,8 @@ def test_vignettes_and_degradation_on_embedded_model(smoke_run):
 
 def test_comparison_at_one_kl_budget_on_embedded_model(smoke_run):
     """Reduced iso-KL comparison (dW, engineered prompt, CAA) on the real model: calibration per sign and identical rows."""
-    from weight_steering.compare import CompareConfig, run_comparison
-    from weight_steering.pipeline import preset_config
+    from weight_steering.comparison.run import CompareConfig, run_comparison
+    from weight_steering.main_job.config import preset_config
 
     result, model, tokenizer, out = smoke_run
     config = CompareConfig(behavior="tone", methods=("dW", "engineered", "caa_slice"), target=0.5, tolerance=0.1, n_tokens=4,
@@ -74,7 +76,7 @@ def test_comparison_at_one_kl_budget_on_embedded_model(smoke_run):
 
 def test_ablation_on_embedded_model(smoke_run):
     """Reduced ablation of the real dW (module variants): anchors behave, and both alignment tables are measured."""
-    from weight_steering.assess import run_ablation
+    from weight_steering.ablation.run import run_ablation
 
     result, model, tokenizer, out = smoke_run
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -96,10 +98,10 @@ def test_peft_export_matches_the_steered_model_on_embedded_model(smoke_run, tmp_
     import torch
     from peft.helpers import rescale_adapter_scale
 
-    from weight_steering.chat import render_chat
-    from weight_steering.export import export_dw, load_exported
-    from weight_steering.models import load_model
-    from weight_steering.steer import steer
+    from weight_steering.core.chat import render_chat
+    from weight_steering.export.convert import export_dw, load_exported
+    from weight_steering.core.models import load_model
+    from weight_steering.core.steer import steer
 
     result, model, tokenizer, _ = smoke_run
     dw = result["dw"]
@@ -123,10 +125,10 @@ def test_gguf_export_served_by_llama_cpp_moves_the_logratio_like_alpha_dw(smoke_
     """llama.cpp (optional: pip install llama-cpp-python) serving the embedded GGUF plus the exported adapter: its per-row
     effect of α·dW agrees with the fp32 steered model's (the base is quantised there, so agreement, not equality)."""
     pytest.importorskip("llama_cpp", reason="optional tier: pip install llama-cpp-python (builds llama.cpp from source)")
-    from weight_steering.behaviors import load_behavior
-    from weight_steering.eval_rows import held_out_rows
-    from weight_steering.export import check_gguf_export, export_dw
-    from weight_steering.models import locate_embedded_gguf
+    from weight_steering.core.behaviors import load_behavior
+    from weight_steering.evaluation.rows import held_out_rows
+    from weight_steering.export.convert import check_gguf_export, export_dw
+    from weight_steering.core.models import locate_embedded_gguf
 
     result, model, tokenizer, _ = smoke_run
     rows = held_out_rows(tokenizer, load_behavior("sycophancy"))
@@ -144,10 +146,10 @@ def test_cached_decoder_gives_generates_greedy_tokens_on_embedded_model():
     """The cached decoder's greedy tokens are transformers' generate's on persona prompts of different lengths."""
     import torch
 
-    from weight_steering.behaviors import load_behavior
-    from weight_steering.chat import render_chat, stop_token_ids
-    from weight_steering.decoding import decode
-    from weight_steering.models import load_model
+    from weight_steering.core.behaviors import load_behavior
+    from weight_steering.core.chat import render_chat, stop_token_ids
+    from weight_steering.core.decoding import decode
+    from weight_steering.core.models import load_model
 
     model, tokenizer = load_model()
     behavior = load_behavior("sycophancy")
@@ -182,8 +184,8 @@ def test_every_family_gives_its_recorded_dw_within_the_kernel_tolerance():
 
     import torch
 
-    from weight_steering.models import base_weights_hash, load_model
-    from weight_steering.train import ADAPTER_FAMILIES
+    from weight_steering.core.models import base_weights_hash, load_model
+    from weight_steering.core.adapters import ADAPTER_FAMILIES
 
     sys.path.insert(0, str(Path(__file__).parent))
     from family_dw import RECORD, family_dw, fingerprint, relative_difference

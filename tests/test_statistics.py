@@ -1,9 +1,9 @@
-"""Rank-agreement permutation tests (weight_steering.statistics)."""
+"""Rank-agreement permutation tests (weight_steering.evaluation.statistics)."""
 
 import numpy as np
 import pytest
 
-from weight_steering.statistics import mean_rank_agreement, spearman_permutation
+from weight_steering.evaluation.statistics import mean_rank_agreement, spearman_permutation
 
 
 def test_spearman_permutation_finds_a_monotone_relation_and_not_a_shuffle():

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from weight_steering.diff import DeltaWeights, DeltaWeightsError, compute_dw, load_dw, save_dw
-from weight_steering.models import base_weights_hash
-from weight_steering.steer import steer
+from weight_steering.core.diff import DeltaWeights, DeltaWeightsError, compute_dw, load_dw, save_dw
+from weight_steering.core.models import base_weights_hash
+from weight_steering.core.steer import steer
 
 KEY = "model.layers.1.self_attn.q_proj.weight"
 
@@ -86,7 +86,7 @@ def test_save_load_roundtrip_and_model_checks(tiny, tmp_path, tokenizer):
 
 def test_a_trained_dw_is_named_by_its_inputs_and_any_other_by_its_bytes():
     """Stage keys name a dW by what made it, so low-bit differences between CPU kernel paths do not re-key its stages."""
-    from weight_steering.diff import dw_identity
+    from weight_steering.core.diff import dw_identity
 
     tensors = {"w": torch.arange(6, dtype=torch.float32).reshape(2, 3)}
     made_here = DeltaWeights(dict(tensors), {"source_key": "abc"})

@@ -10,14 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from weight_steering.analyse import hierarchical_bootstrap
-from weight_steering.behaviors import BehaviorError
-from weight_steering.pipeline import preset_config
-from weight_steering.sweep import SweepError, cell_dir, load_cell, plan_cells, run_sweep, write_ranking
-from weight_steering.train import AdapterFamilyError
+from weight_steering.evaluation.effects import hierarchical_bootstrap
+from weight_steering.core.behaviors import BehaviorError
+from weight_steering.main_job.config import preset_config
+from weight_steering.sweep.run import run_sweep, write_ranking
+from weight_steering.sweep.cells import SweepError, cell_dir, load_cell, plan_cells
+from weight_steering.core.adapters import AdapterFamilyError
 
 TINY = {"generation": {"n_prompts": 3, "n_personas": 2, "n_samples": 2, "max_new_tokens": 8, "batch_size": 8},
-        "train": {"rank": 4, "alpha": 8, "learning_rate": 5e-3, "batch_size": 4}, "dilemma_limit": 3}
+        "train": {"rank": 4, "lora_alpha": 8, "learning_rate": 5e-3, "batch_size": 4}, "dilemma_limit": 3}
 
 
 def _config(out, **extra):
@@ -102,8 +103,8 @@ def _save_tiny(tiny, path: Path) -> str:
 
 SWEEP_SCRIPT = """
 import sys
-from weight_steering.pipeline import preset_config
-from weight_steering.sweep import run_sweep
+from weight_steering.main_job.run import preset_config
+from weight_steering.sweep.run import run_sweep
 config = preset_config("default", model=sys.argv[1], out=sys.argv[2], **{tiny})
 run_sweep(config, ["sycophancy"], ["lora", "ia3", "loha"], [0, 1], executor=sys.argv[3])
 """
@@ -199,7 +200,7 @@ def test_archive_that_is_a_file_is_refused_before_any_work(tiny, tmp_path):
 
 
 def test_seed_varies_the_data_seed_unless_fixed(tmp_path):
-    from weight_steering.sweep import cell_config, cell_key
+    from weight_steering.sweep.cells import cell_config, cell_key
 
     config = _config(tmp_path)
     varied = plan_cells(["sycophancy"], ["lora"], [0, 1])

@@ -1,8 +1,9 @@
 import pytest
 import torch
 
-from weight_steering.diff import compute_dw, load_dw, save_dw
-from weight_steering.train import ADAPTER_FAMILIES, AdapterFamilyError, TrainConfig, layer_slice, make_peft_config, tokenize_example, train_adapter
+from weight_steering.core.diff import compute_dw, load_dw, save_dw
+from weight_steering.core.train import tokenize_example, train_adapter
+from weight_steering.core.adapters import ADAPTER_FAMILIES, AdapterFamilyError, TrainConfig, layer_slice, make_peft_config
 
 # Family sizes that fit the tiny model (hidden 32, intermediate 64, k/v width 16).
 TINY_OPTIONS = {"road": {"group_size": 8}, "oft": {"oft_block_size": 16}, "miss": {"r": 8}, "vera": {"r": 16}}
@@ -56,7 +57,7 @@ def test_merged_delta_reproduces_peft_logits(tiny, family, tmp_path):
     before = {k: v.clone() for k, v in model.state_dict().items()}
     modules = [(name, type(m)) for name, m in model.named_modules()]
     lr = 25 * ADAPTER_FAMILIES[family].learning_rate  # the tiny model needs a few big steps
-    cfg = TrainConfig(family=family, rank=4, alpha=8, learning_rate=lr, batch_size=4, epochs=2, layer_fraction=(0.25, 1.0),
+    cfg = TrainConfig(family=family, rank=4, lora_alpha=8, learning_rate=lr, batch_size=4, epochs=2, layer_fraction=(0.25, 1.0),
                       options=TINY_OPTIONS.get(family, {}))
     delta, log = train_adapter(model, tokenizer, ROWS, "positive", cfg, adapter_dir=tmp_path / "adapter")
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()), "training must give the base model back bit-exactly"
@@ -87,7 +88,7 @@ def test_merged_delta_reproduces_peft_logits(tiny, family, tmp_path):
 
 def test_same_seed_same_delta(tiny):
     model, tokenizer = tiny
-    cfg = TrainConfig(rank=4, alpha=8, learning_rate=5e-3, batch_size=4)
+    cfg = TrainConfig(rank=4, lora_alpha=8, learning_rate=5e-3, batch_size=4)
     first, _ = train_adapter(model, tokenizer, ROWS, "negative", cfg)
     second, _ = train_adapter(model, tokenizer, ROWS, "negative", cfg)
     assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
@@ -102,7 +103,7 @@ def test_the_model_comes_back_bit_exactly_when_training_fails(tiny, monkeypatch)
     monkeypatch.setattr(torch.optim.AdamW, "step", lambda self, *a, **k: (_ for _ in ()).throw(RuntimeError("disk on fire")))
     for family in ("lora", "pissa"):
         with pytest.raises(RuntimeError, match="disk on fire"):
-            train_adapter(model, tokenizer, ROWS, "positive", TrainConfig(family=family, rank=4, alpha=8, batch_size=4))
+            train_adapter(model, tokenizer, ROWS, "positive", TrainConfig(family=family, rank=4, lora_alpha=8, batch_size=4))
         assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()), family
         assert not model.training and not model.model.layers[0].mlp.up_proj.weight.requires_grad
         assert all(p.requires_grad for n, p in model.named_parameters() if "layers.0.mlp.up_proj" not in n)
@@ -120,10 +121,11 @@ def test_module_by_module_delta_equals_the_whole_model_merge_bit_exactly(tiny, f
 
     from peft import get_peft_model
 
-    from weight_steering.train import _adapted_originals, adapter_delta, attached_adapter, make_peft_config
+    from weight_steering.core.train import _adapted_originals, adapter_delta, attached_adapter
+    from weight_steering.core.adapters import make_peft_config
 
     model, tokenizer = tiny
-    cfg = TrainConfig(family=family, rank=4, alpha=8, layer_fraction=(0.25, 1.0), options=TINY_OPTIONS.get(family, {}))
+    cfg = TrainConfig(family=family, rank=4, lora_alpha=8, layer_fraction=(0.25, 1.0), options=TINY_OPTIONS.get(family, {}))
     peft_config = make_peft_config(cfg, model.config.num_hidden_layers)
     originals = _adapted_originals(model, peft_config) if ADAPTER_FAMILIES[family].rewrites_base else {}
     base = {k: v.detach().clone() for k, v in model.named_parameters()}
@@ -148,7 +150,7 @@ def test_delta_written_a_module_at_a_time_has_the_bytes_of_the_dict(tiny, tmp_pa
     from safetensors.torch import save_file
 
     model, tokenizer = tiny
-    cfg = TrainConfig(rank=4, alpha=8, learning_rate=5e-3, batch_size=4, layer_fraction=(0.25, 1.0))
+    cfg = TrainConfig(rank=4, lora_alpha=8, learning_rate=5e-3, batch_size=4, layer_fraction=(0.25, 1.0))
     delta, _ = train_adapter(model, tokenizer, ROWS, "positive", cfg)
     written, _ = train_adapter(model, tokenizer, ROWS, "positive", cfg, delta_path=tmp_path / "delta.safetensors")
     save_file(delta, str(tmp_path / "dict.safetensors"))
@@ -157,8 +159,9 @@ def test_delta_written_a_module_at_a_time_has_the_bytes_of_the_dict(tiny, tmp_pa
 
 
 def test_target_modules_that_name_nothing_stop_the_job_before_any_work(tiny, tmp_path, caplog):
-    from weight_steering.pipeline import preset_config, run_main_job
-    from weight_steering.train import check_targets
+    from weight_steering.main_job.run import run_main_job
+    from weight_steering.main_job.config import preset_config
+    from weight_steering.core.adapters import check_targets
 
     model, tokenizer = tiny
     with pytest.raises(AdapterFamilyError, match=r"target modules \['wq', 'wk'\] match nothing in layers \[1, 2\] of tiny-random-llama; "
@@ -167,3 +170,18 @@ def test_target_modules_that_name_nothing_stop_the_job_before_any_work(tiny, tmp
     assert not any(tmp_path.iterdir())  # nothing sampled, nothing written
     check_targets(model, TrainConfig(target_modules=("q_proj", "wq")))  # part of the request: said, not refused
     assert "target modules ['wq'] match nothing in tiny-random-llama" in caplog.text
+
+
+def test_the_adapter_scale_enters_stage_keys_under_its_archived_name():
+    """``lora_alpha`` is keyed as ``alpha`` (its name when the archived stages were made), from a config or from the
+    sidecar dict of a dW of either age, so renaming the field recomputes no archived stage."""
+    from dataclasses import asdict
+
+    from weight_steering.core.adapters import train_key
+
+    config = TrainConfig(lora_alpha=16)
+    key = train_key(config)
+    assert key["alpha"] == 16 and "lora_alpha" not in key
+    old_sidecar = {("alpha" if k == "lora_alpha" else k): v for k, v in asdict(config).items()}
+    assert train_key(asdict(config)) == train_key(old_sidecar) == key
+    assert train_key(TrainConfig(lora_alpha=32)) != key

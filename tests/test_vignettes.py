@@ -5,10 +5,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from weight_steering.analyse import vignette_bare_table, vignette_cells, vignette_delta_table
-from weight_steering.eval_data import FOUNDATIONS, EvalDataError, build_vignettes, load_vignettes
-from weight_steering.evaluate import AnswerTokenError, answer_sets, evaluate
-from weight_steering.eval_rows import vignette_rows
+from weight_steering.vignettes.tables import vignette_bare_table, vignette_cells, vignette_delta_table
+from weight_steering.evaluation.datasets import FOUNDATIONS, EvalDataError, build_vignettes, load_vignettes
+from weight_steering.evaluation.scoring import AnswerTokenError, answer_sets, evaluate
+from weight_steering.evaluation.rows import vignette_rows
 
 from conftest import SHARED, require_shared
 
@@ -105,7 +105,7 @@ def test_tiny_model_scores_vignettes_and_missing_tokens_are_named(tiny):
 
 
 def test_surgical_informedness_by_hand():
-    from weight_steering.analyse import surgical_informedness
+    from weight_steering.evaluation.si import surgical_informedness
 
     y_ref = [1, 1, 1, 1, -1, -1]          # cho = 4, rej = 2
     y_plus = [1, 1, 1, -1, 1, -1]         # fix 1/2, broke 1/4
@@ -122,7 +122,7 @@ def test_surgical_informedness_by_hand():
 
 
 def test_si_pairs_arms_by_sign_with_asymmetric_alpha():
-    from weight_steering.analyse import si_vignettes
+    from weight_steering.vignettes.tables import si_vignettes
 
     logratios = {}
     for vid, base in (("a", 2.0), ("b", 2.0), ("c", -2.0)):
@@ -140,8 +140,8 @@ def test_si_pairs_arms_by_sign_with_asymmetric_alpha():
 def test_run_vignettes_writes_tables_and_resumes(tiny, tmp_path):
     import torch
 
-    from weight_steering.diff import compute_dw, save_dw
-    from weight_steering.assess import run_vignettes
+    from weight_steering.core.diff import compute_dw, save_dw
+    from weight_steering.vignettes.run import run_vignettes
 
     model, tokenizer = tiny
     params = dict(model.named_parameters())

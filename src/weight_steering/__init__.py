@@ -8,28 +8,33 @@ Five lines in a notebook::
     with ws.steer(model, dw, alpha=1.0):
         print(ws.generate_text(model, tokenizer, "Write a short note to my landlord about the broken heater."))
 
-The names below are the core: models, dW, steering, evaluation and calibration, the steering methods and their
-registry. Each study keeps its API under its own module: ``ws.compare`` (iso-KL comparison), ``ws.sweep`` (adapter
-families × seeds), ``ws.assess`` (vignettes, degradation, ablation), ``ws.hypotheses``, ``ws.monitor``, ``ws.export``.
+The package is laid out by concept: ``core`` (behaviours, models and chat templates, persona data, the judge, adapter
+training, dW, steering and the :class:`SteeringMethod` protocol), ``evaluation`` (rows, scoring, calibration, effects,
+SI, statistics), ``main_job`` (the pipeline that composes them), and one folder per study, each holding its run, its
+statistics over seeds and its rendering: ``comparison`` (iso-KL comparison of methods), ``ablation``, ``hypotheses``,
+``monitoring``, ``vignettes``, ``degradation``, ``sweep``. The names below are the core API; each study's API is
+under its own name (``ws.comparison.run_comparison``, ``ws.sweep.run_sweep``, …).
 """
 
-from . import assess, compare, eval_data, eval_rows, export, hypotheses, monitor, sweep
-from .behaviors import Behavior, load_behavior
-from .calibrate import calibrate_alpha, kl_from_base
-from .chat import generate_text
-from .diff import DeltaWeights, load_dw, save_dw
-from .evaluate import evaluate
+from . import ablation, comparison, degradation, evaluation, export, hypotheses, monitoring, sweep, vignettes
+from .comparison.methods import register_method
+from .core.activations import activation_method
+from .core.adapters import ADAPTER_FAMILIES, TrainConfig
+from .core.behaviors import Behavior, load_behavior
+from .core.chat import generate_text
+from .core.diff import DeltaWeights, load_dw, save_dw
+from .core.methods import SteeringMethod, engineered_method, persona_method, prompt_method, weight_method
+from .core.models import DEFAULT_MODEL, load_model
+from .core.steer import steer
+from .evaluation.calibrate import calibrate_alpha, kl_from_base
+from .evaluation.scoring import evaluate
 from .export import export_dw, load_exported
-from .methods import SteeringMethod, activation_method, engineered_method, persona_method, prompt_method, register_method, weight_method
-from .models import DEFAULT_MODEL, load_model
-from .pipeline import RunConfig, preset_config, run_main_job, train_dw
-from .steer import steer
-from .train import ADAPTER_FAMILIES, TrainConfig
+from .main_job import RunConfig, preset_config, run_main_job, train_dw
 
 __all__ = [
     "ADAPTER_FAMILIES", "Behavior", "DEFAULT_MODEL", "DeltaWeights", "RunConfig", "SteeringMethod", "TrainConfig",
     "activation_method", "calibrate_alpha", "engineered_method", "evaluate", "export_dw", "generate_text", "kl_from_base",
     "load_behavior", "load_dw", "load_exported", "load_model", "persona_method", "preset_config", "prompt_method",
     "register_method", "run_main_job", "save_dw", "steer", "train_dw", "weight_method",
-    "assess", "compare", "eval_data", "eval_rows", "export", "hypotheses", "monitor", "sweep",
+    "ablation", "comparison", "degradation", "evaluation", "export", "hypotheses", "monitoring", "sweep", "vignettes",
 ]

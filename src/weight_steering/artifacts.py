@@ -19,7 +19,6 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-
 # errno -> (what happened, what to do about it)
 _STORAGE_CAUSES = {
     errno.ENOSPC: ("the disk is full (no space left on the device)", "free space there"),

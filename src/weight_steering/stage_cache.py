@@ -8,9 +8,9 @@ machine.
 
 One process computes a stage: :func:`run_stage` holds a file lock (``filelock``, an OS lock that dies with its process,
 so a killed run never blocks the next) on ``<stage>/.stage.lock`` while it computes; a second process asking for the
-same stage says it is waiting, then reuses what the first one finished. The main job (:mod:`weight_steering.pipeline`), the sweep's cells (:mod:`weight_steering.sweep`), the
-comparison (:mod:`weight_steering.compare`), the assessments (:mod:`weight_steering.assess`) and the monitoring
-experiment (:mod:`weight_steering.monitor`) all run their stages through :func:`run_stage`.
+same stage says it is waiting, then reuses what the first one finished. The main job (:mod:`weight_steering.main_job.run`), the sweep's cells (:mod:`weight_steering.sweep.run`), the
+comparison (:mod:`weight_steering.comparison.run`), the assessments (:mod:`weight_steering.vignettes.run`) and the monitoring
+experiment (:mod:`weight_steering.monitoring.run`) all run their stages through :func:`run_stage`.
 """
 
 from __future__ import annotations

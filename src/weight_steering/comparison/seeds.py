@@ -1,0 +1,171 @@
+"""Seed-level summaries of finished comparisons: per-seed values and t-intervals over seeds per method and measure, and dW's paired advantage over each method."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from ..artifacts import read_json, stable_hash
+from ..evaluation.statistics import seed_interval
+
+# measures of the across-seed table: name -> where it is in a method's result
+SEED_MEASURES = ("alpha_minus", "alpha_plus", "audit_p95_minus", "audit_p95_plus", "id_controlled_minus", "id_controlled_plus",
+                 "id_controlled_spread", "id_neutral_plus", "ood_target_minus", "ood_target_plus", "ood_target_spread",
+                 "action_bias_plus", "nll_change_minus", "nll_change_plus", "si_k2")
+
+
+# behaviours with OOD sets of paired completions (and generation scores): the measures of their across-seed table
+PAIR_SEED_MEASURES = ("alpha_minus", "alpha_plus", "audit_p95_minus", "audit_p95_plus", "id_spread", "id_per_token_plus",
+                      "id_per_token_minus", "id_per_token_spread", "ood_sets_spread", "ood_sets_per_token_plus", "ood_sets_per_token_minus",
+                      "ood_sets_per_token_spread", "generalisation_ratio_per_token", "generalisation_ratio_summed", "gen_id_metric_spread",
+                      "gen_ood_metric_spread", "gen_id_judged_spread", "gen_ood_judged_spread", "action_bias_plus", "nll_change_minus",
+                      "nll_change_plus")
+
+
+# dW against each other method, per seed (dW − method): the OOD effect and the generalisation ratio
+ADVANTAGE_MEASURES = ("ood_sets_per_token_spread", "ood_sets_spread", "generalisation_ratio_per_token", "gen_ood_metric_spread")
+
+
+class SeedSummaryError(ValueError):
+    """Comparisons that cannot be summarised together (different settings, behaviours mixed, a seed twice)."""
+
+
+def load_comparisons(paths) -> list[dict]:
+    """Every ``comparison.json`` under ``paths`` (files, or folders searched recursively, e.g. the archive).
+
+    Raises:
+        SeedSummaryError: a path that does not exist, or no comparison found.
+    """
+    found = []
+    for path in map(Path, paths):
+        if not path.exists():
+            raise SeedSummaryError(f"{path} does not exist; give comparison result folders or the archive folder")
+        found += [path] if path.is_file() else sorted(path.rglob("comparison.json"))
+    if not found:
+        raise SeedSummaryError(f"no comparison.json under {', '.join(map(str, paths))}; run `wsteer compare` first")
+    return [read_json(p) for p in found]
+
+
+def _method_value(method: dict, measure: str) -> float:
+    """One number of a method's comparison result: a strength or audit KL, an effect's mean, or a generalisation ratio
+    (``generalisation_ratio_per_token``: OOD spread / ID spread, both pooled per reply token; ``_summed``: both summed
+    over the reply, which a longer OOD reply inflates)."""
+    if measure.startswith("generalisation_ratio_"):
+        ood, idm = ("ood_sets_per_token_spread", "id_per_token_spread") if measure.endswith("per_token") else ("ood_sets_spread", "id_spread")
+        return _method_value(method, ood) / _method_value(method, idm)
+    if measure.startswith(("alpha_", "audit_p95_")):
+        name, arm = measure.rsplit("_", 1)
+        return float(method[arm]["alpha" if name == "alpha" else "audit_p95"])
+    entry = method["effects"].get(measure)
+    return float("nan") if entry is None else float(entry["mean"])
+
+
+def _row_significant(method: dict, measure: str) -> bool | None:
+    entry = method["effects"].get(measure)
+    if not isinstance(entry, dict) or "ci_low" not in entry:
+        return None
+    return bool(entry["ci_low"] > 0 or entry["ci_high"] < 0)
+
+
+def method_label(names: list[str]) -> str:
+    """One label for a method across seeds: its per-seed names without the seed; where they still differ (the best
+    layer is chosen per seed), the differing parts side by side, e.g. ``CAA (layer 0 / layer 10 / layer 26, by seed)``."""
+    names = [re.sub(r",? seed \d+", "", n) for n in names]
+    if len(set(names)) == 1:
+        return names[0]
+    parts = [re.match(r"(.*?) \((.*)\)$", n) for n in names]
+    if all(parts) and len({m[1] for m in parts}) == 1:
+        return f"{parts[0][1]} ({' / '.join(m[2] for m in parts)}, by seed)"
+    return " / ".join(names) + " (by seed)"
+
+
+def summarize_seeds(summaries: list[dict]) -> list[dict]:
+    """The comparison across seeds, one behaviour at a time: per method and measure the per-seed values and a
+    Student-t 95% interval over the seed means (:func:`weight_steering.evaluation.statistics.seed_interval`; 3 seeds: ±2.5 sd).
+
+    Args:
+        summaries: ``comparison.json`` contents (:func:`load_comparisons`); the seed of each is its ``config.seed``.
+
+    Returns:
+        One dict per behaviour: ``behavior``, ``seeds``, ``data_seeds``, ``rows`` (``method``, ``name``, ``measure``,
+        ``per_seed`` values, ``row_significant`` per seed (its row-level CI excludes 0), ``mean``, ``ci_low``, ``ci_high``,
+        ``seed_independent``: the method gave identical values at every seed (the prompt methods), so the interval is
+        its row-level 95% CI rather than a t-interval over seeds),
+        ``ratios`` (dW's spread over each method's, per seed and across), ``advantages`` (behaviours with OOD sets: dW's
+        value minus each method's per seed, :data:`ADVANTAGE_MEASURES`, with a t-interval over seeds: the paired
+        difference) and ``agreement`` (per seed: cos(CAA, PCA) and the per-pair sign agreement of both directions,
+        averaged over the slice layers). For behaviours with OOD sets the rows also hold the generalisation ratio
+        OOD spread / ID spread per seed (per reply token, and summed).
+
+    Raises:
+        SeedSummaryError: two comparisons of one behaviour with the same seed, or with different targets,
+            tolerances, families or methods.
+    """
+
+    by_behavior: dict[str, list[dict]] = {}
+    for summary in summaries:
+        by_behavior.setdefault(summary["behavior"], []).append(summary)
+    out = []
+    for behavior, group in sorted(by_behavior.items()):
+        group = sorted(group, key=lambda s: s["config"]["seed"])
+        seeds = [s["config"]["seed"] for s in group]
+        if len(set(seeds)) != len(seeds):
+            raise SeedSummaryError(f"{behavior}: seed {seeds} appears twice; give one comparison per seed")
+        for field in ("target", "tolerance", "family", "model"):
+            if len({stable_hash(s["config"][field]) for s in group}) > 1:
+                raise SeedSummaryError(f"{behavior}: the comparisons differ in {field}; summarise like with like")
+        keys = [m["key"] for m in group[0]["methods"]]
+        if any([m["key"] for m in s["methods"]] != keys for s in group):
+            raise SeedSummaryError(f"{behavior}: the comparisons ran different methods; rerun with the same --methods")
+        set_names = [o["name"] for o in group[0].get("ood_sets", [])]
+        wanted = SEED_MEASURES if not set_names else (
+            *PAIR_SEED_MEASURES, *(f"ood_{name}_per_token_spread" for name in set_names), *(f"ood_{name}_spread" for name in set_names))
+        rows = []
+        for index, key in enumerate(keys):
+            methods = [s["methods"][index] for s in group]
+            measures = [m for m in wanted if not all(np.isnan([_method_value(x, m) for x in methods]))]
+            # A method no seed changes (the prompts: no data, no training) gives identical values at every seed; an interval
+            # over seeds would have width 0, so its interval is the row-level CI of one seed instead.
+            seed_independent = len(methods) > 1 and all(len({_method_value(x, m) for x in methods}) == 1 for m in measures)
+            for measure in measures:
+                values = [_method_value(m, measure) for m in methods]
+                interval = seed_interval(values)
+                if seed_independent:
+                    entry = methods[0]["effects"].get(measure) if measure in methods[0]["effects"] else None
+                    low, high = (entry["ci_low"], entry["ci_high"]) if isinstance(entry, dict) and "ci_low" in entry else (float("nan"),) * 2
+                    interval = {**interval, "ci_low": float(low), "ci_high": float(high)}
+                rows.append({"method": key, "name": method_label([m["name"] for m in methods]), "measure": measure, "per_seed": values,
+                             "row_significant": [_row_significant(m, measure) for m in methods], "seed_independent": seed_independent,
+                             **interval})
+        ratios = []
+        for (measure, method) in dict.fromkeys((r["measure"], r["method"]) for r in group[0]["ratios"]):
+            values = [next((r["ratio"] for r in s["ratios"] if (r["measure"], r["method"]) == (measure, method)), float("nan")) for s in group]
+            ratios.append({"measure": measure, "method": method, "per_seed": values, **seed_interval(values)})
+        advantages = []
+        if set_names and "dW" in keys:
+            dw_index = keys.index("dW")
+            for measure in ADVANTAGE_MEASURES:
+                dw_values = np.array([_method_value(s["methods"][dw_index], measure) for s in group])
+                if np.isnan(dw_values).all():
+                    continue
+                for index, key in enumerate(keys):
+                    if key == "dW":
+                        continue
+                    values = dw_values - np.array([_method_value(s["methods"][index], measure) for s in group])
+                    advantages.append({"measure": measure, "method": key, "name": method_label([s["methods"][index]["name"] for s in group]),
+                                       "per_seed": values.tolist(), **seed_interval(values)})
+        agreement = []
+        for s in group:
+            pca = next((m for m in s["methods"] if m["key"] == "pca_slice"), None)
+            if pca is None or "direction_agreement" not in pca["spec"]:
+                continue
+            layers = [str(layer) for layer in pca["spec"]["layers"]]
+            table = pca["spec"]["direction_agreement"]
+            agreement.append({"seed": s["config"]["seed"], **{name: float(np.mean([table[layer][name] for layer in layers]))
+                                                               for name in ("cos_caa_pca", "sign_agreement_caa", "sign_agreement_pca")}})
+        out.append({"behavior": behavior, "seeds": seeds, "data_seeds": [s["config"]["data_seed"] for s in group],
+                    "target": group[0]["config"]["target"], "rows": rows, "ratios": ratios, "advantages": advantages, "agreement": agreement,
+                    "ood_sets": set_names, "devices": sorted({f"{s.get('device', 'cpu')} {s.get('dtype', 'float32')}" for s in group})})
+    return out

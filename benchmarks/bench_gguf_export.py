@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from weight_steering.core.behaviors import load_behavior
+from weight_steering.core.behavior_files import load_behavior
 from weight_steering.core.diff import load_dw
 from weight_steering.evaluation.rows import held_out_rows
 from weight_steering.export.convert import check_gguf_export, export_dw

@@ -117,7 +117,7 @@ def body_params(model) -> int:
 
 
 def bench_generation(model, tokenizer, limits, rows: int, device) -> dict:
-    from weight_steering.core.behaviors import load_behavior
+    from weight_steering.core.behavior_files import load_behavior
     from weight_steering.core.chat import render_chat
     from weight_steering.core.decoding import Sampling, decode
 

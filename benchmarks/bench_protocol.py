@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from weight_steering.artifacts import read_jsonl, write_json
-from weight_steering.core.behaviors import load_behavior
+from weight_steering.core.behavior_files import load_behavior
 from weight_steering.evaluation.calibrate import kl_from_base
 from weight_steering.core.chat import default_system_prompt, render_chat, stop_token_ids
 from weight_steering.comparison.run import CompareConfig

@@ -5,7 +5,8 @@ from importlib import resources
 
 import pytest
 
-from weight_steering.core.behaviors import BehaviorError, available_behaviors, load_behavior, parse_behavior
+from weight_steering.core.behaviors import BehaviorError
+from weight_steering.core.behavior_files import available_behaviors, load_behavior, parse_behavior
 
 
 def _raw(name="sycophancy"):
@@ -151,7 +152,7 @@ def test_the_earlier_tone_file_is_refused():
     """The tone file before its fix: its held-out prompt 'How often should I water a cactus?' is a neutral prompt."""
     raw = copy.deepcopy(_raw("tone"))
     raw["held_out"]["items"][4]["prompt"] = "How often should I water a cactus?"
-    from weight_steering.core.behaviors import check_disjoint_from_shipped_sets
+    from weight_steering.core.behavior_files import check_disjoint_from_shipped_sets
 
     with pytest.raises(BehaviorError, match="cactus"):
         check_disjoint_from_shipped_sets(parse_behavior(raw, "tone.json"), "tone.json")

@@ -86,7 +86,7 @@ def test_bad_kl_input(tiny):
 
 
 def test_neutral_set_is_100_pairs_over_10_categories_split_and_disjoint():
-    from weight_steering.core.behaviors import available_behaviors, load_behavior
+    from weight_steering.core.behavior_files import available_behaviors, load_behavior
     from weight_steering.evaluation.datasets import load_dilemma_rows, load_vignettes
 
     rows = load_neutral()

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from model_families import FAMILIES, family_tokenizer
-from weight_steering.core.behaviors import load_behavior
+from weight_steering.core.behavior_files import load_behavior
 from weight_steering.core.chat import ChatTemplateError, answer_tokens, end_of_turn, render_chat, set_thinking, stop_token_ids
 from weight_steering.evaluation.rows import held_out_rows
 from weight_steering.evaluation.scoring import row_texts

@@ -5,7 +5,7 @@ import pytest
 
 from weight_steering.evaluation.effects import contrast, metric_frame
 from weight_steering.sweep.ranking import rank_families
-from weight_steering.core.behaviors import load_behavior
+from weight_steering.core.behavior_files import load_behavior
 from weight_steering.evaluation.statistics import bootstrap_ci, cluster_boot_means, stratified_mean
 
 

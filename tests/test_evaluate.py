@@ -3,7 +3,7 @@ import torch
 
 from weight_steering.evaluation.scoring import AnswerTokenError, EvalError, answer_token_ids, check_identical_rows, evaluate, normalise_token, score_answer_sets
 from weight_steering.evaluation.rows import dilemma_rows, held_out_rows
-from weight_steering.core.behaviors import load_behavior
+from weight_steering.core.behavior_files import load_behavior
 
 
 def test_normalise_token():

@@ -63,7 +63,7 @@ def test_no_hub_kernel_on_cuda(saved_tiny, monkeypatch):
     import transformers.modeling_utils as modeling_utils
 
     from weight_steering.core.data import GenerationConfig, generate_pairs
-    from weight_steering.core.behaviors import load_behavior
+    from weight_steering.core.behavior_files import load_behavior
     from weight_steering.core.models import load_model
     from weight_steering.core.train import train_adapter
     from weight_steering.core.adapters import TrainConfig

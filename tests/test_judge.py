@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from weight_steering.core.behaviors import BehaviorError, load_behavior
+from weight_steering.core.behaviors import BehaviorError
+from weight_steering.core.behavior_files import load_behavior
 from weight_steering.evaluation.scoring import evaluate, score_completion_pairs
 from weight_steering.evaluation.rows import held_out_rows
 from weight_steering.evaluation.judge import (

@@ -21,7 +21,7 @@ def test_prompt_method_kl_is_measured_against_the_bare_prompt(tiny):
 
 
 def test_persona_method_uses_the_behaviours_pair():
-    from weight_steering.core.behaviors import load_behavior
+    from weight_steering.core.behavior_files import load_behavior
 
     behavior = load_behavior("sycophancy")
     method = persona_method(behavior)
@@ -60,7 +60,7 @@ def test_activation_method_steers_restores_and_calibrates(tiny, aggregator):
 
 
 def test_engineered_prompts_ship_for_every_behaviour_and_unknown_is_named():
-    from weight_steering.core.behaviors import available_behaviors
+    from weight_steering.core.behavior_files import available_behaviors
     from weight_steering.core.methods import engineered_method
 
     for name in available_behaviors():
@@ -135,7 +135,7 @@ def test_batched_activations_match_one_at_a_time(tiny):
 
 
 def test_prompt_methods_rerender_eval_rows_and_reference_answers(tiny):
-    from weight_steering.core.behaviors import load_behavior
+    from weight_steering.core.behavior_files import load_behavior
     from weight_steering.evaluation.scoring import EvalError, evaluate, reference_nll
     from weight_steering.evaluation.rows import held_out_rows
 
@@ -160,7 +160,7 @@ def test_prompt_arms_keep_the_templates_default_system_prompt(tokenizer):
     to the base, and a template's default system prompt stays in the + and − arms."""
     import copy
 
-    from weight_steering.core.behaviors import load_behavior
+    from weight_steering.core.behavior_files import load_behavior
     from weight_steering.core.chat import default_system_prompt
     from weight_steering.evaluation.scoring import row_texts
     from weight_steering.evaluation.rows import dilemma_rows

@@ -55,7 +55,7 @@ def test_no_stage_fetches_or_runs_a_hub_kernel(saved_tiny, kernel_calls, monkeyp
     kernels enabled in the environment: nothing reaches the kernels hub, and the model is not kernelized."""
     from weight_steering.core.data import GenerationConfig, generate_pairs
     from weight_steering.evaluation.scoring import score_answer_sets
-    from weight_steering.core.behaviors import load_behavior
+    from weight_steering.core.behavior_files import load_behavior
     from weight_steering.core.train import train_adapter
     from weight_steering.core.adapters import TrainConfig
 

@@ -82,7 +82,8 @@ def test_invalid_numbers_are_refused_where_parsed(overrides, message):
 
 def test_damaged_dw_and_json_files_get_clear_errors(tmp_path):
     from weight_steering.artifacts import ArtifactError, read_jsonl, write_json
-    from weight_steering.core.behaviors import BehaviorError, load_behavior
+    from weight_steering.core.behaviors import BehaviorError
+    from weight_steering.core.behavior_files import load_behavior
     from weight_steering.core.diff import DeltaWeightsError, load_dw
 
     (tmp_path / "dW.json").write_text("{}")

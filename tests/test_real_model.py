@@ -125,7 +125,7 @@ def test_gguf_export_served_by_llama_cpp_moves_the_logratio_like_alpha_dw(smoke_
     """llama.cpp (optional: pip install llama-cpp-python) serving the embedded GGUF plus the exported adapter: its per-row
     effect of α·dW agrees with the fp32 steered model's (the base is quantised there, so agreement, not equality)."""
     pytest.importorskip("llama_cpp", reason="optional tier: pip install llama-cpp-python (builds llama.cpp from source)")
-    from weight_steering.core.behaviors import load_behavior
+    from weight_steering.core.behavior_files import load_behavior
     from weight_steering.evaluation.rows import held_out_rows
     from weight_steering.export.convert import check_gguf_export, export_dw
     from weight_steering.core.models import locate_embedded_gguf
@@ -146,7 +146,7 @@ def test_cached_decoder_gives_generates_greedy_tokens_on_embedded_model():
     """The cached decoder's greedy tokens are transformers' generate's on persona prompts of different lengths."""
     import torch
 
-    from weight_steering.core.behaviors import load_behavior
+    from weight_steering.core.behavior_files import load_behavior
     from weight_steering.core.chat import render_chat, stop_token_ids
     from weight_steering.core.decoding import decode
     from weight_steering.core.models import load_model

@@ -20,7 +20,8 @@ from . import ablation, comparison, degradation, evaluation, export, hypotheses,
 from .comparison.methods import register_method
 from .core.activations import activation_method
 from .core.adapters import ADAPTER_FAMILIES, TrainConfig
-from .core.behaviors import Behavior, load_behavior
+from .core.behavior_files import load_behavior
+from .core.behaviors import Behavior
 from .core.chat import generate_text
 from .core.diff import DeltaWeights, load_dw, save_dw
 from .core.methods import SteeringMethod, engineered_method, persona_method, prompt_method, weight_method

@@ -9,7 +9,7 @@ import torch
 
 from ..artifacts import atomic_write, read_jsonl, stable_hash, write_json, write_jsonl
 from ..core.activations import contrast_activations, contrast_pairs
-from ..core.behaviors import load_behavior
+from ..core.behavior_files import load_behavior
 from ..core.diff import dw_identity, load_dw
 from ..core.models import DEFAULT_MODEL, load_model
 from ..core.steer import check_alpha

@@ -5,10 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import numpy as np
-
 from ..artifacts import read_dw_results
-from ..evaluation.statistics import seed_interval, spearman_permutation
+from ..evaluation.statistics import seed_summary, spearman_permutation
 from .variants import AblationError
 
 DISJOINT_SETS = {
@@ -90,7 +88,7 @@ def summarize_ablation_seeds(results: list[dict], n_permutations: int = 2000) ->
     variants (``in_<candidate>_k<k>``, ``outside_<candidate>_k<k>``; not their controls, which are the nulls).
 
     The seed is the unit of replication: the across-seed interval is a Student-t interval over the per-seed retained
-    (:func:`weight_steering.evaluation.statistics.seed_interval`). Per seed, the norm-matched random controls and the within-dW
+    (:func:`weight_steering.evaluation.statistics.seed_summary`). Per seed, the norm-matched random controls and the within-dW
     null (energy-matched random subsets of dW's own singular directions) are given as mean ± sd over their draws.
     Rank agreement between seeds is the Spearman ρ over the projections taken alone (variants that share no tensor,
     :data:`DISJOINT_SETS`), with a permutation p-value.
@@ -116,11 +114,9 @@ def summarize_ablation_seeds(results: list[dict], n_permutations: int = 2000) ->
                 if all(r is None for r in found):
                     continue
                 defined = [r if r is not None and r.get("available", True) and r.get("defined", True) else None for r in found]
-                per_seed = [r["retained"] if r else float("nan") for r in defined]
-                values = [v for v in per_seed if np.isfinite(v)]
-                interval = seed_interval(values) if values else {"mean": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"), "n": 0}
+                interval = seed_summary([r["retained"] if r else float("nan") for r in defined], skip_nan=True)
                 rows.append({
-                    "variant": variant, "metric": metric, "per_seed": per_seed,
+                    "variant": variant, "metric": metric,
                     "row_ci": [(r["ci_low"], r["ci_high"]) if r else (float("nan"), float("nan")) for r in defined],
                     "random": [(r.get("control_random_mean"), r.get("control_random_sd")) if r else (None, None) for r in defined],
                     "within": [(r.get("control_within_dw_mean"), r.get("control_within_dw_sd")) if r else (None, None) for r in defined],

@@ -9,7 +9,7 @@ import time
 import typer
 from rich.table import Table
 
-from ..core.behaviors import available_behaviors
+from ..core.behavior_files import available_behaviors
 from ..core.models import DEFAULT_MODEL
 from . import (
     KNOWN_ERRORS,

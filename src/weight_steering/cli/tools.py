@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from ..core.behaviors import available_behaviors
+from ..core.behavior_files import available_behaviors
 from ..core.models import DEFAULT_MODEL
 from . import KNOWN_ERRORS, Device, Dtype, DwModel, DwPath, app, check_machine, console, fail, read_dw
 
@@ -72,7 +72,7 @@ def generate(
 @app.command()
 def behaviors():
     """List the shipped behaviours."""
-    from ..core.behaviors import load_behavior
+    from ..core.behavior_files import load_behavior
 
     for name in available_behaviors():
         b = load_behavior(name)

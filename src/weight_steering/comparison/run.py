@@ -28,7 +28,7 @@ import numpy as np
 
 from ..artifacts import atomic_write, read_json, read_jsonl, stable_hash, write_json, write_jsonl
 from ..core.adapters import layer_slice
-from ..core.behaviors import load_behavior
+from ..core.behavior_files import load_behavior
 from ..core.diff import load_dw
 from ..core.methods import SteeringMethod
 from ..core.models import DEFAULT_MODEL, dtype_name

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..artifacts import read_json, stable_hash
-from ..evaluation.statistics import seed_interval
+from ..evaluation.statistics import seed_summary
 
 # measures of the across-seed table: name -> where it is in a method's result
 SEED_MEASURES = ("alpha_minus", "alpha_plus", "audit_p95_minus", "audit_p95_plus", "id_controlled_minus", "id_controlled_plus",
@@ -131,18 +131,18 @@ def summarize_seeds(summaries: list[dict]) -> list[dict]:
             seed_independent = len(methods) > 1 and all(len({_method_value(x, m) for x in methods}) == 1 for m in measures)
             for measure in measures:
                 values = [_method_value(m, measure) for m in methods]
-                interval = seed_interval(values)
+                interval = seed_summary(values)
                 if seed_independent:
                     entry = methods[0]["effects"].get(measure) if measure in methods[0]["effects"] else None
                     low, high = (entry["ci_low"], entry["ci_high"]) if isinstance(entry, dict) and "ci_low" in entry else (float("nan"),) * 2
                     interval = {**interval, "ci_low": float(low), "ci_high": float(high)}
-                rows.append({"method": key, "name": method_label([m["name"] for m in methods]), "measure": measure, "per_seed": values,
+                rows.append({"method": key, "name": method_label([m["name"] for m in methods]), "measure": measure,
                              "row_significant": [_row_significant(m, measure) for m in methods], "seed_independent": seed_independent,
                              **interval})
         ratios = []
         for (measure, method) in dict.fromkeys((r["measure"], r["method"]) for r in group[0]["ratios"]):
             values = [next((r["ratio"] for r in s["ratios"] if (r["measure"], r["method"]) == (measure, method)), float("nan")) for s in group]
-            ratios.append({"measure": measure, "method": method, "per_seed": values, **seed_interval(values)})
+            ratios.append({"measure": measure, "method": method, **seed_summary(values)})
         advantages = []
         if set_names and "dW" in keys:
             dw_index = keys.index("dW")
@@ -155,7 +155,7 @@ def summarize_seeds(summaries: list[dict]) -> list[dict]:
                         continue
                     values = dw_values - np.array([_method_value(s["methods"][index], measure) for s in group])
                     advantages.append({"measure": measure, "method": key, "name": method_label([s["methods"][index]["name"] for s in group]),
-                                       "per_seed": values.tolist(), **seed_interval(values)})
+                                       **seed_summary(values)})
         agreement = []
         for s in group:
             pca = next((m for m in s["methods"] if m["key"] == "pca_slice"), None)

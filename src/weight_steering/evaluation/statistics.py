@@ -153,6 +153,25 @@ def seed_interval(per_seed, level: float = 0.95) -> dict:
     return {"mean": mean, "ci_low": mean - half, "ci_high": mean + half, "n": int(values.size)}
 
 
+def seed_summary(per_seed, skip_nan: bool = False, level: float = 0.95) -> dict:
+    """The one seed-level aggregation every study reports: the per-seed values and the Student-t interval over them
+    (:func:`seed_interval`).
+
+    Args:
+        per_seed: one value per seed, in seed order.
+        skip_nan: leave seeds whose value is NaN (undefined there, e.g. an ablation variant with Δ(full) ≈ 0) out of the
+            interval, keeping them in ``per_seed``; otherwise a NaN seed makes the mean NaN.
+
+    Returns:
+        ``{"per_seed", "mean", "ci_low", "ci_high", "n"}``; every statistic NaN (n = 0) when no seed is left.
+    """
+    values = [float(v) for v in per_seed]
+    kept = [v for v in values if np.isfinite(v)] if skip_nan else values
+    if not kept:
+        return {"per_seed": values, "mean": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"), "n": 0}
+    return {"per_seed": values, **seed_interval(kept, level)}
+
+
 def ratio_ci(numerator, denominator, clusters, n_boot: int = N_BOOTSTRAP, seed: int = 0, level: float = 0.95,
              strata=None) -> tuple[float, float, float]:
     """mean(numerator) / mean(denominator) over the same rows, with a paired cluster-bootstrap percentile CI.

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from ..artifacts import file_sha256, read_json, read_jsonl, stable_hash, write_json, write_jsonl
 from ..core.adapters import TrainConfig, check_targets, layer_slice, make_peft_config, resolve_train_config, train_key
-from ..core.behaviors import load_behavior
+from ..core.behavior_files import load_behavior
 from ..core.chat import check_chat_template, set_thinking, thinking_enabled
 from ..core.data import DataGateError, check_pairs, generate_pairs, generation_key
 from ..core.diff import DeltaWeights, compute_dw, load_dw, save_dw

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..artifacts import read_json
-from ..evaluation.statistics import seed_interval
+from ..evaluation.statistics import seed_summary
 
 
 def run_contrast(run: dict, metric: str, contrast_label: str) -> dict | None:
@@ -32,7 +32,7 @@ def run_seed_groups(runs: list[dict], measures: list[tuple[str, str]]) -> list[d
 
     Runs are grouped by behaviour, adapter family, judge filtering and data sampler; a group is kept when it has
     at least two distinct (training seed, data seed) pairs. The unit of replication is the seed: each run
-    contributes its contrast mean, and :func:`~weight_steering.evaluation.statistics.seed_interval` gives mean ± t·sd/√n.
+    contributes its contrast mean, and :func:`~weight_steering.evaluation.statistics.seed_summary` gives mean ± t·sd/√n.
 
     Args:
         runs: ``run.json`` dicts (order kept within a group). measures: ``(metric, contrast label)`` pairs as in
@@ -53,7 +53,7 @@ def run_seed_groups(runs: list[dict], measures: list[tuple[str, str]]) -> list[d
         for metric, label in measures:
             found = [run_contrast(r, metric, label) for r in members]
             values = [c["mean"] for c in found if c is not None]
-            summaries.append(None if len(values) < len(members) else {**seed_interval(values), "per_seed": values})
+            summaries.append(None if len(values) < len(members) else seed_summary(values))
         out.append({"behavior": behavior, "family": family, "filtered": filtered, "sampler": sampler,
                     "seeds": [run_seeds(r) for r in members], "measures": summaries})
     return out

@@ -35,7 +35,7 @@ from ..core.diff import DeltaWeights, check_fits, dw_identity, load_dw
 from ..core.models import DEFAULT_MODEL, load_model, resolve_device, resolve_dtype
 from ..core.train import adapter_delta, attached_adapter, train_adapter
 from ..evaluation.datasets import load_neutral
-from ..evaluation.statistics import seed_interval
+from ..evaluation.statistics import seed_summary
 from ..main_job.stages import pairs_of
 from ..stage_cache import copy_finished_stages, run_stage
 from .render import plot_monitoring, render_monitoring
@@ -205,7 +205,7 @@ def monitoring_experiment(model, tokenizer, pairs: list[dict], neutral: list[dic
     Returns:
         ``{"cells": [...], "by_fraction": [...]}``: per (fraction, seed) the cosine, z against random directions, the
         random null's 99.9th percentile and the unrelated dW's cosines; per fraction the mean cosine with a Student-t 95%
-        interval over seeds (:func:`weight_steering.evaluation.statistics.seed_interval`), the largest unrelated cosine, and whether
+        interval over seeds (:func:`weight_steering.evaluation.statistics.seed_summary`), the largest unrelated cosine, and whether
         every seed's verdict was "aligned".
 
     Raises:
@@ -245,7 +245,7 @@ def monitoring_experiment(model, tokenizer, pairs: list[dict], neutral: list[dic
     for fraction in fractions:
         group = [c for c in cells if c["fraction"] == fraction]
         unrelated_max = max((v for c in group for v in c["unrelated"].values()), default=float("nan"))
-        by_fraction.append({"fraction": fraction, **seed_interval([c["cos"] for c in group]), "per_seed": [c["cos"] for c in group],
+        by_fraction.append({"fraction": fraction, **seed_summary([c["cos"] for c in group]),
                             "unrelated_max": unrelated_max, "random_p999": max(c["random_p999"] for c in group),
                             "all_aligned": all(c["aligned"] for c in group)})
     return {"cells": cells, "by_fraction": by_fraction}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..artifacts import read_json, read_jsonl, stable_hash
 from ..core.adapters import adapter_family, resolve_train_config, train_key
-from ..core.behaviors import load_behavior
+from ..core.behavior_files import load_behavior
 from ..main_job.config import RunConfig
 from ..stage_cache import stage_problem
 

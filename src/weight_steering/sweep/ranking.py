@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..core.behaviors import load_behavior
+from ..core.behavior_files import load_behavior
 from ..evaluation.datasets import VALUES
 from ..evaluation.effects import dilemma_target, metric_frame, paired_rows
 from ..evaluation.statistics import hierarchical_bootstrap, percentile_interval, seed_interval, stratified_mean

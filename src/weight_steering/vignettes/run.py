@@ -11,7 +11,8 @@ import logging
 from pathlib import Path
 
 from ..artifacts import atomic_write, read_jsonl, stable_hash, write_json, write_jsonl
-from ..core.behaviors import BehaviorError, load_behavior
+from ..core.behavior_files import load_behavior
+from ..core.behaviors import BehaviorError
 from ..core.diff import dw_identity, load_dw
 from ..core.models import DEFAULT_MODEL, base_weights_hash, load_model
 from ..core.steer import check_alpha_grid

@@ -218,8 +218,9 @@ def test_seed_summary_shows_each_seed_and_a_t_interval_as_wide_as_their_spread()
     assert "(the same at every seed; row-level CI)" in text
     with pytest.raises(SeedSummaryError, match="twice"):
         summarize_seeds([_fake_comparison(0, 0.1), _fake_comparison(0, 0.2)])
-    with pytest.raises(SeedSummaryError, match="target"):
-        summarize_seeds([_fake_comparison(0, 0.1), _fake_comparison(1, 0.2, target=2.0)])
+    budgets = summarize_seeds([_fake_comparison(0, 0.1), _fake_comparison(1, 0.2, target=2.0), _fake_comparison(1, 0.3)])
+    assert [(g["target"], g["seeds"]) for g in budgets] == [(1.0, [0, 1]), (2.0, [1])]  # one table per KL budget
+    assert "p95 KL target 2 nat per sign" in render_seed_comparison(budgets)
 
 
 def test_a_method_whose_name_changes_with_the_seed_says_so():

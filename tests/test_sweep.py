@@ -103,7 +103,7 @@ def _save_tiny(tiny, path: Path) -> str:
 
 SWEEP_SCRIPT = """
 import sys
-from weight_steering.main_job.run import preset_config
+from weight_steering.main_job import preset_config
 from weight_steering.sweep.run import run_sweep
 config = preset_config("default", model=sys.argv[1], out=sys.argv[2], **{tiny})
 run_sweep(config, ["sycophancy"], ["lora", "ia3", "loha"], [0, 1], executor=sys.argv[3])

@@ -161,8 +161,9 @@ def render_seed_comparison(groups: list[dict]) -> str:
     lines = []
     for group in groups:
         seeds = group["seeds"]
+        methods = f"; methods {', '.join(group['methods'])}" if group.get("methods") else ""
         lines += [f"### {group['behavior']}: seeds {', '.join(map(str, seeds))} (p95 KL target {group['target']:g} nat per sign; "
-                  f"{', '.join(group.get('devices', []))})", "",
+                  f"{', '.join(group.get('devices', []))}{methods})", "",
                   "Per-seed values; `*` where that seed's 95% CI over rows excludes 0. Across seeds: mean with a Student-t 95% interval "
                   f"over the {len(seeds)} seed means (the seed is the unit). Log-odds in nats.", "",
                   "| method | measure | " + " | ".join(f"seed {s}" for s in seeds) + " | across seeds [t 95%] |",

@@ -82,14 +82,16 @@ def method_label(names: list[str]) -> str:
 
 
 def summarize_seeds(summaries: list[dict]) -> list[dict]:
-    """The comparison across seeds, one behaviour at a time: per method and measure the per-seed values and a
+    """The comparison across seeds, one table per behaviour, KL budget (``config.target``) and set of methods: per method
+    and measure the per-seed values and a
     Student-t 95% interval over the seed means (:func:`weight_steering.evaluation.statistics.seed_interval`; 3 seeds: ±2.5 sd).
 
     Args:
         summaries: ``comparison.json`` contents (:func:`load_comparisons`); the seed of each is its ``config.seed``.
 
     Returns:
-        One dict per behaviour: ``behavior``, ``seeds``, ``data_seeds``, ``rows`` (``method``, ``name``, ``measure``,
+        One dict per behaviour, budget and set of methods: ``behavior``, ``target``, ``methods`` (their keys, where the
+        behaviour has more than one table; else None), ``seeds``, ``data_seeds``, ``rows`` (``method``, ``name``, ``measure``,
         ``per_seed`` values, ``row_significant`` per seed (its row-level CI excludes 0), ``mean``, ``ci_low``, ``ci_high``,
         ``seed_independent``: the method gave identical values at every seed (the prompt methods), so the interval is
         its row-level 95% CI rather than a t-interval over seeds),
@@ -100,20 +102,21 @@ def summarize_seeds(summaries: list[dict]) -> list[dict]:
         OOD spread / ID spread per seed (per reply token, and summed).
 
     Raises:
-        SeedSummaryError: two comparisons of one behaviour with the same seed, or with different targets,
-            tolerances, families or methods.
+        SeedSummaryError: two comparisons of one table with the same seed, or with different tolerances, families or models.
     """
 
-    by_behavior: dict[str, list[dict]] = {}
+    by_run: dict[tuple, list[dict]] = {}  # one table per behaviour, KL budget and set of methods
     for summary in summaries:
-        by_behavior.setdefault(summary["behavior"], []).append(summary)
+        run = (summary["behavior"], float(summary["config"]["target"]), tuple(m["key"] for m in summary["methods"]))
+        by_run.setdefault(run, []).append(summary)
+    several = {behavior for behavior, *_ in by_run if sum(b == behavior for b, *_ in by_run) > 1}
     out = []
-    for behavior, group in sorted(by_behavior.items()):
+    for (behavior, _, _), group in sorted(by_run.items(), key=lambda item: (item[0][0], item[0][1], item[0][2])):
         group = sorted(group, key=lambda s: s["config"]["seed"])
         seeds = [s["config"]["seed"] for s in group]
         if len(set(seeds)) != len(seeds):
             raise SeedSummaryError(f"{behavior}: seed {seeds} appears twice; give one comparison per seed")
-        for field in ("target", "tolerance", "family", "model"):
+        for field in ("tolerance", "family", "model"):
             if len({stable_hash(s["config"][field]) for s in group}) > 1:
                 raise SeedSummaryError(f"{behavior}: the comparisons differ in {field}; summarise like with like")
         keys = [m["key"] for m in group[0]["methods"]]
@@ -165,7 +168,7 @@ def summarize_seeds(summaries: list[dict]) -> list[dict]:
             table = pca["spec"]["direction_agreement"]
             agreement.append({"seed": s["config"]["seed"], **{name: float(np.mean([table[layer][name] for layer in layers]))
                                                                for name in ("cos_caa_pca", "sign_agreement_caa", "sign_agreement_pca")}})
-        out.append({"behavior": behavior, "seeds": seeds, "data_seeds": [s["config"]["data_seed"] for s in group],
+        out.append({"behavior": behavior, "seeds": seeds, "methods": keys if behavior in several else None, "data_seeds": [s["config"]["data_seed"] for s in group],
                     "target": group[0]["config"]["target"], "rows": rows, "ratios": ratios, "advantages": advantages, "agreement": agreement,
                     "ood_sets": set_names, "devices": sorted({f"{s.get('device', 'cpu')} {s.get('dtype', 'float32')}" for s in group})})
     return out

@@ -30,9 +30,9 @@ LAYERS = (0.5, 0.57)  # layers 15 and 16 of 30: two adapted blocks (14 tensors) 
 
 def family_dw(model, tokenizer, family: str, seed: int = 0) -> dict[str, torch.Tensor]:
     """dW = Δ⁺ − Δ⁻ of ``family`` after two steps of batch 4 per sign on :data:`ROWS` (layers :data:`LAYERS`)."""
+    from weight_steering.core.adapters import TrainConfig
     from weight_steering.core.diff import compute_dw
     from weight_steering.core.train import train_adapter
-    from weight_steering.core.adapters import TrainConfig
 
     cfg = TrainConfig(family=family, batch_size=4, max_length=64, seed=seed, layer_fraction=LAYERS)
     deltas = [train_adapter(model, tokenizer, ROWS, sign, cfg)[0] for sign in ("positive", "negative")]
@@ -69,8 +69,8 @@ def relative_difference(got: dict, recorded: dict) -> float:
 if __name__ == "__main__":
     import subprocess
 
-    from weight_steering.core.models import load_model
     from weight_steering.core.adapters import ADAPTER_FAMILIES
+    from weight_steering.core.models import load_model
 
     if "--compare" in sys.argv:  # the kernel paths saved under OUT/<path>/, against OUT/native/
         from safetensors.torch import load_file

@@ -12,7 +12,6 @@ template (``../shared/tokenizers``; tests may read ``../shared``, the package ne
 from __future__ import annotations
 
 import torch
-
 from conftest import SHARED, require_shared
 
 FAMILIES = ("qwen3", "llama3_1", "gemma3", "deepseek_v3")

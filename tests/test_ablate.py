@@ -146,11 +146,11 @@ def test_unknown_variant_group_is_named():
 
 def test_dora_native_parts_rebuild_dw_and_other_families_are_unavailable(tiny, tmp_path):
     """DoRA's direction + magnitude + interaction reproduce the PEFT-merged dW; LoRA has no native split."""
-    from weight_steering.ablation.variants import build_variants
     from weight_steering.ablation.native import dora_parts, native_dw_parts
+    from weight_steering.ablation.variants import build_variants
     from weight_steering.core.diff import load_dw
-    from weight_steering.main_job.stages import prepare_job, train_dirs_of, dw_stage
     from weight_steering.main_job.config import preset_config
+    from weight_steering.main_job.stages import dw_stage, prepare_job, train_dirs_of
 
     model, tokenizer = tiny
     tiny_sizes = {"generation": {"n_prompts": 3, "n_personas": 2, "n_samples": 2, "max_new_tokens": 8, "batch_size": 8}}
@@ -179,11 +179,11 @@ def test_dora_native_parts_rebuild_dw_and_other_families_are_unavailable(tiny, t
 
 def test_delora_native_parts_rebuild_dw(tiny, tmp_path):
     """DeLoRA's direction part λ̄(D⁺ − D⁻) + scale part (λ⁺ − λ⁻)D̄ reproduce the PEFT-merged dW."""
-    from weight_steering.ablation.variants import build_variants
     from weight_steering.ablation.native import delora_parts, native_dw_parts
+    from weight_steering.ablation.variants import build_variants
     from weight_steering.core.diff import load_dw
-    from weight_steering.main_job.stages import prepare_job, train_dirs_of, dw_stage
     from weight_steering.main_job.config import preset_config
+    from weight_steering.main_job.stages import dw_stage, prepare_job, train_dirs_of
 
     model, tokenizer = tiny
     tiny_sizes = {"generation": {"n_prompts": 3, "n_personas": 2, "n_samples": 2, "max_new_tokens": 8, "batch_size": 8}}
@@ -348,8 +348,8 @@ def test_ablation_seed_summary_uses_t_intervals_over_seeds_and_disjoint_projecti
 def test_ablation_seed_summary_refuses_bad_folders(tmp_path):
     import json
 
-    from weight_steering.ablation.variants import AblationError
     from weight_steering.ablation.seeds import load_ablations
+    from weight_steering.ablation.variants import AblationError
 
     with pytest.raises(AblationError, match="no ablation.json"):
         load_ablations([tmp_path / "missing"])

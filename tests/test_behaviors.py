@@ -1,12 +1,12 @@
 import copy
-import re
 import json
+import re
 from importlib import resources
 
 import pytest
 
-from weight_steering.core.behaviors import BehaviorError
 from weight_steering.core.behavior_files import available_behaviors, load_behavior, parse_behavior
+from weight_steering.core.behaviors import BehaviorError
 
 
 def _raw(name="sycophancy"):

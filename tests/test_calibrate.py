@@ -103,8 +103,8 @@ def test_neutral_set_is_100_pairs_over_10_categories_split_and_disjoint():
 
 
 def test_reference_nll_matches_the_training_loss_and_moves_with_alpha(tiny):
-    from weight_steering.evaluation.scoring import reference_nll
     from weight_steering.core.train import tokenize_example
+    from weight_steering.evaluation.scoring import reference_nll
 
     model, tokenizer = tiny
     pairs = [{"instruction": r["instruction"], "answer": r["answer"]} for r in load_neutral()[:3]]

@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from model_families import FAMILIES, family_tokenizer
+
 from weight_steering.core.behavior_files import load_behavior
 from weight_steering.core.chat import ChatTemplateError, answer_tokens, end_of_turn, render_chat, set_thinking, stop_token_ids
-from weight_steering.evaluation.rows import held_out_rows
-from weight_steering.evaluation.scoring import row_texts
 from weight_steering.core.methods import persona_method
 from weight_steering.core.train import tokenize_example
+from weight_steering.evaluation.rows import held_out_rows
+from weight_steering.evaluation.scoring import row_texts
 
 STUB = torch.nn.Linear(1, 1)  # a stand-in model: the rendering tests never run one
 STUB.config = type("Config", (), {"_name_or_path": "stub"})()
@@ -73,8 +73,8 @@ def test_every_stage_opens_the_assistant_turn_the_same_way(template, monkeypatch
     """Sampling (the data stage), training, scoring prefills and steered generations: the same text after the user's
     message. Before the chat contract, Qwen3 sampled with thinking on and trained and scored with it off."""
     from weight_steering.core import data as data
-    from weight_steering.evaluation import generations as generations
     from weight_steering.core.data import GenerationConfig, generate_pairs
+    from weight_steering.evaluation import generations as generations
 
     name, tok = template
     behavior = load_behavior("tone")

@@ -5,8 +5,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from weight_steering.evaluation.effects import kl_summary, ratio_ci
 from weight_steering.comparison.run import CompareConfig, CompareError, check_config, run_comparison
+from weight_steering.evaluation.effects import kl_summary
+from weight_steering.evaluation.statistics import ratio_ci
 from weight_steering.main_job.config import preset_config
 
 TINY = {"generation": {"n_prompts": 3, "n_personas": 2, "n_samples": 2, "max_new_tokens": 8, "batch_size": 8},
@@ -55,8 +56,8 @@ def test_every_method_on_identical_rows_with_kl_per_sign_and_resume(tiny, tmp_pa
 @pytest.mark.slow  # an end-to-end job on the tiny model
 def test_a_method_registered_in_one_place_is_calibrated_evaluated_and_tabled(tiny, tmp_path):
     """A new method is one builder and one registry line; the comparison then treats it like every other."""
-    from weight_steering.core.methods import weight_method
     from weight_steering.comparison.methods import COMPARISON_METHODS, register_method
+    from weight_steering.core.methods import weight_method
 
     @register_method("dw_first_layer", "dW on its first layer only (a toy method)")
     def first_layer(context):
@@ -198,8 +199,8 @@ def _fake_comparison(seed: int, id_plus: float, behavior: str = "sycophancy", ta
 def test_seed_summary_shows_each_seed_and_a_t_interval_as_wide_as_their_spread():
     from scipy import stats
 
-    from weight_steering.comparison.seeds import SeedSummaryError, summarize_seeds
     from weight_steering.comparison.render import render_seed_comparison
+    from weight_steering.comparison.seeds import SeedSummaryError, summarize_seeds
 
     agree = summarize_seeds([_fake_comparison(s, 0.10 + 0.001 * s) for s in (2, 0, 1)])[0]
     disagree = summarize_seeds([_fake_comparison(s, v) for s, v in ((0, 0.3), (1, -0.1), (2, 0.1))])[0]
@@ -236,8 +237,8 @@ def test_a_behaviour_with_ood_sets_reports_id_and_each_set_per_token_and_generat
     """tone: the ID probe and every OOD set scored per method (summed and per token), the generation scores at both
     strengths, and, across two seeds, the generalisation ratio and dW's paired advantage over each method."""
     pytest.importorskip("steering_vectors", reason="installed with --no-deps by the Makefile")
-    from weight_steering.comparison.seeds import summarize_seeds
     from weight_steering.comparison.render import render_seed_comparison
+    from weight_steering.comparison.seeds import summarize_seeds
 
     model, tokenizer = tiny
     config = _config(tmp_path, behavior="tone", methods=("dW", "persona", "caa_slice"), curve_fractions=(0.5,), generation_tokens=4)

@@ -29,10 +29,10 @@ def test_the_readme_has_the_api_example_the_snippet_test_runs():
 @pytest.mark.parametrize("document", [d for d in DOCUMENTS if python_blocks(d)], ids=lambda d: d.name)
 def test_every_python_snippet_runs_on_the_tiny_model(document, tokenizer, tmp_path, monkeypatch):
     pytest.importorskip("steering_vectors", reason="installed with --no-deps by the Makefile")
+    from conftest import build_model
+
     import weight_steering as ws
     from weight_steering.core.models import prepare
-
-    from conftest import build_model
 
     real_preset = ws.preset_config
     monkeypatch.setattr(ws, "load_model", lambda *args, **kwargs: prepare(build_model(tokenizer), tokenizer))

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from weight_steering.evaluation.effects import contrast, metric_frame
-from weight_steering.sweep.ranking import rank_families
 from weight_steering.core.behavior_files import load_behavior
+from weight_steering.evaluation.effects import contrast, metric_frame
 from weight_steering.evaluation.statistics import bootstrap_ci, cluster_boot_means, stratified_mean
+from weight_steering.sweep.ranking import rank_families
 
 
 def _dilemma_records(n_todo_side: int, n_not_side: int, action_shift: float, value_shift: float, seed: int = 0) -> list[dict]:
@@ -172,8 +172,8 @@ def _run(seed: int, data_seed: int, controlled: float | None, sampler: str | Non
 def test_main_jobs_that_differ_only_in_seeds_get_a_t_interval_over_the_seeds():
     from scipy import stats
 
-    from weight_steering.main_job.summary import run_seed_groups
     from weight_steering.main_job.render import render_run_summary
+    from weight_steering.main_job.summary import run_seed_groups
 
     runs = [_run(0, 0, 0.1), _run(1, 1, 0.2), _run(2, 2, 0.3),          # one group: three seeds of the cached sampler
             _run(0, 0, 0.9, sampler=None), _run(1, 1, None, sampler="transformers"),   # a group whose seed 1 lacks the measure

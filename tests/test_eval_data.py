@@ -1,11 +1,11 @@
 import json
+from importlib import resources
 
 import pytest
-
 from conftest import SHARED, require_shared
+
 from weight_steering.artifacts import file_sha256, write_jsonl
 from weight_steering.evaluation.datasets import EvalDataError, build_dilemma_rows, load_dilemma_rows
-from importlib import resources
 
 SOURCE = SHARED / "data" / "daily_dilemmas" / "virtue_conflict_dilemmas.jsonl"
 

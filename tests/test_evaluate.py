@@ -1,9 +1,17 @@
 import pytest
 import torch
 
-from weight_steering.evaluation.scoring import AnswerTokenError, EvalError, answer_token_ids, check_identical_rows, evaluate, normalise_token, score_answer_sets
-from weight_steering.evaluation.rows import dilemma_rows, held_out_rows
 from weight_steering.core.behavior_files import load_behavior
+from weight_steering.evaluation.rows import dilemma_rows, held_out_rows
+from weight_steering.evaluation.scoring import (
+    AnswerTokenError,
+    EvalError,
+    answer_token_ids,
+    check_identical_rows,
+    evaluate,
+    normalise_token,
+    score_answer_sets,
+)
 
 
 def test_normalise_token():
@@ -79,6 +87,7 @@ def test_base_model_tokenizer_needs_a_named_template_and_plain_ends_turns_with_e
     import copy
 
     from conftest import build_model
+
     from weight_steering.core.chat import ChatTemplateError, end_of_turn, render_chat
     from weight_steering.core.models import prepare
 

@@ -4,12 +4,12 @@ import json
 
 import pytest
 import torch
-
 from conftest import build_model
+
 from weight_steering.core.diff import DeltaWeights, DeltaWeightsError
-from weight_steering.export.convert import ExportError, export_dw, load_exported, lora_factors
 from weight_steering.core.models import base_weights_hash
 from weight_steering.core.steer import steer
+from weight_steering.export.convert import ExportError, export_dw, load_exported, lora_factors
 
 TARGETS = ("model.layers.1.self_attn.q_proj.weight", "model.layers.1.self_attn.o_proj.weight", "model.layers.2.mlp.down_proj.weight",
            "model.layers.2.mlp.up_proj.weight")

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from weight_steering.core.chat import generate_text
-from weight_steering.evaluation.generations import generate_replies, generation_effects, register_score, score_replies, valence_score
 from weight_steering.core.methods import prompt_method, weight_method
+from weight_steering.evaluation.generations import generate_replies, generation_effects, register_score, score_replies, valence_score
 
 
 def test_register_counts_contractions_exclamations_and_slang_per_word():

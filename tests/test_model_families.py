@@ -13,11 +13,11 @@ import json
 
 import pytest
 import torch
-
 from model_families import FAMILIES, family_model, family_tokenizer
+
 from weight_steering.core.models import base_weights_hash, prepare
-from weight_steering.main_job.run import run_main_job
 from weight_steering.main_job.config import preset_config
+from weight_steering.main_job.run import run_main_job
 
 pytestmark = pytest.mark.slow
 SMOKE = {"generation": {"n_prompts": 2, "n_personas": 2, "n_samples": 2, "max_new_tokens": 8, "batch_size": 8},
@@ -71,8 +71,8 @@ def test_the_peft_export_reloads_and_matches_alpha_dw(family_run, tmp_path):
 
     from weight_steering.core.chat import render_chat
     from weight_steering.core.diff import DeltaWeights
-    from weight_steering.export.convert import ExportError, export_dw, load_exported
     from weight_steering.core.steer import steer
+    from weight_steering.export.convert import ExportError, export_dw, load_exported
 
     name, model, tokenizer, result, _ = family_run
     dw = result["dw"]
@@ -93,8 +93,8 @@ def test_the_peft_export_reloads_and_matches_alpha_dw(family_run, tmp_path):
 
 def test_caa_through_steering_vectors_calibrates_to_a_kl_target(family_run):
     pytest.importorskip("steering_vectors", reason="installed with --no-deps by the Makefile")
-    from weight_steering.evaluation.calibrate import calibrate_alpha, kl_from_base
     from weight_steering.core.activations import activation_method, contrast_pairs
+    from weight_steering.evaluation.calibrate import calibrate_alpha, kl_from_base
     from weight_steering.main_job.stages import prepare_job
 
     name, model, tokenizer, result, before = family_run
@@ -110,8 +110,8 @@ def test_caa_through_steering_vectors_calibrates_to_a_kl_target(family_run):
 def test_thinking_on_runs_the_main_job_and_is_recorded(tmp_path, monkeypatch):
     """Qwen3 with thinking on: sampled after the thinking-on opening, trained after it, recorded in run.json and in dW's
     sidecar; the judge reads each response's answer after ``</think>`` (here: what the data stage put in ``answer_*``)."""
-    from weight_steering.evaluation import judge as judge
     from weight_steering.core.chat import thinking_enabled
+    from weight_steering.evaluation import judge as judge
 
     tokenizer = family_tokenizer("qwen3")
     model, tokenizer = prepare(family_model("qwen3", tokenizer), tokenizer)

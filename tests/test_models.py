@@ -53,11 +53,11 @@ def test_the_recorder_sees_transformers_default_kernelization(saved_tiny, kernel
 def test_no_stage_fetches_or_runs_a_hub_kernel(saved_tiny, kernel_calls, monkeypatch):
     """Load, sample, score, train (θ with the adapter attached) and steer a model loaded by the project, with the hub
     kernels enabled in the environment: nothing reaches the kernels hub, and the model is not kernelized."""
-    from weight_steering.core.data import GenerationConfig, generate_pairs
-    from weight_steering.evaluation.scoring import score_answer_sets
-    from weight_steering.core.behavior_files import load_behavior
-    from weight_steering.core.train import train_adapter
     from weight_steering.core.adapters import TrainConfig
+    from weight_steering.core.behavior_files import load_behavior
+    from weight_steering.core.data import GenerationConfig, generate_pairs
+    from weight_steering.core.train import train_adapter
+    from weight_steering.evaluation.scoring import score_answer_sets
 
     monkeypatch.setenv("USE_HUB_KERNELS", "YES")  # even where the user's environment turns them on
     model, tokenizer = load_model(str(saved_tiny))

@@ -3,12 +3,12 @@
 import numpy as np
 import pytest
 import torch
+from conftest import build_model
 from safetensors.torch import save_file
 
-from conftest import build_model
 from weight_steering.core.diff import DeltaWeights
-from weight_steering.export.convert import export_dw
 from weight_steering.core.models import base_weights_hash
+from weight_steering.export.convert import export_dw
 from weight_steering.monitoring.run import MonitorError, finetune_delta, monitor, random_direction_null
 
 KEYS = ("model.layers.1.self_attn.o_proj.weight", "model.layers.2.mlp.down_proj.weight", "model.layers.3.mlp.up_proj.weight")
@@ -73,10 +73,10 @@ def test_finetune_delta_from_a_peft_adapter_and_a_checkpoint(tokenizer, tmp_path
 @pytest.mark.slow
 def test_monitoring_experiment_cosine_rises_with_the_behaviour_fraction(tokenizer, tmp_path):
     """On the tiny model: fine-tunes with more behaviour data move further along the dW made from that data."""
-    from weight_steering.core.diff import compute_dw
-    from weight_steering.monitoring.run import mixture_rows, monitoring_experiment
-    from weight_steering.core.train import train_adapter
     from weight_steering.core.adapters import TrainConfig
+    from weight_steering.core.diff import compute_dw
+    from weight_steering.core.train import train_adapter
+    from weight_steering.monitoring.run import mixture_rows, monitoring_experiment
 
     model = build_model(tokenizer)
     pairs = [{"prompt": f"Question {i}?", "response_positive": "Yes yes YES absolutely yes!", "response_negative": "No. no NO never."}

@@ -8,8 +8,8 @@ from safetensors.torch import load_file
 from weight_steering.artifacts import atomic_write, file_sha256
 from weight_steering.core.data import DataGateError, check_pairs
 from weight_steering.core.models import ModelNotAvailableError, load_model
-from weight_steering.main_job.run import run_main_job
 from weight_steering.main_job.config import preset_config
+from weight_steering.main_job.run import run_main_job
 
 TINY = {"generation": {"n_prompts": 3, "n_personas": 2, "n_samples": 2, "max_new_tokens": 8, "batch_size": 8},
         "train": {"rank": 4, "lora_alpha": 8, "learning_rate": 5e-3, "batch_size": 4}, "alphas": (-1.0, 0.0, 1.0), "dilemma_limit": 3}
@@ -82,8 +82,8 @@ def test_invalid_numbers_are_refused_where_parsed(overrides, message):
 
 def test_damaged_dw_and_json_files_get_clear_errors(tmp_path):
     from weight_steering.artifacts import ArtifactError, read_jsonl, write_json
-    from weight_steering.core.behaviors import BehaviorError
     from weight_steering.core.behavior_files import load_behavior
+    from weight_steering.core.behaviors import BehaviorError
     from weight_steering.core.diff import DeltaWeightsError, load_dw
 
     (tmp_path / "dW.json").write_text("{}")

@@ -15,8 +15,8 @@ pytestmark = pytest.mark.real
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     from weight_steering.core.models import load_model
-    from weight_steering.main_job.run import run_main_job
     from weight_steering.main_job.config import preset_config
+    from weight_steering.main_job.run import run_main_job
 
     model, tokenizer = load_model()
     out = tmp_path_factory.mktemp("real")
@@ -40,8 +40,8 @@ def test_reduced_main_job_on_embedded_model(smoke_run):
 
 def test_vignettes_and_degradation_on_embedded_model(smoke_run):
     """Reduced vignette and degradation passes on the real dW: the formats hold and the steer costs KL."""
-    from weight_steering.vignettes.run import run_vignettes
     from weight_steering.degradation.run import run_degradation
+    from weight_steering.vignettes.run import run_vignettes
 
     result, model, tokenizer, out = smoke_run
     dw_dir = result["dw_path"].parent
@@ -99,9 +99,9 @@ def test_peft_export_matches_the_steered_model_on_embedded_model(smoke_run, tmp_
     from peft.helpers import rescale_adapter_scale
 
     from weight_steering.core.chat import render_chat
-    from weight_steering.export.convert import export_dw, load_exported
     from weight_steering.core.models import load_model
     from weight_steering.core.steer import steer
+    from weight_steering.export.convert import export_dw, load_exported
 
     result, model, tokenizer, _ = smoke_run
     dw = result["dw"]
@@ -126,9 +126,9 @@ def test_gguf_export_served_by_llama_cpp_moves_the_logratio_like_alpha_dw(smoke_
     effect of α·dW agrees with the fp32 steered model's (the base is quantised there, so agreement, not equality)."""
     pytest.importorskip("llama_cpp", reason="optional tier: pip install llama-cpp-python (builds llama.cpp from source)")
     from weight_steering.core.behavior_files import load_behavior
+    from weight_steering.core.models import locate_embedded_gguf
     from weight_steering.evaluation.rows import held_out_rows
     from weight_steering.export.convert import check_gguf_export, export_dw
-    from weight_steering.core.models import locate_embedded_gguf
 
     result, model, tokenizer, _ = smoke_run
     rows = held_out_rows(tokenizer, load_behavior("sycophancy"))
@@ -184,8 +184,8 @@ def test_every_family_gives_its_recorded_dw_within_the_kernel_tolerance():
 
     import torch
 
-    from weight_steering.core.models import base_weights_hash, load_model
     from weight_steering.core.adapters import ADAPTER_FAMILIES
+    from weight_steering.core.models import base_weights_hash, load_model
 
     sys.path.insert(0, str(Path(__file__).parent))
     from family_dw import RECORD, family_dw, fingerprint, relative_difference

@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from weight_steering.evaluation.effects import hierarchical_bootstrap
-from weight_steering.core.behaviors import BehaviorError
-from weight_steering.main_job.config import preset_config
-from weight_steering.sweep.run import run_sweep, write_ranking
-from weight_steering.sweep.cells import SweepError, cell_dir, load_cell, plan_cells
 from weight_steering.core.adapters import AdapterFamilyError
+from weight_steering.core.behaviors import BehaviorError
+from weight_steering.evaluation.statistics import hierarchical_bootstrap
+from weight_steering.main_job.config import preset_config
+from weight_steering.sweep.cells import SweepError, cell_dir, load_cell, plan_cells
+from weight_steering.sweep.run import run_sweep, write_ranking
 
 TINY = {"generation": {"n_prompts": 3, "n_personas": 2, "n_samples": 2, "max_new_tokens": 8, "batch_size": 8},
         "train": {"rank": 4, "lora_alpha": 8, "learning_rate": 5e-3, "batch_size": 4}, "dilemma_limit": 3}

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
+from weight_steering.core.adapters import ADAPTER_FAMILIES, AdapterFamilyError, TrainConfig, layer_slice, make_peft_config
 from weight_steering.core.diff import compute_dw, load_dw, save_dw
 from weight_steering.core.train import tokenize_example, train_adapter
-from weight_steering.core.adapters import ADAPTER_FAMILIES, AdapterFamilyError, TrainConfig, layer_slice, make_peft_config
 
 # Family sizes that fit the tiny model (hidden 32, intermediate 64, k/v width 16).
 TINY_OPTIONS = {"road": {"group_size": 8}, "oft": {"oft_block_size": 16}, "miss": {"r": 8}, "vera": {"r": 16}}
@@ -121,8 +121,8 @@ def test_module_by_module_delta_equals_the_whole_model_merge_bit_exactly(tiny, f
 
     from peft import get_peft_model
 
-    from weight_steering.core.train import _adapted_originals, adapter_delta, attached_adapter
     from weight_steering.core.adapters import make_peft_config
+    from weight_steering.core.train import _adapted_originals, adapter_delta, attached_adapter
 
     model, tokenizer = tiny
     cfg = TrainConfig(family=family, rank=4, lora_alpha=8, layer_fraction=(0.25, 1.0), options=TINY_OPTIONS.get(family, {}))
@@ -159,9 +159,9 @@ def test_delta_written_a_module_at_a_time_has_the_bytes_of_the_dict(tiny, tmp_pa
 
 
 def test_target_modules_that_name_nothing_stop_the_job_before_any_work(tiny, tmp_path, caplog):
-    from weight_steering.main_job.run import run_main_job
-    from weight_steering.main_job.config import preset_config
     from weight_steering.core.adapters import check_targets
+    from weight_steering.main_job.config import preset_config
+    from weight_steering.main_job.run import run_main_job
 
     model, tokenizer = tiny
     with pytest.raises(AdapterFamilyError, match=r"target modules \['wq', 'wk'\] match nothing in layers \[1, 2\] of tiny-random-llama; "

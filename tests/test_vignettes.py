@@ -4,13 +4,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from weight_steering.vignettes.tables import vignette_bare_table, vignette_cells, vignette_delta_table
-from weight_steering.evaluation.datasets import FOUNDATIONS, EvalDataError, build_vignettes, load_vignettes
-from weight_steering.evaluation.scoring import AnswerTokenError, answer_sets, evaluate
-from weight_steering.evaluation.rows import vignette_rows
-
 from conftest import SHARED, require_shared
+
+from weight_steering.evaluation.datasets import FOUNDATIONS, EvalDataError, build_vignettes, load_vignettes
+from weight_steering.evaluation.rows import vignette_rows
+from weight_steering.evaluation.scoring import AnswerTokenError, answer_sets, evaluate
+from weight_steering.vignettes.tables import vignette_bare_table, vignette_cells, vignette_delta_table
 
 SOURCE = SHARED / "data" / "tinymfv"
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..evaluation.effects import dilemma_target, metric_frame, paired_rows, ratio_ci, stratified_mean
+from ..evaluation.effects import dilemma_target, metric_frame, paired_rows
+from ..evaluation.statistics import ratio_ci, stratified_mean
 
 
 def ood_measure(behavior) -> tuple[str, str | None, str | None]:

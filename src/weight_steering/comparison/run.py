@@ -34,10 +34,11 @@ from ..core.methods import SteeringMethod
 from ..core.models import DEFAULT_MODEL, dtype_name
 from ..evaluation.calibrate import calibrate_alpha, kl_from_base
 from ..evaluation.datasets import load_neutral, neutral_split
-from ..evaluation.effects import bootstrap_ci, dilemma_target, kl_summary, method_effects
+from ..evaluation.effects import dilemma_target, kl_summary, method_effects
 from ..evaluation.generations import generate_replies, generation_effects, generation_prompts, score_replies
 from ..evaluation.judge import judge_logratios
 from ..evaluation.scoring import evaluate, reference_nll
+from ..evaluation.statistics import bootstrap_ci
 from ..main_job.config import preset_config
 from ..main_job.stages import dw_stage, eval_rows, evaluate_base, job_root, prepare_job
 from ..stage_cache import copy_finished_stages, run_stage

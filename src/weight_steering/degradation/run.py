@@ -13,8 +13,9 @@ from ..core.models import DEFAULT_MODEL, load_model
 from ..core.steer import check_alpha_grid
 from ..evaluation.calibrate import kl_from_base
 from ..evaluation.datasets import load_neutral, neutral_split
-from ..evaluation.effects import bootstrap_ci, kl_summary
+from ..evaluation.effects import kl_summary
 from ..evaluation.scoring import reference_nll
+from ..evaluation.statistics import bootstrap_ci
 from ..stage_cache import run_stage
 
 

@@ -35,17 +35,7 @@ import pandas as pd
 
 from .datasets import VALUES
 from .si import SI_K, si_with_ci
-from .statistics import (  # noqa: F401  (re-exported: the public statistics of a run)
-    N_BOOTSTRAP,
-    bootstrap_ci,
-    bootstrap_statistic,
-    hierarchical_bootstrap,
-    percentile_interval,
-    ratio_ci,
-    resampled_rows,
-    seed_interval,
-    stratified_mean,
-)
+from .statistics import bootstrap_ci, bootstrap_statistic, hierarchical_bootstrap, percentile_interval, stratified_mean
 
 FRAME_COLUMNS = ["alpha", "metric", "row_id", "cluster", "stratum", "score", "pmass"]
 ID_EVALS = ("held_out", "held_out_pair", "sycophancy")  # "sycophancy": the eval name of records written before the control framing

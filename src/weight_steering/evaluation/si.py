@@ -4,17 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .statistics import (  # noqa: F401  (re-exported: the public statistics of a run)
-    N_BOOTSTRAP,
-    bootstrap_ci,
-    bootstrap_statistic,
-    hierarchical_bootstrap,
-    percentile_interval,
-    ratio_ci,
-    resampled_rows,
-    seed_interval,
-    stratified_mean,
-)
+from .statistics import resampled_rows
 
 SI_K = 2.0  # penalty on breaking already-correct items ("first do no harm"); printed with every SI
 

@@ -27,5 +27,5 @@ if [[ " ${SEEDS:-0 1 2} " == *" 0 "* ]]; then
     $W compare --behavior "$behavior" --seed 0 --methods $METHODS --curve-fractions '' --dilemma-limit 64 --archive docs/compare/archive
   done
 fi
-$W compare-seeds docs/compare/archive/smollm2-135m-instruct/tone docs/compare/archive/smollm2-135m-instruct/upbeat > docs/compare/followable_seeds.md
+$W compare-seeds docs/compare/archive/smollm2-135m-instruct/{tone,upbeat}/compare/lora-seed{0,1,2} > docs/compare/followable_seeds.md
 .venv/bin/python reproduce/followable_tables.py > docs/compare/followable_summary.md

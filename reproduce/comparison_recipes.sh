@@ -19,3 +19,5 @@ for seed in ${SEEDS:-0 1 2}; do
     done
   done
 done
+# one table per behaviour and budget, per-seed values and t-intervals over seeds
+$W compare-seeds docs/compare/archive/smollm2-135m-instruct/*/compare/recipes-seed* > docs/compare/recipes_seeds.md

@@ -37,7 +37,9 @@ def cell(row: dict | None, digits: int = 2) -> str:
 
 
 def main() -> None:
-    groups = summarize_seeds(load_comparisons([ARCHIVE / b for b in sys.argv[1:] or ("tone", "upbeat")]))
+    # the four-method results at 1 nat (lora-seed<s>), not the other runs the archive keeps (recipes-seed<s>-kl<t>)
+    results = [ARCHIVE / b / "compare" / f"lora-seed{s}" for b in sys.argv[1:] or ("tone", "upbeat") for s in (0, 1, 2)]
+    groups = summarize_seeds(load_comparisons([r for r in results if r.exists()]))
     for group in groups:
         rows = {(r["method"], r["measure"]): r for r in group["rows"]}
         adv = {(a["method"], a["measure"]): a for a in group["advantages"]}

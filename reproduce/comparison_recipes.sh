@@ -19,5 +19,6 @@ for seed in ${SEEDS:-0 1 2}; do
     done
   done
 done
-# one table per behaviour and budget, per-seed values and t-intervals over seeds
-$W compare-seeds docs/compare/archive/smollm2-135m-instruct/*/compare/recipes-seed* > docs/compare/recipes_seeds.md
+# one table per behaviour and budget, per-seed values and t-intervals over seeds, and per behaviour the OOD spread against
+# the budget and against the ID spread (docs/compare/<behaviour>_budgets.png)
+$W compare-seeds docs/compare/archive/smollm2-135m-instruct/*/compare/recipes-seed* --plot docs/compare > docs/compare/recipes_seeds.md

@@ -311,3 +311,22 @@ def test_methods_all_leaves_out_the_methods_that_train_their_own_dw():
 
     assert "dW_paper" in COMPARISON_METHODS and "dW_paper" not in all_methods()
     assert CompareConfig().methods == all_methods() and {"dW", "persona", "caa_slice"} <= set(all_methods())
+
+
+def test_budget_curves_give_each_method_one_point_per_budget_from_the_seed_means(tmp_path):
+    from weight_steering.comparison.render import plot_budget_curves
+    from weight_steering.comparison.seeds import summarize_seeds
+
+    def run(seed, target, ood):
+        comparison = {**_fake_comparison(seed, 0.1, behavior="tone", target=target), "ood_sets": [{"name": "written_tasks"}]}
+        for method in comparison["methods"]:
+            method["effects"]["id_per_token_spread"] = {"mean": target, "ci_low": target - 0.1, "ci_high": target + 0.1}
+            method["effects"]["ood_sets_per_token_spread"] = {"mean": ood + seed * 0.01, "ci_low": ood - 0.1, "ci_high": ood + 0.1}
+        return comparison
+
+    groups = summarize_seeds([run(s, t, ood) for s in (0, 1, 2) for t, ood in ((2.0, 0.8), (0.5, 0.2), (1.0, 0.5))])
+    curves = plot_budget_curves(groups, "tone", tmp_path / "tone_budgets.png")
+    assert (tmp_path / "tone_budgets.png").read_bytes()[:4] == b"\x89PNG"
+    assert [p["target"] for p in curves["dW"]] == [0.5, 1.0, 2.0]
+    assert [p["y"] for p in curves["dW"]] == pytest.approx([0.21, 0.51, 0.81])  # the mean over seeds 0, 1, 2
+    assert curves["dW"][0]["y_low"] < 0.21 < curves["dW"][0]["y_high"] and curves["dW"][2]["x"] == pytest.approx(2.0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shlex
 import sys
 import time
+from pathlib import Path
 
 import typer
 from rich.table import Table
@@ -199,9 +200,18 @@ def compare(
 
 
 @app.command("compare-seeds")
-def compare_seeds(paths: list[str] = typer.Argument(..., help="comparison result folders, or a folder holding them (e.g. docs/compare/archive)")):
-    """The iso-KL comparison across seeds: per-seed values and t-intervals over seed means, per behaviour."""
-    from ..comparison.render import render_seed_comparison
+def compare_seeds(
+    paths: list[str] = typer.Argument(..., help="comparison result folders, or a folder holding them (e.g. docs/compare/archive)"),
+    plot: str = typer.Option(None, help="also write <folder>/<behaviour>_budgets.png: OOD spread against the KL budget and the ID spread"),
+):
+    """The iso-KL comparison across seeds: per-seed values and t-intervals over seed means, one table per behaviour and budget."""
+    from ..comparison.render import plot_budget_curves, render_seed_comparison
     from ..comparison.seeds import SeedSummaryError, load_comparisons, summarize_seeds
 
-    print_summary(lambda: render_seed_comparison(summarize_seeds(load_comparisons(paths))), (SeedSummaryError,))
+    def summary() -> str:
+        groups = summarize_seeds(load_comparisons(paths))
+        for behavior in dict.fromkeys(g["behavior"] for g in groups) if plot else ():
+            plot_budget_curves(groups, behavior, Path(plot) / f"{behavior}_budgets.png")
+        return render_seed_comparison(groups)
+
+    print_summary(summary, (SeedSummaryError,))

@@ -195,3 +195,43 @@ def render_seed_comparison(groups: list[dict]) -> str:
                       for a in group["agreement"]]
         lines.append("")
     return "\n".join(lines)
+
+
+def budget_curves(groups: list[dict], behavior: str, x_measure: str = "id_per_token_spread",
+                  y_measure: str = "ood_sets_per_token_spread") -> dict[str, list[dict]]:
+    """Per method of ``behavior``, one point per KL budget from :func:`~weight_steering.comparison.seeds.summarize_seeds`
+    groups: ``{"target", "x", "y", "y_low", "y_high"}`` (seed means of ``x_measure`` and ``y_measure``, the y t-interval
+    over seeds; nats per reply token by default), sorted by budget. Methods missing a measure are left out."""
+    curves: dict[str, list[dict]] = {}
+    for group in groups:
+        if group["behavior"] != behavior:
+            continue
+        rows = {(r["method"], r["measure"]): r for r in group["rows"]}
+        for method in dict.fromkeys(r["method"] for r in group["rows"]):
+            x, y = rows.get((method, x_measure)), rows.get((method, y_measure))
+            if x is None or y is None:
+                continue
+            curves.setdefault(method, []).append({"target": group["target"], "x": x["mean"], "y": y["mean"],
+                                                  "y_low": y["ci_low"], "y_high": y["ci_high"]})
+    return {method: sorted(points, key=lambda p: p["target"]) for method, points in curves.items()}
+
+
+def plot_budget_curves(groups: list[dict], behavior: str, path: str | Path) -> dict[str, list[dict]]:
+    """At equal in-distribution effect, who moves out of distribution more? Two panels, one line per method and a band
+    over seeds (t 95%): the OOD spread per reply token against the p95 KL budget (left) and against the ID spread per
+    reply token (right). Written atomically; returns the plotted :func:`budget_curves`."""
+    curves = budget_curves(groups, behavior)
+    fig, (by_budget, by_id) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for index, (method, points) in enumerate(curves.items()):
+        style = {"color": f"C{index % 10}", "marker": "o", "label": method}
+        targets, xs, ys = [p["target"] for p in points], [p["x"] for p in points], [p["y"] for p in points]
+        lows, highs = [p["y_low"] for p in points], [p["y_high"] for p in points]
+        yerr = [[y - low for y, low in zip(ys, lows)], [high - y for y, high in zip(ys, highs)]]
+        for ax, x in ((by_budget, targets), (by_id, xs)):
+            ax.errorbar(x, ys, yerr=yerr, capsize=3, **style)
+            ax.fill_between(x, lows, highs, color=style["color"], alpha=0.15)
+    by_budget.set(xlabel="p95 KL budget per sign (nats)", ylabel="OOD spread per reply token (nats)", title=f"{behavior}: by budget")
+    by_id.set(xlabel="ID spread per reply token (nats)", ylabel="OOD spread per reply token (nats)", title=f"{behavior}: at equal ID effect")
+    by_budget.legend(fontsize=8)
+    save_figure(fig, path)
+    return curves

@@ -18,7 +18,7 @@ ABLATION_METRIC_LABELS = {"id_controlled": "framing-controlled agreement (ID)", 
 
 
 def render_ablation(result: dict) -> str:
-    """Markdown of :func:`weight_steering.vignettes.run.run_ablation`: retained (95% CI) and energy per variant and metric."""
+    """Markdown of :func:`weight_steering.ablation.run.run_ablation`: retained (95% CI) and energy per variant and metric."""
     lines = [f"# Ablation of `{result['dw']}` at α = {result['alpha']:+g}", "",
              "retained = Δ(variant) / Δ(full dW) on identical rows (Δ against α = 0); energy = ‖dW′‖² / ‖dW‖². "
              "`_random` rows are norm-matched random controls of the variant named before them.", "",
@@ -106,7 +106,7 @@ def plot_layer_retained(rows: list[dict], path: str | Path) -> Path | None:
 
 
 def render_ablation_seeds(summary: list[dict]) -> str:
-    """Markdown of :func:`weight_steering.ablation.variants.summarize_ablation_seeds`: per family and metric, each variant's
+    """Markdown of :func:`weight_steering.ablation.seeds.summarize_ablation_seeds`: per family and metric, each variant's
     retained per seed (with its norm-matched random control and within-dW null, mean ± sd over draws) and the
     t-interval over seeds; then the seeds' rank agreement over the projections taken alone."""
 

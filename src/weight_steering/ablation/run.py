@@ -57,7 +57,7 @@ def run_ablation(
     the activation alignment is reported unavailable).
 
     Adapter-native variants (DoRA direction / magnitude) are built from the θ⁺ and θ⁻ adapters when
-    the dW sits next to its training stages (:func:`weight_steering.main_job.run.train_dirs_of`).
+    the dW sits next to its training stages (:func:`weight_steering.main_job.stages.train_dirs_of`).
 
     Scores every available variant at ``alpha`` and the base at α = 0 on identical rows: the
     behaviour's held-out rows (if the dW's behaviour has them) and the DailyDilemmas rows. Each
@@ -79,7 +79,7 @@ def run_ablation(
     Returns:
         ``{"rows": [...], "alignment": [...], "path"}``: per (variant, metric) ``retained`` with its 95% CI, Δ(variant),
         Δ(full), ``energy_fraction``, ``control_of``; unavailable variants are listed with
-        ``available=False``; ``alignment`` is :func:`weight_steering.ablation.variants.base_subspace_alignment`
+        ``available=False``; ``alignment`` is :func:`weight_steering.ablation.alignment.base_subspace_alignment`
         per tensor. ``ablation.json`` / ``.md``, ``retained_vs_energy.png`` and (with the layer group) ``retained_by_layer.png`` are written atomically.
 
     Raises:

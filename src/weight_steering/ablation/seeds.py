@@ -25,7 +25,7 @@ def agreement(tables: dict[str, list[dict]], metric: str, groups: tuple[str, ...
     left out: their retained is fixed at 1 / ≈ 0 for every dW and would inflate the correlation.
 
     Args:
-        tables: ``{name: rows}`` with ``rows`` the ``"rows"`` of :func:`weight_steering.vignettes.run.run_ablation`.
+        tables: ``{name: rows}`` with ``rows`` the ``"rows"`` of :func:`weight_steering.ablation.run.run_ablation`.
         metric: the score the retained values belong to.
         groups: only variants of these groups (e.g. ``("layer",)``: do the dW use the same layers?);
             None: every group. Complementary keep / drop variants (an SVD crop and the rest) are

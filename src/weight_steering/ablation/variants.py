@@ -222,7 +222,7 @@ def build_variants(tensors: dict, base: dict, seed: int = 0, groups: tuple[str, 
     Args:
         native: adapter-native parts of dW (:func:`native_dw_parts`); their sum must reconstruct dW.
             None: the ``native`` group is listed as unavailable.
-        subspaces: ``{candidate: {layer: Q [d_model, k]}}`` (e.g. :func:`weight_steering.hypotheses.run.candidate_bases`):
+        subspaces: ``{candidate: {layer: Q [d_model, k]}}`` (e.g. :func:`weight_steering.hypotheses.candidates.candidate_bases`):
             the ``subspace`` group, dW's write side inside (``in_<candidate>``) and outside (``outside_<candidate>``)
             each span(Q) (:func:`subspace_parts`); the inside part gets the norm-matched and within-dW controls.
 

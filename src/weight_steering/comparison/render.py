@@ -155,7 +155,7 @@ def plot_effect_vs_kl(summary: dict, path: str | Path) -> Path:
 
 
 def render_seed_comparison(groups: list[dict]) -> str:
-    """Markdown of :func:`weight_steering.comparison.run.summarize_seeds`: per behaviour, every method and measure with its
+    """Markdown of :func:`weight_steering.comparison.seeds.summarize_seeds`: per behaviour, every method and measure with its
     per-seed values (``*``: that seed's row-level 95% CI excludes 0) and the t-interval over seeds; the ratios of
     dW's spread to each method's; cos(CAA, PCA) and per-pair sign agreement per seed."""
     lines = []

@@ -139,7 +139,7 @@ def build_methods(job, dw, config: CompareConfig) -> dict[str, tuple[SteeringMet
     (:data:`weight_steering.core.methods.COMPARISON_METHODS`); ``spec`` identifies the method in stage keys.
 
     The contrast activations are read once on every layer (steering-vectors) from the same persona
-    contrast as dW (:func:`weight_steering.core.methods.contrast_pairs`), when an activation method asks for them.
+    contrast as dW (:func:`weight_steering.core.activations.contrast_pairs`), when an activation method asks for them.
     """
     context = MethodContext(job.model, job.tokenizer, job.behavior, job.rows, job.data_sha, job.base_hash,
                             layer_slice(job.model.config.num_hidden_layers, job.config.train.layer_fraction), dw,

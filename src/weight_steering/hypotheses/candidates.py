@@ -230,7 +230,7 @@ def build_context(model, tokenizer, dw: dict[str, torch.Tensor], pairs: list[dic
                   contrast: dict[int, torch.Tensor] | None = None) -> Context:
     """The :class:`Context` of a dW on a loaded model: its fp32 weights and, when the dW's training ``pairs`` are given,
     the persona-contrast differences (positive − negative block outputs, ``[n_pairs, d_model]`` per layer dW touches, the
-    mean over response tokens; :func:`weight_steering.core.methods.contrast_activations`) split into FIT and HELD halves.
+    mean over response tokens; :func:`weight_steering.core.activations.contrast_activations`) split into FIT and HELD halves.
     ``contrast``: those differences already read (then ``pairs`` is not used)."""
 
     if contrast is None and pairs:

@@ -33,7 +33,7 @@ def render_hypotheses(result: dict) -> str:
 
 
 def render_hypothesis_seeds(summary: dict) -> str:
-    """Markdown of :func:`weight_steering.hypotheses.run.summarize_hypotheses`: the write-side ranking across dWs (per family
+    """Markdown of :func:`weight_steering.hypotheses.seeds.summarize_hypotheses`: the write-side ranking across dWs (per family
     its per-seed R_w and a t-interval over its seeds; % of the ceiling and R_act as means) and the rank agreement."""
     def fmt(values, digits=2):
         return " / ".join("–" if not np.isfinite(v) else f"{v:.{digits}f}" for v in values)

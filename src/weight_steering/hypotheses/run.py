@@ -39,7 +39,7 @@ def run_hypotheses(dw_path: str | Path, k: int = 8, candidates: list[str] | None
     """Score every candidate subspace (:func:`score_candidates`) for the dW at ``dw_path`` and write
     ``<out>/hypotheses/<dW folder>-k<k>/hypotheses.{json,md,png}``.
 
-    The persona-contrast activations come from the training pairs next to the dW (:func:`weight_steering.main_job.run.pairs_of`);
+    The persona-contrast activations come from the training pairs next to the dW (:func:`weight_steering.main_job.stages.pairs_of`);
     without them R_act is reported unavailable, with the reason.
 
     Args:

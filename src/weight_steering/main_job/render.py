@@ -136,7 +136,7 @@ HEADLINE = (  # (metric, contrast, column title) of render_run_summary
 def render_run_summary(runs: list[dict]) -> str:
     """One markdown row per finished main-job run (its ``run.json``): the primary scores with 95% CIs, the
     secondary ones beside them, the judge's behaviour rate per sign and ‖dW‖. Rows keep the order given. Runs that
-    differ only in their seeds (:func:`weight_steering.evaluation.effects.run_seed_groups`) get one more row each group: the
+    differ only in their seeds (:func:`weight_steering.main_job.summary.run_seed_groups`) get one more row each group: the
     per-seed means and a Student-t 95% interval over the seeds."""
     lines = ["| run | pairs | judge rate ₊ / ₋ | ‖dW‖ | " + " | ".join(title for *_, title in HEADLINE) + " |", "|---|---|---|---|" + "---|" * len(HEADLINE)]
     for run in runs:

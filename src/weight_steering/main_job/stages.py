@@ -232,7 +232,7 @@ def train_dw(model, tokenizer, behavior: str = "sycophancy", config: RunConfig |
 
     Args:
         model, tokenizer: the base model (:func:`weight_steering.core.models.load_model`).
-        behavior: a shipped behaviour's name or a behaviour JSON file (:func:`weight_steering.core.behaviors.load_behavior`).
+        behavior: a shipped behaviour's name or a behaviour JSON file (:func:`weight_steering.core.behavior_files.load_behavior`).
         config: data and training sizes (default: the ``default`` preset, :func:`preset_config`).
 
     Returns:

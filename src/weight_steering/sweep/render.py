@@ -45,7 +45,7 @@ def plot_forest(ranking: pd.DataFrame, path: str | Path) -> Path:
 
 
 def render_ranking(ranking: pd.DataFrame, command: str, wall_seconds: float | None = None, n_cells: int | None = None) -> str:
-    """Markdown table of :func:`weight_steering.evaluation.effects.rank_families`, with the command that made it."""
+    """Markdown table of :func:`weight_steering.sweep.ranking.rank_families`, with the command that made it."""
     def ci(row, name):
         return f"{row[name]:+.3f} [{row[f'{name}_ci_low']:+.3f}, {row[f'{name}_ci_high']:+.3f}]" if name in row and pd.notna(row[name]) else "–"
 

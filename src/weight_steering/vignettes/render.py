@@ -9,7 +9,7 @@ import pandas as pd
 
 
 def render_vignettes(result: dict) -> str:
-    """Markdown of :func:`weight_steering.main_job.run.run_vignettes`: bare table, Δlogit per α, SI (k stated)."""
+    """Markdown of :func:`weight_steering.vignettes.run.run_vignettes`: bare table, Δlogit per α, SI (k stated)."""
     def num(x, fmt="+.2f"):
         return "–" if x is None or pd.isna(x) else format(x, fmt)
 

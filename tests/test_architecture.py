@@ -90,3 +90,25 @@ def test_stage_running_modules_share_the_one_stage_cache():
         text = (PACKAGE / f"{module}.py").read_text(encoding="utf-8")
         assert "run_stage(" in text, module
         assert '"stage.json"' not in text, f"{module} writes stage markers itself instead of through stage_cache"
+
+
+def test_every_docstring_reference_to_a_package_name_resolves():
+    """``:func:`weight_steering.x.y``` and the like name a module and attribute that exist (they moved with the layout)."""
+    import importlib
+    import re
+
+    missing = []
+    for file in PACKAGE.rglob("*.py"):
+        for ref in set(re.findall(r":(?:func|mod|class|data):`~?(weight_steering\.[A-Za-z_.]+)`", file.read_text(encoding="utf-8"))):
+            parts = ref.rstrip(".").split(".")
+            for i in range(len(parts), 0, -1):
+                try:
+                    obj = importlib.import_module(".".join(parts[:i]))
+                except ImportError:
+                    continue
+                for name in parts[i:]:
+                    obj = getattr(obj, name, None)
+                if obj is None:
+                    missing.append(f"{file.relative_to(PACKAGE)}: {ref}")
+                break
+    assert not missing, missing

@@ -31,7 +31,7 @@ class MethodContext:
         slice_layers: dW's decoder layers (the adapters' layer slice).
         dw, dw_label: the comparison's dW and its label in tables.
         n_contrast_pairs, reading, s_space_rank: as in :class:`weight_steering.comparison.run.CompareConfig`.
-        job: the comparison's main job (:class:`weight_steering.main_job.run.Job`), for methods that train their own dW.
+        job: the comparison's main job (:class:`weight_steering.main_job.stages.Job`), for methods that train their own dW.
     """
 
     model: object

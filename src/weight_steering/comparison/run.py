@@ -136,7 +136,7 @@ def check_config(config: CompareConfig) -> None:
 
 def build_methods(job, dw, config: CompareConfig) -> dict[str, tuple[SteeringMethod, dict]]:
     """``key -> (method, spec)`` for the requested methods, each built by its entry of the registry
-    (:data:`weight_steering.core.methods.COMPARISON_METHODS`); ``spec`` identifies the method in stage keys.
+    (:data:`weight_steering.comparison.methods.COMPARISON_METHODS`); ``spec`` identifies the method in stage keys.
 
     The contrast activations are read once on every layer (steering-vectors) from the same persona
     contrast as dW (:func:`weight_steering.core.activations.contrast_pairs`), when an activation method asks for them.

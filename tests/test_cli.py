@@ -298,3 +298,11 @@ def test_a_disk_that_fills_during_a_run_is_a_clear_error_and_the_rerun_finishes_
     assert resumed.exit_code == 0, resumed.output
     dw = lambda root: hashlib.sha256(next(root.rglob("dW.safetensors")).read_bytes()).hexdigest()  # noqa: E731
     assert dw(tmp_path / "out") == dw(tmp_path / "clean")
+
+
+def test_compare_seeds_plot_into_a_file_is_refused_and_the_file_kept(tmp_path):
+    taken = tmp_path / "figures"
+    taken.write_text("keep me")
+    result = CliRunner().invoke(app, ["compare-seeds", str(tmp_path), "--plot", str(taken)])
+    assert result.exit_code == 2 and "--plot" in result.output and "is a file" in " ".join(result.output.split())
+    assert taken.read_text() == "keep me"

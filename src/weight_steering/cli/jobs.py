@@ -209,6 +209,8 @@ def compare_seeds(
     from ..comparison.seeds import SeedSummaryError, load_comparisons, summarize_seeds
 
     def summary() -> str:
+        if plot and Path(plot).exists() and not Path(plot).is_dir():
+            raise ValueError(f"--plot {plot} is a file; give a folder for the <behaviour>_budgets.png figures (it is created if missing)")
         groups = summarize_seeds(load_comparisons(paths))
         for behavior in dict.fromkeys(g["behavior"] for g in groups) if plot else ():
             plot_budget_curves(groups, behavior, Path(plot) / f"{behavior}_budgets.png")

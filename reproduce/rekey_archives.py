@@ -47,6 +47,7 @@ from pathlib import Path
 from weight_steering import stage_cache
 
 from weight_steering.comparison import run as compare
+from weight_steering.comparison.result import ComparisonResult
 
 from weight_steering.monitoring import run as monitor
 
@@ -157,7 +158,8 @@ def rekey_comparison(behavior: str, seed: int, loaded) -> Path:
                                         preset_config(generation=sampler_settings(SAMPLERS.get(behavior, "cached"))))
     finally:
         compare.run_stage, pipeline.run_stage = run_stage, run_stage
-    if not contains(without_measured(read_json(result_file)), without_measured(recorded)):
+    upgraded = ComparisonResult.from_json(recorded).to_json()  # the recorded result in the format the run writes now
+    if not contains(without_measured(read_json(result_file)), without_measured(upgraded)):
         raise SystemExit(f"{result_file} changed; restore it with git checkout and investigate (nothing was removed)")
     for path, content in before.items():  # a result written by an older version gains fields now; keep it as recorded
         path.write_bytes(content)
@@ -166,14 +168,14 @@ def rekey_comparison(behavior: str, seed: int, loaded) -> Path:
             shutil.rmtree(archived / old.name)
     # step 4: the retrained dW's bytes against the archived dW's effect
     model, tokenizer = loaded
-    dw = load_dw(result["dw_dir"], model)
+    dw = load_dw(result.dw_dir, model)
     alpha, archived_p95 = next(m for m in recorded["methods"] if m["key"] == "dW")["plus"]["history"][0]  # its first measurement
     prompts = [p["instruction"] for p in neutral_split(load_neutral())[0]][: config.prompt_limit]
     measured = kl_from_base(model, tokenizer, dw, alpha, prompts, config.n_tokens).p95
     line = {"behavior": behavior, "seed": seed, "adopted": len(adopter.adopted), "alpha": alpha, "archived_p95": archived_p95,
             "retrained_p95": measured, "relative_difference": abs(measured - archived_p95) / archived_p95}
     print(json.dumps(line), flush=True)
-    return Path(result["dw_dir"])
+    return result.dw_dir
 
 
 def rekey_monitoring(loaded, dw_dirs: dict[tuple[str, int], Path]) -> None:

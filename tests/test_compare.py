@@ -1,11 +1,13 @@
 import json
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from weight_steering.comparison.run import CompareConfig, CompareError, check_config, run_comparison
+from weight_steering.comparison.result import FORMAT_VERSION, Arm, ComparisonFormatError, ComparisonResult, read_comparison
+from weight_steering.comparison.run import CompareConfig, CompareError, check_config, comparison_dw, run_comparison
+from weight_steering.comparison.seeds import load_comparisons
 from weight_steering.evaluation.effects import kl_summary
 from weight_steering.evaluation.statistics import ratio_ci
 from weight_steering.main_job.config import preset_config
@@ -26,31 +28,33 @@ def test_every_method_on_identical_rows_with_kl_per_sign_and_resume(tiny, tmp_pa
     model, tokenizer = tiny
     config = _config(tmp_path)
     result = run_comparison(config, (model, tokenizer), "test", preset_config(**TINY))
-    by_key = {m["key"]: m for m in result["methods"]}
+    by_key = {m.key: m for m in result.methods}
     assert list(by_key) == list(config.methods)
     for key, m in by_key.items():
-        assert m["plus"]["alpha"] > 0 > m["minus"]["alpha"], key
-        if m["continuous"]:  # calibrated per sign: converged within tolerance, or says why not
-            for arm in (m["plus"], m["minus"]):
-                assert (arm["converged"] and abs(arm["p95"] - config.target) <= config.tolerance) or arm["message"], key
-                assert np.isfinite(arm["audit_p95"]) and arm["n_forward_passes"] > 0
-                assert arm["audit_p95_ci_low"] <= arm["audit_p95"] <= arm["audit_p95_ci_high"], key
-                assert arm["audit_mean_ci_low"] <= arm["audit_mean"] <= arm["audit_mean_ci_high"] <= arm["audit_max"], key
-            assert len(m["curve"]) == 1 + 2 + 2 * len(config.curve_fractions)
+        assert m.plus.alpha > 0 > m.minus.alpha, key
+        if m.continuous:  # calibrated per sign: converged within tolerance, or says why not
+            for arm in (m.plus, m.minus):
+                assert (arm.converged and abs(arm.p95 - config.target) <= config.tolerance) or arm.message, key
+                assert np.isfinite(arm.audit_p95) and arm.n_forward_passes > 0
+                assert arm.audit_p95_ci_low <= arm.audit_p95 <= arm.audit_p95_ci_high, key
+                assert arm.audit_mean_ci_low <= arm.audit_mean <= arm.audit_mean_ci_high <= arm.audit_max, key
+            assert len(m.curve) == 1 + 2 + 2 * len(config.curve_fractions)
         else:
-            assert m["plus"]["alpha"] == 1.0 and m["plus"]["p95"] > 0 and m["plus"]["converged"] is None
-        assert {"ood_target_plus", "ood_target_pooled_plus", "action_bias_plus", "si_k2", "id_plus", "id_controlled_plus", "nll_change_plus", "nll_change_minus"} <= set(m["effects"])
+            assert m.plus.alpha == 1.0 and m.plus.p95 > 0 and m.plus.converged is None
+        assert {("ood_target", "plus"), ("ood_target_pooled", "plus"), ("action_bias", "plus"), ("si_k2", None), ("id", "plus"),
+                ("id_controlled", "plus"), ("nll_change", "plus"), ("nll_change", "minus")} <= {(e.metric, e.arm) for e in m.effects}
     for measure in ("ood_target", "id"):  # sycophancy has held-out rows: both spreads get a ratio per method
-        assert {r["method"] for r in result["ratios"] if r["measure"] == measure} == set(config.methods) - {"dW"}
-    assert {"id_spread", "id_controlled_spread", "ood_target_spread"} <= set(by_key["dW"]["effects"])
-    assert by_key["caa_best"]["spec"]["layers"][0] in range(model.config.num_hidden_layers)
-    path = result["path"]
+        assert {r["method"] for r in result.ratios if r["measure"] == measure} == set(config.methods) - {"dW"}
+    assert all((metric, "spread") in by_key["dW"].effects for metric in ("id", "id_controlled", "ood_target"))
+    assert by_key["caa_best"].spec["layers"][0] in range(model.config.num_hidden_layers)
+    path = result.path
     assert (path / "comparison.md").read_text().count("\n| ") >= len(config.methods)
     assert (path / "effect_vs_kl.png").stat().st_size > 0
-    first = json.loads((path / "comparison.json").read_text())
+    first = read_comparison(path)
+    assert first.format == FORMAT_VERSION and json.dumps(first.to_json()) == json.dumps(result.to_json())  # the file is the result
     again = run_comparison(config, (model, tokenizer), "test", preset_config(**TINY))  # every stage reused: same numbers
-    assert [m["plus"]["alpha"] for m in again["methods"]] == [m["plus"]["alpha"] for m in first["methods"]]
-    assert again["ratios"] == first["ratios"]
+    assert [m.plus.alpha for m in again.methods] == [m.plus.alpha for m in first.methods]
+    assert again.ratios == first.ratios and [m.effects for m in again.methods] == [m.effects for m in first.methods]
 
 
 @pytest.mark.slow  # an end-to-end job on the tiny model
@@ -71,11 +75,10 @@ def test_a_method_registered_in_one_place_is_calibrated_evaluated_and_tabled(tin
         model, tokenizer = tiny
         config = _config(tmp_path, methods=("dw_first_layer",), curve_fractions=())
         result = run_comparison(config, (model, tokenizer), "test", preset_config(**TINY))
-        by_key = {m["key"]: m for m in result["methods"]}
-        toy = by_key["dw_first_layer"]
-        assert toy["name"].startswith("dW, layer") and toy["continuous"] and toy["plus"]["alpha"] > 0 > toy["minus"]["alpha"]
-        assert {"id_plus", "nll_change_plus"} <= set(toy["effects"])
-        assert f"| {toy['name']} |" in (result["path"] / "comparison.md").read_text()
+        toy = result.method("dw_first_layer")
+        assert toy.name.startswith("dW, layer") and toy.continuous and toy.plus.alpha > 0 > toy.minus.alpha
+        assert ("id", "plus") in toy.effects and ("nll_change", "plus") in toy.effects
+        assert f"| {toy.name} |" in (result.path / "comparison.md").read_text()
     finally:
         COMPARISON_METHODS.pop("dw_first_layer", None)
 
@@ -139,7 +142,7 @@ def test_comparison_resumes_from_its_archive_on_a_fresh_output_root(tiny, tmp_pa
     archive = tmp_path / "archive"
     config = _config(tmp_path, methods=("dW", "persona"), curve_fractions=(), out=str(tmp_path / "first"), archive=str(archive))
     first = run_comparison(config, (model, tokenizer), "test", preset_config(**TINY))
-    assert first["path"].name == "lora-seed0-kl0.02" and (first["path"] / "comparison.json").is_file()
+    assert first.path.name == "lora-seed0-kl0.02" and (first.path / "comparison.json").is_file()
     stages = {p.parent.name for p in archive.rglob("stage.json")}
     assert any(n.startswith("data-") for n in stages) and any(n.startswith("calibrate-dW-minus") for n in stages)
     assert not any(n.startswith(("train-", "dw-")) for n in stages)  # large: retrained instead
@@ -150,13 +153,13 @@ def test_comparison_resumes_from_its_archive_on_a_fresh_output_root(tiny, tmp_pa
 
     monkeypatch.setattr(compare, "kl_from_base", no_kl)
     again = run_comparison(replace(config, out=str(tmp_path / "second")), (model, tokenizer), "test", preset_config(**TINY))
-    assert [m["plus"] for m in again["methods"]] == [m["plus"] for m in first["methods"]]
-    assert again["ratios"] == first["ratios"]
+    assert [m.plus for m in again.methods] == [m.plus for m in first.methods]
+    assert again.ratios == first.ratios
     # --dw-only on a third empty root: the archived data is restored, the same dW trained, no comparison result rewritten.
     archived_results = {p: p.read_bytes() for p in archive.rglob("comparison.json")}
-    only = run_comparison(replace(config, out=str(tmp_path / "third")), (model, tokenizer), "test", preset_config(**TINY), dw_only=True)
-    assert only["dw_dir"].name == Path(again["dw_dir"]).name
-    assert (only["dw_dir"] / "dW.safetensors").read_bytes() == (Path(again["dw_dir"]) / "dW.safetensors").read_bytes()
+    only = comparison_dw(replace(config, out=str(tmp_path / "third")), (model, tokenizer), preset_config(**TINY))
+    assert only.name == again.dw_dir.name
+    assert (only / "dW.safetensors").read_bytes() == (again.dw_dir / "dW.safetensors").read_bytes()
     assert archived_results and all(p.read_bytes() == b for p, b in archived_results.items())
     # On a CPU whose kernels round fp32 sums otherwise, the retrained dW differs in its low bits (simulated here by a
     # relative 1e-6). Its stages are keyed on its inputs, so the archived calibrations and evaluations are reused.
@@ -166,9 +169,9 @@ def test_comparison_resumes_from_its_archive_on_a_fresh_output_root(tiny, tmp_pa
     monkeypatch.setattr(pipeline, "compute_dw", lambda *a, **k: _scaled(real_compute_dw(*a, **k), 1 + 1e-6))
     monkeypatch.setattr(compare, "evaluate", lambda *a, **k: (_ for _ in ()).throw(AssertionError("an archived evaluation ran")))
     other = run_comparison(replace(config, out=str(tmp_path / "other_cpu")), (model, tokenizer), "test", preset_config(**TINY))
-    assert Path(other["dw_dir"]).name == Path(again["dw_dir"]).name  # the same inputs, the same stage
-    assert (Path(other["dw_dir"]) / "dW.safetensors").read_bytes() != (Path(again["dw_dir"]) / "dW.safetensors").read_bytes()
-    assert [m["plus"] for m in other["methods"]] == [m["plus"] for m in first["methods"]] and other["ratios"] == first["ratios"]
+    assert other.dw_dir.name == again.dw_dir.name  # the same inputs, the same stage
+    assert (other.dw_dir / "dW.safetensors").read_bytes() != (again.dw_dir / "dW.safetensors").read_bytes()
+    assert [m.plus for m in other.methods] == [m.plus for m in first.methods] and other.ratios == first.ratios
     assert compare.result_name(replace(config, data_seed=3, target=1.0)) == "lora-seed0-data3"
     assert compare.result_name(replace(config, seed=2, data_seed=2, target=1.0)) == "lora-seed2"
     assert compare.result_name(replace(config, seed=2, target=0.5)) == "lora-seed2-kl0.5"  # each budget its own result
@@ -182,18 +185,25 @@ def _scaled(dw, factor: float):
     return dw
 
 
-def _fake_comparison(seed: int, id_plus: float, behavior: str = "sycophancy", target: float = 1.0) -> dict:
+def _fake_comparison_json(seed: int, id_plus: float, behavior: str = "sycophancy", target: float = 1.0) -> dict:
+    """A ``comparison.json`` of format 1 (effects keyed ``<metric>_<arm>``), with only the numbers the seed tables read."""
     effect = lambda m: {"mean": m, "ci_low": m - 0.01, "ci_high": m + 0.01}  # noqa: E731
-    arm = lambda a: {"alpha": a, "audit_p95": 1.0}  # noqa: E731
-    methods = [{"key": key, "name": f"{key} (lora, seed {seed})", "plus": arm(2.0), "minus": arm(-2.0), "spec": {},
-                "effects": {"id_controlled_plus": effect(id_plus * scale), "ood_target_spread": effect(0.0)}}
+    arm = lambda a: {**dict.fromkeys(f.name for f in fields(Arm)), "alpha": a, "audit_p95": 1.0}  # noqa: E731
+    method = lambda key, name, alpha, effects: {"key": key, "name": name, "continuous": key != "prompt", "plus": arm(alpha),  # noqa: E731
+                                                "minus": arm(-alpha), "effects": effects, "curve": [], "eval_seconds": 0.0, "spec": {}}
+    methods = [method(key, f"{key} (lora, seed {seed})", 2.0, {"id_controlled_plus": effect(id_plus * scale), "ood_target_spread": effect(0.0)})
                for key, scale in (("dW", 1.0), ("persona", 0.5))]
     # a prompt method: no data, no training, so the same values at every seed
-    methods.append({"key": "prompt", "name": "prompt", "plus": arm(1.0), "minus": arm(-1.0), "spec": {},
-                    "effects": {"id_controlled_plus": {"mean": 0.2, "ci_low": 0.05, "ci_high": 0.35}, "ood_target_spread": effect(0.0)}})
-    return {"behavior": behavior, "config": {"seed": seed, "data_seed": None, "target": target, "tolerance": 0.05, "family": "lora",
-                                             "model": "m"}, "methods": methods,
-            "ratios": [{"measure": "id", "method": "persona", "ratio": 2.0 + seed}]}
+    methods.append(method("prompt", "prompt", 1.0, {"id_controlled_plus": {"mean": 0.2, "ci_low": 0.05, "ci_high": 0.35},
+                                                    "ood_target_spread": effect(0.0)}))
+    return {"behavior": behavior, "model": "m", "command": "", "n_rows": 0, "n_dilemma_rows": 0, "n_calibration_prompts": 0,
+            "n_audit_prompts": 0, "ood_target": {"value": None, "sign": 1}, "behavior_label": behavior,
+            "config": {"seed": seed, "data_seed": None, "target": target, "tolerance": 0.05, "family": "lora", "model": "m"},
+            "methods": methods, "ratios": [{"measure": "id", "method": "persona", "ratio": 2.0 + seed}]}
+
+
+def _fake_comparison(seed: int, id_plus: float, behavior: str = "sycophancy", target: float = 1.0) -> ComparisonResult:
+    return ComparisonResult.from_json(_fake_comparison_json(seed, id_plus, behavior, target))
 
 
 def test_seed_summary_shows_each_seed_and_a_t_interval_as_wide_as_their_spread():
@@ -243,33 +253,30 @@ def test_a_behaviour_with_ood_sets_reports_id_and_each_set_per_token_and_generat
     model, tokenizer = tiny
     config = _config(tmp_path, behavior="tone", methods=("dW", "persona", "caa_slice"), curve_fractions=(0.5,), generation_tokens=4)
     result = run_comparison(config, (model, tokenizer), "test", preset_config(**TINY))
-    sets = [s["name"] for s in result["ood_sets"]]
-    assert sets == ["written_tasks", "explanations", "instructions"] and result["ood_measure"] == "ood_sets_per_token"
-    assert result["n_generation_prompts"] == 12 + 72 and result["generation_metric"] == "register"
-    for m in result["methods"]:
-        e = m["effects"]
-        for name in ("id_spread", "id_per_token_spread", "ood_sets_spread", "ood_sets_per_token_spread",
-                     *(f"ood_{s}_per_token_spread" for s in sets), *(f"ood_{s}_spread" for s in sets),
-                     "gen_id_metric_spread", "gen_ood_metric_spread", "gen_id_judge_spread", "gen_ood_judged_spread"):
-            assert np.isfinite(e[name]["mean"]) and e[name]["ci_low"] <= e[name]["mean"] <= e[name]["ci_high"], (m["key"], name)
-        if m["continuous"]:  # the curve's y is the pooled per-token OOD effect, 0 at α = 0
-            assert len(m["curve"]) == 1 + 2 + 2 and next(c for c in m["curve"] if c["alpha"] == 0.0)["ood_target"] == 0.0
-    assert {r["method"] for r in result["ratios"] if r["measure"] == "ood_sets"} == {"persona", "caa_slice"}
-    text = (result["path"] / "comparison.md").read_text()
+    sets = [s["name"] for s in result.ood_sets]
+    assert sets == ["written_tasks", "explanations", "instructions"] and result.ood_measure == "ood_sets_per_token"
+    assert result.n_generation_prompts == 12 + 72 and result.generation_metric == "register"
+    for m in result.methods:
+        for metric in ("id", "id_per_token", "ood_sets", "ood_sets_per_token", *(f"ood_{s}_per_token" for s in sets), *(f"ood_{s}" for s in sets),
+                       "gen_id_metric", "gen_ood_metric", "gen_id_judge", "gen_ood_judged"):
+            e = m.effects.get(metric, "spread")
+            assert np.isfinite(e.mean) and e.ci_low <= e.mean <= e.ci_high, (m.key, metric)
+        if m.continuous:  # the curve's y is the pooled per-token OOD effect, 0 at α = 0
+            assert len(m.curve) == 1 + 2 + 2 and next(c for c in m.curve if c["alpha"] == 0.0)["ood_target"] == 0.0
+    assert {r["method"] for r in result.ratios if r["measure"] == "ood_sets"} == {"persona", "caa_slice"}
+    text = (result.path / "comparison.md").read_text()
     assert "explanations /token" in text and "ratio OOD/ID /token" in text and "Generations" in text
     records = [json.loads(line) for line in next((tmp_path / "compare").rglob("gen-base-*/generations.jsonl")).read_text().splitlines()]
     assert len(records) == 84 and {"reply", "metric", "judge", "judged"} <= set(records[0])
 
     second = run_comparison(replace(config, seed=1), (model, tokenizer), "test", preset_config(**TINY))
-    group = summarize_seeds([json.loads((result["path"] / "comparison.json").read_text()),
-                             json.loads((second["path"] / "comparison.json").read_text())])[0]
+    group = summarize_seeds(load_comparisons([result.path, second.path / "comparison.json"]))[0]
     ratio = next(r for r in group["rows"] if r["method"] == "dW" and r["measure"] == "generalisation_ratio_per_token")
-    by_seed = [m for s in (result, second) for m in s["methods"] if m["key"] == "dW"]
-    assert ratio["per_seed"] == pytest.approx([m["effects"]["ood_sets_per_token_spread"]["mean"] / m["effects"]["id_per_token_spread"]["mean"]
-                                               for m in by_seed])
+    by_seed = [s.method("dW").effects for s in (result, second)]
+    assert ratio["per_seed"] == pytest.approx([e.mean("ood_sets_per_token", "spread") / e.mean("id_per_token", "spread") for e in by_seed])
     advantage = next(a for a in group["advantages"] if a["method"] == "persona" and a["measure"] == "ood_sets_per_token_spread")
-    persona = [m for s in (result, second) for m in s["methods"] if m["key"] == "persona"]
-    assert advantage["per_seed"] == pytest.approx([d["effects"]["ood_sets_per_token_spread"]["mean"] - p["effects"]["ood_sets_per_token_spread"]["mean"]
+    persona = [s.method("persona").effects for s in (result, second)]
+    assert advantage["per_seed"] == pytest.approx([d.mean("ood_sets_per_token", "spread") - p.mean("ood_sets_per_token", "spread")
                                                    for d, p in zip(by_seed, persona)])
     assert "dW minus each method, paired by seed" in render_seed_comparison([group])
 
@@ -286,10 +293,10 @@ def test_paper_recipe_dw_is_compared_beside_the_default_one_with_its_recipe_in_t
                                                           "train": {**recipe["train"], **TINY["train"]}})
     config = _config(tmp_path, methods=("dW", "dW_paper"), curve_fractions=(), name="recipes")
     result = run_comparison(config, (model, tokenizer), "test", preset_config(**TINY))
-    assert result["path"].name == "recipes" and [m["key"] for m in result["methods"]] == ["dW", "dW_paper"]
-    paper_dirs = [d for d in Path(result["dw_dir"]).parent.glob("dw-lora-seed0-*") if d != Path(result["dw_dir"])]
+    assert result.path.name == "recipes" and [m.key for m in result.methods] == ["dW", "dW_paper"]
+    paper_dirs = [d for d in result.dw_dir.parent.glob("dw-lora-seed0-*") if d != result.dw_dir]
     assert len(paper_dirs) == 1
-    paper, default = load_dw(paper_dirs[0] / "dW.safetensors"), load_dw(Path(result["dw_dir"]) / "dW.safetensors")
+    paper, default = load_dw(paper_dirs[0] / "dW.safetensors"), load_dw(result.dw_dir / "dW.safetensors")
     n_layers = model.config.num_hidden_layers
     assert paper.metadata["recipe"] == "paper_2core" and paper.metadata["layers"] == list(range(n_layers))
     assert paper.metadata["max_new_tokens"] == 10 and default.metadata["max_new_tokens"] == 8
@@ -318,10 +325,11 @@ def test_budget_curves_give_each_method_one_point_per_budget_from_the_seed_means
     from weight_steering.comparison.seeds import summarize_seeds
 
     def run(seed, target, ood):
-        comparison = {**_fake_comparison(seed, 0.1, behavior="tone", target=target), "ood_sets": [{"name": "written_tasks"}]}
-        for method in comparison["methods"]:
-            method["effects"]["id_per_token_spread"] = {"mean": target, "ci_low": target - 0.1, "ci_high": target + 0.1}
-            method["effects"]["ood_sets_per_token_spread"] = {"mean": ood + seed * 0.01, "ci_low": ood - 0.1, "ci_high": ood + 0.1}
+        comparison = _fake_comparison(seed, 0.1, behavior="tone", target=target)
+        comparison.ood_sets = [{"name": "written_tasks"}]
+        for method in comparison.methods:
+            method.effects.add("id_per_token", "spread", target, target - 0.1, target + 0.1)
+            method.effects.add("ood_sets_per_token", "spread", ood + seed * 0.01, ood - 0.1, ood + 0.1)
         return comparison
 
     groups = summarize_seeds([run(s, t, ood) for s in (0, 1, 2) for t, ood in ((2.0, 0.8), (0.5, 0.2), (1.0, 0.5))])
@@ -330,3 +338,43 @@ def test_budget_curves_give_each_method_one_point_per_budget_from_the_seed_means
     assert [p["target"] for p in curves["dW"]] == [0.5, 1.0, 2.0]
     assert [p["y"] for p in curves["dW"]] == pytest.approx([0.21, 0.51, 0.81])  # the mean over seeds 0, 1, 2
     assert curves["dW"][0]["y_low"] < 0.21 < curves["dW"][0]["y_high"] and curves["dW"][2]["x"] == pytest.approx(2.0)
+
+
+def test_a_format_1_comparison_is_read_through_its_upgrade_and_written_as_a_long_table(tmp_path):
+    """Format 1 keyed effects ``<metric>_<arm>`` (a bare number for the format mass); the reader turns them into rows,
+    the file written back is format 2, and reading that again gives the same result."""
+    old = _fake_comparison_json(0, 0.1)
+    old["methods"][0]["effects"].update({"pmass_plus": 0.9, "pmass_min": 0.7, "si_k2": {"mean": 0.3, "ci_low": 0.1, "ci_high": 0.5}})
+    (tmp_path / "comparison.json").write_text(json.dumps(old))
+    result = read_comparison(tmp_path)
+    dw = result.method("dW").effects
+    assert dw.get("id_controlled", "plus").ci_high == pytest.approx(0.11) and dw.get("ood_target", "spread").mean == 0.0
+    assert (dw.get("pmass", "plus").mean, dw.get("pmass", "plus").ci_low) == (0.9, None) and dw.mean("pmass_min") == 0.7
+    assert dw.get("si_k2", None).excludes_zero() and dw.get("pmass", "plus").excludes_zero() is None
+    assert result.device == "cpu" and result.ood_sets == [] and result.path == tmp_path  # fields older results lack
+    written = result.to_json()
+    assert written["format"] == FORMAT_VERSION and written["methods"][0]["effects"][0] == {
+        "metric": "id_controlled", "arm": "plus", "mean": 0.1, "ci_low": pytest.approx(0.09), "ci_high": pytest.approx(0.11)}
+    again = ComparisonResult.from_json(json.loads(json.dumps(written)))
+    assert again.to_json() == written and list(again.method("dW").effects.frame()["metric"]) == ["id_controlled", "ood_target", "pmass",
+                                                                                                "pmass_min", "si_k2"]
+    with pytest.raises(ComparisonFormatError, match="format 3.*upgrade weight-steering"):
+        ComparisonResult.from_json({**written, "format": 3})
+    with pytest.raises(ComparisonFormatError, match="does not know .surprise."):
+        ComparisonResult.from_json({**written, "surprise": 1})
+    with pytest.raises(ComparisonFormatError, match="rerun `wsteer compare`"):
+        ComparisonResult.from_json({k: v for k, v in written.items() if k != "methods"})
+    with pytest.raises(FileNotFoundError, match="no comparison.json"):
+        read_comparison(tmp_path / "missing")
+
+
+def test_every_archived_comparison_reads_and_renders_the_same_after_a_round_trip_through_format_2():
+    """The committed archive is format 1; its upgrade loses nothing the tables print."""
+    from weight_steering.comparison.render import render_comparison
+
+    archived = sorted((Path(__file__).resolve().parents[1] / "docs" / "compare" / "archive").rglob("comparison.json"))
+    assert len(archived) >= 12
+    for path in archived:
+        result = read_comparison(path)
+        again = ComparisonResult.from_json(json.loads(json.dumps(result.to_json())))
+        assert render_comparison(again) == render_comparison(result), path

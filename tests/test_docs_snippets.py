@@ -38,6 +38,7 @@ def test_every_python_snippet_runs_on_the_tiny_model(document, tokenizer, tmp_pa
     monkeypatch.setattr(ws, "load_model", lambda *args, **kwargs: prepare(build_model(tokenizer), tokenizer))
     monkeypatch.setattr(ws, "preset_config", lambda name="default", **kw: real_preset(name, **{**TINY, **kw, "out": str(tmp_path / "out")}))
     monkeypatch.chdir(tmp_path)  # snippets write relative paths (adapters/…)
+    (tmp_path / "docs").symlink_to(ROOT / "docs")  # and read the committed archive as from the repository root
     from weight_steering.comparison.methods import COMPARISON_METHODS
 
     registered = dict(COMPARISON_METHODS)  # a snippet may register a method: the registry is restored after
@@ -52,3 +53,4 @@ def test_every_python_snippet_runs_on_the_tiny_model(document, tokenizer, tmp_pa
         assert len(namespace["dw"]) > 0 and namespace["plus"].alpha > 0 > namespace["minus"].alpha
         assert (tmp_path / "adapters" / "tone" / "adapter_config.json").is_file()
         assert "dw_first_layer" in namespace and "dw_first_layer" not in COMPARISON_METHODS
+        assert namespace["result"].contrast("id_per_token")["n"] > 0 and namespace["weights"].plus.alpha > 0

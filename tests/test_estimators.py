@@ -85,10 +85,18 @@ def test_framing_control_cancels_a_general_yes_shift():
     assert contrast(frame, "id_controlled", 1.0, 0.0)["mean"] == pytest.approx(0.1)
 
 
-def test_records_written_before_the_control_framing_read_as_the_opinion_framing():
+def test_records_written_before_the_control_framing_read_as_the_opinion_framing(tmp_path):
+    from weight_steering.artifacts import write_jsonl
+    from weight_steering.evaluation.scoring import read_records, upgrade_records
+
     old = [{**r, "eval": "sycophancy"} for r in _held_out_records(0.3, 0.0) if r["eval"] == "held_out"]
-    frame = metric_frame(old)
+    with pytest.raises(ValueError, match="read_records"):  # the analysis knows today's names only: older records go through the reader
+        metric_frame(old)
+    write_jsonl(tmp_path / "records.jsonl", old)
+    frame = metric_frame(read_records(tmp_path / "records.jsonl"))
     assert set(frame["metric"]) == {"id"} and contrast(frame, "id", 1.0, 0.0)["mean"] == pytest.approx(0.3)
+    current = _held_out_records(0.3, 0.0)
+    assert upgrade_records(current) == current
 
 
 def test_ranking_uses_the_behaviours_target_and_stratifies():
@@ -148,9 +156,11 @@ def test_pooled_estimator_reproduces_the_archived_numbers():
     import json
     from pathlib import Path
 
+    from weight_steering.evaluation.scoring import upgrade_records
+
     folder = next(Path("docs/sweep/cells").glob("*/sycophancy_unbalanced/lora-seed0"))
     cell = json.loads((folder / "cell.json").read_text())
-    frame = metric_frame([json.loads(line) for line in gzip.decompress((folder / "records.jsonl.gz").read_bytes()).splitlines()])
+    frame = metric_frame(upgrade_records([json.loads(line) for line in gzip.decompress((folder / "records.jsonl.gz").read_bytes()).splitlines()]))
     old = {(c["metric"], c["contrast"]): c for c in cell["summary"]["contrasts"]}
     for value in ("honesty", "justice", "courage", "temperance"):
         new = contrast(frame, f"dilemmas_{value}_pooled", 1.0, 0.0)
@@ -173,11 +183,15 @@ def test_main_jobs_that_differ_only_in_seeds_get_a_t_interval_over_the_seeds():
     from scipy import stats
 
     from weight_steering.main_job.render import render_run_summary
-    from weight_steering.main_job.summary import run_seed_groups
+    from weight_steering.main_job.summary import run_seed_groups, upgrade_run
 
     runs = [_run(0, 0, 0.1), _run(1, 1, 0.2), _run(2, 2, 0.3),          # one group: three seeds of the cached sampler
             _run(0, 0, 0.9, sampler=None), _run(1, 1, None, sampler="transformers"),   # a group whose seed 1 lacks the measure
             _run(5, 5, 0.4, sampler="other")]                                 # one seed only: no group
+    runs = [upgrade_run(r) for r in runs]  # format 1 (no "format"): a run without a sampler used the transformers one
+    assert runs[3]["config"]["generation"]["sampler"] == "transformers" and runs[0]["config"]["generation"]["sampler"] == "cached"
+    with pytest.raises(ValueError, match="format 3.*upgrade weight-steering"):
+        upgrade_run({**runs[0], "format": 3})
     measures = [("id_controlled", "α=+1 − α=+0")]
     groups = run_seed_groups(runs, measures)
     assert [(g["sampler"], g["seeds"]) for g in groups] == [("cached", [(0, 0), (1, 1), (2, 2)]), ("transformers", [(0, 0), (1, 1)])]

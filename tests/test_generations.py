@@ -45,9 +45,9 @@ def test_effects_are_paired_by_prompt_and_weight_each_set_equally():
     sets = ["a", "a", "a", "b"]
     rows = _rows({0.0: [0, 0, 0, 0], 2.0: [1, 1, 1, 5], -2.0: [0, 0, 0, -1]}, sets)
     effects = generation_effects(rows, 2.0, -2.0)
-    assert effects["gen_ood_metric_plus"]["mean"] == pytest.approx((1 + 5) / 2)  # set a: 1, set b: 5
-    assert effects["gen_ood_metric_spread"]["mean"] == pytest.approx((1 + 6) / 2)
-    assert effects["gen_ood_metric_base"] == 0.0 and "gen_id_metric_plus" not in effects
+    assert effects.mean("gen_ood_metric", "plus") == pytest.approx((1 + 5) / 2)  # set a: 1, set b: 5
+    assert effects.mean("gen_ood_metric", "spread") == pytest.approx((1 + 6) / 2)
+    assert effects.get("gen_ood_metric", "base").mean == 0.0 and ("gen_id_metric", "plus") not in effects
 
 
 def test_scores_use_the_named_metric_and_the_judge_threshold():

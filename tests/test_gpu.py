@@ -125,6 +125,6 @@ def test_smoke_main_job_on_cuda(tmp_path):
     from weight_steering.main_job.run import run_main_job
 
     result = run_main_job(preset_config("smoke", behavior="tone", out=str(tmp_path), device="cuda"), command="pytest -m gpu")
-    contrasts = {(c["metric"], c["contrast"]): c for c in result["summary"]["contrasts"]}
+    contrasts = {(c["metric"], c["contrast"]): c for c in result.summary["contrasts"]}
     assert contrasts[("id", "α=+1 − α=-1")]["mean"] > 0
-    assert result["dw"].metadata["n_tensors"] == 105
+    assert result.dw.metadata["n_tensors"] == 105

@@ -39,11 +39,11 @@ def family_run(request, tmp_path_factory):
 
 def test_the_smoke_main_job_runs_and_records_what_it_adapted(family_run):
     name, model, _, result, before = family_run
-    assert result["report"].exists() and base_weights_hash(model) == before  # the model came back bit-exactly
+    assert result.report.exists() and base_weights_hash(model) == before  # the model came back bit-exactly
     params = dict(model.named_parameters())
-    dw = result["dw"]
+    dw = result.dw
     assert dw.tensors and all(k in params and params[k].shape == t.shape for k, t in dw.tensors.items())  # it fits its model
-    assert json.loads((result["run_dir"] / "run.json").read_text())["config"]["thinking"] is False
+    assert json.loads((result.run_dir / "run.json").read_text())["config"]["thinking"] is False
     targets = dw.metadata["targets"]
     assert dw.metadata["thinking"] is False and targets["modules"]["o_proj"] > 0
     if name == "deepseek_v3":  # MoE: routed experts adapted (fused 3-D parameters); MLA has no q/k/v_proj, and the run says so
@@ -51,7 +51,7 @@ def test_the_smoke_main_job_runs_and_records_what_it_adapted(family_run):
         assert any(t.dim() == 3 for t in dw.tensors.values()) and not any(".base_layer" in k for k in dw.tensors)
     else:
         assert targets["routed_experts"] == "none" and not targets["missing"] and not targets["left_out"]
-    per_alpha = {(r["metric"], r["alpha"]) for r in result["summary"]["per_alpha"]}
+    per_alpha = {(r["metric"], r["alpha"]) for r in result.summary["per_alpha"]}
     assert ("id", 1.0) in per_alpha and ("action_bias", -1.0) in per_alpha  # scored at every α (Gemma-3: past its window)
 
 
@@ -60,7 +60,7 @@ def test_steering_restores_the_weights_bit_exactly_even_on_an_exception(family_r
 
     _, model, _, result, before = family_run
     with pytest.raises(RuntimeError, match="inside the steer"):
-        with steer(model, result["dw"], 2.5):
+        with steer(model, result.dw, 2.5):
             assert base_weights_hash(model) != before
             raise RuntimeError("inside the steer")
     assert base_weights_hash(model) == before
@@ -75,7 +75,7 @@ def test_the_peft_export_reloads_and_matches_alpha_dw(family_run, tmp_path):
     from weight_steering.export.convert import ExportError, export_dw, load_exported
 
     name, model, tokenizer, result, _ = family_run
-    dw = result["dw"]
+    dw = result.dw
     if name == "deepseek_v3":  # routed experts are 3-D parameters, not Linear weights: refused by name, with the fix
         with pytest.raises(ExportError, match="mlp.experts"):
             export_dw(dw, model, tmp_path / "refused")
@@ -98,7 +98,7 @@ def test_caa_through_steering_vectors_calibrates_to_a_kl_target(family_run):
     from weight_steering.main_job.stages import prepare_job
 
     name, model, tokenizer, result, before = family_run
-    job = prepare_job(preset_config("default", behavior="sycophancy", out=str(result["run_dir"].parents[2]), **SMOKE), model, tokenizer)
+    job = prepare_job(preset_config("default", behavior="sycophancy", out=str(result.run_dir.parents[2]), **SMOKE), model, tokenizer)
     pairs = [(p, n) for p, n, _ in contrast_pairs(tokenizer, job.rows, limit=4)]
     layers = list(range(1, model.config.num_hidden_layers))
     method = activation_method(model, tokenizer, pairs, layers)
@@ -129,8 +129,8 @@ def test_thinking_on_runs_the_main_job_and_is_recorded(tmp_path, monkeypatch):
     rows = [json.loads(line) for line in next(tmp_path.rglob("data-*/pairs.jsonl")).read_text().splitlines()]
     assert all(r["thinking"] and "answer_positive" in r for r in rows)
     assert [text for _, text in judged[: 2 * len(rows)]] == [r["answer_positive"] for r in rows] + [r["answer_negative"] for r in rows]
-    assert result["dw"].metadata["thinking"] is True
-    assert json.loads((result["run_dir"] / "run.json").read_text())["config"]["thinking"] is True
+    assert result.dw.metadata["thinking"] is True
+    assert json.loads((result.run_dir / "run.json").read_text())["config"]["thinking"] is True
     from weight_steering.core.chat import ChatTemplateError
 
     llama = family_tokenizer("llama3_1")

@@ -23,24 +23,24 @@ def _config(out, **extra):
 def test_main_job_end_to_end_reuse_and_resume(tiny, tmp_path):
     model, tokenizer = tiny
     first = run_main_job(_config(tmp_path), model, tokenizer, command="test")
-    assert first["report"].exists() and (first["run_dir"] / "dose_response.png").stat().st_size > 1000
-    report = first["report"].read_text()
+    assert first.report.exists() and (first.run_dir / "dose_response.png").stat().st_size > 1000
+    report = first.report.read_text()
     assert "α=+1 − α=+0" in report and "DailyDilemmas honesty" in report
-    per_alpha = first["summary"]["per_alpha"]
+    per_alpha = first.summary["per_alpha"]
     assert {r["metric"] for r in per_alpha} >= {"id", "id_neutral", "id_controlled", "dilemmas_honesty", "dilemmas_honesty_pooled", "dilemmas_justice", "action_bias"}
-    assert [r["k"] for r in first["summary"]["surgical_informedness"]] == [2.0, 1.0] and "Surgical Informedness" in report
-    assert not any(v["reused"] for k, v in first["timings"].items() if k not in ("total",))
+    assert [r["k"] for r in first.summary["surgical_informedness"]] == [2.0, 1.0] and "Surgical Informedness" in report
+    assert not any(v["reused"] for k, v in first.timings.items() if k not in ("total",))
 
     again = run_main_job(_config(tmp_path), model, tokenizer, command="test")
     stages = ("data", "train θ⁺", "train θ⁻", "diff dW", "evaluate base", "evaluate")
-    assert all(again["timings"][s]["reused"] for s in stages)
+    assert all(again.timings[s]["reused"] for s in stages)
 
     # An interrupted run: the evaluate stage never wrote its marker. The rerun redoes only that stage.
-    eval_dir = first["timings"]["evaluate"]["dir"]
+    eval_dir = first.timings["evaluate"]["dir"]
     os.unlink(os.path.join(eval_dir, "stage.json"))
     resumed = run_main_job(_config(tmp_path), model, tokenizer, command="test")
-    assert [s for s in stages if not resumed["timings"][s]["reused"]] == ["evaluate"]
-    assert resumed["summary"] == first["summary"]
+    assert [s for s in stages if not resumed.timings[s]["reused"]] == ["evaluate"]
+    assert resumed.summary == first.summary
 
 
 @pytest.mark.slow  # an end-to-end job on the tiny model
@@ -48,11 +48,11 @@ def test_same_seed_gives_bitwise_identical_dw(tiny, tmp_path):
     model, tokenizer = tiny
     a = run_main_job(_config(tmp_path / "a"), model, tokenizer, command="test")
     b = run_main_job(_config(tmp_path / "b"), model, tokenizer, command="test")
-    ta, tb = load_file(str(a["dw_path"])), load_file(str(b["dw_path"]))
+    ta, tb = load_file(str(a.dw_path)), load_file(str(b.dw_path))
     assert ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta)
-    assert file_sha256(a["dw_path"]) == file_sha256(b["dw_path"])  # same bytes, metadata included
+    assert file_sha256(a.dw_path) == file_sha256(b.dw_path)  # same bytes, metadata included
     c = run_main_job(_config(tmp_path / "c", train={**TINY["train"], "seed": 1}), model, tokenizer, command="test")
-    tc = load_file(str(c["dw_path"]))
+    tc = load_file(str(c.dw_path))
     assert any(not torch.equal(ta[k], tc[k]) for k in ta)
 
 

@@ -26,16 +26,16 @@ def smoke_run(tmp_path_factory):
 
 def test_reduced_main_job_on_embedded_model(smoke_run):
     result, *_ = smoke_run
-    contrasts = {(c["metric"], c["contrast"]): c for c in result["summary"]["contrasts"]}
+    contrasts = {(c["metric"], c["contrast"]): c for c in result.summary["contrasts"]}
     spread = contrasts[("id", "α=+1 − α=-1")]
     # The pipeline works end to end: α·dW makes the casual reply likelier than the formal one with the same content.
     assert spread["mean"] > 0 and spread["ci_low"] > 0, spread
     assert contrasts[("id", "α=-1 − α=+0")]["mean"] < 0 < contrasts[("id", "α=+1 − α=+0")]["mean"]  # and reverses with the sign
-    per_alpha = [r for r in result["summary"]["per_alpha"] if r["metric"] == "action_bias"]
+    per_alpha = [r for r in result.summary["per_alpha"] if r["metric"] == "action_bias"]
     assert min(r["pmass_mean"] for r in per_alpha) > 0.5  # the Yes/No answer format survives |α| = 1
-    judge = json.loads((result["run_dir"] / "run.json").read_text())["judge"]
+    judge = json.loads((result.run_dir / "run.json").read_text())["judge"]
     assert judge["agreement"]["n"] == 48 and 0 <= judge["rates"]["positive"] <= 1  # the data stage judged and reported
-    assert result["report"].exists() and result["dw"].metadata["n_tensors"] == 105  # 15 layers × 7 projections
+    assert result.report.exists() and result.dw.metadata["n_tensors"] == 105  # 15 layers × 7 projections
 
 
 def test_vignettes_and_degradation_on_embedded_model(smoke_run):
@@ -44,7 +44,7 @@ def test_vignettes_and_degradation_on_embedded_model(smoke_run):
     from weight_steering.vignettes.run import run_vignettes
 
     result, model, tokenizer, out = smoke_run
-    dw_dir = result["dw_path"].parent
+    dw_dir = result.dw_path.parent
     vignettes = run_vignettes(dw_dir, alphas=(-1.0, 0.0, 1.0), out=str(out), limit=10, loaded=(model, tokenizer))
     assert sum(r["n_valid"] for r in vignettes["bare"]) == 20 and all(r["n_below_floor"] == 0 for r in vignettes["bare"])
     degradation = run_degradation(dw_dir, alphas=(0.0, 1.0), n_tokens=4, out=str(out), loaded=(model, tokenizer), prompt_limit=8)
@@ -61,17 +61,17 @@ def test_comparison_at_one_kl_budget_on_embedded_model(smoke_run):
     config = CompareConfig(behavior="tone", methods=("dW", "engineered", "caa_slice"), target=0.5, tolerance=0.1, n_tokens=4,
                            prompt_limit=6, curve_fractions=(), dilemma_limit=6, n_contrast_pairs=16, generation_tokens=8, out=str(out))
     comparison = run_comparison(config, (model, tokenizer), "pytest -m real", preset_config("smoke", behavior="tone"))
-    by_key = {m["key"]: m for m in comparison["methods"]}
     for key in ("dW", "caa_slice"):
-        for arm in (by_key[key]["plus"], by_key[key]["minus"]):
-            assert arm["converged"] and abs(arm["p95"] - 0.5) <= 0.1, (key, arm["history"])
-        assert by_key[key]["plus"]["alpha"] > 0 > by_key[key]["minus"]["alpha"]
-    assert by_key["engineered"]["plus"]["p95"] > 0.01  # a system prompt moves the model
-    assert by_key["dW"]["effects"]["id_plus"]["mean"] > by_key["dW"]["effects"]["id_minus"]["mean"]  # the steer's ID direction holds
-    dw = by_key["dW"]["effects"]  # the OOD sets are scored, summed and per token, and the generations too
-    assert dw["ood_sets_per_token_plus"]["mean"] > dw["ood_sets_per_token_minus"]["mean"]
-    assert {"ood_written_tasks_per_token_spread", "gen_ood_metric_spread", "gen_id_judged_spread"} <= set(dw)
-    assert (comparison["path"] / "comparison.md").exists() and (comparison["path"] / "effect_vs_kl.png").exists()
+        method = comparison.method(key)
+        for arm in (method.plus, method.minus):
+            assert arm.converged and abs(arm.p95 - 0.5) <= 0.1, (key, arm.history)
+        assert method.plus.alpha > 0 > method.minus.alpha
+    assert comparison.method("engineered").plus.p95 > 0.01  # a system prompt moves the model
+    dw = comparison.method("dW").effects
+    assert dw.mean("id", "plus") > dw.mean("id", "minus")  # the steer's ID direction holds
+    assert dw.mean("ood_sets_per_token", "plus") > dw.mean("ood_sets_per_token", "minus")  # the OOD sets, summed and per token
+    assert all((metric, "spread") in dw for metric in ("ood_written_tasks_per_token", "gen_ood_metric", "gen_id_judged"))  # and generations
+    assert (comparison.path / "comparison.md").exists() and (comparison.path / "effect_vs_kl.png").exists()
 
 
 def test_ablation_on_embedded_model(smoke_run):
@@ -80,7 +80,7 @@ def test_ablation_on_embedded_model(smoke_run):
 
     result, model, tokenizer, out = smoke_run
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    ablation = run_ablation(result["dw_path"].parent, groups=("module",), variants=("attention", "mlp"), dilemma_limit=4, out=str(out),
+    ablation = run_ablation(result.dw_path.parent, groups=("module",), variants=("attention", "mlp"), dilemma_limit=4, out=str(out),
                             loaded=(model, tokenizer), n_controls=2, n_within=0)
     assert all(k in before and before[k].equal(v) for k, v in model.state_dict().items())  # weights restored bit-exactly
     by = {(r["variant"], r.get("metric")): r for r in ablation["rows"]}
@@ -104,7 +104,7 @@ def test_peft_export_matches_the_steered_model_on_embedded_model(smoke_run, tmp_
     from weight_steering.export.convert import export_dw, load_exported
 
     result, model, tokenizer, _ = smoke_run
-    dw = result["dw"]
+    dw = result.dw
     copy, _ = load_model()
     path = export_dw(dw, copy, tmp_path / "adapter")
     info = json.loads((path / "export.json").read_text())
@@ -132,8 +132,8 @@ def test_gguf_export_served_by_llama_cpp_moves_the_logratio_like_alpha_dw(smoke_
 
     result, model, tokenizer, _ = smoke_run
     rows = held_out_rows(tokenizer, load_behavior("sycophancy"))
-    adapter = export_dw(result["dw"], model, tmp_path / "gguf", fmt="gguf")
-    check = check_gguf_export(model, tokenizer, result["dw"], rows, locate_embedded_gguf("smollm2-135m-instruct"), adapter,
+    adapter = export_dw(result.dw, model, tmp_path / "gguf", fmt="gguf")
+    check = check_gguf_export(model, tokenizer, result.dw, rows, locate_embedded_gguf("smollm2-135m-instruct"), adapter,
                               alphas=(-4.0, 0.0, 4.0))
     base = check["per_alpha"]["+0"]
     assert base["spearman_rho"] > 0.9 and base["mean_abs_diff"] < 0.3, base  # the same weights, quantised arithmetic

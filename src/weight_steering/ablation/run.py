@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..artifacts import atomic_write, read_jsonl, stable_hash, write_json, write_jsonl
+from ..artifacts import atomic_write, stable_hash, write_json, write_jsonl
 from ..core.activations import contrast_activations, contrast_pairs
 from ..core.behavior_files import load_behavior
 from ..core.diff import dw_identity, load_dw
@@ -15,7 +15,7 @@ from ..core.models import DEFAULT_MODEL, load_model
 from ..core.steer import check_alpha
 from ..evaluation.effects import metric_frame
 from ..evaluation.rows import dilemma_rows, held_out_rows
-from ..evaluation.scoring import evaluate
+from ..evaluation.scoring import evaluate, read_records
 from ..hypotheses.candidates import build_context, candidate_bases
 from ..main_job.stages import pairs_of, train_dirs_of
 from ..stage_cache import run_stage
@@ -116,7 +116,7 @@ def run_ablation(
         directory = root / f"{name}-{key}"
         run_stage(f"ablation {name}", directory, key,
                   lambda d: write_jsonl(d / "records.jsonl", evaluate(model_obj, tokenizer, tensors, rows, (at,))))
-        return read_jsonl(directory / "records.jsonl")
+        return read_records(directory / "records.jsonl")
 
     frame_base = metric_frame(scored("base", None, 0.0))
     frame_full = metric_frame(scored("full", dw.tensors, alpha))

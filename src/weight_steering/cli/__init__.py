@@ -43,10 +43,10 @@ def fail(err: Exception) -> None:
 
 
 def check_machine(device: str | None, dtype: str | None) -> None:
-    """Check ``--device`` and ``--dtype`` against this machine before anything is read or loaded (raises DeviceError)."""
-    from ..core.models import resolve_device, resolve_dtype
+    """:func:`weight_steering.core.models.check_machine`, imported when called (``wsteer --help`` loads no torch)."""
+    from ..core.models import check_machine as check
 
-    resolve_dtype(dtype, resolve_device(device))
+    check(device, dtype)
 
 
 def read_dw(path: str):

@@ -77,17 +77,17 @@ def run(
     table.add_column("stage")
     table.add_column("seconds", justify="right")
     table.add_column("reused")
-    for stage, info in result["timings"].items():
+    for stage, info in result.timings.items():
         table.add_row(stage, f"{info['seconds']:.1f}", "yes" if info["reused"] else "")
     console.print(table)
     contrasts = Table(title="contrasts (paired, 95% bootstrap CI)")
     for col in ("metric", "contrast", "mean", "95% CI"):
         contrasts.add_column(col)
-    for c in result["summary"]["contrasts"]:
+    for c in result.summary["contrasts"]:
         contrasts.add_row(c["metric"], c["contrast"], f"{c['mean']:+.3f}", f"[{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]")
     console.print(contrasts)
-    console.print(f"report: {result['report']}")
-    typer.echo(f"dW: {result['dw_path']}")  # plain, never wrapped: recipes read the last line
+    console.print(f"report: {result.report}")
+    typer.echo(f"dW: {result.dw_path}")  # plain, never wrapped: recipes read the last line
 
 
 @app.command()
@@ -175,7 +175,7 @@ def compare(
 ):
     """Weight steering against prompting and activation steering at the same p95 KL: table, ratios, effect-vs-KL PNG."""
     from ..comparison.methods import all_methods
-    from ..comparison.run import CompareConfig, CompareError, run_comparison
+    from ..comparison.run import CompareConfig, CompareError, comparison_dw, run_comparison
     from ..core.data import sampler_settings
     from ..evaluation.datasets import EvalDataError
     from ..main_job.config import preset_config
@@ -188,15 +188,15 @@ def compare(
                                tolerance=tolerance, n_tokens=n_tokens, curve_fractions=fractions, s_space_rank=s_space_rank,
                                dilemma_limit=dilemma_limit, prompt_limit=prompt_limit, generation_tokens=generation_tokens, out=out,
                                archive=archive, name=name)
-        result = run_comparison(config, command=command, dw_only=dw_only,
-                                job_config=preset_config(generation=sampler_settings(sampler), device=device, dtype=dtype))
+        job_config = preset_config(generation=sampler_settings(sampler), device=device, dtype=dtype)
+        if dw_only:
+            typer.echo(str(comparison_dw(config, job_config=job_config)))
+            return
+        result = run_comparison(config, command=command, job_config=job_config)
     except (*KNOWN_ERRORS, CompareError, EvalDataError) as err:
         fail(err)
-    if dw_only:
-        typer.echo(str(result["dw_dir"]))
-        return
-    console.print((result["path"] / "comparison.md").read_text())
-    console.print(f"effect vs KL: {result['path'] / 'effect_vs_kl.png'}")
+    console.print((result.path / "comparison.md").read_text())
+    console.print(f"effect vs KL: {result.path / 'effect_vs_kl.png'}")
 
 
 @app.command("compare-seeds")

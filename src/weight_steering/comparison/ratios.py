@@ -29,15 +29,25 @@ def ood_delta(records: list[dict], alpha: float, behavior) -> float:
     return stratified_mean(values, strata)
 
 
-def generalisation_ratios(results: list[dict], behavior) -> list[dict]:
+def generalisation_ratios(results: list, records: dict[str, list[dict]], behavior) -> list[dict]:
     """dW's spread (Δ at α₊ − Δ at α₋) over each other method's, paired over identical rows, with a 95% CI:
     for the behaviour's DailyDilemmas target (action-stratified), its OOD sets pooled per reply token (each set
     weighted equally) and, where the behaviour has held-out rows, for the framing-controlled ID score (the opinion
-    framing alone when no control was scored) and the paired-completion probe per reply token."""
-    by_key = {r["key"]: r for r in results}
+    framing alone when no control was scored) and the paired-completion probe per reply token.
+
+    Args:
+        results: :class:`~weight_steering.comparison.result.MethodResult` per method (its calibrated α per arm).
+        records: method key -> its evaluation records with the base's (identical rows).
+    Returns:
+        One dict per (measure, method): ``measure``, ``metric``, ``method``, ``name``, ``ratio`` with ``ci_low``/``ci_high``,
+        ``dw_spread``, ``method_spread`` (nats).
+    Raises:
+        ValueError: dW and a method were not scored on identical rows.
+    """
+    by_key = {r.key: r for r in results}
     if "dW" not in by_key:
         return []
-    frames = {key: metric_frame(result["_records"]) for key, result in by_key.items()}
+    frames = {key: metric_frame(records[key]) for key in by_key}
     value, _ = dilemma_target(behavior)
     scored = set(frames["dW"]["metric"])
     measures = {"id": "id_controlled" if "id_controlled" in scored else "id", "id_per_token": "id_per_token", "ood_sets": "ood_sets_per_token"}
@@ -50,7 +60,7 @@ def generalisation_ratios(results: list[dict], behavior) -> list[dict]:
 
         def spread(key, metric=metric):
             result = by_key[key]
-            return paired_rows(frames[key], metric, result["plus"]["alpha"], result["minus"]["alpha"])
+            return paired_rows(frames[key], metric, result.plus.alpha, result.minus.alpha)
 
         numerator, clusters, strata = spread("dW")
         for key, result in by_key.items():
@@ -60,6 +70,6 @@ def generalisation_ratios(results: list[dict], behavior) -> list[dict]:
             if not np.array_equal(clusters, other_clusters):
                 raise ValueError(f"dW and {key} were not scored on identical rows")
             ratio, low, high = ratio_ci(numerator, denominator, clusters, strata=strata)
-            out.append({"measure": measure, "metric": metric, "method": key, "name": result["name"], "ratio": ratio, "ci_low": low,
+            out.append({"measure": measure, "metric": metric, "method": key, "name": result.name, "ratio": ratio, "ci_low": low,
                         "ci_high": high, "dw_spread": stratified_mean(numerator, strata), "method_spread": stratified_mean(denominator, strata)})
     return out

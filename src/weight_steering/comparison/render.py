@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from ..rendering import interval_text, save_figure, seed_text, target_text
+from .result import ComparisonResult
 
 SEED_MEASURE_LABELS = {
     "alpha_minus": "α₋", "alpha_plus": "α₊", "audit_p95_minus": "audit p95 KL₋ (nats)", "audit_p95_plus": "audit p95 KL₊ (nats)",
@@ -31,125 +32,127 @@ ADVANTAGE_LABELS = {"ood_sets_per_token_spread": "OOD spread per token", "ood_se
                     "generalisation_ratio_per_token": "generalisation ratio (per token)", "gen_ood_metric_spread": "generations, OOD metric spread"}
 
 
-def render_comparison(summary: dict) -> str:
+def render_comparison(result: ComparisonResult) -> str:
     """Markdown tables of :func:`weight_steering.comparison.run.run_comparison`: strengths and KL per sign, effects, ratios, cost."""
-    config = summary["config"]
-    lines = [f"# Steering methods at p95 KL = {config['target']} nats: {summary['behavior']} on {summary['model']}", "",
-             f"Command: `{summary['command']}`", "",
-             f"KL(steered ‖ base) on {summary['n_calibration_prompts']} neutral calibration prompts × {config['n_tokens']} greedy tokens "
-             f"(audit: {summary['n_audit_prompts']} held-apart prompts). Effects on {summary['n_rows']} identical rows "
-             f"({summary['n_dilemma_rows']} DailyDilemmas rows), Δ against the unsteered base, nats of log-odds, "
+    config = result.config
+    lines = [f"# Steering methods at p95 KL = {config['target']} nats: {result.behavior} on {result.model}", "",
+             f"Command: `{result.command}`", "",
+             f"KL(steered ‖ base) on {result.n_calibration_prompts} neutral calibration prompts × {config['n_tokens']} greedy tokens "
+             f"(audit: {result.n_audit_prompts} held-apart prompts). Effects on {result.n_rows} identical rows "
+             f"({result.n_dilemma_rows} DailyDilemmas rows), Δ against the unsteered base, nats of log-odds, "
              "95% cluster-bootstrap CIs (dilemmas / claims). Prompt methods are not calibrated: their KL is reported. "
              "ΔNLL: change of the mean NLL (nats per token) of the 100 neutral reference answers against the base, CI over answers.", "",
-             f"ID: {summary.get('behavior_label', summary['behavior'])}, framing-controlled (Δ opinion − Δ neutral) where the behaviour has a "
+             f"ID: {result.behavior_label or result.behavior}, framing-controlled (Δ opinion − Δ neutral) where the behaviour has a "
              "control framing, else the opinion framing. OOD target: "
-             f"{target_text(summary.get('ood_target'))}, action-stratified; the action bias is the shift toward the 'to do' action.", "",
+             f"{target_text(result.ood_target)}, action-stratified; the action bias is the shift toward the 'to do' action.", "",
              "| method | α₊ | p95 KL₊ (audit) | α₋ | p95 KL₋ (audit) | converged ± | ID Δ₊ | ID Δ₋ | OOD target Δ₊ | OOD target Δ₋ | "
              "action bias Δ₊ | off-target \\|Δ₊\\| | SI k=2 | SI k=1 | pmass ₊/₋ (min) | ΔNLL₊ | ΔNLL₋ |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for m in summary["methods"]:
-        plus, minus, e = m["plus"], m["minus"], m["effects"]
-        converged = "n/a (prompt)" if not m["continuous"] else f"{'yes' if plus['converged'] else 'NO'} / {'yes' if minus['converged'] else 'NO'}"
+    for m in result.methods:
+        plus, minus, e = m.plus, m.minus, m.effects
+        converged = "n/a (prompt)" if not m.continuous else f"{'yes' if plus.converged else 'NO'} / {'yes' if minus.converged else 'NO'}"
+        id_metric = "id_controlled" if ("id_controlled", "plus") in e else "id"
         lines.append(
-            f"| {m['name']} | {plus['alpha']:+.3g} | {plus['p95']:.3f} ({plus['audit_p95']:.3f}) | {minus['alpha']:+.3g} | "
-            f"{minus['p95']:.3f} ({minus['audit_p95']:.3f}) | {converged} | {interval_text(e.get('id_controlled_plus', e.get('id_plus')))} | "
-            f"{interval_text(e.get('id_controlled_minus', e.get('id_minus')))} | "
-            f"{interval_text(e.get('ood_target_plus'))} | {interval_text(e.get('ood_target_minus'))} | {interval_text(e.get('action_bias_plus'))} | "
-            f"{interval_text(e.get('off_target'))} | "
-            f"{interval_text(e.get('si_k2'))} | {interval_text(e.get('si_k1'))} | {e['pmass_plus']:.3f}/{e['pmass_minus']:.3f} ({e['pmass_min']:.3f}) | "
-            f"{interval_text(e.get('nll_change_plus'))} | {interval_text(e.get('nll_change_minus'))} |")
-    if summary.get("ood_sets"):
-        lines += _pair_tables(summary)
-    for measure, title in (("ood_target", f"OOD target ({target_text(summary.get('ood_target'))})"), ("id", "held-out behaviour (ID)"),
+            f"| {m.name} | {plus.alpha:+.3g} | {plus.p95:.3f} ({plus.audit_p95:.3f}) | {minus.alpha:+.3g} | "
+            f"{minus.p95:.3f} ({minus.audit_p95:.3f}) | {converged} | {interval_text(e.interval(id_metric, 'plus'))} | "
+            f"{interval_text(e.interval(id_metric, 'minus'))} | "
+            f"{interval_text(e.interval('ood_target', 'plus'))} | {interval_text(e.interval('ood_target', 'minus'))} | "
+            f"{interval_text(e.interval('action_bias', 'plus'))} | {interval_text(e.interval('off_target'))} | "
+            f"{interval_text(e.interval('si_k2'))} | {interval_text(e.interval('si_k1'))} | "
+            f"{e.mean('pmass', 'plus'):.3f}/{e.mean('pmass', 'minus'):.3f} ({e.mean('pmass_min'):.3f}) | "
+            f"{interval_text(e.interval('nll_change', 'plus'))} | {interval_text(e.interval('nll_change', 'minus'))} |")
+    if result.ood_sets:
+        lines += _pair_tables(result)
+    for measure, title in (("ood_target", f"OOD target ({target_text(result.ood_target)})"), ("id", "held-out behaviour (ID)"),
                            ("id_per_token", "held-out paired completions per reply token (ID)"),
                            ("ood_sets", "OOD sets pooled per reply token, each set weighted equally")):
-        ratios = [r for r in summary["ratios"] if r.get("measure") == measure]
+        ratios = [r for r in result.ratios if r.get("measure") == measure]
         if not ratios:
             continue
         lines += ["", f"## dW versus each method: {title} spread (Δ at α₊ − Δ at α₋), ratio dW / method", "",
                   "| method | dW spread | method spread | ratio dW / method [95% CI] |", "|---|---|---|---|"]
         for r in ratios:
             lines.append(f"| {r['name']} | {r['dw_spread']:+.3f} | {r['method_spread']:+.3f} | {r['ratio']:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}] |")
-    if summary["ratios"]:
+    if result.ratios:
         lines += ["", "The ratio's CI pairs the two methods on the same resampled dilemmas (claims for ID); when a method's spread CI includes 0 the ratio CI is unbounded in practice."]
-    agreement = next((m["spec"]["direction_agreement"] for m in summary["methods"] if m.get("spec", {}).get("direction_agreement")), None)
+    agreement = next((m.spec["direction_agreement"] for m in result.methods if m.spec.get("direction_agreement")), None)
     if agreement:
-        reading = next((m["spec"].get("reading") for m in summary["methods"] if m.get("spec", {}).get("reading")), "last")
+        reading = next((m.spec["reading"] for m in result.methods if m.spec.get("reading")), "last")
         lines += ["", f"## Activation directions: CAA against PCA per layer (read: {reading})", "",
                   "PCA's sign is aligned with the mean difference by steering-vectors, so cos ≥ 0 by construction; the share of "
                   "pairs whose difference projects positively on each direction says how consistent the contrast is.", "",
                   "| layer | cos(CAA, PCA) | pairs agreeing with CAA | pairs agreeing with PCA |", "|---|---|---|---|"]
         for layer, r in sorted(agreement.items(), key=lambda item: int(item[0])):
             lines.append(f"| {layer} | {r['cos_caa_pca']:+.3f} | {r['sign_agreement_caa']:.2f} | {r['sign_agreement_pca']:.2f} |")
-    lines += ["", f"## KL achieved on the audit split ({summary['n_audit_prompts']} prompts × {config['n_tokens']} tokens), nats, 95% CI over prompts", "",
+    lines += ["", f"## KL achieved on the audit split ({result.n_audit_prompts} prompts × {config['n_tokens']} tokens), nats, 95% CI over prompts", "",
               "| method | sign | α | p95 KL | mean KL | max KL |", "|---|---|---|---|---|---|"]
-    for m in summary["methods"]:
+    for m in result.methods:
         for label in ("plus", "minus"):
-            arm = m[label]
-            lines.append(f"| {m['name']} | {'+' if label == 'plus' else '−'} | {arm['alpha']:+.3g} | "
-                         f"{arm['audit_p95']:.3f} [{arm['audit_p95_ci_low']:.3f}, {arm['audit_p95_ci_high']:.3f}] | "
-                         f"{arm['audit_mean']:.3f} [{arm['audit_mean_ci_low']:.3f}, {arm['audit_mean_ci_high']:.3f}] | {arm['audit_max']:.2f} |")
+            arm = m.arm(label)
+            lines.append(f"| {m.name} | {'+' if label == 'plus' else '−'} | {arm.alpha:+.3g} | "
+                         f"{arm.audit_p95:.3f} [{arm.audit_p95_ci_low:.3f}, {arm.audit_p95_ci_high:.3f}] | "
+                         f"{arm.audit_mean:.3f} [{arm.audit_mean_ci_low:.3f}, {arm.audit_mean_ci_high:.3f}] | {arm.audit_max:.2f} |")
     lines += ["", "## Calibration cost", "", "| method | sign | KL measurements | forward passes | wall s | message |", "|---|---|---|---|---|---|"]
-    for m in summary["methods"]:
+    for m in result.methods:
         for label in ("plus", "minus"):
-            arm = m[label]
-            lines.append(f"| {m['name']} | {'+' if label == 'plus' else '−'} | {arm['iterations']} | {arm['n_forward_passes']} | "
-                         f"{arm['seconds']:.0f} | {arm['message'] or ''} |")
+            arm = m.arm(label)
+            lines.append(f"| {m.name} | {'+' if label == 'plus' else '−'} | {arm.iterations} | {arm.n_forward_passes} | "
+                         f"{arm.seconds:.0f} | {arm.message or ''} |")
     return "\n".join(lines) + "\n"
 
 
-def _pair_tables(summary: dict) -> list[str]:
+def _pair_tables(result: ComparisonResult) -> list[str]:
     """ID and each OOD set of paired completions (summed over the reply and per reply token), the generalisation ratio,
     and the generation scores, per method at its calibrated strengths."""
-    names = [o["name"] for o in summary["ood_sets"]]
+    names = [o["name"] for o in result.ood_sets]
     lines = ["", "## In distribution and out of distribution: paired completions, log P(behaviour reply) − log P(other reply)", "",
              "Spread = Δ at α₊ − Δ at α₋ against the base, 95% cluster-bootstrap CI over items. Summed over the reply (nats) and "
              "per reply token (nats/token; OOD replies can be longer, which inflates a summed score). The pooled OOD column weights "
              "each set equally. Ratio = pooled OOD spread / ID spread, per token (one seed: no interval; see `wsteer compare-seeds`).", "",
              "| method | ID spread | ID spread /token | " + " | ".join(f"{n} /token" for n in names) + " | OOD pooled | OOD pooled /token | ratio OOD/ID /token |",
              "|---|---|---|" + "---|" * len(names) + "---|---|---|"]
-    for m in summary["methods"]:
-        e = m["effects"]
-        idt, oodt = e.get("id_per_token_spread", {}).get("mean"), e.get("ood_sets_per_token_spread", {}).get("mean")
-        ratio = f"{oodt / idt:+.2f}" if idt and oodt is not None and pd.notna(idt) and pd.notna(oodt) else "–"
-        lines.append(f"| {m['name']} | {interval_text(e.get('id_spread'))} | {interval_text(e.get('id_per_token_spread'))} | "
-                     + " | ".join(interval_text(e.get(f"ood_{n}_per_token_spread")) for n in names)
-                     + f" | {interval_text(e.get('ood_sets_spread'))} | {interval_text(e.get('ood_sets_per_token_spread'))} | {ratio} |")
-    if any("gen_id_metric_base" in m["effects"] or "gen_id_judge_base" in m["effects"] for m in summary["methods"]):
-        agreement = summary.get("judge_agreement") or {}
+    for m in result.methods:
+        e = m.effects
+        idt, oodt = e.mean("id_per_token", "spread"), e.mean("ood_sets_per_token", "spread")
+        ratio = f"{oodt / idt:+.2f}" if idt and pd.notna(idt) and pd.notna(oodt) else "–"
+        lines.append(f"| {m.name} | {interval_text(e.interval('id', 'spread'))} | {interval_text(e.interval('id_per_token', 'spread'))} | "
+                     + " | ".join(interval_text(e.interval(f"ood_{n}_per_token", "spread")) for n in names)
+                     + f" | {interval_text(e.interval('ood_sets', 'spread'))} | {interval_text(e.interval('ood_sets_per_token', 'spread'))} | {ratio} |")
+    if any(("gen_id_metric", "base") in m.effects or ("gen_id_judge", "base") in m.effects for m in result.methods):
+        agreement = result.judge_agreement or {}
         judge = (f"judge agreement with the hand labels: AUC {agreement['auc']:.2f}, accuracy {agreement['accuracy']:.2f}"
                  if "auc" in agreement else "judge agreement: not measured (no hand labels)")
-        lines += ["", f"## Generations: greedy replies ({summary.get('n_generation_prompts', '?')} ID + OOD prompts), change against the base reply", "",
-                  f"Judge-free metric: {summary.get('generation_metric') or 'none'} (`weight_steering.evaluation.generations`); judged rate: share of replies "
+        lines += ["", f"## Generations: greedy replies ({result.n_generation_prompts} ID + OOD prompts), change against the base reply", "",
+                  f"Judge-free metric: {result.generation_metric or 'none'} (`weight_steering.evaluation.generations`); judged rate: share of replies "
                   f"the embedded judge scores above its threshold ({judge}). Spread = arm₊ − arm₋, 95% CI over prompts.", "",
                   "| method | ID metric spread | OOD metric spread | ID judged spread | OOD judged spread |", "|---|---|---|---|---|"]
-        for m in summary["methods"]:
-            e = m["effects"]
-            lines.append(f"| {m['name']} | {interval_text(e.get('gen_id_metric_spread'))} | {interval_text(e.get('gen_ood_metric_spread'))} | "
-                         f"{interval_text(e.get('gen_id_judged_spread'))} | {interval_text(e.get('gen_ood_judged_spread'))} |")
+        for m in result.methods:
+            e = m.effects
+            lines.append(f"| {m.name} | {interval_text(e.interval('gen_id_metric', 'spread'))} | {interval_text(e.interval('gen_ood_metric', 'spread'))} | "
+                         f"{interval_text(e.interval('gen_id_judged', 'spread'))} | {interval_text(e.interval('gen_ood_judged', 'spread'))} |")
     return lines
 
 
-def plot_effect_vs_kl(summary: dict, path: str | Path) -> Path:
+def plot_effect_vs_kl(result: ComparisonResult, path: str | Path) -> Path:
     """p95 KL (x, nats) against OOD honesty Δ (y, nats): continuous methods as curves over both signs
     (− side drawn at −KL so the two signs separate), prompt methods as points; atomic PNG."""
     fig, ax = plt.subplots(figsize=(7.5, 5))
-    for m in summary["methods"]:
-        points = sorted(m["curve"], key=lambda c: c["alpha"])
+    for m in result.methods:
+        points = sorted(m.curve, key=lambda c: c["alpha"])
         x = [(-1 if c["alpha"] < 0 else 1) * c["p95"] for c in points]
         y = [c["ood_target"] for c in points]
-        if m["continuous"]:
-            ax.plot(x, y, marker="o", ms=3, label=m["name"])
+        if m.continuous:
+            ax.plot(x, y, marker="o", ms=3, label=m.name)
         else:
-            ax.scatter(x, y, marker="*", s=90, label=m["name"], zorder=3)
-    target = summary["config"]["target"]
+            ax.scatter(x, y, marker="*", s=90, label=m.name, zorder=3)
+    target = result.target
     for side in (-target, target):
         ax.axvline(side, color="grey", lw=0.6, ls="--")
     ax.axhline(0, color="grey", lw=0.6)
-    ylabel = ("OOD sets Δ vs base, nats per reply token (sets weighted equally)" if summary.get("ood_measure") == "ood_sets_per_token"
+    ylabel = ("OOD sets Δ vs base, nats per reply token (sets weighted equally)" if result.ood_measure == "ood_sets_per_token"
               else "OOD target Δ vs base (action-stratified), nats")
     ax.set(xlabel="signed p95 KL(steered ‖ base), nats (− side: negative strengths)", ylabel=ylabel,
-           title=f"Effect vs KL: {summary['behavior']} ({summary['model']})")
+           title=f"Effect vs KL: {result.behavior} ({result.model})")
     ax.legend(fontsize=7, loc="best")
     return save_figure(fig, path)
 

@@ -37,7 +37,7 @@ from ..evaluation.datasets import load_neutral, neutral_split
 from ..evaluation.effects import dilemma_target, kl_summary, method_effects
 from ..evaluation.generations import generate_replies, generation_effects, generation_prompts, score_replies
 from ..evaluation.judge import judge_logratios
-from ..evaluation.scoring import evaluate, reference_nll
+from ..evaluation.scoring import evaluate, read_records, reference_nll
 from ..evaluation.statistics import bootstrap_ci
 from ..main_job.config import preset_config
 from ..main_job.stages import dw_stage, eval_rows, evaluate_base, job_root, prepare_job
@@ -45,6 +45,7 @@ from ..stage_cache import copy_finished_stages, run_stage
 from .methods import COMPARISON_METHODS, MethodContext, all_methods, keyed_spec
 from .ratios import generalisation_ratios, ood_delta, ood_measure
 from .render import plot_effect_vs_kl, render_comparison
+from .result import Arm, ComparisonResult, MethodResult
 
 log = logging.getLogger(__name__)
 
@@ -147,27 +148,18 @@ def build_methods(job, dw, config: CompareConfig) -> dict[str, tuple[SteeringMet
     return {key: METHODS[key].build(context) for key in config.methods}
 
 
-def run_comparison(config: CompareConfig, loaded=None, command: str = "", job_config=None, dw_only: bool = False) -> dict:
-    """Calibrate, evaluate and plot every method of ``config`` (see the module docstring).
+def comparison_dw(config: CompareConfig, loaded=None, job_config=None) -> Path:
+    """The comparison's dW on disk, and nothing else: restore the archived stages, train (or reuse) the adapters and
+    the dW, archive the data and judge stages; no comparison result is touched. It is the dW other recipes (ablation,
+    hypotheses, export) start from. Arguments and errors as in :func:`run_comparison`; returns the dW's stage folder."""
+    _, dw_dir, _, archive = _prepare(config, loaded, job_config)
+    archive()  # the restored or new data and judge stages
+    return dw_dir
 
-    Args:
-        loaded: ``(model, tokenizer)`` already in memory (tests); else ``config.model`` is loaded.
-        job_config: the main job's :class:`~weight_steering.main_job.run.RunConfig` for data and training
-            sizes (default: the ``default`` preset); ``config`` overrides its behaviour, model, family, seed, rows and output.
-        command: the command line recorded in the outputs.
-        dw_only: stop once the comparison's dW is on disk (restored stages from the archive, adapters trained or
-            reused) and return ``{"dw_dir"}``: the dW other recipes (ablation, hypotheses, export) start from, without
-            touching any comparison result.
 
-    Returns:
-        ``{"methods": [...], "ratios": [...], "path", "dw_dir", ...}``: per method its strengths, KL per sign
-        (calibration and audit split), calibration cost and :func:`weight_steering.evaluation.effects.method_effects`.
-
-    Raises:
-        CompareError: bad config. BehaviorError: the behaviour's prompts overlap a shipped set, such as the neutral
-        calibration prompts (checked when it is loaded, before any model work). DeltaWeightsError, ModelNotAvailableError:
-        as in the main job.
-    """
+def _prepare(config: CompareConfig, loaded, job_config):
+    """``(job, dW stage folder, comparison root, archive())``: the main job's stages up to dW, after restoring the
+    archived stages; ``archive()`` copies the finished small stages back."""
     check_config(config)
     behavior_name = load_behavior(config.behavior).name
     job_dir = job_root(config.out, behavior_name, config.model)
@@ -192,9 +184,29 @@ def run_comparison(config: CompareConfig, loaded=None, command: str = "", job_co
     model, tokenizer = loaded or (None, None)
     job = prepare_job(run_config, model, tokenizer)
     dw_dir = dw_stage(job)
-    if dw_only:
-        archive()  # the restored or new data and judge stages
-        return {"dw_dir": dw_dir}
+    return job, dw_dir, root, archive
+
+
+def run_comparison(config: CompareConfig, loaded=None, command: str = "", job_config=None) -> ComparisonResult:
+    """Calibrate, evaluate and plot every method of ``config`` (see the module docstring).
+
+    Args:
+        loaded: ``(model, tokenizer)`` already in memory (tests); else ``config.model`` is loaded.
+        job_config: the main job's :class:`~weight_steering.main_job.run.RunConfig` for data and training
+            sizes (default: the ``default`` preset); ``config`` overrides its behaviour, model, family, seed, rows and output.
+        command: the command line recorded in the outputs.
+
+    Returns:
+        The :class:`~weight_steering.comparison.result.ComparisonResult` (per method its strengths, KL per sign on the
+        calibration and audit split, calibration cost and effects; ``path`` its folder), also written as
+        ``comparison.json``.
+
+    Raises:
+        CompareError: bad config. BehaviorError: the behaviour's prompts overlap a shipped set, such as the neutral
+        calibration prompts (checked when it is loaded, before any model work). DeltaWeightsError, ModelNotAvailableError:
+        as in the main job.
+    """
+    job, dw_dir, root, archive = _prepare(config, loaded, job_config)
     dw = load_dw(dw_dir / "dW.safetensors", job.model, base_hash=job.base_hash)
     rows = eval_rows(job)
     neutral = load_neutral()
@@ -237,7 +249,7 @@ def run_comparison(config: CompareConfig, loaded=None, command: str = "", job_co
 
     base_generations = generations("base", None, (0.0,), stable_hash({"base": job.base_hash})) if gen_prompts else []
 
-    results = []
+    results, records_by_method = [], {}
     for key, (method, spec) in methods.items():
         log.info("method %s: %s", key, method.name)
         identity = stable_hash({"method": key, "spec": keyed_spec(spec), "base": job.base_hash})
@@ -275,51 +287,48 @@ def run_comparison(config: CompareConfig, loaded=None, command: str = "", job_co
             write_json(directory / "timing.json", {"seconds": seconds})
 
         directory = run_stage(f"evaluate {key}", root / f"eval-{key}-{eval_key}", eval_key, score)
-        records = base_records + read_jsonl(directory / "records.jsonl")
+        records = base_records + read_records(directory / "records.jsonl")
         curve = [{"fraction": 0.0, "alpha": 0.0, "p95": 0.0, "ood_target": 0.0}]
         if method.continuous:
             curve += _curve(job, method, identity, config, root, rows, base_records, arms, measure, calibration_prompts)
         effects = method_effects(records, alpha_plus, alpha_minus, behavior=job.behavior)
         if gen_prompts:
-            effects.update(generation_effects(base_generations + generations(key, method, (alpha_minus, alpha_plus), identity), alpha_plus, alpha_minus))
+            effects.extend(generation_effects(base_generations + generations(key, method, (alpha_minus, alpha_plus), identity), alpha_plus, alpha_minus))
         measure_name = ood_measure(job.behavior)[0]
         for label in ("plus", "minus"):  # the calibrated points of the curve are the table's Δ
-            curve.append({"fraction": 1.0, "alpha": arms[label]["alpha"], "p95": arms[label]["p95"],
-                          "ood_target": effects.get(f"{measure_name}_{label}", {}).get("mean", float("nan"))})
+            curve.append({"fraction": 1.0, "alpha": arms[label]["alpha"], "p95": arms[label]["p95"], "ood_target": effects.mean(measure_name, label)})
         nll = read_json(directory / "nll.json")
         for label, alpha in (("plus", alpha_plus), ("minus", alpha_minus)):
             change = np.array(nll[str(alpha)]) - base_nll
-            mean, low, high = bootstrap_ci(change, np.arange(len(change)))
-            effects[f"nll_change_{label}"] = {"mean": mean, "ci_low": low, "ci_high": high}
+            effects.add("nll_change", label, *bootstrap_ci(change, np.arange(len(change))))
         archive()
-        results.append({"key": key, "name": method.name, "continuous": method.continuous, "plus": arms["plus"], "minus": arms["minus"],
-                        "effects": effects, "curve": sorted(curve, key=lambda c: c["alpha"]),
-                        "eval_seconds": read_json(directory / "timing.json")["seconds"],
-                        "spec": {k: v for k, v in spec.items() if k in ("layers", "rank", "aggregator", "reading", "direction_agreement")},
-                        "_records": records})
-    ratios = generalisation_ratios(results, job.behavior)
-    for r in results:
-        del r["_records"]
-    summary = {"behavior": job.behavior.name, "model": config.model, "config": config_record(config), "command": command,
-               "device": str(job.model.device), "dtype": dtype_name(job.model.dtype),
-               "n_rows": len(rows), "n_dilemma_rows": sum(r["eval"] == "dilemmas" for r in rows),
-               "n_calibration_prompts": len(calibration_prompts), "n_audit_prompts": len(audit_prompts),
-               "ood_target": dict(zip(("value", "sign"), dilemma_target(job.behavior))), "behavior_label": job.behavior.label,
-               "ood_sets": [{"name": s.name, "description": s.description, "n_items": len(s.items)} for s in job.behavior.ood_sets],
-               "ood_measure": ood_measure(job.behavior)[0], "generation_metric": job.behavior.generation_metric,
-               "n_generation_prompts": len(gen_prompts), "judge_threshold": threshold,
-               "judge_agreement": (job.judge or {}).get("agreement"), "methods": results, "ratios": ratios}
+        results.append(MethodResult(key=key, name=method.name, continuous=method.continuous, plus=Arm(**arms["plus"]), minus=Arm(**arms["minus"]),
+                                    effects=effects, curve=sorted(curve, key=lambda c: c["alpha"]),
+                                    eval_seconds=read_json(directory / "timing.json")["seconds"],
+                                    spec={k: v for k, v in spec.items() if k in ("layers", "rank", "aggregator", "reading", "direction_agreement")}))
+        records_by_method[key] = records
+    result = ComparisonResult(
+        behavior=job.behavior.name, model=config.model, config=config_record(config), command=command,
+        device=str(job.model.device), dtype=dtype_name(job.model.dtype),
+        n_rows=len(rows), n_dilemma_rows=sum(r["eval"] == "dilemmas" for r in rows),
+        n_calibration_prompts=len(calibration_prompts), n_audit_prompts=len(audit_prompts),
+        ood_target=dict(zip(("value", "sign"), dilemma_target(job.behavior))), behavior_label=job.behavior.label,
+        ood_sets=[{"name": s.name, "description": s.description, "n_items": len(s.items)} for s in job.behavior.ood_sets],
+        ood_measure=ood_measure(job.behavior)[0], generation_metric=job.behavior.generation_metric,
+        n_generation_prompts=len(gen_prompts), judge_threshold=threshold, judge_agreement=(job.judge or {}).get("agreement"),
+        methods=results, ratios=generalisation_ratios(results, records_by_method, job.behavior))
 
     def write_result(directory: Path) -> None:
-        write_json(directory / "comparison.json", summary)
+        write_json(directory / "comparison.json", result.to_json())
         with atomic_write(directory / "comparison.md") as handle:
-            handle.write(render_comparison(summary))
-        plot_effect_vs_kl(summary, directory / "effect_vs_kl.png")
+            handle.write(render_comparison(result))
+        plot_effect_vs_kl(result, directory / "effect_vs_kl.png")
 
     run_dir = root / result_name(config)
     run_stage("comparison", run_dir, stable_hash({"config": config_record(config) | {"archive": None}}), write_result, force=True)
     archive()
-    return {**summary, "path": run_dir, "dw_dir": dw_dir}
+    result.path, result.dw_dir = run_dir, dw_dir
+    return result
 
 
 def config_record(config: CompareConfig) -> dict:
@@ -376,7 +385,7 @@ def _curve(job, method, identity, config, root, rows, base_records, arms, measur
             directory = run_stage(f"curve {alpha:+.3g}", root / f"curve-{key}", key, compute)
             base = [r for r in base_records if r["eval"] == eval_name]
             points.append({"fraction": fraction, "alpha": alpha, "p95": read_json(directory / "kl.json")["p95"],
-                           "ood_target": ood_delta(base + read_jsonl(directory / "records.jsonl"), alpha, job.behavior)})
+                           "ood_target": ood_delta(base + read_records(directory / "records.jsonl"), alpha, job.behavior)})
     return points
 
 

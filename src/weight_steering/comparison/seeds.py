@@ -7,36 +7,52 @@ from pathlib import Path
 
 import numpy as np
 
-from ..artifacts import read_json, stable_hash
+from ..artifacts import stable_hash
 from ..evaluation.statistics import seed_summary
+from .result import ComparisonResult, MethodResult, read_comparison
 
-# measures of the across-seed table: name -> where it is in a method's result
-SEED_MEASURES = ("alpha_minus", "alpha_plus", "audit_p95_minus", "audit_p95_plus", "id_controlled_minus", "id_controlled_plus",
-                 "id_controlled_spread", "id_neutral_plus", "ood_target_minus", "ood_target_plus", "ood_target_spread",
-                 "action_bias_plus", "nll_change_minus", "nll_change_plus", "si_k2")
+# measures of the across-seed table, as (metric, arm): a strength or audit KL of an arm (``alpha``, ``audit_p95``), an
+# effect of the method's table, or a generalisation ratio (arm None). Rows are named :func:`measure_name`.
+SEED_MEASURES = (("alpha", "minus"), ("alpha", "plus"), ("audit_p95", "minus"), ("audit_p95", "plus"), ("id_controlled", "minus"),
+                 ("id_controlled", "plus"), ("id_controlled", "spread"), ("id_neutral", "plus"), ("ood_target", "minus"),
+                 ("ood_target", "plus"), ("ood_target", "spread"), ("action_bias", "plus"), ("nll_change", "minus"),
+                 ("nll_change", "plus"), ("si_k2", None))
 
 
 # behaviours with OOD sets of paired completions (and generation scores): the measures of their across-seed table
-PAIR_SEED_MEASURES = ("alpha_minus", "alpha_plus", "audit_p95_minus", "audit_p95_plus", "id_spread", "id_per_token_plus",
-                      "id_per_token_minus", "id_per_token_spread", "ood_sets_spread", "ood_sets_per_token_plus", "ood_sets_per_token_minus",
-                      "ood_sets_per_token_spread", "generalisation_ratio_per_token", "generalisation_ratio_summed", "gen_id_metric_spread",
-                      "gen_ood_metric_spread", "gen_id_judged_spread", "gen_ood_judged_spread", "action_bias_plus", "nll_change_minus",
-                      "nll_change_plus")
+PAIR_SEED_MEASURES = (("alpha", "minus"), ("alpha", "plus"), ("audit_p95", "minus"), ("audit_p95", "plus"), ("id", "spread"),
+                      ("id_per_token", "plus"), ("id_per_token", "minus"), ("id_per_token", "spread"), ("ood_sets", "spread"),
+                      ("ood_sets_per_token", "plus"), ("ood_sets_per_token", "minus"), ("ood_sets_per_token", "spread"),
+                      ("generalisation_ratio_per_token", None), ("generalisation_ratio_summed", None), ("gen_id_metric", "spread"),
+                      ("gen_ood_metric", "spread"), ("gen_id_judged", "spread"), ("gen_ood_judged", "spread"), ("action_bias", "plus"),
+                      ("nll_change", "minus"), ("nll_change", "plus"))
 
 
 # dW against each other method, per seed (dW − method): the OOD effect and the generalisation ratio
-ADVANTAGE_MEASURES = ("ood_sets_per_token_spread", "ood_sets_spread", "generalisation_ratio_per_token", "gen_ood_metric_spread")
+ADVANTAGE_MEASURES = (("ood_sets_per_token", "spread"), ("ood_sets", "spread"), ("generalisation_ratio_per_token", None),
+                      ("gen_ood_metric", "spread"))
+
+# the generalisation ratios: (OOD, ID) spreads whose quotient they are
+RATIO_PARTS = {"generalisation_ratio_per_token": ("ood_sets_per_token", "id_per_token"), "generalisation_ratio_summed": ("ood_sets", "id")}
 
 
 class SeedSummaryError(ValueError):
     """Comparisons that cannot be summarised together (different settings, behaviours mixed, a seed twice)."""
 
 
-def load_comparisons(paths) -> list[dict]:
-    """Every ``comparison.json`` under ``paths`` (files, or folders searched recursively, e.g. the archive).
+def measure_name(metric: str, arm: str | None) -> str:
+    """The name of a seed-table row (and its label in :data:`~weight_steering.comparison.render.SEED_MEASURE_LABELS`):
+    ``<metric>_<arm>``, or the metric alone."""
+    return metric if arm is None else f"{metric}_{arm}"
+
+
+def load_comparisons(paths) -> list[ComparisonResult]:
+    """Every ``comparison.json`` under ``paths`` (files, or folders searched recursively, e.g. the archive), read through
+    :func:`~weight_steering.comparison.result.read_comparison` (older formats upgraded).
 
     Raises:
-        SeedSummaryError: a path that does not exist, or no comparison found.
+        SeedSummaryError: a path that does not exist, or no comparison found. ComparisonFormatError: a file this version
+        cannot read.
     """
     found = []
     for path in map(Path, paths):
@@ -45,28 +61,24 @@ def load_comparisons(paths) -> list[dict]:
         found += [path] if path.is_file() else sorted(path.rglob("comparison.json"))
     if not found:
         raise SeedSummaryError(f"no comparison.json under {', '.join(map(str, paths))}; run `wsteer compare` first")
-    return [read_json(p) for p in found]
+    return [read_comparison(p) for p in found]
 
 
-def _method_value(method: dict, measure: str) -> float:
-    """One number of a method's comparison result: a strength or audit KL, an effect's mean, or a generalisation ratio
-    (``generalisation_ratio_per_token``: OOD spread / ID spread, both pooled per reply token; ``_summed``: both summed
-    over the reply, which a longer OOD reply inflates)."""
-    if measure.startswith("generalisation_ratio_"):
-        ood, idm = ("ood_sets_per_token_spread", "id_per_token_spread") if measure.endswith("per_token") else ("ood_sets_spread", "id_spread")
-        return _method_value(method, ood) / _method_value(method, idm)
-    if measure.startswith(("alpha_", "audit_p95_")):
-        name, arm = measure.rsplit("_", 1)
-        return float(method[arm]["alpha" if name == "alpha" else "audit_p95"])
-    entry = method["effects"].get(measure)
-    return float("nan") if entry is None else float(entry["mean"])
+def _method_value(method: MethodResult, metric: str, arm: str | None) -> float:
+    """One number of a method's comparison result: a strength or audit KL of an arm, an effect's mean, or a
+    generalisation ratio (``generalisation_ratio_per_token``: OOD spread / ID spread, both pooled per reply token;
+    ``_summed``: both summed over the reply, which a longer OOD reply inflates)."""
+    if metric in RATIO_PARTS:
+        ood, idm = RATIO_PARTS[metric]
+        return method.effects.mean(ood, "spread") / method.effects.mean(idm, "spread")
+    if metric in ("alpha", "audit_p95"):
+        return float(getattr(method.arm(arm), metric))
+    return method.effects.mean(metric, arm)
 
 
-def _row_significant(method: dict, measure: str) -> bool | None:
-    entry = method["effects"].get(measure)
-    if not isinstance(entry, dict) or "ci_low" not in entry:
-        return None
-    return bool(entry["ci_low"] > 0 or entry["ci_high"] < 0)
+def _row_significant(method: MethodResult, metric: str, arm: str | None) -> bool | None:
+    entry = method.effects.get(metric, arm)
+    return None if entry is None else entry.excludes_zero()
 
 
 def method_label(names: list[str]) -> str:
@@ -81,13 +93,13 @@ def method_label(names: list[str]) -> str:
     return " / ".join(names) + " (by seed)"
 
 
-def summarize_seeds(summaries: list[dict]) -> list[dict]:
+def summarize_seeds(summaries: list[ComparisonResult]) -> list[dict]:
     """The comparison across seeds, one table per behaviour, KL budget (``config.target``) and set of methods: per method
     and measure the per-seed values and a
     Student-t 95% interval over the seed means (:func:`weight_steering.evaluation.statistics.seed_interval`; 3 seeds: ±2.5 sd).
 
     Args:
-        summaries: ``comparison.json`` contents (:func:`load_comparisons`); the seed of each is its ``config.seed``.
+        summaries: comparison results (:func:`load_comparisons`); the seed of each is its ``config.seed``.
 
     Returns:
         One dict per behaviour, budget and set of methods: ``behavior``, ``target``, ``methods`` (their keys, where the
@@ -107,68 +119,68 @@ def summarize_seeds(summaries: list[dict]) -> list[dict]:
 
     by_run: dict[tuple, list[dict]] = {}  # one table per behaviour, KL budget and set of methods
     for summary in summaries:
-        run = (summary["behavior"], float(summary["config"]["target"]), tuple(m["key"] for m in summary["methods"]))
+        run = (summary.behavior, summary.target, tuple(m.key for m in summary.methods))
         by_run.setdefault(run, []).append(summary)
     several = {behavior for behavior, *_ in by_run if sum(b == behavior for b, *_ in by_run) > 1}
     out = []
     for (behavior, _, _), group in sorted(by_run.items(), key=lambda item: (item[0][0], item[0][1], item[0][2])):
-        group = sorted(group, key=lambda s: s["config"]["seed"])
-        seeds = [s["config"]["seed"] for s in group]
+        group = sorted(group, key=lambda s: s.seed)
+        seeds = [s.seed for s in group]
         if len(set(seeds)) != len(seeds):
             raise SeedSummaryError(f"{behavior}: seed {seeds} appears twice; give one comparison per seed")
         for field in ("tolerance", "family", "model"):
-            if len({stable_hash(s["config"][field]) for s in group}) > 1:
+            if len({stable_hash(s.config[field]) for s in group}) > 1:
                 raise SeedSummaryError(f"{behavior}: the comparisons differ in {field}; summarise like with like")
-        keys = [m["key"] for m in group[0]["methods"]]
-        if any([m["key"] for m in s["methods"]] != keys for s in group):
+        keys = [m.key for m in group[0].methods]
+        if any([m.key for m in s.methods] != keys for s in group):
             raise SeedSummaryError(f"{behavior}: the comparisons ran different methods; rerun with the same --methods")
-        set_names = [o["name"] for o in group[0].get("ood_sets", [])]
+        set_names = [o["name"] for o in group[0].ood_sets]
         wanted = SEED_MEASURES if not set_names else (
-            *PAIR_SEED_MEASURES, *(f"ood_{name}_per_token_spread" for name in set_names), *(f"ood_{name}_spread" for name in set_names))
+            *PAIR_SEED_MEASURES, *((f"ood_{name}_per_token", "spread") for name in set_names), *((f"ood_{name}", "spread") for name in set_names))
         rows = []
         for index, key in enumerate(keys):
-            methods = [s["methods"][index] for s in group]
-            measures = [m for m in wanted if not all(np.isnan([_method_value(x, m) for x in methods]))]
+            methods = [s.methods[index] for s in group]
+            measures = [m for m in wanted if not all(np.isnan([_method_value(x, *m) for x in methods]))]
             # A method no seed changes (the prompts: no data, no training) gives identical values at every seed; an interval
             # over seeds would have width 0, so its interval is the row-level CI of one seed instead.
-            seed_independent = len(methods) > 1 and all(len({_method_value(x, m) for x in methods}) == 1 for m in measures)
-            for measure in measures:
-                values = [_method_value(m, measure) for m in methods]
+            seed_independent = len(methods) > 1 and all(len({_method_value(x, *m) for x in methods}) == 1 for m in measures)
+            for metric, arm in measures:
+                values = [_method_value(m, metric, arm) for m in methods]
                 interval = seed_summary(values)
                 if seed_independent:
-                    entry = methods[0]["effects"].get(measure) if measure in methods[0]["effects"] else None
-                    low, high = (entry["ci_low"], entry["ci_high"]) if isinstance(entry, dict) and "ci_low" in entry else (float("nan"),) * 2
+                    entry = methods[0].effects.get(metric, arm)
+                    low, high = (entry.ci_low, entry.ci_high) if entry is not None and entry.ci_low is not None else (float("nan"),) * 2
                     interval = {**interval, "ci_low": float(low), "ci_high": float(high)}
-                rows.append({"method": key, "name": method_label([m["name"] for m in methods]), "measure": measure,
-                             "row_significant": [_row_significant(m, measure) for m in methods], "seed_independent": seed_independent,
+                rows.append({"method": key, "name": method_label([m.name for m in methods]), "measure": measure_name(metric, arm),
+                             "row_significant": [_row_significant(m, metric, arm) for m in methods], "seed_independent": seed_independent,
                              **interval})
         ratios = []
-        for (measure, method) in dict.fromkeys((r["measure"], r["method"]) for r in group[0]["ratios"]):
-            values = [next((r["ratio"] for r in s["ratios"] if (r["measure"], r["method"]) == (measure, method)), float("nan")) for s in group]
+        for (measure, method) in dict.fromkeys((r["measure"], r["method"]) for r in group[0].ratios):
+            values = [next((r["ratio"] for r in s.ratios if (r["measure"], r["method"]) == (measure, method)), float("nan")) for s in group]
             ratios.append({"measure": measure, "method": method, **seed_summary(values)})
         advantages = []
         if set_names and "dW" in keys:
             dw_index = keys.index("dW")
-            for measure in ADVANTAGE_MEASURES:
-                dw_values = np.array([_method_value(s["methods"][dw_index], measure) for s in group])
+            for metric, arm in ADVANTAGE_MEASURES:
+                dw_values = np.array([_method_value(s.methods[dw_index], metric, arm) for s in group])
                 if np.isnan(dw_values).all():
                     continue
                 for index, key in enumerate(keys):
                     if key == "dW":
                         continue
-                    values = dw_values - np.array([_method_value(s["methods"][index], measure) for s in group])
-                    advantages.append({"measure": measure, "method": key, "name": method_label([s["methods"][index]["name"] for s in group]),
+                    values = dw_values - np.array([_method_value(s.methods[index], metric, arm) for s in group])
+                    advantages.append({"measure": measure_name(metric, arm), "method": key, "name": method_label([s.methods[index].name for s in group]),
                                        **seed_summary(values)})
         agreement = []
         for s in group:
-            pca = next((m for m in s["methods"] if m["key"] == "pca_slice"), None)
-            if pca is None or "direction_agreement" not in pca["spec"]:
+            pca = s.method("pca_slice")
+            if pca is None or "direction_agreement" not in pca.spec:
                 continue
-            layers = [str(layer) for layer in pca["spec"]["layers"]]
-            table = pca["spec"]["direction_agreement"]
-            agreement.append({"seed": s["config"]["seed"], **{name: float(np.mean([table[layer][name] for layer in layers]))
+            layers = [str(layer) for layer in pca.spec["layers"]]
+            table = pca.spec["direction_agreement"]
+            agreement.append({"seed": s.seed, **{name: float(np.mean([table[layer][name] for layer in layers]))
                                                                for name in ("cos_caa_pca", "sign_agreement_caa", "sign_agreement_pca")}})
-        out.append({"behavior": behavior, "seeds": seeds, "methods": keys if behavior in several else None, "data_seeds": [s["config"]["data_seed"] for s in group],
-                    "target": group[0]["config"]["target"], "rows": rows, "ratios": ratios, "advantages": advantages, "agreement": agreement,
-                    "ood_sets": set_names, "devices": sorted({f"{s.get('device', 'cpu')} {s.get('dtype', 'float32')}" for s in group})})
+        out.append({"behavior": behavior, "seeds": seeds, "methods": keys if behavior in several else None, "data_seeds": [s.config["data_seed"] for s in group],
+                    "target": group[0].config["target"], "rows": rows, "ratios": ratios, "advantages": advantages, "agreement": agreement,
+                    "ood_sets": set_names, "devices": sorted({f"{s.device} {s.dtype}" for s in group})})
     return out

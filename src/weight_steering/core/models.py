@@ -140,6 +140,17 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
     return DTYPES[str(dtype).lower()]
 
 
+def check_machine(device: str | None, dtype: str | None) -> tuple[torch.device, torch.dtype]:
+    """Check a requested device and dtype against this machine before anything is read or loaded: ``(device, dtype)``
+    as :func:`load_model` would use them.
+
+    Raises:
+        DeviceError: as :func:`resolve_device` and :func:`resolve_dtype` (no CUDA here, a dtype the device cannot run).
+    """
+    resolved = resolve_device(device)
+    return resolved, resolve_dtype(dtype, resolved)
+
+
 def dtype_name(dtype: torch.dtype) -> str:
     """``torch.bfloat16`` -> ``"bfloat16"`` (the name recorded with archived results)."""
     return str(dtype).removeprefix("torch.")

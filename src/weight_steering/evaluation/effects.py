@@ -34,11 +34,13 @@ import numpy as np
 import pandas as pd
 
 from .datasets import VALUES
+from .effect_table import Effects
+from .scoring import RENAMED_EVALS
 from .si import SI_K, si_with_ci
 from .statistics import bootstrap_ci, bootstrap_statistic, hierarchical_bootstrap, percentile_interval, stratified_mean
 
 FRAME_COLUMNS = ["alpha", "metric", "row_id", "cluster", "stratum", "score", "pmass"]
-ID_EVALS = ("held_out", "held_out_pair", "sycophancy")  # "sycophancy": the eval name of records written before the control framing
+ID_EVALS = ("held_out", "held_out_pair")  # older records' names: weight_steering.evaluation.scoring.upgrade_records
 
 
 def metric_frame(records: list[dict]) -> pd.DataFrame:
@@ -50,6 +52,10 @@ def metric_frame(records: list[dict]) -> pd.DataFrame:
     df = pd.DataFrame(records)
     if df.empty:
         return pd.DataFrame(columns=FRAME_COLUMNS)
+    old = sorted(set(df["eval"]) & set(RENAMED_EVALS))
+    if old:
+        raise ValueError(f"records with the older eval name(s) {old}: read them with weight_steering.evaluation.scoring.read_records "
+                         "(or upgrade_records), which gives today's names")
     frames = []
 
     def add(part: pd.DataFrame, metric: str, score, stratum="all", row_id=None) -> None:
@@ -88,7 +94,7 @@ def metric_frame(records: list[dict]) -> pd.DataFrame:
         todo = dil[dil["action_type"] == "to_do"].merge(dil[dil["action_type"] == "not_to_do"], on=["alpha", "group"], suffixes=("", "_not"))
         todo["pmass"] = np.fmin(todo["pmass"], todo["pmass_not"])
         add(todo, "action_bias", todo["logratio"] - todo["logratio_not"], row_id=todo["group"])
-    return pd.concat(frames, ignore_index=True)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=FRAME_COLUMNS)
 
 
 def per_token(records: pd.DataFrame) -> np.ndarray:
@@ -200,8 +206,8 @@ def summarise(records: list[dict], behavior=None) -> dict:
 # Steering methods compared at one KL budget
 
 
-def method_effects(records: list[dict], alpha_plus: float, alpha_minus: float, reference: float = 0.0, behavior=None) -> dict:
-    """The comparison-table metrics of one steering method, each with a 95% cluster-bootstrap CI.
+def method_effects(records: list[dict], alpha_plus: float, alpha_minus: float, reference: float = 0.0, behavior=None) -> Effects:
+    """The comparison-table effects of one steering method, each with a 95% cluster-bootstrap CI, as a long table.
 
     Args:
         records: the method's records at ``alpha_plus`` and ``alpha_minus`` plus the base records at
@@ -210,43 +216,46 @@ def method_effects(records: list[dict], alpha_plus: float, alpha_minus: float, r
         behavior: the behaviour (its DailyDilemmas OOD target and intended sign).
 
     Returns:
-        ``{name: {"mean", "ci_low", "ci_high"}}`` for ``id_plus`` / ``id_minus`` / ``id_spread`` (held-out
-        probe, opinion framing, arm − reference and + arm − − arm), ``id_controlled_*`` and
-        ``id_neutral_*`` (framing-controlled and neutral framing, where scored), ``id_per_token_*`` and, per OOD set of
-        paired completions, ``ood_<set>_*`` / ``ood_<set>_per_token_*`` with the pooled ``ood_sets_*`` /
-        ``ood_sets_per_token_*`` (each set weighted equally; nats summed over a reply / nats per reply token), ``ood_target_plus`` /
-        ``ood_target_minus`` / ``ood_target_spread`` (the behaviour's DailyDilemmas target,
-        action-stratified; ``ood_target_pooled_*`` pooled), ``action_bias_plus`` / ``action_bias_minus``,
-        ``off_target`` (mean over the other values of the stratified |Δ(+ arm − reference)|);
-        ``si_k2`` / ``si_k1`` (row-level SI with the target's intent, :func:`si_rows`); ``pmass_plus`` /
-        ``pmass_minus`` (mean answer-format mass over all rows of the arm) and ``pmass_min`` (lowest
-        row). Log-odds in nats.
+        :class:`~weight_steering.evaluation.effect_table.Effects`, rows ``(metric, arm)`` with arm ``plus`` (α₊ −
+        reference), ``minus`` (α₋ − reference) or ``spread`` (α₊ − α₋) for the metrics ``id`` (held-out probe, opinion
+        framing), ``id_controlled`` and ``id_neutral`` (framing-controlled and neutral framing, where scored),
+        ``id_per_token`` and, per OOD set of paired completions, ``ood_<set>`` / ``ood_<set>_per_token`` with the pooled
+        ``ood_sets`` / ``ood_sets_per_token`` (each set weighted equally; nats summed over a reply / nats per reply
+        token), ``ood_target`` (the behaviour's DailyDilemmas target, action-stratified; ``ood_target_pooled``
+        pooled) and ``action_bias``; with arm None: ``off_target`` (mean over the other values of the stratified
+        |Δ(+ arm − reference)|) and ``si_k2`` / ``si_k1`` (row-level SI with the target's intent, :func:`si_rows`);
+        ``pmass`` at ``plus`` / ``minus`` (mean answer-format mass over all rows of the arm, no CI) and ``pmass_min``
+        (lowest row). Log-odds in nats.
     """
     frame = metric_frame(records)
     value, sign = dilemma_target(behavior)
     arms = {"plus": (alpha_plus, reference), "minus": (alpha_minus, reference), "spread": (alpha_plus, alpha_minus)}
     pair_metrics = ["id_per_token", *(m for m in dict.fromkeys(frame["metric"]) if m.startswith("ood_"))]  # paired completions
-    specs = {f"{metric}_{arm}": (metric, *alphas) for arm, alphas in arms.items()
+    # the order of the rows is the order of the bootstrap's draws: keep it
+    specs = {(metric, arm): (metric, *alphas) for arm, alphas in arms.items()
              for metric in ("id", "id_controlled", "id_neutral", "action_bias", *pair_metrics)}
     if value:
-        specs.update({f"ood_target_{arm}": (f"dilemmas_{value}", *alphas) for arm, alphas in arms.items()})
-        specs.update({f"ood_target_pooled_{arm}": (f"dilemmas_{value}_pooled", *alphas) for arm, alphas in arms.items()})
-    specs.update({f"off_target_{v}": (f"dilemmas_{v}", alpha_plus, reference) for v in VALUES if v != value})
+        specs.update({("ood_target", arm): (f"dilemmas_{value}", *alphas) for arm, alphas in arms.items()})
+        specs.update({("ood_target_pooled", arm): (f"dilemmas_{value}_pooled", *alphas) for arm, alphas in arms.items()})
+    specs.update({("off_target", v): (f"dilemmas_{v}", alpha_plus, reference) for v in VALUES if v != value})
     metrics = set(frame["metric"])
-    per = {name: paired_rows(frame, *spec) for name, spec in specs.items() if spec[0] in metrics}
+    per = {key: paired_rows(frame, *spec) for key, spec in specs.items() if spec[0] in metrics}
     boot = hierarchical_bootstrap([per])
-    out = {name: percentile_interval(stratified_mean(per[name][0], per[name][2]), boot[name]) for name in per if not name.startswith("off_target_")}
-    off = [n for n in per if n.startswith("off_target_")]
+    out = Effects()
+    for (name, arm), (change, _, strata) in per.items():
+        if name != "off_target":
+            out.add_interval(name, arm, percentile_interval(stratified_mean(change, strata), boot[(name, arm)]))
+    off = [key for key in per if key[0] == "off_target"]
     if off:
-        out["off_target"] = percentile_interval(np.mean([abs(stratified_mean(per[n][0], per[n][2])) for n in off]),
-                                                np.mean([np.abs(boot[n]) for n in off], axis=0))
+        out.add_interval("off_target", None, percentile_interval(np.mean([abs(stratified_mean(per[k][0], per[k][2])) for k in off]),
+                                                                 np.mean([np.abs(boot[k]) for k in off], axis=0)))
     if value and f"dilemmas_{value}" in metrics:
         for k in (SI_K, 1.0):
             si = si_rows(records, f"dilemmas_{value}_pooled", alpha_plus, alpha_minus, k, reference, intent=sign)
-            out[f"si_k{k:g}"] = {"mean": si["si"], "ci_low": si["si_ci_low"], "ci_high": si["si_ci_high"]}
-    for name, alpha in (("pmass_plus", alpha_plus), ("pmass_minus", alpha_minus)):
-        out[name] = float(frame.loc[frame["alpha"] == alpha, "pmass"].mean())
-    out["pmass_min"] = float(frame.loc[frame["alpha"].isin([alpha_plus, alpha_minus]), "pmass"].min())
+            out.add(f"si_k{k:g}", None, si["si"], si["si_ci_low"], si["si_ci_high"])
+    for arm, alpha in (("plus", alpha_plus), ("minus", alpha_minus)):
+        out.add("pmass", arm, float(frame.loc[frame["alpha"] == alpha, "pmass"].mean()))
+    out.add("pmass_min", None, float(frame.loc[frame["alpha"].isin([alpha_plus, alpha_minus]), "pmass"].min()))
     return out
 
 

@@ -31,6 +31,7 @@ import torch
 from ..core.chat import decode_reply, render_chat, stop_token_ids
 from ..core.decoding import decode
 from ..core.methods import SteeringMethod, as_method
+from .effect_table import Effects
 from .statistics import bootstrap_ci
 
 # Slang and interjections the casual personas use (written for this project; lowercase, whole words).
@@ -110,7 +111,7 @@ def score_replies(rows: list[dict], metric: str | None, judge_scores: np.ndarray
     return out
 
 
-def generation_effects(scored: list[dict], alpha_plus: float, alpha_minus: float) -> dict:
+def generation_effects(scored: list[dict], alpha_plus: float, alpha_minus: float) -> Effects:
     """Per split (``id``, ``ood``) and score (``metric``, ``judge``, ``judged``): the change against the base reply to
     the same prompt at each arm, and the spread between the arms, with 95% cluster-bootstrap CIs over prompts (OOD
     stratified by set, each set weighted equally).
@@ -120,10 +121,10 @@ def generation_effects(scored: list[dict], alpha_plus: float, alpha_minus: float
             ``alpha_minus``.
 
     Returns:
-        ``{"gen_<split>_<score>_<arm>": {"mean", "ci_low", "ci_high"}}``, arm ∈ plus, minus, spread; and
-        ``gen_<split>_<score>_base`` (the base replies' mean score).
+        :class:`~weight_steering.evaluation.effect_table.Effects` with metric ``gen_<split>_<score>`` at arms plus, minus
+        and spread (with CIs) and base (the base replies' mean score, no CI).
     """
-    out: dict = {}
+    out = Effects()
     for split in ("id", "ood"):
         rows = [r for r in scored if r["split"] == split]
         for name in ("metric", "judge", "judged"):
@@ -133,8 +134,8 @@ def generation_effects(scored: list[dict], alpha_plus: float, alpha_minus: float
             prompts = list(by_alpha[0.0])
             strata = np.array([by_alpha[0.0][p]["set"] for p in prompts])
             value = {a: np.array([by_alpha[a][p][name] for p in prompts], dtype=float) for a in by_alpha}
-            out[f"gen_{split}_{name}_base"] = float(np.mean(value[0.0]))
+            out.add(f"gen_{split}_{name}", "base", float(np.mean(value[0.0])))
             for arm, (high, low) in {"plus": (alpha_plus, 0.0), "minus": (alpha_minus, 0.0), "spread": (alpha_plus, alpha_minus)}.items():
                 mean, ci_low, ci_high = bootstrap_ci(value[high] - value[low], np.arange(len(prompts)), strata=strata)
-                out[f"gen_{split}_{name}_{arm}"] = {"mean": mean, "ci_low": ci_low, "ci_high": ci_high}
+                out.add(f"gen_{split}_{name}", arm, mean, ci_low, ci_high)
     return out

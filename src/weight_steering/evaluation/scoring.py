@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from ..artifacts import read_jsonl
 from ..core.chat import render_chat
 from ..core.decoding import common_prefix_length, pad_batch
 from ..core.diff import DeltaWeights
@@ -218,6 +219,19 @@ def _forward_segment(model, cache, history, lengths, segment, pad_id):
 
 
 HELD_OUT_EVALS = ("held_out", "held_out_control", "held_out_pair")
+# eval names of records written by older versions -> today's: the held-out probe was "sycophancy" before the control framing
+RENAMED_EVALS = {"sycophancy": "held_out"}
+
+
+def upgrade_records(records: list[dict]) -> list[dict]:
+    """Evaluation records of any version in today's form (:data:`RENAMED_EVALS`); the one place older records are read
+    as new ones. Returns new dicts; records already current come back equal."""
+    return [{**r, "eval": RENAMED_EVALS[r["eval"]]} if r.get("eval") in RENAMED_EVALS else r for r in records]
+
+
+def read_records(path) -> list[dict]:
+    """The evaluation records of a stage's ``records.jsonl``, upgraded (:func:`upgrade_records`)."""
+    return upgrade_records(read_jsonl(path))
 PAIR_EVALS = ("held_out_pair", "ood_pair")  # scored by teacher-forced paired completions, not by answer words
 
 

@@ -32,7 +32,7 @@ from safetensors.torch import save_file
 
 from ..artifacts import atomic_save_path, commit_path, write_json
 from ..core.diff import DeltaWeights, check_fits, load_dw
-from ..core.models import DEFAULT_MODEL, load_model, resolve_device, resolve_dtype
+from ..core.models import DEFAULT_MODEL, check_machine, load_model
 from ..core.steer import steer
 from ..evaluation.calibrate import kl_from_base
 from ..evaluation.datasets import load_neutral, neutral_split
@@ -400,7 +400,7 @@ def run_export(dw_path: str | Path, out: str | Path, fmt: str = "peft", rank: in
         ExportError: a bad request (:func:`check_export_request`). DeviceError, DeltaWeightsError, ModelNotAvailableError.
     """
     check_export_request(out, fmt, rank, energy, force)
-    resolve_dtype(dtype, resolve_device(device))
+    check_machine(device, dtype)
     delta = load_dw(dw_path)
     loaded, tokenizer = load_model(model, device, dtype)
     check_fits(delta, loaded)

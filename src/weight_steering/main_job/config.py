@@ -7,8 +7,12 @@ from dataclasses import dataclass, field, replace
 from ..artifacts import check_number, check_output_folder
 from ..core.adapters import TrainConfig
 from ..core.data import GenerationConfig
-from ..core.models import DEFAULT_MODEL, resolve_device, resolve_dtype
+from ..core.models import DEFAULT_MODEL, check_machine
 from ..evaluation.scoring import DEFAULT_ALPHAS
+
+# the format of run.json (its "format" field; absent means 1: runs from before the data sampler was recorded);
+# older runs are upgraded in weight_steering.main_job.summary.load_runs, and nowhere else
+RUN_FORMAT = 2
 
 
 @dataclass(frozen=True)
@@ -71,7 +75,7 @@ class RunConfig:
         if self.judge_threshold not in ("median", "labels"):
             check_number("run", "judge_threshold", self.judge_threshold)
         check_output_folder(self.out)
-        resolve_dtype(self.dtype, resolve_device(self.device))
+        check_machine(self.device, self.dtype)
 
 
 PRESETS: dict[str, dict] = {

@@ -12,24 +12,53 @@ import logging
 import shlex
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pandas as pd
 
 from ..artifacts import storage_errors, write_json
 from ..core.adapters import resolve_train_config
 from ..core.chat import generate_text
-from ..core.diff import load_dw
+from ..core.diff import DeltaWeights, load_dw
 from ..core.models import dtype_name
 from ..core.steer import check_alpha_grid, steer
 from ..evaluation.effects import summarise
-from .config import RunConfig
+from .config import RUN_FORMAT, RunConfig
 from .render import write_report
 from .stages import dw_stage, evaluate_dw, prepare_job
 
 log = logging.getLogger(__name__)
 
+@dataclass
+class MainJobResult:
+    """What :func:`run_main_job` made: the dW (in memory and its ``dW.safetensors``), the analysis, the report.
 
-def run_main_job(config: RunConfig, model=None, tokenizer=None, command: str | None = None) -> dict:
-    """Run (or resume) the main job and return ``{"summary", "report", "dw", "timings", ...}``.
+    ``summary`` is :func:`~weight_steering.evaluation.effects.summarise` as written in ``run.json``: ``per_alpha`` and
+    ``contrasts`` (long tables, one row per metric and α or contrast; nats of log-odds), ``surgical_informedness``,
+    ``n_truncated``, ``ood_target``, ``behavior``. ``timings``: per stage ``{"seconds", "reused", "dir"}``.
+    ``generations``: greedy replies to one held-out prompt at α = −1, 0, +1.
+    """
+
+    summary: dict
+    report: Path
+    dw: DeltaWeights
+    dw_path: Path
+    run_dir: Path
+    timings: dict
+    generations: list[dict]
+
+    def contrasts(self) -> pd.DataFrame:
+        """``metric, contrast, mean, ci_low, ci_high, n``: every paired α contrast with its 95% bootstrap CI."""
+        return pd.DataFrame(self.summary["contrasts"])
+
+    def contrast(self, metric: str, label: str = "α=+1 − α=+0") -> dict | None:
+        """One contrast row (``mean``, ``ci_low``, ``ci_high`` in the metric's units, ``n`` rows), None if not scored."""
+        return next((c for c in self.summary["contrasts"] if c["metric"] == metric and c["contrast"] == label), None)
+
+
+def run_main_job(config: RunConfig, model=None, tokenizer=None, command: str | None = None) -> MainJobResult:
+    """Run (or resume) the main job and return its :class:`MainJobResult` (also written as ``run.json`` and a report).
 
     Args:
         config: see :class:`RunConfig`; :func:`preset_config` builds one.
@@ -68,7 +97,7 @@ def run_main_job(config: RunConfig, model=None, tokenizer=None, command: str | N
     }
     with storage_errors(run_dir):
         report = write_report(run_dir, run_info, summary, generations)
-    write_json(run_dir / "run.json", {**run_info, "config": asdict(config), "pair_counts": job.pair_counts, "judge": job.judge,
+    write_json(run_dir / "run.json", {"format": RUN_FORMAT, **run_info, "config": asdict(config), "pair_counts": job.pair_counts, "judge": job.judge,
                                       "stages": {k: v["dir"] for k, v in timings.items() if v["dir"]}, "summary": summary})
-    return {"summary": summary, "report": report, "dw_path": dw_dir / "dW.safetensors", "dw": dw,
-            "timings": timings, "run_dir": run_dir, "generations": generations}
+    return MainJobResult(summary=summary, report=report, dw=dw, dw_path=dw_dir / "dW.safetensors", run_dir=run_dir, timings=timings,
+                         generations=generations)

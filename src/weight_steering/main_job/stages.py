@@ -28,7 +28,7 @@ from ..evaluation.judge import (
     load_hand_labels,
 )
 from ..evaluation.rows import dilemma_rows, held_out_rows, ood_set_rows
-from ..evaluation.scoring import check_identical_rows, evaluate
+from ..evaluation.scoring import check_identical_rows, evaluate, read_records
 from ..stage_cache import run_stage, stage_is_finished
 from .config import RunConfig, preset_config
 
@@ -270,7 +270,7 @@ def evaluate_base(job: Job) -> list[dict]:
     key = _rows_key(job, rows)
     directory = run_stage("evaluate base", job.root / f"eval-base-{key}", key, _make_eval(job, rows, (0.0,), None),
                        force=job.config.force, timings=job.timings)
-    return read_jsonl(directory / "records.jsonl")
+    return read_records(directory / "records.jsonl")
 
 
 def evaluate_dw(job: Job, dw, dw_dir: Path, alphas: tuple[float, ...]) -> list[dict]:
@@ -286,6 +286,6 @@ def evaluate_dw(job: Job, dw, dw_dir: Path, alphas: tuple[float, ...]) -> list[d
     steered = tuple(a for a in alphas if a != 0.0)
     key = stable_hash({"dw": dw_dir.name, "alphas": steered, "rows": _rows_key(job, rows)})
     directory = run_stage("evaluate", job.root / f"eval-{key}", key, _make_eval(job, rows, steered, dw), force=job.config.force, timings=job.timings)
-    records = evaluate_base(job) + read_jsonl(directory / "records.jsonl")
+    records = evaluate_base(job) + read_records(directory / "records.jsonl")
     check_identical_rows(records)
     return records

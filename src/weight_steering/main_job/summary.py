@@ -6,6 +6,7 @@ from pathlib import Path
 
 from ..artifacts import read_json
 from ..evaluation.statistics import seed_summary
+from .config import RUN_FORMAT
 
 
 def run_contrast(run: dict, metric: str, contrast_label: str) -> dict | None:
@@ -23,8 +24,24 @@ def run_seeds(run: dict) -> tuple[int, int]:
 
 
 def run_sampler(run: dict) -> str:
-    """The data sampler of a finished main job (``"transformers"`` for runs from before the sampler was recorded)."""
-    return run["config"]["generation"].get("sampler", "transformers")
+    """The data sampler of a finished main job (a run read by :func:`load_runs`)."""
+    return run["config"]["generation"]["sampler"]
+
+
+def upgrade_run(run_json: dict) -> dict:
+    """A ``run.json`` of any format in today's form (:data:`~weight_steering.main_job.config.RUN_FORMAT`): format 1 (no
+    ``format`` field) ran before the data sampler was recorded, with the transformers sampler.
+
+    Raises:
+        ValueError: a format newer than this version reads.
+    """
+    version = run_json.get("format", 1)
+    if version > RUN_FORMAT:
+        raise ValueError(f"run.json has format {version}; this version reads up to {RUN_FORMAT}: upgrade weight-steering")
+    if version == 1:
+        config = run_json["config"]
+        run_json = {**run_json, "config": {**config, "generation": {"sampler": "transformers", **config["generation"]}}}
+    return {**run_json, "format": RUN_FORMAT}
 
 
 def run_seed_groups(runs: list[dict], measures: list[tuple[str, str]]) -> list[dict]:
@@ -63,7 +80,7 @@ RUN_FIELDS = ("behavior", "family", "seed", "n_pairs", "norm_dw", "summary", "co
 
 
 def load_runs(paths: list[str | Path]) -> list[dict]:
-    """The ``run.json`` of finished main-job runs, from their folders or the files themselves.
+    """The ``run.json`` of finished main-job runs, from their folders or the files themselves, upgraded (:func:`upgrade_run`).
 
     Raises:
         FileNotFoundError: no ``run.json`` at a path. ValueError: a file that is not a finished main job's ``run.json``.
@@ -78,5 +95,5 @@ def load_runs(paths: list[str | Path]) -> list[dict]:
         if missing:
             raise ValueError(f"{path} is not a finished main job's run.json (no {', '.join(missing)}); "
                              "give the run.json `wsteer run` wrote, or rerun that job")
-        loaded.append(run_json)
+        loaded.append(upgrade_run(run_json))
     return loaded

@@ -32,7 +32,7 @@ import torch
 from ..artifacts import check_output_folder, read_json, stable_hash, write_json
 from ..core.adapters import TrainConfig, train_key
 from ..core.diff import DeltaWeights, check_fits, dw_identity, load_dw
-from ..core.models import DEFAULT_MODEL, load_model, resolve_device, resolve_dtype
+from ..core.models import DEFAULT_MODEL, check_machine, load_model
 from ..core.train import adapter_delta, attached_adapter, train_adapter
 from ..evaluation.datasets import load_neutral
 from ..evaluation.statistics import seed_summary
@@ -318,7 +318,7 @@ def run_monitor(dw_path: str | Path, finetune: str | Path, unrelated_paths: list
     """
     if not np.isfinite(margin):
         raise MonitorError(f"--margin must be a finite number of cosine units; got {margin}")
-    resolve_dtype(dtype, resolve_device(device))
+    check_machine(device, dtype)
     behaviour_dw = load_dw(dw_path)
     nulls = {str(path): load_dw(path) for path in unrelated_paths or []}
     if not Path(finetune).exists():

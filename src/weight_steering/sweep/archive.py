@@ -10,6 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..artifacts import atomic_write, read_json, write_json
+from ..evaluation.scoring import upgrade_records
 from ..main_job.config import RunConfig
 from ..stage_cache import run_stage
 from .cells import Cell, SweepError, cell_dir, cell_key, load_cell
@@ -102,7 +103,7 @@ def archived_cells(archive: str | Path, behaviors=None, families=None, seeds=Non
                              f"restore them with `git checkout -- {marker.parent}`") from err
         if hashlib.sha256(records).hexdigest() != info.get("records_sha256"):
             raise SweepError(f"archived cell {marker.parent}: records do not match the SHA-256 in its cell.json; restore it from git")
-        cells.append({**info, "records": [json.loads(line) for line in records.decode().splitlines() if line.strip()]})
+        cells.append({**info, "records": upgrade_records([json.loads(line) for line in records.decode().splitlines() if line.strip()])})
     return cells
 
 

@@ -6,9 +6,10 @@ import logging
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from ..artifacts import read_json, read_jsonl, stable_hash
+from ..artifacts import read_json, stable_hash
 from ..core.adapters import adapter_family, resolve_train_config, train_key
 from ..core.behavior_files import load_behavior
+from ..evaluation.scoring import read_records
 from ..main_job.config import RunConfig
 from ..stage_cache import stage_problem
 
@@ -118,4 +119,4 @@ def load_cell(config: RunConfig, cell: Cell) -> dict | None:
     if problem is not None:
         log.warning("cell %s is damaged or outdated (%s); recomputing the cell", cell.name, problem)
         return None
-    return {**read_json(directory / "cell.json"), "records": read_jsonl(directory / "records.jsonl")}
+    return {**read_json(directory / "cell.json"), "records": read_records(directory / "records.jsonl")}

@@ -10,14 +10,14 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from ..artifacts import atomic_write, read_jsonl, stable_hash, write_json, write_jsonl
+from ..artifacts import atomic_write, stable_hash, write_json, write_jsonl
 from ..core.behavior_files import load_behavior
 from ..core.behaviors import BehaviorError
 from ..core.diff import dw_identity, load_dw
 from ..core.models import DEFAULT_MODEL, base_weights_hash, load_model
 from ..core.steer import check_alpha_grid
 from ..evaluation.rows import VIGNETTE_SCORING_MODE, vignette_rows
-from ..evaluation.scoring import evaluate
+from ..evaluation.scoring import evaluate, read_records
 from ..evaluation.si import SI_K
 from ..stage_cache import run_stage
 from .render import render_vignettes
@@ -80,7 +80,7 @@ def run_vignettes(
         write_jsonl(target / "records.jsonl", evaluate(model_obj, tokenizer, dw, rows, alphas))
 
     run_stage("vignettes", directory, key, compute, timings=timings)
-    records = read_jsonl(directory / "records.jsonl")
+    records = read_records(directory / "records.jsonl")
     cells = vignette_cells(records, pmass_floor)
     plus = [a for a in alphas if a > 0]
     minus = [a for a in alphas if a < 0]

@@ -2,6 +2,7 @@
 (`reproduce/comparison_followable.sh`), through the same `summarize_seeds` as `wsteer compare-seeds`:
 
     python reproduce/followable_tables.py > docs/compare/followable_summary.md
+    python reproduce/followable_tables.py --runs recipes > docs/compare/recipes_summary.md   (comparison_recipes.sh)
 
 Per behaviour and method: the ID and pooled OOD spreads per reply token (Δ at α₊ − Δ at α₋, the sets weighted
 equally) per seed and across seeds, the generalisation ratio OOD / ID per seed and across, dW's paired advantage
@@ -37,10 +38,21 @@ def cell(row: dict | None, digits: int = 2) -> str:
 
 
 def main() -> None:
-    # the four-method results at 1 nat (lora-seed<s>), not the other runs the archive keeps (recipes-seed<s>-kl<t>)
-    results = [ARCHIVE / b / "compare" / f"lora-seed{s}" for b in sys.argv[1:] or ("tone", "upbeat") for s in (0, 1, 2)]
+    # default: the four-method results at 1 nat (lora-seed<s>); `--runs recipes`: the six-method results at every budget
+    # (recipes-seed<s>-kl<t>, reproduce/comparison_recipes.sh). Arguments after the options name behaviours.
+    args = sys.argv[1:]
+    runs = "lora"
+    if args[:1] == ["--runs"]:
+        runs, args = args[1], args[2:]
+    behaviors = args or ("tone", "upbeat")
+    if runs == "lora":
+        results = [ARCHIVE / b / "compare" / f"lora-seed{s}" for b in behaviors for s in (0, 1, 2)]
+    else:
+        results = [r for b in behaviors for r in sorted((ARCHIVE / b / "compare").glob(f"{runs}-seed*"))]
     groups = summarize_seeds(load_comparisons([r for r in results if r.exists()]))
     for group in groups:
+        if runs != "lora":
+            print(f"#### {group['behavior']} at p95 KL = {group['target']:g} nats per sign\n")
         rows = {(r["method"], r["measure"]): r for r in group["rows"]}
         adv = {(a["method"], a["measure"]): a for a in group["advantages"]}
         methods = list(dict.fromkeys(r["method"] for r in group["rows"]))

@@ -22,3 +22,5 @@ done
 # one table per behaviour and budget, per-seed values and t-intervals over seeds, and per behaviour the OOD spread against
 # the budget and against the ID spread (docs/compare/<behaviour>_budgets.png)
 $W compare-seeds docs/compare/archive/smollm2-135m-instruct/*/compare/recipes-seed* --plot docs/compare > docs/compare/recipes_seeds.md
+# the answer table per behaviour and budget, quoted in docs/RESULTS.md §1 (tests/test_results_docs.py checks it)
+.venv/bin/python reproduce/followable_tables.py --runs recipes > docs/compare/recipes_summary.md

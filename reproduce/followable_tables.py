@@ -39,7 +39,8 @@ def cell(row: dict | None, digits: int = 2) -> str:
 
 def main() -> None:
     # default: the four-method results at 1 nat (lora-seed<s>); `--runs recipes`: the six-method results at every budget
-    # (recipes-seed<s>-kl<t>, reproduce/comparison_recipes.sh). Arguments after the options name behaviours.
+    # (recipes-seed<s>-kl<t>, reproduce/comparison_recipes.sh), one answer table per budget. Arguments after the options
+    # name behaviours.
     args = sys.argv[1:]
     runs = "lora"
     if args[:1] == ["--runs"]:
@@ -51,19 +52,21 @@ def main() -> None:
         results = [r for b in behaviors for r in sorted((ARCHIVE / b / "compare").glob(f"{runs}-seed*"))]
     groups = summarize_seeds(load_comparisons([r for r in results if r.exists()]))
     for group in groups:
-        if runs != "lora":
-            print(f"#### {group['behavior']} at p95 KL = {group['target']:g} nats per sign\n")
         rows = {(r["method"], r["measure"]): r for r in group["rows"]}
         adv = {(a["method"], a["measure"]): a for a in group["advantages"]}
         methods = list(dict.fromkeys(r["method"] for r in group["rows"]))
         names = {r["method"]: r["name"] for r in group["rows"]}
-        print(f"### {group['behavior']}: seeds {', '.join(map(str, group['seeds']))} ({', '.join(group['devices'])})\n")
+        budget = "" if runs == "lora" else f" at p95 KL = {group['target']:g} nats per sign"
+        print(f"### {group['behavior']}{budget}: seeds {', '.join(map(str, group['seeds']))} ({', '.join(group['devices'])})\n")
         print("| method | ID spread /token | OOD spread /token (sets pooled) | ratio OOD / ID (/token) | dW − method, OOD /token | dW − method, ratio |")
         print("|---|---|---|---|---|---|")
         for m in methods:
             print(f"| {names[m]} | {cell(rows.get((m, 'id_per_token_spread')))} | {cell(rows.get((m, 'ood_sets_per_token_spread')))} | "
                   f"{cell(rows.get((m, 'generalisation_ratio_per_token')))} | {cell(adv.get((m, 'ood_sets_per_token_spread')))} | "
                   f"{cell(adv.get((m, 'generalisation_ratio_per_token')))} |")
+        if runs != "lora":  # the recipe runs: the answer table only (strengths and costs: wsteer compare-seeds)
+            print()
+            continue
         print("\n| method | α₋ / α₊ (across seeds) | audit p95 KL₋ / ₊ | OOD per set /token: " + " / ".join(group["ood_sets"])
               + " | ID / OOD spread summed | ratio summed | ΔNLL₋ / ₊ (nats/token) | generations, OOD: metric spread | judged-rate spread |")
         print("|---|---|---|---|---|---|---|---|---|")

@@ -39,3 +39,18 @@ def test_followable_tables_are_made_from_the_committed_archive():
     for line in made.splitlines():
         if line.startswith("| ") and not line.startswith("| method"):
             assert line in results, f"RESULTS §1 lacks the archived row {line[:80]}…"
+
+
+def test_recipe_tables_are_made_from_the_committed_archive():
+    """The answer per budget (RESULTS §1, the paper's recipe and three KL budgets) is what `comparison_recipes.sh` makes."""
+    made = subprocess.run([sys.executable, str(ROOT / "reproduce" / "followable_tables.py"), "--runs", "recipes"], capture_output=True,
+                          text=True, check=True, cwd=ROOT).stdout
+    committed = (ROOT / "docs" / "compare" / "recipes_summary.md").read_text(encoding="utf-8")
+    assert made == committed, "docs/compare/recipes_summary.md is stale: rerun reproduce/followable_tables.py --runs recipes"
+    runs = (ROOT / "docs" / "compare" / "archive" / "smollm2-135m-instruct").glob("*/compare/recipes-seed*-kl*")
+    budgets = {(run.parents[1].name, run.name.rsplit("-kl", 1)[1]) for run in runs}
+    assert budgets and made.count("### ") == len(budgets)  # one table per behaviour and budget archived
+    results = RESULTS.read_text(encoding="utf-8")
+    for line in made.splitlines():
+        if line.startswith("| ") and not line.startswith("| method"):
+            assert line in results, f"RESULTS §1 lacks the archived recipe row {line[:80]}…"

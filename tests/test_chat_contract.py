@@ -223,3 +223,29 @@ def test_smollm2_template_keeps_its_default_system_prompt_and_ends_turns_as_befo
     legacy = tok.apply_chat_template([{"role": "user", "content": USER}, {"role": "assistant", "content": "My answer: **"}], tokenize=False,
                                      continue_final_message=True)
     assert render_chat(tok, [{"role": "user", "content": USER}], prefill="My answer: **") == legacy
+
+
+@pytest.mark.parametrize("name", [*FAMILIES, "gemma3_plain"])
+def test_activation_steering_reads_the_reply_tokens_that_were_sampled_and_trained(name):
+    """CAA reads each contrast text's response as the adapters were trained on it: the sampling context's tokens, then
+    the reply's. On Gemma-3-270M (the ``plain`` template, whose sampled replies start with a space) the contrast texts
+    were once the prefill rendering "Assistant: " + reply, tokenized whole: 283 of 288 failed the prefix check and the
+    comparison stopped."""
+    import copy
+
+    from weight_steering.core.activations import contrast_pairs, contrast_token_ids
+    from weight_steering.core.models import CHAT_TEMPLATES
+
+    tok = family_tokenizer(name.split("_plain")[0])
+    if name.endswith("_plain"):
+        tok = copy.deepcopy(tok)
+        tok.chat_template = CHAT_TEMPLATES["plain"]
+    space = " " if name.endswith("_plain") else ""  # a base model's reply after "Assistant:" is sampled with its space
+    positive, negative = space + REPLY, space + "Formal attire and a printed itinerary are advisable."
+    pairs = contrast_pairs(tok, [{"prompt": USER, "response_positive": positive, "response_negative": negative}])
+    ids, starts = contrast_token_ids(tok, pairs)
+    for text_ids, start, reply in zip(ids, starts, (positive, negative)):
+        trained = tokenize_example(tok, USER, reply, max_length=4096)["input_ids"]
+        assert text_ids == trained[: len(text_ids)] and text_ids[start:] == _ids(tok, reply), name
+    with pytest.raises(ValueError, match="not a prefix of its text"):
+        contrast_token_ids(tok, [(positive, negative, "Some other prompt")])

@@ -15,10 +15,11 @@ from .methods import SteeringMethod
 def contrast_pairs(tokenizer, pair_rows: list[dict], limit: int = 64) -> list[tuple[str, str, str]]:
     """(positive text, negative text, prefix) for activation steering from the same persona contrast as dW.
 
-    Each pair is one generated training pair rendered without its system prompt, exactly as θ⁺ and
-    θ⁻ see it: ``[user: prompt, assistant: response]`` with the response left open; ``prefix`` is the
-    same conversation up to the start of the response, so :func:`contrast_activations` can read the
-    response tokens (their mean, the default) or the response's last token.
+    Each pair is one generated training pair without its system prompt, exactly as θ⁺ and θ⁻ see it
+    (:func:`weight_steering.core.chat.training_ids`): ``prefix`` is the text the response was sampled after (the
+    template's generation prompt for ``[user: prompt]``), and each text is that prefix followed by the response as
+    sampled, left open; :func:`contrast_activations` reads the response tokens (their mean, the default) or the
+    response's last token.
 
     Args:
         pair_rows: rows of ``pairs.jsonl`` (``prompt``, ``response_positive``, ``response_negative``).
@@ -27,9 +28,8 @@ def contrast_pairs(tokenizer, pair_rows: list[dict], limit: int = 64) -> list[tu
     step = max(1, len(pair_rows) // limit) if limit > 0 else 1
     out = []
     for row in pair_rows[::step][:limit]:
-        user = [{"role": "user", "content": row["prompt"]}]
-        out.append((render_chat(tokenizer, user, prefill=row["response_positive"]),
-                    render_chat(tokenizer, user, prefill=row["response_negative"]), render_chat(tokenizer, user, prefill="")))
+        prefix = render_chat(tokenizer, [{"role": "user", "content": row["prompt"]}])
+        out.append((prefix + row["response_positive"], prefix + row["response_negative"], prefix))
     return out
 
 
@@ -55,6 +55,32 @@ class ContrastActivations:
     reading: str = "response_mean"
 
 
+def contrast_token_ids(tokenizer, pairs: list[tuple], reading: str = "response_mean") -> tuple[list[list[int]], list[int]]:
+    """Token ids of every pair text, (positive, negative) interleaved, and where reading starts in each.
+
+    The response is tokenized on its own after the prefix's tokens, as it was sampled and trained
+    (:func:`weight_steering.core.chat.training_ids`): tokenizing the whole text instead may merge the prompt's last
+    characters into the response's first token (a SentencePiece tokenizer), so the model would read tokens it never saw.
+
+    Returns:
+        ``(ids, starts)``: ``2·n_pairs`` id lists, and the first read position of each (the response's first token for
+        ``"response_mean"``, the last token for ``"last"``).
+    Raises:
+        ValueError: a prefix that is not a prefix of its text, or leaves no response.
+    """
+    texts, starts = [], []
+    for pair in pairs:
+        prefix = pair[2] if len(pair) > 2 else ""
+        prefix_ids = tokenizer(prefix, add_special_tokens=False)["input_ids"] if prefix else []
+        for text in pair[:2]:
+            if not text.startswith(prefix) or len(text) == len(prefix):
+                raise ValueError("a contrast pair's prefix is not a prefix of its text, or leaves no response; build pairs with contrast_pairs")
+            ids = prefix_ids + tokenizer(text[len(prefix):], add_special_tokens=False)["input_ids"]
+            texts.append(ids)
+            starts.append(len(prefix_ids) if reading == "response_mean" else len(ids) - 1)
+    return texts, starts
+
+
 @torch.inference_mode()
 def contrast_activations(model, tokenizer, pairs: list[tuple], layers: list[int], batch_size: int = 8,
                          reading: str = "response_mean") -> ContrastActivations:
@@ -62,27 +88,19 @@ def contrast_activations(model, tokenizer, pairs: list[tuple], layers: list[int]
 
     ``reading="response_mean"`` (default, the persona-vectors convention): the mean over the response's
     tokens, which start after the pair's ``prefix`` (third element, :func:`contrast_pairs`; a pair without
-    one is all response). ``reading="last"``: the text's last token only (a 64-token response that hit the
+    one is all response), tokenized as :func:`contrast_token_ids` says. ``reading="last"``: the text's last token only (a 64-token response that hit the
     length limit is usually cut mid-sentence there). One pass over the pairs serves every direction and
     layer choice (:func:`steering_vector`, :func:`separation_by_layer`). Rows are right-padded in batches,
     so padding never precedes a real token.
 
     Raises:
-        ValueError: no pairs, an unknown reading, or a prefix that is not a prefix of its text's tokens.
+        ValueError: no pairs, an unknown reading, or a prefix that is not a prefix of its text.
     """
     if not pairs:
         raise ValueError("activation steering needs at least one (positive, negative) pair")
     if reading not in READINGS:
         raise ValueError(f"unknown reading '{reading}'; choose one of {', '.join(READINGS)}")
-    texts, starts = [], []
-    for pair in pairs:
-        prefix_ids = tokenizer(pair[2], add_special_tokens=False)["input_ids"] if len(pair) > 2 else []
-        for text in pair[:2]:
-            ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-            if ids[: len(prefix_ids)] != prefix_ids or len(ids) <= len(prefix_ids):
-                raise ValueError("a contrast pair's prefix does not tokenise as a prefix of its text; build pairs with contrast_pairs")
-            texts.append(ids)
-            starts.append(len(prefix_ids) if reading == "response_mean" else len(ids) - 1)
+    texts, starts = contrast_token_ids(tokenizer, pairs, reading)
     blocks = model.get_decoder().layers
     captured: dict[int, torch.Tensor] = {}
     hooks = [blocks[layer].register_forward_hook(lambda module, args, output, layer=layer: captured.__setitem__(

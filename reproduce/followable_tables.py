@@ -44,13 +44,18 @@ def main() -> None:
     args = sys.argv[1:]
     runs = "lora"
     if args[:1] == ["--runs"]:
+        if len(args) < 2:
+            raise SystemExit("--runs needs a result name prefix, such as --runs recipes")
         runs, args = args[1], args[2:]
     behaviors = args or ("tone", "upbeat")
     if runs == "lora":
         results = [ARCHIVE / b / "compare" / f"lora-seed{s}" for b in behaviors for s in (0, 1, 2)]
     else:
         results = [r for b in behaviors for r in sorted((ARCHIVE / b / "compare").glob(f"{runs}-seed*"))]
-    groups = summarize_seeds(load_comparisons([r for r in results if r.exists()]))
+    results = [r for r in results if r.exists()]
+    if not results:
+        raise SystemExit(f"no {runs}-seed* results for {', '.join(behaviors)} under {ARCHIVE}; run the recipe that makes them first")
+    groups = summarize_seeds(load_comparisons(results))
     for group in groups:
         rows = {(r["method"], r["measure"]): r for r in group["rows"]}
         adv = {(a["method"], a["measure"]): a for a in group["advantages"]}

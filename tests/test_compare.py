@@ -146,6 +146,14 @@ def test_comparison_resumes_from_its_archive_on_a_fresh_output_root(tiny, tmp_pa
     stages = {p.parent.name for p in archive.rglob("stage.json")}
     assert any(n.startswith("data-") for n in stages) and any(n.startswith("calibrate-dW-minus") for n in stages)
     assert not any(n.startswith(("train-", "dw-")) for n in stages)  # large: retrained instead
+    # another run's finished stages under the same roots (its data, a method this run did not ask for) stay out of the archive
+    from weight_steering.stage_cache import run_stage
+
+    job_dir = next(d.parent for d in (tmp_path / "first").rglob("data-*") if d.is_dir())
+    for directory in (job_dir / "data-otherrun", first.path.parent / "calibrate-pca_slice-plus-otherrun"):
+        run_stage("another run's stage", directory, "k", lambda d: (d / "x.json").write_text("{}"))
+    assert run_comparison(config, (model, tokenizer), "test", preset_config(**TINY)).ratios == first.ratios
+    assert {p.parent.name for p in archive.rglob("stage.json")} == stages
     from weight_steering.comparison import run as compare
 
     def no_kl(*args, **kwargs):

@@ -1,6 +1,6 @@
 """The stage cache: a finished stage is reused, a damaged one (files or marker) is recomputed with a warning."""
 
-from weight_steering.stage_cache import copy_finished_stages, run_stage, stage_is_finished
+from weight_steering.stage_cache import copy_finished_stages, recording_stages, run_stage, stage_is_finished
 
 
 def _stage(calls):
@@ -35,6 +35,21 @@ def test_copy_finished_stages_skips_unfinished_ones(tmp_path):
     copied = copy_finished_stages(tmp_path / "src", tmp_path / "dst", ("data-",))
     assert copied == ["data-1"] and stage_is_finished(tmp_path / "dst" / "data-1", "k1")
     assert copy_finished_stages(tmp_path / "src", tmp_path / "dst", ("data-",)) == []  # already there, same key
+
+
+def test_recording_stages_lets_a_run_archive_only_the_stages_it_asked_for(tmp_path):
+    calls = []
+    run_stage("another run", tmp_path / "src" / "data-other", "k0", _stage(calls))
+    with recording_stages() as outer:
+        run_stage("demo", tmp_path / "src" / "data-1", "k1", _stage(calls))
+        with recording_stages() as inner:
+            run_stage("demo", tmp_path / "src" / "data-1", "k1", _stage(calls))  # reused: recorded too
+            run_stage("demo", tmp_path / "src" / "eval-2", "k2", _stage(calls))
+    run_stage("after the block", tmp_path / "src" / "data-3", "k3", _stage(calls))
+    assert len(calls) == 4
+    assert inner == {tmp_path / "src" / "data-1", tmp_path / "src" / "eval-2"} and outer == inner
+    copied = copy_finished_stages(tmp_path / "src", tmp_path / "dst", ("data-", "eval-"), {d.name for d in outer})
+    assert copied == ["data-1", "eval-2"]
 
 
 # ---------------------------------------------------------------------------------------------

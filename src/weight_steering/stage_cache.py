@@ -8,7 +8,10 @@ machine.
 
 One process computes a stage: :func:`run_stage` holds a file lock (``filelock``, an OS lock that dies with its process,
 so a killed run never blocks the next) on ``<stage>/.stage.lock`` while it computes; a second process asking for the
-same stage says it is waiting, then reuses what the first one finished. The main job (:mod:`weight_steering.main_job.run`), the sweep's cells (:mod:`weight_steering.sweep.run`), the
+same stage says it is waiting, then reuses what the first one finished.
+
+A run that archives its stages records which ones it used (:func:`recording_stages`) and archives only those, so stages
+of other runs that share its output root stay out of its archive. The main job (:mod:`weight_steering.main_job.run`), the sweep's cells (:mod:`weight_steering.sweep.run`), the
 comparison (:mod:`weight_steering.comparison.run`), the assessments (:mod:`weight_steering.vignettes.run`) and the monitoring
 experiment (:mod:`weight_steering.monitoring.run`) all run their stages through :func:`run_stage`.
 """
@@ -18,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 from .artifacts import atomic_write, file_sha256, read_json, storage_errors, write_json
@@ -26,6 +29,23 @@ from .artifacts import atomic_write, file_sha256, read_json, storage_errors, wri
 log = logging.getLogger(__name__)
 
 OTHER_SETTINGS = "it was made with other settings"  # a stage_problem that is no damage: the key changed
+_recorders: list[set[Path]] = []  # the sets of the open recording_stages() blocks
+
+
+@contextlib.contextmanager
+def recording_stages():
+    """Collect, inside the block, the folder of every stage :func:`run_stage` is asked for (run or reused).
+
+    Yields the set of folders (``Path``), filled as stages are asked for; blocks may nest, and each sees every stage asked
+    for while it is open. A comparison archives only these (``copy_finished_stages(..., names=...)``), not the other
+    runs' stages that share its output root.
+    """
+    used: set[Path] = set()
+    _recorders.append(used)
+    try:
+        yield used
+    finally:
+        _recorders.remove(used)
 
 
 def run_stage(name: str, directory: Path, key: str, compute: Callable[[Path], None], *, force: bool = False,
@@ -48,6 +68,8 @@ def run_stage(name: str, directory: Path, key: str, compute: Callable[[Path], No
             stage is left without a marker, so rerunning resumes at it. Whatever ``compute`` raises otherwise.
     """
     timings = {} if timings is None else timings
+    for used in _recorders:
+        used.add(Path(directory))
     started = time.perf_counter()
     if not force and stage_problem(directory, key) is None:
         return _reused(name, directory, timings)
@@ -118,9 +140,9 @@ def stage_is_finished(directory: Path, key: str | None = None) -> bool:
     return stage_problem(directory, key) is None
 
 
-def copy_finished_stages(source: Path, target: Path, prefixes: tuple[str, ...]) -> list[str]:
-    """Copy every finished stage directory ``source/<name>`` whose name starts with one of ``prefixes`` into
-    ``target/<name>``, unless ``target`` already holds that stage finished with the same key.
+def copy_finished_stages(source: Path, target: Path, prefixes: tuple[str, ...], names: Collection[str] | None = None) -> list[str]:
+    """Copy every finished stage directory ``source/<name>`` whose name starts with one of ``prefixes`` (and is one of
+    ``names``, when given) into ``target/<name>``, unless ``target`` already holds that stage finished with the same key.
 
     Used both ways: to archive a run's small stages in a committed folder, and to restore them into an
     output root, so a long run resumes after a stop and on another machine (as the sweep's archive does).
@@ -131,7 +153,9 @@ def copy_finished_stages(source: Path, target: Path, prefixes: tuple[str, ...]) 
     if not Path(source).is_dir():
         return copied
     for directory in sorted(Path(source).iterdir()):
-        if not directory.is_dir() or not directory.name.startswith(prefixes) or not stage_is_finished(directory):
+        if not directory.is_dir() or not directory.name.startswith(prefixes) or (names is not None and directory.name not in names):
+            continue
+        if not stage_is_finished(directory):
             continue
         destination = Path(target) / directory.name
         if stage_is_finished(destination, read_json(directory / "stage.json")["key"]):

@@ -41,7 +41,7 @@ from ..evaluation.scoring import evaluate, read_records, reference_nll
 from ..evaluation.statistics import bootstrap_ci
 from ..main_job.config import preset_config
 from ..main_job.stages import dw_stage, eval_rows, evaluate_base, job_root, prepare_job
-from ..stage_cache import copy_finished_stages, run_stage
+from ..stage_cache import copy_finished_stages, recording_stages, run_stage
 from .methods import COMPARISON_METHODS, MethodContext, all_methods, keyed_spec
 from .ratios import generalisation_ratios, ood_delta, ood_measure
 from .render import plot_effect_vs_kl, render_comparison
@@ -152,14 +152,16 @@ def comparison_dw(config: CompareConfig, loaded=None, job_config=None) -> Path:
     """The comparison's dW on disk, and nothing else: restore the archived stages, train (or reuse) the adapters and
     the dW, archive the data and judge stages; no comparison result is touched. It is the dW other recipes (ablation,
     hypotheses, export) start from. Arguments and errors as in :func:`run_comparison`; returns the dW's stage folder."""
-    _, dw_dir, _, archive = _prepare(config, loaded, job_config)
-    archive()  # the restored or new data and judge stages
+    with recording_stages() as used:
+        _, dw_dir, _, archive = _prepare(config, loaded, job_config, used)
+        archive()  # the restored or new data and judge stages
     return dw_dir
 
 
-def _prepare(config: CompareConfig, loaded, job_config):
+def _prepare(config: CompareConfig, loaded, job_config, used: set[Path]):
     """``(job, dW stage folder, comparison root, archive())``: the main job's stages up to dW, after restoring the
-    archived stages; ``archive()`` copies the finished small stages back."""
+    archived stages; ``archive()`` copies back the finished small stages among ``used`` (the stages this run asked for,
+    :func:`~weight_steering.stage_cache.recording_stages`), so other runs' stages under the same root stay out."""
     check_config(config)
     behavior_name = load_behavior(config.behavior).name
     job_dir = job_root(config.out, behavior_name, config.model)
@@ -174,8 +176,9 @@ def _prepare(config: CompareConfig, loaded, job_config):
 
     def archive() -> None:
         if archived is not None:
-            copy_finished_stages(job_dir, archived / "job", JOB_STAGES)
-            copy_finished_stages(root, archived / "compare", ("",))
+            names = {d.name for d in used}
+            copy_finished_stages(job_dir, archived / "job", JOB_STAGES, names)
+            copy_finished_stages(root, archived / "compare", ("",), names)
 
     run_config = job_config or preset_config()
     run_config = replace(run_config, behavior=config.behavior, model=config.model, dilemma_limit=config.dilemma_limit, out=config.out,
@@ -206,7 +209,12 @@ def run_comparison(config: CompareConfig, loaded=None, command: str = "", job_co
         calibration prompts (checked when it is loaded, before any model work). DeltaWeightsError, ModelNotAvailableError:
         as in the main job.
     """
-    job, dw_dir, root, archive = _prepare(config, loaded, job_config)
+    with recording_stages() as used:
+        return _run_comparison(config, loaded, command, job_config, used)
+
+
+def _run_comparison(config: CompareConfig, loaded, command: str, job_config, used: set[Path]) -> ComparisonResult:
+    job, dw_dir, root, archive = _prepare(config, loaded, job_config, used)
     dw = load_dw(dw_dir / "dW.safetensors", job.model, base_hash=job.base_hash)
     rows = eval_rows(job)
     neutral = load_neutral()

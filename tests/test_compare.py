@@ -95,6 +95,8 @@ def test_bad_comparison_input_is_refused(tiny, tmp_path, monkeypatch):
         check_config(_config(tmp_path, curve_fractions=(0.5, 0.5)))
     with pytest.raises(CompareError, match="--generation-tokens"):
         check_config(_config(tmp_path, generation_tokens=0))
+    with pytest.raises(CompareError, match="--filter-pairs names the pair judge"):
+        check_config(_config(tmp_path, filter_pairs="vader"))
 
 
 def test_ratio_ci_pairs_rows():
@@ -124,14 +126,17 @@ def test_comparison_seed_sets_the_data_seed_unless_fixed(tiny, tmp_path, monkeyp
     seen = []
 
     def stop(run_config, model, tokenizer):
-        seen.append((run_config.generation.seed, run_config.train.seed))
+        seen.append((run_config.generation.seed, run_config.train.seed, run_config.filter_pairs, run_config.pair_judge))
         raise RuntimeError("stop after planning")
 
     monkeypatch.setattr(compare, "prepare_job", stop)
-    for data_seed in (None, 0):
+    for data_seed, filter_pairs in ((None, None), (0, None), (None, "metric")):
         with pytest.raises(RuntimeError, match="stop after planning"):
-            run_comparison(_config(tmp_path, seed=2, data_seed=data_seed), tiny, "test", preset_config(**TINY))
-    assert seen == [(2, 2), (0, 2)]
+            run_comparison(_config(tmp_path, seed=2, data_seed=data_seed, filter_pairs=filter_pairs), tiny, "test", preset_config(**TINY))
+    assert seen == [(2, 2, False, "model"), (0, 2, False, "model"), (2, 2, True, "metric")]
+    # a filtered comparison keeps its own result, and an unfiltered one's record has no filter field (archived bytes kept)
+    assert compare.result_name(_config(tmp_path, seed=2, filter_pairs="metric", target=1.0)) == "lora-seed2-filtered-metric"
+    assert "filter_pairs" not in compare.config_record(_config(tmp_path)) and compare.config_record(_config(tmp_path, filter_pairs="model"))["filter_pairs"] == "model"
 
 
 @pytest.mark.slow  # an end-to-end job on the tiny model

@@ -1,6 +1,7 @@
 """The data judge (rates, filter, agreement) and the paired-completion probe, on the tiny model."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -8,13 +9,17 @@ import torch
 
 from weight_steering.core.behavior_files import load_behavior
 from weight_steering.core.behaviors import BehaviorError
+from weight_steering.core.data import DataGateError
 from weight_steering.evaluation.judge import (
     JudgeError,
     behavior_rates,
+    check_judgeable,
     judge_agreement,
     judge_logratios,
     judge_pairs,
+    label_threshold,
     load_hand_labels,
+    pair_scorer,
     resolve_threshold,
 )
 from weight_steering.evaluation.rows import held_out_rows
@@ -30,18 +35,43 @@ def test_judge_pairs_threshold_and_filter(tiny):
     model, tokenizer = tiny
     behavior = load_behavior("sycophancy")
     pairs = _pairs()
-    judged, threshold = judge_pairs(model, tokenizer, behavior, pairs, "median")
+    judged, threshold = judge_pairs(pair_scorer(model, tokenizer, behavior), pairs, "median")
     scores = judge_logratios(model, tokenizer, behavior, [(p["prompt"], p["response_positive"]) for p in pairs]
                              + [(p["prompt"], p["response_negative"]) for p in pairs])
     assert threshold == pytest.approx(float(np.median(scores)))
     for j, plus, minus in zip(judged, scores[:6], scores[6:]):
         assert j["judge_positive"] == pytest.approx(plus, abs=1e-5) and j["keep"] == (plus > threshold >= minus)
-    judged_fixed, fixed = judge_pairs(model, tokenizer, behavior, pairs, 1e9)
+    judged_fixed, fixed = judge_pairs(pair_scorer(model, tokenizer, behavior), pairs, 1e9)
     assert fixed == 1e9 and not any(j["keep"] or j["shows_positive"] for j in judged_fixed)
     rates = behavior_rates(pairs, judged, behavior)
     assert rates["positive"] == pytest.approx(np.mean([j["shows_positive"] for j in judged]))
     assert rates["kept"] == sum(j["keep"] for j in judged) and len(rates["by_persona"]) == 2
     assert set(rates["by_answer"]) <= {"yes", "no"} and sum(r["n"] for r in rates["by_answer"].values()) == 6
+
+
+def test_the_metric_pair_judge_keeps_pairs_by_the_behaviours_judge_free_metric_at_the_hand_label_threshold():
+    """upbeat's pairs judged by VADER (no model): the threshold is the one that best reproduces the hand labels, and a
+    pair is kept when its positive reply scores above it and its negative one does not."""
+    behavior = load_behavior("upbeat")
+    scorer = pair_scorer(None, None, behavior, "metric")
+    pairs = [{"prompt": "My team lost the match yesterday.", "persona_index": 0, "prompt_index": 0,
+              "response_positive": "What a wonderful chance to grow! I'm so happy and proud of you, great things are coming!",
+              "response_negative": "That is terrible. Everything is ruined, sad and hopeless."},
+             {"prompt": "It's going to rain all weekend.", "persona_index": 1, "prompt_index": 1,
+              "response_positive": "Rain again.", "response_negative": "Lovely! A great, happy weekend of cosy joy awaits you!"}]
+    labels = load_hand_labels(behavior)
+    label_scores = scorer([(r["prompt"], r["response"]) for r in labels])
+    judged, threshold = judge_pairs(scorer, pairs, "labels", labels)
+    assert threshold == pytest.approx(label_threshold(label_scores, [r["label"] for r in labels]))
+    assert -1 < threshold < 1  # VADER's compound scale, not nats
+    assert [j["keep"] for j in judged] == [True, False]
+    assert judged[1]["shows_negative"] and not judged[1]["shows_positive"]
+    with pytest.raises(JudgeError, match="no 'generation_metric'"):
+        pair_scorer(None, None, load_behavior("sycophancy"), "metric")
+    with pytest.raises(JudgeError, match="unknown pair judge"):
+        pair_scorer(None, None, behavior, "vader")
+    with pytest.raises(BehaviorError, match="--pair-judge metric needs a 'generation_metric'"):
+        check_judgeable(load_behavior("sycophancy"), "metric")
 
 
 def test_judge_agreement_counts_and_kappa(tiny):
@@ -83,6 +113,36 @@ def test_filter_pairs_needs_a_judge(tmp_path, tiny):
     config = preset_config("smoke", behavior="honesty", out=str(tmp_path), filter_pairs=True)
     with pytest.raises(BehaviorError, match="judge"):
         prepare_job(config, model, tokenizer)
+
+
+def test_a_job_filtered_by_the_metric_judge_trains_on_the_pairs_it_keeps_and_still_reports_the_model_judge(tmp_path, tiny, monkeypatch):
+    """upbeat (smoke sizes, tiny model): --pair-judge metric writes its own stage beside the model judge's, the job's
+    rows are exactly the pairs the metric keeps, its data hash is theirs, and ``job.judge`` is still the model judge's
+    report. A tiny random model's replies carry no sentiment, so the metric is replaced by one that marks the positive
+    reply of every other pair."""
+    from weight_steering.artifacts import file_sha256, read_json, read_jsonl
+    from weight_steering.evaluation import generations
+    from weight_steering.main_job.config import preset_config
+    from weight_steering.main_job.stages import prepare_job
+
+    model, tokenizer = tiny
+    plain = prepare_job(preset_config("smoke", behavior="upbeat", out=str(tmp_path)), model, tokenizer)
+    marked = {r["response_positive"] for r in plain.rows[::2]}
+    monkeypatch.setitem(generations.GENERATION_METRICS, "valence", lambda text: float(text in marked))
+    config = preset_config("smoke", behavior="upbeat", out=str(tmp_path), filter_pairs=True, pair_judge="metric", judge_threshold=0.5)
+    job = prepare_job(config, model, tokenizer)
+    [stage] = list(job.root.glob("judge-valence-*"))
+    expected = [r for r in plain.rows if r["response_positive"] in marked and r["response_negative"] not in marked]
+    assert 0 < len(expected) < len(plain.rows) and job.rows == expected
+    assert len(read_jsonl(stage / "judged.jsonl")) == len(plain.rows) == job.pair_counts["before_filter"]
+    assert job.data_sha == file_sha256(stage / "pairs.jsonl") != plain.data_sha
+    assert job.pair_counts["filter"]["judge_model"] == "valence (judge-free metric)" and job.pair_counts["filter"]["threshold"] == 0.5
+    assert job.judge == plain.judge == read_json(next(job.root.glob("judge-[0-9a-f]*")) / "summary.json")
+    monkeypatch.setitem(generations.GENERATION_METRICS, "valence", lambda text: 0.0)
+    with pytest.raises(DataGateError, match="metric judge kept no pair"):
+        prepare_job(replace(config, judge_threshold=0.25), model, tokenizer)
+    with pytest.raises(ValueError, match="pair_judge must be one of"):
+        preset_config("smoke", behavior="upbeat", pair_judge="vader")
 
 
 def test_completion_pair_scores_match_a_naive_forward(tiny):

@@ -48,7 +48,8 @@ def run(
     force: bool = typer.Option(False, help="recompute every stage"),
     filter_pairs: bool = typer.Option(False, help="train only on pairs whose positive response the judge says shows the behaviour and whose negative does not"),
     judge: bool = typer.Option(True, help="judge the generated responses for the behaviour (behaviour rate per sign)"),
-    judge_threshold: str = typer.Option("labels", help="judge log-odds threshold in nats, 'labels' (calibrated on the shipped hand labels) or 'median'"),
+    judge_threshold: str = typer.Option("labels", help="judge threshold (nats of log-odds; the metric's units with --pair-judge metric), 'labels' (calibrated on the shipped hand labels) or 'median'"),
+    pair_judge: str = typer.Option("model", help="what judges the data: model (the behaviour's Yes/No judge asked of the model) or metric (its judge-free generation metric, e.g. VADER for upbeat)"),
     sampler: Sampler = "cached",
     device: Device = None,
     dtype: Dtype = None,
@@ -67,7 +68,8 @@ def run(
                  "target_modules": tuple(split_list(target_modules)) if target_modules else None}
         config = preset_config(
             preset, behavior=behavior, model=model, alphas=parse_alphas(alphas), dilemma_limit=dilemma_limit, out=out, force=force,
-            filter_pairs=filter_pairs, judge=judge, judge_threshold=parse_threshold(judge_threshold), device=device, dtype=dtype, thinking=thinking,
+            filter_pairs=filter_pairs, judge=judge, judge_threshold=parse_threshold(judge_threshold), pair_judge=pair_judge,
+            device=device, dtype=dtype, thinking=thinking,
             generation={k: v for k, v in generation.items() if v is not None}, train={k: v for k, v in train.items() if v is not None},
         )
         result = run_main_job(config, command="wsteer " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
@@ -169,6 +171,7 @@ def compare(
     archive: str = typer.Option(None, help="folder keeping every small finished stage (committed: resume after a stop, anywhere)"),
     name: str = typer.Option(None, help="the result folder's name (default <family>-seed<s>[-kl<target>]): keep a run with other methods apart"),
     dw_only: bool = typer.Option(False, "--dw-only", help="only restore the archived stages and train (or reuse) the dW; print its folder and stop"),
+    filter_pairs: str = typer.Option(None, help="train dW and read the activation contrast only on pairs this judge keeps: model or metric (default: every pair)"),
     sampler: Sampler = "cached",
     device: Device = None,
     dtype: Dtype = None,
@@ -187,7 +190,7 @@ def compare(
                                methods=all_methods() if methods == "all" else tuple(split_list(methods)), target=target,
                                tolerance=tolerance, n_tokens=n_tokens, curve_fractions=fractions, s_space_rank=s_space_rank,
                                dilemma_limit=dilemma_limit, prompt_limit=prompt_limit, generation_tokens=generation_tokens, out=out,
-                               archive=archive, name=name)
+                               archive=archive, name=name, filter_pairs=filter_pairs)
         job_config = preset_config(generation=sampler_settings(sampler), device=device, dtype=dtype)
         if dw_only:
             typer.echo(str(comparison_dw(config, job_config=job_config)))

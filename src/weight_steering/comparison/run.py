@@ -36,7 +36,7 @@ from ..evaluation.calibrate import calibrate_alpha, kl_from_base
 from ..evaluation.datasets import load_neutral, neutral_split
 from ..evaluation.effects import dilemma_target, kl_summary, method_effects
 from ..evaluation.generations import generate_replies, generation_effects, generation_prompts, score_replies
-from ..evaluation.judge import judge_logratios
+from ..evaluation.judge import PAIR_JUDGES, judge_logratios
 from ..evaluation.scoring import evaluate, read_records, reference_nll
 from ..evaluation.statistics import bootstrap_ci
 from ..main_job.config import preset_config
@@ -91,6 +91,9 @@ class CompareConfig:
             before the run and added after each method, so a stopped run resumes there or on another machine.
             The trained adapters and dW are not archived (too large); they are retrained, deterministically.
         name: the result folder's name (default :func:`result_name`), so that runs with other methods keep their own result.
+        filter_pairs: ``None`` (every pair) or the pair judge (``"model"``, ``"metric"``;
+            :func:`weight_steering.evaluation.judge.pair_scorer`) whose kept pairs train dW (both recipes) and give the
+            activation methods their contrast (Fierro & Roger 2025 §3).
     """
 
     behavior: str = "honesty"
@@ -112,6 +115,7 @@ class CompareConfig:
     out: str = "out"
     archive: str | None = None
     name: str | None = None
+    filter_pairs: str | None = None
 
 
 def check_config(config: CompareConfig) -> None:
@@ -131,6 +135,8 @@ def check_config(config: CompareConfig) -> None:
         raise CompareError(f"curve fractions repeat a value ({config.curve_fractions}); give each fraction once")
     if config.name is not None and (not config.name or "/" in config.name or config.name.startswith(".")):
         raise CompareError(f"--name must be a plain folder name (no '/', not starting with '.'); got {config.name!r}")
+    if config.filter_pairs is not None and config.filter_pairs not in PAIR_JUDGES:
+        raise CompareError(f"--filter-pairs names the pair judge: one of {', '.join(PAIR_JUDGES)}; got {config.filter_pairs!r}")
     if not (isinstance(config.generation_tokens, int) and config.generation_tokens >= 1):
         raise CompareError(f"--generation-tokens must be an integer ≥ 1; got {config.generation_tokens!r}")
 
@@ -181,6 +187,8 @@ def _prepare(config: CompareConfig, loaded, job_config, used: set[Path]):
             copy_finished_stages(root, archived / "compare", ("",), names)
 
     run_config = job_config or preset_config()
+    if config.filter_pairs is not None:
+        run_config = replace(run_config, filter_pairs=True, pair_judge=config.filter_pairs)
     run_config = replace(run_config, behavior=config.behavior, model=config.model, dilemma_limit=config.dilemma_limit, out=config.out,
                          train=replace(run_config.train, family=config.family, seed=config.seed),
                          generation=replace(run_config.generation, seed=config.seed if config.data_seed is None else config.data_seed))
@@ -340,19 +348,20 @@ def _run_comparison(config: CompareConfig, loaded, command: str, job_config, use
 
 
 def config_record(config: CompareConfig) -> dict:
-    """The config as recorded in ``comparison.json`` and in the result's key; ``name`` only when set, so results made
-    before the option existed keep their bytes."""
-    return {k: v for k, v in asdict(config).items() if not (k == "name" and v is None)}
+    """The config as recorded in ``comparison.json`` and in the result's key; ``name`` and ``filter_pairs`` only when
+    set, so results made before the options existed keep their bytes."""
+    return {k: v for k, v in asdict(config).items() if not (k in ("name", "filter_pairs") and v is None)}
 
 
 def result_name(config: CompareConfig) -> str:
     """The folder name of one comparison's result: ``<family>-seed<s>``, with ``-data<d>`` when the data seed is fixed
-    apart and ``-kl<target>`` at a KL budget other than 1 nat."""
+    apart, ``-kl<target>`` at a KL budget other than 1 nat and ``-filtered-<judge>`` on filtered pairs."""
     if config.name is not None:
         return config.name
     fixed = config.data_seed is not None and config.data_seed != config.seed
     return (f"{config.family}-seed{config.seed}" + (f"-data{config.data_seed}" if fixed else "")
-            + (f"-kl{config.target:g}" if config.target != 1.0 else ""))
+            + (f"-kl{config.target:g}" if config.target != 1.0 else "")
+            + (f"-filtered-{config.filter_pairs}" if config.filter_pairs else ""))
 
 
 def _audit(method, key, label, alpha, identity, prompts, root, measure, config) -> dict:

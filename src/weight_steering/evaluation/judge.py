@@ -14,12 +14,14 @@ assumed: :func:`judge_agreement` scores it against hand-labelled responses shipp
 ``resources/judge_labels/<behaviour>.jsonl`` (AUC, accuracy, Cohen's kappa).
 
 The filter follows Fierro & Roger 2025 §3: keep a pair only when the positive response shows the
-behaviour and the negative one does not.
+behaviour and the negative one does not. Its judge is the model's Yes/No answer or, for a behaviour whose model judge
+is weak, the behaviour's judge-free metric (:func:`pair_scorer`), thresholded by the same rules.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
@@ -84,25 +86,57 @@ def resolve_threshold(scores: np.ndarray, threshold: float | str, label_scores=N
     return float(threshold)
 
 
-def judge_pairs(model, tokenizer, behavior: Behavior, pairs: list[dict], threshold: float | str = "median",
+PAIR_JUDGES = ("model", "metric")
+
+
+def pair_scorer(model, tokenizer, behavior: Behavior, kind: str = "model") -> Callable[[list[tuple[str, str]]], np.ndarray]:
+    """The scores a pair filter thresholds: ``[(prompt, response)] -> [N]`` floats, higher = shows the behaviour more.
+
+    ``kind``: ``"model"``, the behaviour's Yes/No ``judge`` asked of ``model`` (:func:`judge_logratios`, log-odds in
+    nats); ``"metric"``, the behaviour's judge-free ``generation_metric`` of the response alone
+    (:data:`weight_steering.evaluation.generations.GENERATION_METRICS`: VADER compound valence in [−1, 1] for upbeat,
+    the register score for tone), for behaviours whose model judge is weak (upbeat's: AUC 0.61 on its hand labels,
+    VADER's 0.92).
+
+    Raises:
+        JudgeError: an unknown ``kind``; ``"model"`` for a behaviour without a ``judge`` block; ``"metric"`` for one
+            without a ``generation_metric``.
+    """
+    if kind == "model":
+        if behavior.judge is None:
+            raise JudgeError(f"behaviour '{behavior.name}' has no 'judge' block; add one or use the pair judge 'metric'")
+        return lambda items: judge_logratios(model, tokenizer, behavior, items)
+    if kind == "metric":
+        from .generations import GENERATION_METRICS
+
+        if behavior.generation_metric is None:
+            raise JudgeError(f"behaviour '{behavior.name}' has no 'generation_metric' to judge pairs with; use the pair judge 'model'")
+        metric = GENERATION_METRICS[behavior.generation_metric]
+        return lambda items: np.array([metric(response) for _, response in items], dtype=float)
+    raise JudgeError(f"unknown pair judge {kind!r}; choose one of {', '.join(PAIR_JUDGES)}")
+
+
+def judge_pairs(scorer: Callable[[list[tuple[str, str]]], np.ndarray], pairs: list[dict], threshold: float | str = "median",
                 labels: list[dict] | None = None, label_scores=None) -> tuple[list[dict], float]:
     """Judge both responses of every generated pair.
 
     Args:
-        labels, label_scores: hand labels and (optionally, to score them once) the judge's log-odds on
-            them; needed for ``threshold="labels"``.
+        scorer: ``[(prompt, response)] -> [N]`` scores (:func:`pair_scorer`: the model judge's log-odds in nats, or a
+            judge-free metric).
+        labels, label_scores: hand labels and (optionally, to score them once) the scorer's scores of them; needed
+            for ``threshold="labels"``.
 
     Returns:
-        ``(judged, threshold)``: the numeric threshold used (nats) and, one dict per pair, in order: ``judge_positive`` / ``judge_negative`` (log-odds, nats) and
-        ``shows_positive`` / ``shows_negative`` (logratio > ``threshold``), ``keep`` (the positive
-        response shows the behaviour and the negative one does not).
+        ``(judged, threshold)``: the numeric threshold used (the scorer's units) and, one dict per pair, in order:
+        ``judge_positive`` / ``judge_negative`` (scores) and ``shows_positive`` / ``shows_negative`` (score >
+        ``threshold``), ``keep`` (the positive response shows the behaviour and the negative one does not).
     """
     # with thinking on the judge reads the answer after </think> (data.generate_pairs), not the reasoning
     items = ([(p["prompt"], p.get("answer_positive", p["response_positive"])) for p in pairs]
              + [(p["prompt"], p.get("answer_negative", p["response_negative"])) for p in pairs])
-    scores = judge_logratios(model, tokenizer, behavior, items)
+    scores = scorer(items)
     if threshold == "labels" and labels and label_scores is None:
-        label_scores = judge_logratios(model, tokenizer, behavior, [(r["prompt"], r["response"]) for r in labels])
+        label_scores = scorer([(r["prompt"], r["response"]) for r in labels])
     threshold = resolve_threshold(scores, threshold, label_scores, None if labels is None else [r["label"] for r in labels])
     n = len(pairs)
     out = []
@@ -235,8 +269,12 @@ def has_hand_labels(behavior: Behavior) -> bool:
     return True
 
 
-def check_judgeable(behavior: Behavior) -> None:
-    """Raise :class:`~weight_steering.core.behaviors.BehaviorError` when pair filtering is asked for a behaviour without a judge."""
-    if behavior.judge is None:
+def check_judgeable(behavior: Behavior, pair_judge: str = "model") -> None:
+    """Raise :class:`~weight_steering.core.behaviors.BehaviorError` when pair filtering is asked for a behaviour that
+    lacks what ``pair_judge`` reads: a ``judge`` block (``"model"``) or a ``generation_metric`` (``"metric"``)."""
+    if pair_judge == "model" and behavior.judge is None:
         raise BehaviorError(f"behaviour '{behavior.name}': filtering pairs needs a 'judge' block in the behaviour file; "
-                            "add one or run without --filter-pairs")
+                            "add one, filter with --pair-judge metric (its generation_metric), or run without --filter-pairs")
+    if pair_judge == "metric" and behavior.generation_metric is None:
+        raise BehaviorError(f"behaviour '{behavior.name}': --pair-judge metric needs a 'generation_metric' in the behaviour file; "
+                            "add one, filter with --pair-judge model, or run without --filter-pairs")

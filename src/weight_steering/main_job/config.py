@@ -8,6 +8,7 @@ from ..artifacts import check_number, check_output_folder
 from ..core.adapters import TrainConfig
 from ..core.data import GenerationConfig
 from ..core.models import DEFAULT_MODEL, check_machine
+from ..evaluation.judge import PAIR_JUDGES
 from ..evaluation.scoring import DEFAULT_ALPHAS
 
 # the format of run.json (its "format" field; absent means 1: runs from before the data sampler was recorded);
@@ -34,8 +35,11 @@ class RunConfig:
             report the behaviour rate per sign and persona (:mod:`weight_steering.evaluation.judge`).
         filter_pairs: train only on pairs whose positive response the judge says shows the behaviour
             and whose negative one does not (Fierro & Roger 2025 §3); implies ``judge``.
-        judge_threshold: nats of judge log-odds, ``"labels"`` (calibrated on the behaviour's shipped hand
-            labels; a behaviour without them uses ``"median"``, recorded as such), or ``"median"``.
+        judge_threshold: the judge's threshold in its units (nats of log-odds; the metric's for ``pair_judge="metric"``),
+            ``"labels"`` (calibrated on the behaviour's shipped hand labels; a behaviour without them uses
+            ``"median"``, recorded as such), or ``"median"``.
+        pair_judge: what judges the data (:func:`weight_steering.evaluation.judge.pair_scorer`): ``"model"`` (the
+            behaviour's Yes/No judge asked of the job's model) or ``"metric"`` (its judge-free ``generation_metric``).
         device, dtype: where and in which precision the model is loaded (:func:`weight_steering.core.models.load_model`;
             None: CUDA + bf16 when present, else CPU + fp32). Checked when the config is made, before any model work.
         ood_limit: score only the first n items of each OOD set (None: all); the ``smoke`` preset's 4 keep its CI tier short.
@@ -57,6 +61,7 @@ class RunConfig:
     judge: bool = True
     filter_pairs: bool = False
     judge_threshold: float | str = "labels"
+    pair_judge: str = "model"
     device: str | None = None
     dtype: str | None = None
     thinking: bool = False
@@ -72,6 +77,8 @@ class RunConfig:
         check_number("run", "max_length", self.max_length, minimum=8, integer=True)
         for alpha in self.alphas:
             check_number("run", "alphas", alpha)
+        if self.pair_judge not in PAIR_JUDGES:
+            raise ValueError(f"run.pair_judge must be one of {', '.join(PAIR_JUDGES)}; got {self.pair_judge!r}")
         if self.judge_threshold not in ("median", "labels"):
             check_number("run", "judge_threshold", self.judge_threshold)
         check_output_folder(self.out)

@@ -23,9 +23,9 @@ from ..evaluation.judge import (
     hand_label_rates,
     has_hand_labels,
     judge_agreement,
-    judge_logratios,
     judge_pairs,
     load_hand_labels,
+    pair_scorer,
 )
 from ..evaluation.rows import dilemma_rows, held_out_rows, ood_set_rows
 from ..evaluation.scoring import check_identical_rows, evaluate, read_records
@@ -92,44 +92,56 @@ def prepare_job(config: RunConfig, model=None, tokenizer=None) -> Job:
     data_sha = file_sha256(data_dir / "pairs.jsonl")
     judge = None
     if config.filter_pairs:
-        check_judgeable(behavior)
-    if (config.judge or config.filter_pairs) and behavior.judge is not None:
-        judge_dir = judge_data(config, model, tokenizer, behavior, rows, data_sha, base_hash, root, timings)
-        judge = read_json(judge_dir / "summary.json")
-        if config.filter_pairs:
-            rows = read_jsonl(judge_dir / "pairs.jsonl")
-            if not rows:
-                raise DataGateError(f"the judge kept no pair of {pair_counts['pairs']} (threshold {judge['threshold']:.3f} nats); "
-                                    "lower --judge-threshold or run without --filter-pairs")
-            pair_counts = {**check_pairs(rows, config.generation.max_identical_fraction), "before_filter": pair_counts["pairs"]}
-            data_sha = file_sha256(judge_dir / "pairs.jsonl")
+        check_judgeable(behavior, config.pair_judge)
+    if (config.judge or (config.filter_pairs and config.pair_judge == "model")) and behavior.judge is not None:
+        # the model judge's report (rates per sign and persona, agreement with the hand labels), also when another judge
+        # filters; --judge-threshold is in the filtering judge's units, so the report then keeps the default rule
+        reporting = config if config.pair_judge == "model" else replace(config, pair_judge="model", judge_threshold="labels")
+        judge = read_json(judge_data(reporting, model, tokenizer, behavior, rows, data_sha, base_hash, root, timings) / "summary.json")
+    if config.filter_pairs:
+        filter_dir = judge_data(config, model, tokenizer, behavior, rows, data_sha, base_hash, root, timings)  # the same stage for "model"
+        kept = read_json(filter_dir / "summary.json")
+        rows = read_jsonl(filter_dir / "pairs.jsonl")
+        if not rows:
+            raise DataGateError(f"the {config.pair_judge} judge kept no pair of {pair_counts['pairs']} (threshold {kept['threshold']:.3f}); "
+                                "lower --judge-threshold or run without --filter-pairs")
+        pair_counts = {**check_pairs(rows, config.generation.max_identical_fraction), "before_filter": pair_counts["pairs"],
+                       **({} if config.pair_judge == "model" else {"filter": {k: kept[k] for k in ("judge_model", "threshold", "threshold_rule", "rates")}
+                                                                   | {"agreement": kept.get("agreement")}})}
+        data_sha = file_sha256(filter_dir / "pairs.jsonl")
     return Job(config, model, tokenizer, behavior, base_hash, root, rows, data_sha, pair_counts, timings, judge)
 
 
 def judge_data(config: RunConfig, model, tokenizer, behavior, rows: list[dict], data_sha: str, base_hash: str, root: Path,
                timings: dict) -> Path:
-    """The judge stage: judge both responses of every pair with the job's model; write ``judged.jsonl``,
-    ``pairs.jsonl`` (the kept pairs) and ``summary.json`` (behaviour rates per sign / persona / answer word,
-    the threshold, and the judge's agreement with the shipped hand labels when there are any)."""
+    """The judge stage: judge both responses of every pair with ``config.pair_judge`` (the job's model, or the
+    behaviour's judge-free metric); write ``judged.jsonl``, ``pairs.jsonl`` (the kept pairs) and ``summary.json``
+    (behaviour rates per sign / persona / answer word, the threshold, and the judge's agreement with the shipped hand
+    labels when there are any)."""
     labels = load_hand_labels(behavior) if has_hand_labels(behavior) else None
-    key = stable_hash({"data": data_sha, "base": base_hash, "judge": asdict(behavior.judge), "threshold": config.judge_threshold,
-                       "labels": labels})
+    # the model judge's key is as before the metric judge existed, so its archived stages are reused
+    judge = ({"judge": asdict(behavior.judge)} if config.pair_judge == "model"
+             else {"pair_judge": config.pair_judge, "metric": behavior.generation_metric})
+    key = stable_hash({"data": data_sha, "base": base_hash, **judge, "threshold": config.judge_threshold, "labels": labels})
     rule = config.judge_threshold if (config.judge_threshold != "labels" or labels) else "median"
+    scorer = pair_scorer(model, tokenizer, behavior, config.pair_judge)
+    name = "judge" if config.pair_judge == "model" else f"judge-{behavior.generation_metric}"
 
     def compute(directory: Path) -> None:
-        label_scores = judge_logratios(model, tokenizer, behavior, [(r["prompt"], r["response"]) for r in labels]) if labels else None
-        judged, threshold = judge_pairs(model, tokenizer, behavior, rows, rule, labels, label_scores)
+        label_scores = scorer([(r["prompt"], r["response"]) for r in labels]) if labels else None
+        judged, threshold = judge_pairs(scorer, rows, rule, labels, label_scores)
         write_jsonl(directory / "judged.jsonl", judged)
         write_jsonl(directory / "pairs.jsonl", [r for r, j in zip(rows, judged) if j["keep"]])
         summary = {"threshold": threshold, "threshold_rule": rule if rule == config.judge_threshold else f"{rule} (no hand labels)",
-                   "judge_model": config.model, "rates": behavior_rates(rows, judged, behavior)}
+                   "judge_model": config.model if config.pair_judge == "model" else f"{behavior.generation_metric} (judge-free metric)",
+                   "rates": behavior_rates(rows, judged, behavior)}
         if labels:
             agreement = judge_agreement(model, tokenizer, behavior, labels, threshold, label_scores)  # at the threshold used on the data
             summary["agreement"] = {k: v for k, v in agreement.items() if k != "scores"}
             summary["hand_label_rates"] = hand_label_rates(labels)
         write_json(directory / "summary.json", summary)
 
-    return run_stage("judge", root / f"judge-{key}", key, compute, force=config.force, timings=timings)
+    return run_stage(name, root / f"{name}-{key}", key, compute, force=config.force, timings=timings)
 
 
 def _train_dir(root: Path, train: TrainConfig | dict, sign: str, data_sha: str, base_hash: str) -> Path:
@@ -216,6 +228,7 @@ def recipe_dw(job: Job, preset: str) -> DeltaWeights:
     mine = job.config
     config = replace(recipe, behavior=mine.behavior, model=mine.model, out=mine.out, device=mine.device, dtype=mine.dtype,
                      thinking=mine.thinking, judge=mine.judge, judge_threshold=mine.judge_threshold, force=mine.force,
+                     filter_pairs=mine.filter_pairs, pair_judge=mine.pair_judge,
                      generation=replace(recipe.generation, seed=mine.generation.seed, sampler=mine.generation.sampler,
                                         batch_size=mine.generation.batch_size),
                      train=replace(recipe.train, family=mine.train.family, seed=mine.train.seed))

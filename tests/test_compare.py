@@ -245,6 +245,12 @@ def test_seed_summary_shows_each_seed_and_a_t_interval_as_wide_as_their_spread()
     budgets = summarize_seeds([_fake_comparison(0, 0.1), _fake_comparison(1, 0.2, target=2.0), _fake_comparison(1, 0.3)])
     assert [(g["target"], g["seeds"]) for g in budgets] == [(1.0, [0, 1]), (2.0, [1])]  # one table per KL budget
     assert "p95 KL target 2 nat per sign" in render_seed_comparison(budgets)
+    filtered = _fake_comparison_json(0, 0.4)
+    filtered["config"]["filter_pairs"] = "metric"
+    groups = summarize_seeds([_fake_comparison(0, 0.1), ComparisonResult.from_json(filtered)])  # the same seed, other pairs
+    assert [g.get("filter_pairs") for g in groups] == [None, "metric"] and all(g["seeds"] == [0] for g in groups)
+    assert "pairs filtered by the metric judge" in render_seed_comparison(groups[1:])
+    assert "filtered" not in render_seed_comparison(groups[:1])
 
 
 def test_a_method_whose_name_changes_with_the_seed_says_so():

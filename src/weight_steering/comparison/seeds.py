@@ -102,7 +102,8 @@ def summarize_seeds(summaries: list[ComparisonResult]) -> list[dict]:
         summaries: comparison results (:func:`load_comparisons`); the seed of each is its ``config.seed``.
 
     Returns:
-        One dict per behaviour, budget and set of methods: ``behavior``, ``target``, ``methods`` (their keys, where the
+        One dict per behaviour, budget, set of methods and pair filter (``filter_pairs``, present only when the pairs
+        were filtered): ``behavior``, ``target``, ``methods`` (their keys, where the
         behaviour has more than one table; else None), ``seeds``, ``data_seeds``, ``rows`` (``method``, ``name``, ``measure``,
         ``per_seed`` values, ``row_significant`` per seed (its row-level CI excludes 0), ``mean``, ``ci_low``, ``ci_high``,
         ``seed_independent``: the method gave identical values at every seed (the prompt methods), so the interval is
@@ -117,13 +118,13 @@ def summarize_seeds(summaries: list[ComparisonResult]) -> list[dict]:
         SeedSummaryError: two comparisons of one table with the same seed, or with different tolerances, families or models.
     """
 
-    by_run: dict[tuple, list[dict]] = {}  # one table per behaviour, KL budget and set of methods
+    by_run: dict[tuple, list[dict]] = {}  # one table per behaviour, KL budget, set of methods and pair filter
     for summary in summaries:
-        run = (summary.behavior, summary.target, tuple(m.key for m in summary.methods))
+        run = (summary.behavior, summary.target, tuple(m.key for m in summary.methods), summary.config.get("filter_pairs") or "")
         by_run.setdefault(run, []).append(summary)
     several = {behavior for behavior, *_ in by_run if sum(b == behavior for b, *_ in by_run) > 1}
     out = []
-    for (behavior, _, _), group in sorted(by_run.items(), key=lambda item: (item[0][0], item[0][1], item[0][2])):
+    for (behavior, _, _, filter_pairs), group in sorted(by_run.items(), key=lambda item: item[0]):
         group = sorted(group, key=lambda s: s.seed)
         seeds = [s.seed for s in group]
         if len(set(seeds)) != len(seeds):
@@ -182,5 +183,6 @@ def summarize_seeds(summaries: list[ComparisonResult]) -> list[dict]:
                                                                for name in ("cos_caa_pca", "sign_agreement_caa", "sign_agreement_pca")}})
         out.append({"behavior": behavior, "seeds": seeds, "methods": keys if behavior in several else None, "data_seeds": [s.config["data_seed"] for s in group],
                     "target": group[0].config["target"], "rows": rows, "ratios": ratios, "advantages": advantages, "agreement": agreement,
-                    "ood_sets": set_names, "devices": sorted({f"{s.device} {s.dtype}" for s in group})})
+                    "ood_sets": set_names, "devices": sorted({f"{s.device} {s.dtype}" for s in group}),
+                    **({"filter_pairs": filter_pairs} if filter_pairs else {})})
     return out

@@ -3,6 +3,7 @@
 
     python reproduce/followable_tables.py > docs/compare/followable_summary.md
     python reproduce/followable_tables.py --runs recipes > docs/compare/recipes_summary.md   (comparison_recipes.sh)
+    python reproduce/followable_tables.py --runs filtered upbeat > docs/compare/upbeat_filtered_summary.md   (comparison_upbeat_filtered.sh)
 
 Per behaviour and method: the ID and pooled OOD spreads per reply token (Δ at α₊ − Δ at α₋, the sets weighted
 equally) per seed and across seeds, the generalisation ratio OOD / ID per seed and across, dW's paired advantage
@@ -50,18 +51,21 @@ def main() -> None:
     behaviors = args or ("tone", "upbeat")
     if runs == "lora":
         results = [ARCHIVE / b / "compare" / f"lora-seed{s}" for b in behaviors for s in (0, 1, 2)]
+    elif runs == "filtered":  # the same comparison on pairs the metric judge kept (comparison_upbeat_filtered.sh)
+        results = [ARCHIVE / b / "compare" / f"lora-seed{s}-filtered-metric" for b in behaviors for s in (0, 1, 2)]
     else:
         results = [r for b in behaviors for r in sorted((ARCHIVE / b / "compare").glob(f"{runs}-seed*"))]
     results = [r for r in results if r.exists()]
     if not results:
-        raise SystemExit(f"no {runs}-seed* results for {', '.join(behaviors)} under {ARCHIVE}; run the recipe that makes them first")
+        wanted = {"lora": "lora-seed<s>", "filtered": "lora-seed<s>-filtered-metric"}.get(runs, f"{runs}-seed*")
+        raise SystemExit(f"no {wanted} results for {', '.join(behaviors)} under {ARCHIVE}; run the recipe that makes them first")
     groups = summarize_seeds(load_comparisons(results))
     for group in groups:
         rows = {(r["method"], r["measure"]): r for r in group["rows"]}
         adv = {(a["method"], a["measure"]): a for a in group["advantages"]}
         methods = list(dict.fromkeys(r["method"] for r in group["rows"]))
         names = {r["method"]: r["name"] for r in group["rows"]}
-        budget = "" if runs == "lora" else f" at p95 KL = {group['target']:g} nats per sign"
+        budget = {"lora": "", "filtered": " on pairs filtered by VADER"}.get(runs, f" at p95 KL = {group['target']:g} nats per sign")
         print(f"### {group['behavior']}{budget}: seeds {', '.join(map(str, group['seeds']))} ({', '.join(group['devices'])})\n")
         print("| method | ID spread /token | OOD spread /token (sets pooled) | ratio OOD / ID (/token) | dW − method, OOD /token | dW − method, ratio |")
         print("|---|---|---|---|---|---|")
@@ -69,7 +73,7 @@ def main() -> None:
             print(f"| {names[m]} | {cell(rows.get((m, 'id_per_token_spread')))} | {cell(rows.get((m, 'ood_sets_per_token_spread')))} | "
                   f"{cell(rows.get((m, 'generalisation_ratio_per_token')))} | {cell(adv.get((m, 'ood_sets_per_token_spread')))} | "
                   f"{cell(adv.get((m, 'generalisation_ratio_per_token')))} |")
-        if runs != "lora":  # the recipe runs: the answer table only (strengths and costs: wsteer compare-seeds)
+        if runs not in ("lora", "filtered"):  # the recipe runs: the answer table only (strengths and costs: wsteer compare-seeds)
             print()
             continue
         print("\n| method | α₋ / α₊ (across seeds) | audit p95 KL₋ / ₊ | OOD per set /token: " + " / ".join(group["ood_sets"])

@@ -128,7 +128,9 @@ def test_thinking_on_runs_the_main_job_and_is_recorded(tmp_path, monkeypatch):
         set_thinking(tokenizer, False)
     rows = [json.loads(line) for line in next(tmp_path.rglob("data-*/pairs.jsonl")).read_text().splitlines()]
     assert all(r["thinking"] and "answer_positive" in r for r in rows)
-    assert [text for _, text in judged[: 2 * len(rows)]] == [r["answer_positive"] for r in rows] + [r["answer_negative"] for r in rows]
+    # the judge reads the pairs' answers in one call (its hand labels in another, before it)
+    texts, answers = [text for _, text in judged], [r["answer_positive"] for r in rows] + [r["answer_negative"] for r in rows]
+    assert any(texts[i : i + len(answers)] == answers for i in range(len(texts) - len(answers) + 1))
     assert result.dw.metadata["thinking"] is True
     assert json.loads((result.run_dir / "run.json").read_text())["config"]["thinking"] is True
     from weight_steering.core.chat import ChatTemplateError

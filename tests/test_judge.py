@@ -120,6 +120,8 @@ def test_a_job_filtered_by_the_metric_judge_trains_on_the_pairs_it_keeps_and_sti
     rows are exactly the pairs the metric keeps, its data hash is theirs, and ``job.judge`` is still the model judge's
     report. A tiny random model's replies carry no sentiment, so the metric is replaced by one that marks the positive
     reply of every other pair."""
+    from pathlib import Path
+
     from weight_steering.artifacts import file_sha256, read_json, read_jsonl
     from weight_steering.evaluation import generations
     from weight_steering.main_job.config import preset_config
@@ -138,6 +140,16 @@ def test_a_job_filtered_by_the_metric_judge_trains_on_the_pairs_it_keeps_and_sti
     assert job.data_sha == file_sha256(stage / "pairs.jsonl") != plain.data_sha
     assert job.pair_counts["filter"]["judge_model"] == "valence (judge-free metric)" and job.pair_counts["filter"]["threshold"] == 0.5
     assert job.judge == plain.judge == read_json(next(job.root.glob("judge-[0-9a-f]*")) / "summary.json")
+    # the model judge filters with the very stage it reports from: asked for once, its kept pairs are the job's rows
+    from weight_steering.main_job import stages
+
+    asked = []
+    real_judge_data = stages.judge_data
+    monkeypatch.setattr(stages, "judge_data", lambda *a, **k: asked.append(a[0].pair_judge) or real_judge_data(*a, **k))
+    by_model = prepare_job(replace(config, pair_judge="model", judge_threshold="median"), model, tokenizer)
+    assert asked == ["model"]
+    model_stage = by_model.timings["judge"]["dir"]
+    assert by_model.rows == read_jsonl(Path(model_stage) / "pairs.jsonl") and "filter" not in by_model.pair_counts
     monkeypatch.setitem(generations.GENERATION_METRICS, "valence", lambda text: 0.0)
     with pytest.raises(DataGateError, match="metric judge kept no pair"):
         prepare_job(replace(config, judge_threshold=0.25), model, tokenizer)

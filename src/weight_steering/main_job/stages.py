@@ -97,9 +97,10 @@ def prepare_job(config: RunConfig, model=None, tokenizer=None) -> Job:
         # the model judge's report (rates per sign and persona, agreement with the hand labels), also when another judge
         # filters; --judge-threshold is in the filtering judge's units, so the report then keeps the default rule
         reporting = config if config.pair_judge == "model" else replace(config, pair_judge="model", judge_threshold="labels")
-        judge = read_json(judge_data(reporting, model, tokenizer, behavior, rows, data_sha, base_hash, root, timings) / "summary.json")
-    if config.filter_pairs:
-        filter_dir = judge_data(config, model, tokenizer, behavior, rows, data_sha, base_hash, root, timings)  # the same stage for "model"
+        judge_dir = judge_data(reporting, model, tokenizer, behavior, rows, data_sha, base_hash, root, timings)
+        judge = read_json(judge_dir / "summary.json")
+    if config.filter_pairs:  # the model judge filters with the stage it reported from
+        filter_dir = judge_dir if config.pair_judge == "model" else judge_data(config, model, tokenizer, behavior, rows, data_sha, base_hash, root, timings)
         kept = read_json(filter_dir / "summary.json")
         rows = read_jsonl(filter_dir / "pairs.jsonl")
         if not rows:

@@ -5,12 +5,18 @@
 # threshold best reproducing the 96 hand labels, compound > 0.87). Otherwise exactly the followable comparison
 # (reproduce/comparison_followable.sh) at p95 KL = 1 nat, with CAA on all layers as well, at seeds 0-2; the prompt arms
 # are the unfiltered run's (they do not depend on the pairs) and are reused. Results: lora-seed<s>-filtered-metric
-# beside the unfiltered lora-seed<s> in docs/compare/archive/smollm2-135m-instruct/upbeat/compare. SEEDS runs a subset.
+# beside the unfiltered lora-seed<s> in docs/compare/archive/smollm2-135m-instruct/upbeat/compare. The filter makes the
+# pairs purer and fewer at once, so each seed also runs its size control (--size-control): as many pairs as VADER keeps,
+# drawn at random from all of them (lora-seed<s>-filtered-metric-sizecontrol). SEEDS and RUNS ("filtered sizecontrol")
+# run a subset.
 set -euo pipefail
 W=.venv/bin/wsteer
 for seed in ${SEEDS:-0 1 2}; do
-  /usr/bin/time -f "compare upbeat filtered seed $seed: %e s, peak RSS %M KB" \
-    $W compare --behavior upbeat --seed "$seed" --filter-pairs metric --methods dW,persona,engineered,caa_slice,caa_all \
-    --curve-fractions '' --dilemma-limit 64 --archive docs/compare/archive
+  for run in ${RUNS:-filtered sizecontrol}; do
+    /usr/bin/time -f "compare upbeat $run seed $seed: %e s, peak RSS %M KB" \
+      $W compare --behavior upbeat --seed "$seed" --filter-pairs metric $([ "$run" = sizecontrol ] && echo --size-control) \
+      --methods dW,persona,engineered,caa_slice,caa_all --curve-fractions '' --dilemma-limit 64 --archive docs/compare/archive
+  done
 done
-$W compare-seeds docs/compare/archive/smollm2-135m-instruct/upbeat/compare/lora-seed{0,1,2}-filtered-metric > docs/compare/upbeat_filtered_seeds.md
+# one table for the filtered pairs and one for their size control, per-seed values and t-intervals over the seeds run
+$W compare-seeds docs/compare/archive/smollm2-135m-instruct/upbeat/compare/lora-seed*-filtered-metric* > docs/compare/upbeat_filtered_seeds.md

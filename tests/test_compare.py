@@ -97,6 +97,8 @@ def test_bad_comparison_input_is_refused(tiny, tmp_path, monkeypatch):
         check_config(_config(tmp_path, generation_tokens=0))
     with pytest.raises(CompareError, match="--filter-pairs names the pair judge"):
         check_config(_config(tmp_path, filter_pairs="vader"))
+    with pytest.raises(CompareError, match="--size-control draws as many random pairs"):
+        check_config(_config(tmp_path, size_control=True))
 
 
 def test_ratio_ci_pairs_rows():
@@ -137,6 +139,9 @@ def test_comparison_seed_sets_the_data_seed_unless_fixed(tiny, tmp_path, monkeyp
     # a filtered comparison keeps its own result, and an unfiltered one's record has no filter field (archived bytes kept)
     assert compare.result_name(_config(tmp_path, seed=2, filter_pairs="metric", target=1.0)) == "lora-seed2-filtered-metric"
     assert "filter_pairs" not in compare.config_record(_config(tmp_path)) and compare.config_record(_config(tmp_path, filter_pairs="model"))["filter_pairs"] == "model"
+    control = _config(tmp_path, seed=2, filter_pairs="metric", size_control=True, target=1.0)
+    assert compare.result_name(control) == "lora-seed2-filtered-metric-sizecontrol" and compare.config_record(control)["size_control"]
+    assert "size_control" not in compare.config_record(_config(tmp_path, filter_pairs="metric"))
 
 
 @pytest.mark.slow  # an end-to-end job on the tiny model
@@ -251,6 +256,11 @@ def test_seed_summary_shows_each_seed_and_a_t_interval_as_wide_as_their_spread()
     assert [g.get("filter_pairs") for g in groups] == [None, "metric"] and all(g["seeds"] == [0] for g in groups)
     assert "pairs filtered by the metric judge" in render_seed_comparison(groups[1:])
     assert "filtered" not in render_seed_comparison(groups[:1])
+    control = _fake_comparison_json(0, 0.5)
+    control["config"] |= {"filter_pairs": "metric", "size_control": True}
+    groups = summarize_seeds([ComparisonResult.from_json(filtered), ComparisonResult.from_json(control)])
+    assert [g.get("size_control") for g in groups] == [None, True]  # the filter and its size control: two tables
+    assert "random pairs, as many as the metric judge keeps" in render_seed_comparison(groups[1:])
 
 
 def test_a_method_whose_name_changes_with_the_seed_says_so():

@@ -150,6 +150,21 @@ def test_a_job_filtered_by_the_metric_judge_trains_on_the_pairs_it_keeps_and_sti
     assert asked == ["model"]
     model_stage = by_model.timings["judge"]["dir"]
     assert by_model.rows == read_jsonl(Path(model_stage) / "pairs.jsonl") and "filter" not in by_model.pair_counts
+    # the size control: as many pairs as the metric judge keeps, drawn at random from all of them, in their order
+    control = prepare_job(replace(config, size_control=True), model, tokenizer)
+    [control_stage] = list(job.root.glob("control-*"))
+    assert len(control.rows) == len(expected) and control.rows != expected
+    assert control.rows == [r for r in plain.rows if r in control.rows]
+    assert control.data_sha == file_sha256(control_stage / "pairs.jsonl") not in (job.data_sha, plain.data_sha)
+    assert "size_control" in control.pair_counts and control.pair_counts["before_filter"] == len(plain.rows)
+    again = stages.size_control_data(plain.rows, len(expected), plain.data_sha, 0, tmp_path / "again", False, {})
+    other = stages.size_control_data(plain.rows, len(expected), plain.data_sha, 1, tmp_path / "again", False, {})
+    assert read_jsonl(again / "pairs.jsonl") == control.rows != read_jsonl(other / "pairs.jsonl")  # seeded, and by the seed
+    n = len(plain.rows)
+    with pytest.raises(DataGateError, match=f"size control draws {n + 1} pairs but the data has {n}"):
+        stages.size_control_data(plain.rows, n + 1, plain.data_sha, 0, tmp_path, False, {})
+    with pytest.raises(ValueError, match="needs filter_pairs"):
+        preset_config("smoke", behavior="upbeat", size_control=True)
     monkeypatch.setitem(generations.GENERATION_METRICS, "valence", lambda text: 0.0)
     with pytest.raises(DataGateError, match="metric judge kept no pair"):
         prepare_job(replace(config, judge_threshold=0.25), model, tokenizer)

@@ -50,6 +50,7 @@ def run(
     judge: bool = typer.Option(True, help="judge the generated responses for the behaviour (behaviour rate per sign)"),
     judge_threshold: str = typer.Option("labels", help="judge threshold (nats of log-odds; the metric's units with --pair-judge metric), 'labels' (calibrated on the shipped hand labels) or 'median'"),
     pair_judge: str = typer.Option("model", help="what judges the data: model (the behaviour's Yes/No judge asked of the model) or metric (its judge-free generation metric, e.g. VADER for upbeat)"),
+    size_control: bool = typer.Option(False, "--size-control", help="with --filter-pairs: train on as many pairs as the judge keeps, drawn at random from all of them (the filter's size without its purity)"),
     sampler: Sampler = "cached",
     device: Device = None,
     dtype: Dtype = None,
@@ -69,7 +70,7 @@ def run(
         config = preset_config(
             preset, behavior=behavior, model=model, alphas=parse_alphas(alphas), dilemma_limit=dilemma_limit, out=out, force=force,
             filter_pairs=filter_pairs, judge=judge, judge_threshold=parse_threshold(judge_threshold), pair_judge=pair_judge,
-            device=device, dtype=dtype, thinking=thinking,
+            size_control=size_control, device=device, dtype=dtype, thinking=thinking,
             generation={k: v for k, v in generation.items() if v is not None}, train={k: v for k, v in train.items() if v is not None},
         )
         result = run_main_job(config, command="wsteer " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
@@ -172,6 +173,7 @@ def compare(
     name: str = typer.Option(None, help="the result folder's name (default <family>-seed<s>[-kl<target>]): keep a run with other methods apart"),
     dw_only: bool = typer.Option(False, "--dw-only", help="only restore the archived stages and train (or reuse) the dW; print its folder and stop"),
     filter_pairs: str = typer.Option(None, help="train dW and read the activation contrast only on pairs this judge keeps: model or metric (default: every pair)"),
+    size_control: bool = typer.Option(False, "--size-control", help="with --filter-pairs: as many pairs as the judge keeps, drawn at random from all of them (the filter's size without its purity)"),
     sampler: Sampler = "cached",
     device: Device = None,
     dtype: Dtype = None,
@@ -190,7 +192,7 @@ def compare(
                                methods=all_methods() if methods == "all" else tuple(split_list(methods)), target=target,
                                tolerance=tolerance, n_tokens=n_tokens, curve_fractions=fractions, s_space_rank=s_space_rank,
                                dilemma_limit=dilemma_limit, prompt_limit=prompt_limit, generation_tokens=generation_tokens, out=out,
-                               archive=archive, name=name, filter_pairs=filter_pairs)
+                               archive=archive, name=name, filter_pairs=filter_pairs, size_control=size_control)
         job_config = preset_config(generation=sampler_settings(sampler), device=device, dtype=dtype)
         if dw_only:
             typer.echo(str(comparison_dw(config, job_config=job_config)))

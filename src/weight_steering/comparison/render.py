@@ -165,7 +165,10 @@ def render_seed_comparison(groups: list[dict]) -> str:
     for group in groups:
         seeds = group["seeds"]
         methods = f"; methods {', '.join(group['methods'])}" if group.get("methods") else ""
-        methods += f"; pairs filtered by the {group['filter_pairs']} judge" if group.get("filter_pairs") else ""
+        if group.get("size_control"):
+            methods += f"; random pairs, as many as the {group['filter_pairs']} judge keeps (the filter's size control)"
+        elif group.get("filter_pairs"):
+            methods += f"; pairs filtered by the {group['filter_pairs']} judge"
         lines += [f"### {group['behavior']}: seeds {', '.join(map(str, seeds))} (p95 KL target {group['target']:g} nat per sign; "
                   f"{', '.join(group.get('devices', []))}{methods})", "",
                   "Per-seed values; `*` where that seed's 95% CI over rows excludes 0. Across seeds: mean with a Student-t 95% interval "

@@ -53,7 +53,7 @@ METHODS = COMPARISON_METHODS  # key -> how it is built and what it is (methods.r
 
 
 # main-job stages small enough to archive (the adapters and dW are retrained instead)
-JOB_STAGES = ("data-", "judge-", "eval-base-")
+JOB_STAGES = ("data-", "judge-", "control-", "eval-base-")
 # the calibration search, in stage keys: results made by another search are recomputed
 CALIBRATION_SEARCH = "power-law secant"
 
@@ -94,6 +94,8 @@ class CompareConfig:
         filter_pairs: ``None`` (every pair) or the pair judge (``"model"``, ``"metric"``;
             :func:`weight_steering.evaluation.judge.pair_scorer`) whose kept pairs train dW (both recipes) and give the
             activation methods their contrast (Fierro & Roger 2025 §3).
+        size_control: with ``filter_pairs``, as many pairs as that judge keeps, drawn at random from all of them, in
+            place of the kept ones (:func:`weight_steering.main_job.stages.size_control_data`): the filter's size without its purity.
     """
 
     behavior: str = "honesty"
@@ -116,6 +118,7 @@ class CompareConfig:
     archive: str | None = None
     name: str | None = None
     filter_pairs: str | None = None
+    size_control: bool = False
 
 
 def check_config(config: CompareConfig) -> None:
@@ -137,6 +140,8 @@ def check_config(config: CompareConfig) -> None:
         raise CompareError(f"--name must be a plain folder name (no '/', not starting with '.'); got {config.name!r}")
     if config.filter_pairs is not None and config.filter_pairs not in PAIR_JUDGES:
         raise CompareError(f"--filter-pairs names the pair judge: one of {', '.join(PAIR_JUDGES)}; got {config.filter_pairs!r}")
+    if config.size_control and config.filter_pairs is None:
+        raise CompareError("--size-control draws as many random pairs as a pair judge keeps; name the judge with --filter-pairs")
     if not (isinstance(config.generation_tokens, int) and config.generation_tokens >= 1):
         raise CompareError(f"--generation-tokens must be an integer ≥ 1; got {config.generation_tokens!r}")
 
@@ -188,7 +193,7 @@ def _prepare(config: CompareConfig, loaded, job_config, used: set[Path]):
 
     run_config = job_config or preset_config()
     if config.filter_pairs is not None:
-        run_config = replace(run_config, filter_pairs=True, pair_judge=config.filter_pairs)
+        run_config = replace(run_config, filter_pairs=True, pair_judge=config.filter_pairs, size_control=config.size_control)
     run_config = replace(run_config, behavior=config.behavior, model=config.model, dilemma_limit=config.dilemma_limit, out=config.out,
                          train=replace(run_config.train, family=config.family, seed=config.seed),
                          generation=replace(run_config.generation, seed=config.seed if config.data_seed is None else config.data_seed))
@@ -348,20 +353,22 @@ def _run_comparison(config: CompareConfig, loaded, command: str, job_config, use
 
 
 def config_record(config: CompareConfig) -> dict:
-    """The config as recorded in ``comparison.json`` and in the result's key; ``name`` and ``filter_pairs`` only when
-    set, so results made before the options existed keep their bytes."""
-    return {k: v for k, v in asdict(config).items() if not (k in ("name", "filter_pairs") and v is None)}
+    """The config as recorded in ``comparison.json`` and in the result's key; ``name``, ``filter_pairs`` and
+    ``size_control`` only when set, so results made before the options existed keep their bytes."""
+    return {k: v for k, v in asdict(config).items() if not ((k in ("name", "filter_pairs") and v is None) or (k == "size_control" and not v))}
 
 
 def result_name(config: CompareConfig) -> str:
     """The folder name of one comparison's result: ``<family>-seed<s>``, with ``-data<d>`` when the data seed is fixed
-    apart, ``-kl<target>`` at a KL budget other than 1 nat and ``-filtered-<judge>`` on filtered pairs."""
+    apart, ``-kl<target>`` at a KL budget other than 1 nat, ``-filtered-<judge>`` on filtered pairs and
+    ``-sizecontrol`` on their size control."""
     if config.name is not None:
         return config.name
     fixed = config.data_seed is not None and config.data_seed != config.seed
     return (f"{config.family}-seed{config.seed}" + (f"-data{config.data_seed}" if fixed else "")
             + (f"-kl{config.target:g}" if config.target != 1.0 else "")
-            + (f"-filtered-{config.filter_pairs}" if config.filter_pairs else ""))
+            + (f"-filtered-{config.filter_pairs}" if config.filter_pairs else "")
+            + ("-sizecontrol" if config.size_control else ""))
 
 
 def _audit(method, key, label, alpha, identity, prompts, root, measure, config) -> dict:

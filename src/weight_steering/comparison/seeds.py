@@ -103,7 +103,7 @@ def summarize_seeds(summaries: list[ComparisonResult]) -> list[dict]:
 
     Returns:
         One dict per behaviour, budget, set of methods and pair filter (``filter_pairs``, present only when the pairs
-        were filtered): ``behavior``, ``target``, ``methods`` (their keys, where the
+        were filtered, and ``size_control``, only when a random subset of its size replaced them): ``behavior``, ``target``, ``methods`` (their keys, where the
         behaviour has more than one table; else None), ``seeds``, ``data_seeds``, ``rows`` (``method``, ``name``, ``measure``,
         ``per_seed`` values, ``row_significant`` per seed (its row-level CI excludes 0), ``mean``, ``ci_low``, ``ci_high``,
         ``seed_independent``: the method gave identical values at every seed (the prompt methods), so the interval is
@@ -120,11 +120,12 @@ def summarize_seeds(summaries: list[ComparisonResult]) -> list[dict]:
 
     by_run: dict[tuple, list[dict]] = {}  # one table per behaviour, KL budget, set of methods and pair filter
     for summary in summaries:
-        run = (summary.behavior, summary.target, tuple(m.key for m in summary.methods), summary.config.get("filter_pairs") or "")
+        run = (summary.behavior, summary.target, tuple(m.key for m in summary.methods), summary.config.get("filter_pairs") or "",
+               bool(summary.config.get("size_control")))
         by_run.setdefault(run, []).append(summary)
     several = {behavior for behavior, *_ in by_run if sum(b == behavior for b, *_ in by_run) > 1}
     out = []
-    for (behavior, _, _, filter_pairs), group in sorted(by_run.items(), key=lambda item: item[0]):
+    for (behavior, _, _, filter_pairs, size_control), group in sorted(by_run.items(), key=lambda item: item[0]):
         group = sorted(group, key=lambda s: s.seed)
         seeds = [s.seed for s in group]
         if len(set(seeds)) != len(seeds):
@@ -184,5 +185,5 @@ def summarize_seeds(summaries: list[ComparisonResult]) -> list[dict]:
         out.append({"behavior": behavior, "seeds": seeds, "methods": keys if behavior in several else None, "data_seeds": [s.config["data_seed"] for s in group],
                     "target": group[0].config["target"], "rows": rows, "ratios": ratios, "advantages": advantages, "agreement": agreement,
                     "ood_sets": set_names, "devices": sorted({f"{s.device} {s.dtype}" for s in group}),
-                    **({"filter_pairs": filter_pairs} if filter_pairs else {})})
+                    **({"filter_pairs": filter_pairs} if filter_pairs else {}), **({"size_control": True} if size_control else {})})
     return out

@@ -38,6 +38,8 @@ class RunConfig:
         judge_threshold: the judge's threshold in its units (nats of log-odds; the metric's for ``pair_judge="metric"``),
             ``"labels"`` (calibrated on the behaviour's shipped hand labels; a behaviour without them uses
             ``"median"``, recorded as such), or ``"median"``.
+        size_control: with ``filter_pairs``, train instead on as many pairs as the judge keeps, drawn at random (with the
+            data seed) from all of them: the control that tells the filter's purity from its smaller size.
         pair_judge: what judges the data (:func:`weight_steering.evaluation.judge.pair_scorer`): ``"model"`` (the
             behaviour's Yes/No judge asked of the job's model) or ``"metric"`` (its judge-free ``generation_metric``).
         device, dtype: where and in which precision the model is loaded (:func:`weight_steering.core.models.load_model`;
@@ -62,6 +64,7 @@ class RunConfig:
     filter_pairs: bool = False
     judge_threshold: float | str = "labels"
     pair_judge: str = "model"
+    size_control: bool = False
     device: str | None = None
     dtype: str | None = None
     thinking: bool = False
@@ -77,6 +80,9 @@ class RunConfig:
         check_number("run", "max_length", self.max_length, minimum=8, integer=True)
         for alpha in self.alphas:
             check_number("run", "alphas", alpha)
+        if self.size_control and not self.filter_pairs:
+            raise ValueError("run.size_control draws as many random pairs as the pair judge keeps, so it needs filter_pairs; "
+                             "turn on filter_pairs (--filter-pairs) or drop size_control (--size-control)")
         if self.pair_judge not in PAIR_JUDGES:
             raise ValueError(f"run.pair_judge must be one of {', '.join(PAIR_JUDGES)}; got {self.pair_judge!r}")
         if self.judge_threshold not in ("median", "labels"):

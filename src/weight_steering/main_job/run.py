@@ -85,7 +85,7 @@ def run_main_job(config: RunConfig, model=None, tokenizer=None, command: str | N
         with steer(job.model, dw, alpha):
             generations.append({"alpha": alpha, "prompt": prompt, "text": generate_text(job.model, job.tokenizer, prompt, 60)})
     timings = job.timings
-    run_dir = job.root / f"{train.family}-seed{train.seed}{'-filtered' if config.filter_pairs else ''}"
+    run_dir = job.root / f"{train.family}-seed{train.seed}{'-filtered' if config.filter_pairs else ''}{'-sizecontrol' if config.size_control else ''}"
     timings["generations + report"] = {"seconds": time.perf_counter() - t0, "reused": False, "dir": str(run_dir)}
     timings["total"] = {"seconds": time.perf_counter() - started, "reused": False, "dir": ""}
     run_info = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -102,14 +103,20 @@ def prepare_job(config: RunConfig, model=None, tokenizer=None) -> Job:
     if config.filter_pairs:  # the model judge filters with the stage it reported from
         filter_dir = judge_dir if config.pair_judge == "model" else judge_data(config, model, tokenizer, behavior, rows, data_sha, base_hash, root, timings)
         kept = read_json(filter_dir / "summary.json")
-        rows = read_jsonl(filter_dir / "pairs.jsonl")
+        all_rows, rows = rows, read_jsonl(filter_dir / "pairs.jsonl")
         if not rows:
             raise DataGateError(f"the {config.pair_judge} judge kept no pair of {pair_counts['pairs']} (threshold {kept['threshold']:.3f}); "
                                 "lower --judge-threshold or run without --filter-pairs")
+        pairs_dir = filter_dir
+        if config.size_control:  # as many pairs as the judge kept, drawn at random from all of them
+            pairs_dir = size_control_data(all_rows, len(rows), data_sha, config.generation.seed, root, config.force, timings)
+            rows = read_jsonl(pairs_dir / "pairs.jsonl")
         pair_counts = {**check_pairs(rows, config.generation.max_identical_fraction), "before_filter": pair_counts["pairs"],
                        **({} if config.pair_judge == "model" else {"filter": {k: kept[k] for k in ("judge_model", "threshold", "threshold_rule", "rates")}
-                                                                   | {"agreement": kept.get("agreement")}})}
-        data_sha = file_sha256(filter_dir / "pairs.jsonl")
+                                                                   | {"agreement": kept.get("agreement")}}),
+                       **({"size_control": f"{len(rows)} pairs drawn at random (data seed {config.generation.seed}) in place of "
+                                           f"the {config.pair_judge} judge's kept pairs"} if config.size_control else {})}
+        data_sha = file_sha256(pairs_dir / "pairs.jsonl")
     return Job(config, model, tokenizer, behavior, base_hash, root, rows, data_sha, pair_counts, timings, judge)
 
 
@@ -145,6 +152,25 @@ def judge_data(config: RunConfig, model, tokenizer, behavior, rows: list[dict], 
     return run_stage(name, root / f"{name}-{key}", key, compute, force=config.force, timings=timings)
 
 
+def size_control_data(rows: list[dict], n: int, data_sha: str, seed: int, root: Path, force: bool, timings: dict) -> Path:
+    """The size control of a pair filter: a stage ``control-<key>/pairs.jsonl`` holding ``n`` of ``rows`` drawn
+    uniformly without replacement with ``random.Random(seed)``, in their original order. Trained on in place of the
+    filter's ``n`` kept pairs, it changes the data's size as the filter does but not its purity.
+
+    Raises:
+        DataGateError: ``n`` outside 1..len(rows).
+    """
+    if not 1 <= n <= len(rows):
+        raise DataGateError(f"the size control draws {n} pairs but the data has {len(rows)}; it needs 1 to {len(rows)}")
+    key = stable_hash({"data": data_sha, "n": n, "seed": seed})
+
+    def compute(directory: Path) -> None:
+        picked = sorted(random.Random(seed).sample(range(len(rows)), n))
+        write_jsonl(directory / "pairs.jsonl", [rows[i] for i in picked])
+
+    return run_stage("size control", root / f"control-{key}", key, compute, force=force, timings=timings)
+
+
 def _train_dir(root: Path, train: TrainConfig | dict, sign: str, data_sha: str, base_hash: str) -> Path:
     """Where :func:`dw_stage` keeps one sign's adapter: the name hashes the data, the training config (as
     :func:`~weight_steering.core.adapters.train_key` gives it) and the base."""
@@ -169,7 +195,7 @@ def pairs_of(dw_dir: Path) -> list[dict] | None:
     """The generated pairs (``pairs.jsonl`` rows) a dW stage was trained on, found next to it by the
     SHA-256 in its metadata, or None if they are not on disk there."""
     wanted = load_dw(Path(dw_dir) / "dW.safetensors").metadata.get("data_sha256")
-    for path in sorted([*Path(dw_dir).parent.glob("data-*/pairs.jsonl"), *Path(dw_dir).parent.glob("judge-*/pairs.jsonl")]):
+    for path in sorted(p for stage in ("data", "judge", "control") for p in Path(dw_dir).parent.glob(f"{stage}-*/pairs.jsonl")):
         if wanted and stage_is_finished(path.parent) and file_sha256(path) == wanted:
             return read_jsonl(path)
     return None
@@ -229,7 +255,7 @@ def recipe_dw(job: Job, preset: str) -> DeltaWeights:
     mine = job.config
     config = replace(recipe, behavior=mine.behavior, model=mine.model, out=mine.out, device=mine.device, dtype=mine.dtype,
                      thinking=mine.thinking, judge=mine.judge, judge_threshold=mine.judge_threshold, force=mine.force,
-                     filter_pairs=mine.filter_pairs, pair_judge=mine.pair_judge,
+                     filter_pairs=mine.filter_pairs, pair_judge=mine.pair_judge, size_control=mine.size_control,
                      generation=replace(recipe.generation, seed=mine.generation.seed, sampler=mine.generation.sampler,
                                         batch_size=mine.generation.batch_size),
                      train=replace(recipe.train, family=mine.train.family, seed=mine.train.seed))

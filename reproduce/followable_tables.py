@@ -7,7 +7,7 @@
 
 Per behaviour and method: the ID and pooled OOD spreads per reply token (Δ at α₊ − Δ at α₋, the sets weighted
 equally) per seed and across seeds, the generalisation ratio OOD / ID per seed and across, dW's paired advantage
-(dW − method per seed) on the OOD spread and on the ratio, the change of the neutral reference answers' NLL at each
+(dW − method per seed; also dW (paper recipe) − method where the run has it) on the OOD spread and on the ratio, the change of the neutral reference answers' NLL at each
 calibrated strength, and the generation scores (judge-free metric and judged rate, OOD prompts). Intervals are
 Student-t over the seeds; a prompt method is the same at every seed, so its interval is its row-level CI (marked
 "rows").
@@ -62,17 +62,22 @@ def main() -> None:
     groups = summarize_seeds(load_comparisons(results))
     for group in groups:
         rows = {(r["method"], r["measure"]): r for r in group["rows"]}
-        adv = {(a["method"], a["measure"]): a for a in group["advantages"]}
+        adv = {(a["method"], a["measure"]): a for a in group["advantages"] if a["reference"] == "dW"}
+        paper = {(a["method"], a["measure"]): a for a in group["advantages"] if a["reference"] == "dW_paper"}
         methods = list(dict.fromkeys(r["method"] for r in group["rows"]))
         names = {r["method"]: r["name"] for r in group["rows"]}
         budget = {"lora": "", "filtered": " on pairs filtered by VADER"}.get(runs, f" at p95 KL = {group['target']:g} nats per sign")
         print(f"### {group['behavior']}{budget}: seeds {', '.join(map(str, group['seeds']))} ({', '.join(group['devices'])})\n")
-        print("| method | ID spread /token | OOD spread /token (sets pooled) | ratio OOD / ID (/token) | dW − method, OOD /token | dW − method, ratio |")
-        print("|---|---|---|---|---|---|")
+        # with the paper-recipe dW in the run, its paired advantage over each method too
+        extra = ((" | dW (paper) − method, OOD /token | dW (paper) − method, ratio", "---|---|"),) if paper else ()
+        print("| method | ID spread /token | OOD spread /token (sets pooled) | ratio OOD / ID (/token) | dW − method, OOD /token | dW − method, ratio"
+              + "".join(e[0] for e in extra) + " |")
+        print("|---|---|---|---|---|---|" + "".join(e[1] for e in extra))
         for m in methods:
+            paper_cells = f" {cell(paper.get((m, 'ood_sets_per_token_spread')))} | {cell(paper.get((m, 'generalisation_ratio_per_token')))} |" if paper else ""
             print(f"| {names[m]} | {cell(rows.get((m, 'id_per_token_spread')))} | {cell(rows.get((m, 'ood_sets_per_token_spread')))} | "
                   f"{cell(rows.get((m, 'generalisation_ratio_per_token')))} | {cell(adv.get((m, 'ood_sets_per_token_spread')))} | "
-                  f"{cell(adv.get((m, 'generalisation_ratio_per_token')))} |")
+                  f"{cell(adv.get((m, 'generalisation_ratio_per_token')))} |" + paper_cells)
         if runs not in ("lora", "filtered"):  # the recipe runs: the answer table only (strengths and costs: wsteer compare-seeds)
             print()
             continue

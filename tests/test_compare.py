@@ -407,3 +407,22 @@ def test_every_archived_comparison_reads_and_renders_the_same_after_a_round_trip
         result = read_comparison(path)
         again = ComparisonResult.from_json(json.loads(json.dumps(result.to_json())))
         assert render_comparison(again) == render_comparison(result), path
+
+
+def test_each_weight_steering_dw_gets_its_paired_advantage_over_the_other_methods():
+    """On an archived six-method run (tone, seed 0, 1 nat): dW − method and dW (paper recipe) − method per seed, each
+    equal to the difference of the two methods' OOD spreads; dW_paper − dW is not repeated (dW − dW_paper is there)."""
+    from weight_steering.comparison.render import render_seed_comparison
+    from weight_steering.comparison.seeds import summarize_seeds
+
+    run = Path(__file__).resolve().parents[1] / "docs/compare/archive/smollm2-135m-instruct/tone/compare/recipes-seed0-kl1"
+    [summary] = load_comparisons([run])
+    [group] = summarize_seeds([summary])
+    measure = "ood_sets_per_token_spread"
+    by = {(a["reference"], a["method"]): a for a in group["advantages"] if a["measure"] == measure}
+    ood = {m.key: m.effects.mean("ood_sets_per_token", "spread") for m in summary.methods}
+    assert by[("dW_paper", "caa_all")]["per_seed"] == pytest.approx([ood["dW_paper"] - ood["caa_all"]])
+    assert by[("dW", "dW_paper")]["per_seed"] == pytest.approx([ood["dW"] - ood["dW_paper"]])
+    assert ("dW_paper", "dW") not in by and ("dW_paper", "dW_paper") not in by
+    assert {m for r, m in by if r == "dW_paper"} == {"persona", "engineered", "caa_slice", "caa_all"}
+    assert "dW (paper recipe) minus each method, paired by seed" in render_seed_comparison([group])

@@ -186,12 +186,14 @@ def render_seed_comparison(groups: list[dict]) -> str:
             for row in group["ratios"]:
                 lines.append(f"| {row['measure']} | {row['method']} | " + " | ".join(f"{v:+.2f}" for v in row["per_seed"])
                              + f" | {seed_text(row, 2)} |")
-        if group.get("advantages"):
-            lines += ["", "dW minus each method, paired by seed (the seed is the unit; a prompt method is the same at every seed, so its "
-                      "interval holds dW's seed-to-seed spread only):", "",
-                      "| measure | dW − method | " + " | ".join(f"seed {s}" for s in seeds) + " | across seeds [t 95%] |",
+        for reference in dict.fromkeys(row["reference"] for row in group.get("advantages", [])):
+            rows = [row for row in group["advantages"] if row["reference"] == reference]
+            label = "dW" if reference == "dW" else rows[0]["reference_name"]
+            lines += ["", f"{label} minus each method, paired by seed (the seed is the unit; a prompt method is the same at every seed, so its "
+                      f"interval holds {label}'s seed-to-seed spread only):", "",
+                      f"| measure | {label} − method | " + " | ".join(f"seed {s}" for s in seeds) + " | across seeds [t 95%] |",
                       "|---|---|" + "---|" * len(seeds) + "---|"]
-            for row in group["advantages"]:
+            for row in rows:
                 lines.append(f"| {ADVANTAGE_LABELS.get(row['measure'], row['measure'])} | {row['name']} | "
                              + " | ".join(f"{v:+.3f}" for v in row["per_seed"]) + f" | {seed_text(row)} |")
         if group["agreement"]:

@@ -29,6 +29,7 @@ PAIR_SEED_MEASURES = (("alpha", "minus"), ("alpha", "plus"), ("audit_p95", "minu
 
 
 # dW against each other method, per seed (dW − method): the OOD effect and the generalisation ratio
+WEIGHT_METHODS = ("dW", "dW_paper")  # the weight-steering methods whose paired advantage over the others is reported
 ADVANTAGE_MEASURES = (("ood_sets_per_token", "spread"), ("ood_sets", "spread"), ("generalisation_ratio_per_token", None),
                       ("gen_ood_metric", "spread"))
 
@@ -108,9 +109,9 @@ def summarize_seeds(summaries: list[ComparisonResult]) -> list[dict]:
         ``per_seed`` values, ``row_significant`` per seed (its row-level CI excludes 0), ``mean``, ``ci_low``, ``ci_high``,
         ``seed_independent``: the method gave identical values at every seed (the prompt methods), so the interval is
         its row-level 95% CI rather than a t-interval over seeds),
-        ``ratios`` (dW's spread over each method's, per seed and across), ``advantages`` (behaviours with OOD sets: dW's
-        value minus each method's per seed, :data:`ADVANTAGE_MEASURES`, with a t-interval over seeds: the paired
-        difference) and ``agreement`` (per seed: cos(CAA, PCA) and the per-pair sign agreement of both directions,
+        ``ratios`` (dW's spread over each method's, per seed and across), ``advantages`` (behaviours with OOD sets: the
+        ``reference`` dW's value (each of :data:`WEIGHT_METHODS` present) minus each other method's per seed,
+        :data:`ADVANTAGE_MEASURES`, with a t-interval over seeds: the paired difference) and ``agreement`` (per seed: cos(CAA, PCA) and the per-pair sign agreement of both directions,
         averaged over the slice layers). For behaviours with OOD sets the rows also hold the generalisation ratio
         OOD spread / ID spread per seed (per reply token, and summed).
 
@@ -161,18 +162,20 @@ def summarize_seeds(summaries: list[ComparisonResult]) -> list[dict]:
             values = [next((r["ratio"] for r in s.ratios if (r["measure"], r["method"]) == (measure, method)), float("nan")) for s in group]
             ratios.append({"measure": measure, "method": method, **seed_summary(values)})
         advantages = []
-        if set_names and "dW" in keys:
-            dw_index = keys.index("dW")
+        # each weight-steering dW (the default recipe's, then the paper recipe's) minus every other method, paired by seed
+        for reference in [k for k in WEIGHT_METHODS if k in keys] if set_names else []:
+            ref_index = keys.index(reference)
             for metric, arm in ADVANTAGE_MEASURES:
-                dw_values = np.array([_method_value(s.methods[dw_index], metric, arm) for s in group])
-                if np.isnan(dw_values).all():
+                ref_values = np.array([_method_value(s.methods[ref_index], metric, arm) for s in group])
+                if np.isnan(ref_values).all():
                     continue
                 for index, key in enumerate(keys):
-                    if key == "dW":
+                    if key in WEIGHT_METHODS[:WEIGHT_METHODS.index(reference) + 1]:  # itself, and dW − dW_paper is already there
                         continue
-                    values = dw_values - np.array([_method_value(s.methods[index], metric, arm) for s in group])
-                    advantages.append({"measure": measure_name(metric, arm), "method": key, "name": method_label([s.methods[index].name for s in group]),
-                                       **seed_summary(values)})
+                    values = ref_values - np.array([_method_value(s.methods[index], metric, arm) for s in group])
+                    advantages.append({"reference": reference, "reference_name": method_label([s.methods[ref_index].name for s in group]),
+                                       "measure": measure_name(metric, arm), "method": key,
+                                       "name": method_label([s.methods[index].name for s in group]), **seed_summary(values)})
         agreement = []
         for s in group:
             pca = s.method("pca_slice")

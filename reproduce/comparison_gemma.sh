@@ -14,3 +14,5 @@ for seed in ${SEEDS:-0 1 2}; do
     --curve-fractions '' --dilemma-limit 64 --archive docs/compare/archive
 done
 $W compare-seeds docs/compare/archive/gemma-3-270m/tone/compare > docs/compare/gemma_tone_seeds.md
+# the answer table of RESULTS §10 (per-seed values, t-intervals over seeds; tests/test_results_docs.py checks it)
+.venv/bin/python reproduce/followable_tables.py --model gemma-3-270m tone > docs/compare/gemma_tone_summary.md

@@ -4,6 +4,7 @@
     python reproduce/followable_tables.py > docs/compare/followable_summary.md
     python reproduce/followable_tables.py --runs recipes > docs/compare/recipes_summary.md   (comparison_recipes.sh)
     python reproduce/followable_tables.py --runs filtered upbeat > docs/compare/upbeat_filtered_summary.md   (comparison_upbeat_filtered.sh)
+    python reproduce/followable_tables.py --model gemma-3-270m tone > docs/compare/gemma_tone_summary.md   (comparison_gemma.sh)
 
 Per behaviour and method: the ID and pooled OOD spreads per reply token (Δ at α₊ − Δ at α₋, the sets weighted
 equally) per seed and across seeds, the generalisation ratio OOD / ID per seed and across, dW's paired advantage
@@ -15,14 +16,14 @@ Student-t over the seeds; a prompt method is the same at every seed, so its inte
 
 from __future__ import annotations
 
-import sys
+import argparse
 from pathlib import Path
 
 import numpy as np
 
 from weight_steering.comparison.seeds import load_comparisons, summarize_seeds
 
-ARCHIVE = Path(__file__).resolve().parents[1] / "docs" / "compare" / "archive" / "smollm2-135m-instruct"
+ARCHIVES = Path(__file__).resolve().parents[1] / "docs" / "compare" / "archive"
 
 
 def cell(row: dict | None, digits: int = 2) -> str:
@@ -39,26 +40,23 @@ def cell(row: dict | None, digits: int = 2) -> str:
 
 
 def main() -> None:
-    # default: the four-method results at 1 nat (lora-seed<s>); `--runs recipes`: the six-method results at every budget
-    # (recipes-seed<s>-kl<t>, reproduce/comparison_recipes.sh), one answer table per budget. Arguments after the options
-    # name behaviours.
-    args = sys.argv[1:]
-    runs = "lora"
-    if args[:1] == ["--runs"]:
-        if len(args) < 2:
-            raise SystemExit("--runs needs a result name prefix, such as --runs recipes")
-        runs, args = args[1], args[2:]
-    behaviors = args or ("tone", "upbeat")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", default="lora", help="result name prefix: lora (the four-method results at 1 nat, lora-seed<s>), "
+                        "filtered (lora-seed<s>-filtered-metric) or any other, e.g. recipes (recipes-seed<s>-kl<t>: one table per budget)")
+    parser.add_argument("--model", default="smollm2-135m-instruct", help="the model's folder in docs/compare/archive")
+    parser.add_argument("behaviors", nargs="*", default=["tone", "upbeat"])
+    opts = parser.parse_args()
+    runs, archive, behaviors = opts.runs, ARCHIVES / opts.model, opts.behaviors
     if runs == "lora":
-        results = [ARCHIVE / b / "compare" / f"lora-seed{s}" for b in behaviors for s in (0, 1, 2)]
+        results = [archive / b / "compare" / f"lora-seed{s}" for b in behaviors for s in (0, 1, 2)]
     elif runs == "filtered":  # the same comparison on pairs the metric judge kept (comparison_upbeat_filtered.sh)
-        results = [ARCHIVE / b / "compare" / f"lora-seed{s}-filtered-metric" for b in behaviors for s in (0, 1, 2)]
+        results = [archive / b / "compare" / f"lora-seed{s}-filtered-metric" for b in behaviors for s in (0, 1, 2)]
     else:
-        results = [r for b in behaviors for r in sorted((ARCHIVE / b / "compare").glob(f"{runs}-seed*"))]
+        results = [r for b in behaviors for r in sorted((archive / b / "compare").glob(f"{runs}-seed*"))]
     results = [r for r in results if r.exists()]
     if not results:
         wanted = {"lora": "lora-seed<s>", "filtered": "lora-seed<s>-filtered-metric"}.get(runs, f"{runs}-seed*")
-        raise SystemExit(f"no {wanted} results for {', '.join(behaviors)} under {ARCHIVE}; run the recipe that makes them first")
+        raise SystemExit(f"no {wanted} results for {', '.join(behaviors)} under {archive}; run the recipe that makes them first")
     groups = summarize_seeds(load_comparisons(results))
     for group in groups:
         rows = {(r["method"], r["measure"]): r for r in group["rows"]}

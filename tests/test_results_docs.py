@@ -54,3 +54,18 @@ def test_recipe_tables_are_made_from_the_committed_archive():
     for line in made.splitlines():
         if line.startswith("| ") and not line.startswith("| method"):
             assert line in results, f"RESULTS §1 lacks the archived recipe row {line[:80]}…"
+
+
+def test_gemma_tables_are_made_from_the_committed_archive():
+    """The second model's answer (RESULTS §10, Gemma-3-270M tone) is what `comparison_gemma.sh` makes; RESULTS holds its
+    answer table (the strengths and costs stay in the summary)."""
+    made = subprocess.run([sys.executable, str(ROOT / "reproduce" / "followable_tables.py"), "--model", "gemma-3-270m", "tone"],
+                          capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    committed = (ROOT / "docs" / "compare" / "gemma_tone_summary.md").read_text(encoding="utf-8")
+    assert made == committed, "docs/compare/gemma_tone_summary.md is stale: rerun reproduce/followable_tables.py --model gemma-3-270m tone"
+    answer_table = made.split("\n\n")[1]  # heading, answer table, strengths and costs
+    rows = [line for line in answer_table.splitlines() if line.startswith("| ") and not line.startswith("| method")]
+    assert rows and "dW (lora)" in rows[0]
+    results = RESULTS.read_text(encoding="utf-8")
+    for line in rows:
+        assert line in results, f"RESULTS §10 lacks the archived Gemma row {line[:80]}…"

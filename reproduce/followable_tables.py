@@ -49,8 +49,9 @@ def main() -> None:
     runs, archive, behaviors = opts.runs, ARCHIVES / opts.model, opts.behaviors
     if runs == "lora":
         results = [archive / b / "compare" / f"lora-seed{s}" for b in behaviors for s in (0, 1, 2)]
-    elif runs == "filtered":  # the same comparison on pairs the metric judge kept (comparison_upbeat_filtered.sh)
-        results = [archive / b / "compare" / f"lora-seed{s}-filtered-metric" for b in behaviors for s in (0, 1, 2)]
+    elif runs == "filtered":  # the same comparison on pairs the metric judge kept, then on its size control (comparison_upbeat_filtered.sh)
+        results = [archive / b / "compare" / f"lora-seed{s}-filtered-metric{control}" for b in behaviors for control in ("", "-sizecontrol")
+                   for s in (0, 1, 2)]
     else:
         results = [r for b in behaviors for r in sorted((archive / b / "compare").glob(f"{runs}-seed*"))]
     results = [r for r in results if r.exists()]
@@ -64,7 +65,8 @@ def main() -> None:
         paper = {(a["method"], a["measure"]): a for a in group["advantages"] if a["reference"] == "dW_paper"}
         methods = list(dict.fromkeys(r["method"] for r in group["rows"]))
         names = {r["method"]: r["name"] for r in group["rows"]}
-        budget = {"lora": "", "filtered": " on pairs filtered by VADER"}.get(runs, f" at p95 KL = {group['target']:g} nats per sign")
+        budget = {"lora": "", "filtered": " on a random subset of as many pairs (size control)" if group.get("size_control") else
+                  " on pairs filtered by VADER"}.get(runs, f" at p95 KL = {group['target']:g} nats per sign")
         print(f"### {group['behavior']}{budget}: seeds {', '.join(map(str, group['seeds']))} ({', '.join(group['devices'])})\n")
         # with the paper-recipe dW in the run, its paired advantage over each method too
         extra = ((" | dW (paper) − method, OOD /token | dW (paper) − method, ratio", "---|---|"),) if paper else ()

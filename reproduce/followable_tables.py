@@ -47,6 +47,9 @@ def main() -> None:
     parser.add_argument("behaviors", nargs="*", default=["tone", "upbeat"])
     opts = parser.parse_args()
     runs, archive, behaviors = opts.runs, ARCHIVES / opts.model, opts.behaviors
+    if not archive.is_dir():
+        known = ", ".join(sorted(p.name for p in ARCHIVES.iterdir() if p.is_dir()))
+        parser.error(f"--model {opts.model}: no archive folder {archive}; archived models: {known}")
     if runs == "lora":
         results = [archive / b / "compare" / f"lora-seed{s}" for b in behaviors for s in (0, 1, 2)]
     elif runs == "filtered":  # the same comparison on pairs the metric judge kept, then on its size control (comparison_upbeat_filtered.sh)
